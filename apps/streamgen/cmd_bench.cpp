@@ -1,0 +1,68 @@
+// streamgen bench <name>: every benchmark of the project, as a table or JSON lines.
+#include <iostream>
+
+#include "commands.h"
+#include "streamgen/bench.h"
+#include "streamgen/progress.h"
+
+namespace streamgen::cli {
+namespace {
+
+struct MatmulArgs {
+  ComputeArgs compute;
+  std::vector<std::int64_t> sizes{512, 1024, 2048};
+  std::vector<std::string> dtypes{"fp32", "bf16"};
+  double seconds = 1.0;
+  bool json = false;
+};
+
+struct SafetensorsArgs {
+  SafetensorsBenchOptions options;
+  std::string dir = std::filesystem::temp_directory_path().string();
+  bool json = false;
+};
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Benchmarks: print medians (and p10/p90) of repeated runs");
+  cmd->require_subcommand(1);
+
+  auto mm = std::make_shared<MatmulArgs>();
+  auto* mm_cmd = cmd->add_subcommand("matmul", "Square matmul GFLOP/s per dtype (the probe `info` runs)");
+  mm->compute.add_to(*mm_cmd, /*with_dtype=*/false);
+  mm_cmd->add_option("--sizes", mm->sizes, "Matrix sizes n")->delimiter(',')->capture_default_str()->check(CLI::Range(1, 32768));
+  mm_cmd->add_option("--dtypes", mm->dtypes, "Data types (fp32, bf16, fp16)")->delimiter(',')->capture_default_str();
+  mm_cmd->add_option("--seconds", mm->seconds, "Minimum seconds per configuration")->capture_default_str()->check(CLI::PositiveNumber);
+  mm_cmd->add_flag("--json", mm->json, "One JSON object per configuration per line");
+  mm_cmd->callback([mm] {
+    const auto compute = mm->compute.resolve();
+    MatmulBenchOptions o;
+    o.sizes = mm->sizes;
+    o.dtypes.clear();
+    for (const auto& d : mm->dtypes) o.dtypes.push_back(parse_dtype(d));
+    o.device = compute.device;
+    o.seconds = mm->seconds;
+    print_bench_rows(std::cout, bench_matmul(o), mm->json);
+  });
+
+  auto st = std::make_shared<SafetensorsArgs>();
+  auto* st_cmd = cmd->add_subcommand("safetensors", "Load a generated file: resident bytes vs mmap zero-copy vs read(2)");
+  st_cmd->add_option("--size-mb", st->options.size_mb, "File size in MiB")->capture_default_str()->check(CLI::Range(1, 65536));
+  st_cmd->add_option("--tensors", st->options.tensors, "Number of tensors in the file")->capture_default_str()->check(CLI::Range(1, 100000));
+  st_cmd->add_option("--runs", st->options.runs, "Timed runs per mode")->capture_default_str()->check(CLI::Range(1, 1000));
+  st_cmd->add_option("--dir", st->dir, "Folder for the generated file")->capture_default_str()->check(CLI::ExistingDirectory);
+  st_cmd->add_flag("--keep", st->options.keep_file, "Keep the generated file");
+  st_cmd->add_flag("--json", st->json, "One JSON object per configuration per line");
+  st_cmd->callback([st] {
+    st->options.dir = st->dir;
+    print_bench_rows(std::cout, bench_safetensors(st->options), st->json);
+  });
+
+  cmd->add_subcommand("list", "List the benchmarks")->callback([cmd] {
+    for (const auto* sub : cmd->get_subcommands([](const CLI::App* a) { return a->get_name() != "list"; }))
+      std::cout << sub->get_name() << "  " << sub->get_description() << "\n";
+  });
+}
+
+}  // namespace streamgen::cli

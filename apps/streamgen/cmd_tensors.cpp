@@ -1,0 +1,142 @@
+// streamgen tensors ls|diff: look inside checkpoints and compare outputs with references.
+#include <fmt/core.h>
+#include <torch/torch.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "commands.h"
+#include "streamgen/model_folder.h"
+#include "streamgen/tensor_compare.h"
+
+namespace streamgen::cli {
+namespace {
+
+struct LsArgs {
+  std::string path;
+  bool json = false;
+};
+
+void run_ls(const LsArgs& args) {
+  const WeightSet w = open_weights(args.path);
+  std::uint64_t total_numel = 0, total_bytes = 0;
+  nlohmann::ordered_json out;
+  out["source"] = w.description();
+  nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+  for (const auto& f : w.files())
+    for (const auto& [k, v] : f.metadata()) meta[k] = v;
+  out["metadata"] = meta;
+  out["tensors"] = nlohmann::ordered_json::array();
+  std::size_t name_width = 4;
+  for (const auto& name : w.names()) name_width = std::max(name_width, name.size());
+  std::ostringstream table;
+  table << fmt::format("{:<{}}  {:<5}  {}\n", "name", name_width, "dtype", "shape");
+  for (const auto& name : w.names()) {
+    const auto& e = w.entry(name);
+    total_numel += e.numel();
+    total_bytes += e.nbytes();
+    out["tensors"].push_back({{"name", name},
+                              {"dtype", std::string(safetensors::dtype_name(e.dtype))},
+                              {"shape", e.shape},
+                              {"bytes", e.nbytes()}});
+    table << fmt::format("{:<{}}  {:<5}  {}\n", name, name_width, safetensors::dtype_name(e.dtype), safetensors::shape_string(e.shape));
+  }
+  out["count"] = w.size();
+  out["numel"] = total_numel;
+  out["bytes"] = total_bytes;
+  if (args.json) {
+    std::cout << out.dump() << std::endl;
+    return;
+  }
+  std::cout << "source: " << w.description() << "\n";
+  for (const auto& [k, v] : meta.items()) {
+    auto text = v.get<std::string>();
+    if (text.size() > 200) text = text.substr(0, 200) + fmt::format("... ({} chars)", text.size());
+    std::cout << "metadata " << k << ": " << text << "\n";
+  }
+  std::cout << table.str();
+  std::cout << fmt::format("{} tensors, {} elements, {} bytes\n", w.size(), total_numel, total_bytes) << std::flush;
+}
+
+struct DiffArgs {
+  std::string a, b;
+  double tol = 1e-4;
+  std::vector<std::string> only;
+  bool ignore_missing = false;
+  bool json = false;
+};
+
+void run_diff(const DiffArgs& args) {
+  const WeightSet a = open_weights(args.a), b = open_weights(args.b);
+  std::set<std::string> names;
+  if (!args.only.empty()) {
+    names.insert(args.only.begin(), args.only.end());
+  } else {
+    for (const auto& n : a.names()) names.insert(n);
+    for (const auto& n : b.names()) names.insert(n);
+  }
+  bool failed = false;
+  std::vector<nlohmann::ordered_json> rows;
+  for (const auto& name : names) {
+    nlohmann::ordered_json row;
+    row["name"] = name;
+    if (!a.contains(name) || !b.contains(name)) {
+      row["status"] = !a.contains(name) ? "only in B" : "only in A";
+      failed |= !args.ignore_missing;
+    } else if (a.entry(name).shape != b.entry(name).shape) {
+      row["status"] = "shape " + safetensors::shape_string(a.entry(name).shape) + " vs " + safetensors::shape_string(b.entry(name).shape);
+      failed = true;
+    } else {
+      const auto d = compare_tensors(a.tensor(name), b.tensor(name));
+      row["max_abs"] = d.max_abs;
+      row["rel"] = d.rel;
+      row["status"] = d.non_finite ? "NaN/Inf" : (d.within(args.tol) ? "ok" : "FAIL");
+      failed |= !d.within(args.tol);
+    }
+    rows.push_back(row);
+  }
+  if (args.json) {
+    for (const auto& r : rows) std::cout << r.dump() << "\n";
+  } else {
+    std::size_t w = 4;
+    for (const auto& r : rows) w = std::max(w, r["name"].get<std::string>().size());
+    std::cout << fmt::format("{:<{}}  {:>12}  {:>12}  {}\n", "name", w, "max_abs", "rel", "status");
+    for (const auto& r : rows) {
+      if (r.contains("rel"))
+        std::cout << fmt::format("{:<{}}  {:>12.4e}  {:>12.4e}  {}\n", r["name"].get<std::string>(), w, r["max_abs"].get<double>(),
+                                 r["rel"].get<double>(), r["status"].get<std::string>());
+      else
+        std::cout << fmt::format("{:<{}}  {:>12}  {:>12}  {}\n", r["name"].get<std::string>(), w, "-", "-", r["status"].get<std::string>());
+    }
+    std::cout << fmt::format("{}: {} tensors compared with tolerance {:g} (relative ||a-b||/||b||)\n", failed ? "DIFFERENT" : "SAME",
+                             rows.size(), args.tol);
+  }
+  std::cout.flush();
+  if (failed) throw ExitCode{kExitMismatch};
+}
+
+}  // namespace
+
+void register_tensors(CLI::App& app) {
+  auto* cmd = app.add_subcommand("tensors", "Inspect and compare safetensors checkpoints and tensor files");
+  cmd->require_subcommand(1);
+
+  auto ls = std::make_shared<LsArgs>();
+  auto* ls_cmd = cmd->add_subcommand("ls", "List tensors (name, dtype, shape) and metadata");
+  ls_cmd->add_option("path", ls->path, "A .safetensors file, a sharded *.index.json or a model component folder")->required();
+  ls_cmd->add_flag("--json", ls->json, "One JSON object instead of a table");
+  ls_cmd->callback([ls] { run_ls(*ls); });
+
+  auto diff = std::make_shared<DiffArgs>();
+  auto* diff_cmd = cmd->add_subcommand("diff", "Compare tensors of A against reference B; exit 1 above --tol");
+  diff_cmd->add_option("a", diff->a, "Tensors to check")->required();
+  diff_cmd->add_option("b", diff->b, "Reference tensors")->required();
+  diff_cmd->add_option("--tol", diff->tol, "Largest accepted relative error ||a-b||/||b||")->capture_default_str()->check(CLI::NonNegativeNumber);
+  diff_cmd->add_option("--only", diff->only, "Compare only these tensor names")->delimiter(',');
+  diff_cmd->add_flag("--ignore-missing", diff->ignore_missing, "Names present on one side only do not fail the comparison");
+  diff_cmd->add_flag("--json", diff->json, "One JSON object per tensor");
+  diff_cmd->callback([diff] { run_diff(*diff); });
+}
+
+}  // namespace streamgen::cli

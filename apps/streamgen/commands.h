@@ -1,0 +1,29 @@
+#pragma once
+// Each subcommand registers itself on the root app; its file parses options and calls the library.
+#include <CLI/CLI.hpp>
+
+#include "streamgen/device.h"
+
+namespace streamgen::cli {
+
+void register_info(CLI::App& app);
+void register_tensors(CLI::App& app);
+void register_bench(CLI::App& app);
+
+// --device / --dtype / --threads, parsed as text and resolved by resolve().
+struct ComputeArgs {
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  int threads = 0;
+  void add_to(CLI::App& cmd, bool with_dtype = true);
+  ComputeOptions resolve() const;
+};
+
+// Exit status for "ran fine but the answer is no" (e.g. tensors differ beyond --tol).
+inline constexpr int kExitMismatch = 1;
+// Thrown by a subcommand to end with a given exit status after printing its output.
+struct ExitCode {
+  int code;
+};
+
+}  // namespace streamgen::cli

@@ -1,0 +1,48 @@
+#pragma once
+// Benchmarks shared by `streamgen bench <name>` and the Google Benchmark target. Each returns
+// one row per configuration: the configuration fields, then median_ms, p10_ms, p90_ms, runs and
+// the figures that fit (gflops, gb_per_s, fps, ratio_to_peak).
+#include <torch/types.h>
+
+#include <filesystem>
+#include <iosfwd>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "streamgen/timing.h"
+
+namespace streamgen {
+
+using BenchRow = nlohmann::ordered_json;
+
+// One row per line as JSON, or an aligned table.
+void print_bench_rows(std::ostream& out, const std::vector<BenchRow>& rows, bool as_json);
+// Adds median_ms, p10_ms, p90_ms and runs to a row.
+void add_timing(BenchRow& row, const Timing& t);
+
+struct MatmulBenchOptions {
+  std::vector<std::int64_t> sizes{1024};
+  std::vector<torch::ScalarType> dtypes{torch::kFloat32, torch::kBFloat16};
+  torch::Device device{torch::kCPU};
+  double seconds = 0.5;  // per configuration
+};
+
+// n x n @ n x n; rows carry gflops = 2 n^3 / median.
+std::vector<BenchRow> bench_matmul(const MatmulBenchOptions& options);
+// The timing of one configuration (what `info` uses as its probe).
+Timing time_matmul(std::int64_t n, torch::ScalarType dtype, torch::Device device, double seconds);
+inline double matmul_gflops(std::int64_t n, double ms) { return 2.0 * static_cast<double>(n) * n * n / (ms * 1e6); }
+
+struct SafetensorsBenchOptions {
+  std::uint64_t size_mb = 1024;
+  std::int64_t tensors = 64;
+  std::filesystem::path dir = std::filesystem::temp_directory_path();
+  int runs = 5;
+  bool keep_file = false;
+};
+
+// Loads a generated file of `size_mb` MB and reads every byte, three ways: from memory already
+// resident (the ceiling), through the mmap zero-copy path, and through read(2) into a buffer.
+std::vector<BenchRow> bench_safetensors(const SafetensorsBenchOptions& options);
+
+}  // namespace streamgen

@@ -1,0 +1,26 @@
+#pragma once
+// The one exception type streamgen throws for bad input. Messages name the file, the tensor or
+// option involved and what was expected, so a user can act on them without a debugger.
+#include <stdexcept>
+#include <string>
+
+namespace streamgen {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+// A file whose bytes do not follow its format (safetensors, JSON, index files).
+class FormatError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A checkpoint that does not fit the module it is loaded into.
+class StateDictError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace streamgen

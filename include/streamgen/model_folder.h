@@ -1,0 +1,35 @@
+#pragma once
+// The diffusers / transformers folder layout of one model component:
+//   <dir>/config.json
+//   <dir>/diffusion_pytorch_model.safetensors        (diffusers)  or  model.safetensors (transformers)
+//   <dir>/diffusion_pytorch_model.fp16.safetensors   (the "fp16" variant)
+//   <dir>/diffusion_pytorch_model.safetensors.index.json + shards (sharded checkpoints;
+//        the variant form is diffusion_pytorch_model.safetensors.index.fp16.json)
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "streamgen/weight_set.h"
+
+namespace streamgen {
+
+struct ComponentFolder {
+  std::filesystem::path dir;
+  nlohmann::json config;
+  WeightSet weights;
+  std::filesystem::path weights_path;  // the file or index the weights came from
+};
+
+// variant "" prefers full-precision weights and falls back to the fp16 variant; a named variant
+// ("fp16") is required to exist. Errors list every file name that was looked for.
+ComponentFolder open_component(const std::filesystem::path& dir, const std::string& variant = "");
+
+// Only the weights of a component folder (no config.json needed).
+std::filesystem::path find_component_weights(const std::filesystem::path& dir, const std::string& variant = "");
+
+}  // namespace streamgen
+
+namespace streamgen {
+// A checkpoint given as a .safetensors file, a sharded *.index.json, or a component folder.
+WeightSet open_weights(const std::filesystem::path& path, const std::string& variant = "");
+}  // namespace streamgen

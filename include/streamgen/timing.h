@@ -1,0 +1,29 @@
+#pragma once
+// Repeated timing with robust statistics, shared by `streamgen bench`, `info` and bench/.
+#include <functional>
+#include <vector>
+
+namespace streamgen {
+
+struct Timing {
+  std::vector<double> samples_ms;
+  double median_ms = 0;
+  double p10_ms = 0;
+  double p90_ms = 0;
+  int runs = 0;
+};
+
+// Percentiles with linear interpolation between order statistics (numpy's default).
+double percentile(std::vector<double> values, double q);
+Timing summarize(std::vector<double> samples_ms);
+
+struct TimingOptions {
+  int warmup = 1;
+  int min_runs = 3;
+  int max_runs = 1000;
+  double min_seconds = 0.5;  // keep running until both min_runs and min_seconds are reached
+};
+
+Timing time_runs(const std::function<void()>& fn, const TimingOptions& options = {});
+
+}  // namespace streamgen

@@ -1,0 +1,62 @@
+#include "streamgen/device.h"
+
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+#include <torch/cuda.h>
+
+#include <charconv>
+
+#include "streamgen/error.h"
+
+namespace streamgen {
+
+torch::Device parse_device(std::string_view text) {
+  if (text == "cpu") return torch::Device(torch::kCPU);
+  if (text == "cuda") return torch::Device(torch::kCUDA, 0);
+  if (text.rfind("cuda:", 0) == 0) {
+    const auto num = text.substr(5);
+    int index = -1;
+    auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), index);
+    if (ec == std::errc() && ptr == num.data() + num.size() && index >= 0 && index < 64)
+      return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  throw Error("unknown device '" + std::string(text) + "' (expected cpu, cuda or cuda:N)");
+}
+
+torch::ScalarType parse_dtype(std::string_view text) {
+  if (text == "fp32" || text == "float32" || text == "f32") return torch::kFloat32;
+  if (text == "bf16" || text == "bfloat16") return torch::kBFloat16;
+  if (text == "fp16" || text == "float16" || text == "f16" || text == "half") return torch::kFloat16;
+  throw Error("unknown dtype '" + std::string(text) + "' (expected fp32, bf16 or fp16)");
+}
+
+std::string dtype_label(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "fp32";
+    case torch::kBFloat16: return "bf16";
+    case torch::kFloat16: return "fp16";
+    default: return c10::toString(dtype);
+  }
+}
+
+void check_device(const torch::Device& device) {
+  if (device.is_cpu()) return;
+  if (!device.is_cuda()) throw Error("device '" + device.str() + "' is not supported (expected cpu or cuda)");
+  if (!torch::cuda::is_available())
+    throw Error("device '" + device.str() + "' requested, but this build of LibTorch has no CUDA or no GPU is visible; use --device cpu");
+  const auto count = torch::cuda::device_count();
+  if (device.index() >= static_cast<int>(count))
+    throw Error("device '" + device.str() + "' requested, but only " + std::to_string(count) + " CUDA device(s) are visible");
+}
+
+ComputeOptions apply_compute_options(ComputeOptions options) {
+  check_device(options.device);
+  if (options.threads < 0) throw Error("--threads must be >= 0 (0 = one per core), got " + std::to_string(options.threads));
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  options.threads = at::get_num_threads();
+  if (options.device.is_cpu() && options.dtype == torch::kFloat16)
+    spdlog::warn("fp16 on CPU has no fast kernels here; bf16 is the fast CPU dtype (AMX/AVX-512)");
+  return options;
+}
+
+}  // namespace streamgen

@@ -1,0 +1,68 @@
+#include "streamgen/model_folder.h"
+
+#include <vector>
+
+#include "streamgen/error.h"
+#include "streamgen/json_file.h"
+
+namespace streamgen {
+namespace {
+
+// Weight file names in the order they are preferred, for one variant ("" = none).
+std::vector<std::string> candidates(const std::string& variant) {
+  std::vector<std::string> out;
+  for (const std::string base : {"diffusion_pytorch_model", "model"}) {
+    if (variant.empty()) {
+      out.push_back(base + ".safetensors");
+      out.push_back(base + ".safetensors.index.json");
+    } else {
+      out.push_back(base + "." + variant + ".safetensors");
+      out.push_back(base + ".safetensors.index." + variant + ".json");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::filesystem::path find_component_weights(const std::filesystem::path& dir, const std::string& variant) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) throw Error("model folder '" + dir.string() + "' does not exist or is not a folder");
+  std::vector<std::string> tried;
+  const std::vector<std::string> variants = variant.empty() ? std::vector<std::string>{"", "fp16"} : std::vector<std::string>{variant};
+  for (const auto& v : variants)
+    for (const auto& name : candidates(v)) {
+      if (std::filesystem::is_regular_file(dir / name, ec)) return dir / name;
+      tried.push_back(name);
+    }
+  std::string msg = "no safetensors weights in '" + dir.string() + "' (looked for";
+  for (const auto& t : tried) msg += " " + t;
+  msg += ")";
+  for (const std::string pickle : {"diffusion_pytorch_model.bin", "pytorch_model.bin", "model.ckpt"})
+    if (std::filesystem::exists(dir / pickle, ec))
+      msg += "; found '" + pickle + "', a PyTorch pickle, which streamgen does not read for safety: convert it to safetensors";
+  throw Error(msg);
+}
+
+ComponentFolder open_component(const std::filesystem::path& dir, const std::string& variant) {
+  ComponentFolder c;
+  c.dir = dir;
+  c.weights_path = find_component_weights(dir, variant);
+  const auto config_path = dir / "config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(config_path, ec)) throw Error("model folder '" + dir.string() + "' has no config.json");
+  c.config = read_json_file(config_path);
+  if (!c.config.is_object()) throw FormatError(config_path.string() + ": expected a JSON object");
+  c.weights = WeightSet::open(c.weights_path);
+  return c;
+}
+
+}  // namespace streamgen
+
+namespace streamgen {
+WeightSet open_weights(const std::filesystem::path& path, const std::string& variant) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return WeightSet::open(find_component_weights(path, variant));
+  return WeightSet::open(path);
+}
+}  // namespace streamgen

@@ -1,0 +1,144 @@
+// The CLI as users run it: real processes, exit codes and output.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "streamgen/safetensors.h"
+#include "test_util.h"
+
+namespace streamgen {
+namespace {
+
+struct Result {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(STREAMGEN_CLI) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string golden() { return test::data_path("tiny-sd21_unet.safetensors").string(); }
+
+TEST(Cli, VersionAndHelp) {
+  auto r = run("--version");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("streamgen 0."), std::string::npos) << r.out;
+  r = run("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* sub : {"info", "tensors", "bench"}) EXPECT_NE(r.out.find(sub), std::string::npos) << r.out;
+  r = run("tensors --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("diff"), std::string::npos);
+  r = run("");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("subcommand"), std::string::npos) << r.out;
+}
+
+TEST(Cli, TensorsLsOnTheGoldenFileAndFolder) {
+  auto r = run("tensors ls " + golden());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("case0.out"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[2, 4, 16, 16]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("metadata description:"), std::string::npos) << r.out;
+  r = run("tensors ls --json " + test::data_path("tiny-sd21/unet").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["numel"], 1106212);
+  EXPECT_EQ(j["tensors"][0]["dtype"], "F16");
+}
+
+TEST(Cli, TensorsDiffPassesOnEqualAndFailsOnDifferent) {
+  auto r = run("tensors diff " + golden() + " " + golden());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("SAME"), std::string::npos);
+
+  test::TempDir dir;
+  const auto ref = SafetensorsFile::open(golden());
+  auto out = ref.tensor("case0.out").clone();
+  out.add_(1e-3 * out.norm().item<float>() / std::sqrt(static_cast<float>(out.numel())));  // rel ~1e-3
+  save_safetensors(dir / "out.safetensors", NamedTensors{{"case0.out", out}});
+  const auto mine = (dir / "out.safetensors").string();
+  r = run("tensors diff " + mine + " " + golden() + " --only case0.out --tol 1e-4");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("FAIL"), std::string::npos) << r.out;
+  r = run("tensors diff " + mine + " " + golden() + " --only case0.out --tol 1e-2");
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + mine + " " + golden());  // the golden holds more tensors
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("only in B"), std::string::npos) << r.out;
+  r = run("tensors diff " + mine + " " + golden() + " --ignore-missing --tol 1e-2 --json");
+  EXPECT_EQ(r.code, 0) << r.out;
+
+  out[0][0][0][0] = NAN;
+  save_safetensors(dir / "nan.safetensors", NamedTensors{{"case0.out", out}});
+  r = run("tensors diff " + (dir / "nan.safetensors").string() + " " + golden() + " --only case0.out --tol 1e9");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("NaN"), std::string::npos) << r.out;
+}
+
+TEST(Cli, BadInputIsAClearErrorNotACrash) {
+  test::TempDir dir;
+  test::write_bytes(dir / "bad.safetensors", "garbage!");
+  auto r = run("tensors ls " + (dir / "bad.safetensors").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("bad.safetensors: header length"), std::string::npos) << r.out;
+  r = run("tensors ls " + (dir / "missing.safetensors").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("missing.safetensors"), std::string::npos) << r.out;
+  r = run("bench matmul --dtypes int4 --sizes 8");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("unknown dtype 'int4'"), std::string::npos) << r.out;
+  r = run("info --device gpu0");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("unknown device 'gpu0'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, InfoReportsIsaBlasAndMatmul) {
+  auto r = run("info --probe-seconds 0.1 --probe-size 256");
+  EXPECT_EQ(r.code, 0) << r.out;
+  for (const char* field : {"LibTorch", "AVX-512", "AMX-BF16", "BLAS", "matmul fp32", "matmul bf16"})
+    EXPECT_NE(r.out.find(field), std::string::npos) << field << "\n" << r.out;
+  r = run("info --no-probe --json --threads 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["threads"], 1);
+  EXPECT_TRUE(j.contains("isa"));
+  EXPECT_FALSE(j.contains("matmul_fp32_gflops"));
+}
+
+TEST(Cli, BenchJsonLinesCarryTheRequiredFields) {
+  auto r = run("-q bench matmul --sizes 32,64 --dtypes fp32 --seconds 0.02 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::istringstream lines(r.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    for (const char* f : {"name", "dtype", "n", "median_ms", "p10_ms", "p90_ms", "runs", "gflops"})
+      EXPECT_TRUE(j.contains(f)) << f << " in " << line;
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
+  r = run("bench safetensors --size-mb 4 --runs 1");
+  EXPECT_EQ(r.code, 0) << r.out;
+  for (const char* mode : {"resident", "mmap", "read", "gb_per_s", "ratio_to_peak"}) EXPECT_NE(r.out.find(mode), std::string::npos) << r.out;
+  r = run("bench list");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("safetensors"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace streamgen

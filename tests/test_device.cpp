@@ -1,0 +1,69 @@
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include "streamgen/device.h"
+#include "streamgen/error.h"
+#include "streamgen/system_info.h"
+
+namespace streamgen {
+namespace {
+
+TEST(Device, ParsesTheAcceptedForms) {
+  EXPECT_EQ(parse_device("cpu"), torch::Device(torch::kCPU));
+  EXPECT_EQ(parse_device("cuda"), torch::Device(torch::kCUDA, 0));
+  EXPECT_EQ(parse_device("cuda:3"), torch::Device(torch::kCUDA, 3));
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "CPU", ""}) {
+    try {
+      parse_device(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("expected cpu, cuda or cuda:N"), std::string::npos);
+    }
+  }
+}
+
+TEST(Device, ParsesDtypes) {
+  EXPECT_EQ(parse_dtype("fp32"), torch::kFloat32);
+  EXPECT_EQ(parse_dtype("bf16"), torch::kBFloat16);
+  EXPECT_EQ(parse_dtype("bfloat16"), torch::kBFloat16);
+  EXPECT_EQ(parse_dtype("fp16"), torch::kFloat16);
+  EXPECT_EQ(parse_dtype("half"), torch::kFloat16);
+  EXPECT_THROW(parse_dtype("int8"), Error);
+  EXPECT_EQ(dtype_label(torch::kBFloat16), "bf16");
+  EXPECT_EQ(dtype_label(torch::kFloat32), "fp32");
+}
+
+TEST(Device, CudaWithoutCudaIsAClearError) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a CUDA device is present";
+  try {
+    check_device(torch::Device(torch::kCUDA, 0));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("use --device cpu"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Device, ThreadsAreAppliedAndValidated) {
+  ComputeOptions o;
+  o.threads = 1;
+  EXPECT_EQ(apply_compute_options(o).threads, 1);
+  o.threads = -2;
+  EXPECT_THROW(apply_compute_options(o), Error);
+  o.threads = 0;
+  EXPECT_GE(apply_compute_options(o).threads, 1);
+}
+
+TEST(SystemInfo, DetectsCpuAndBlas) {
+  const auto cpu = detect_cpu_features();
+  EXPECT_FALSE(cpu.model.empty());
+  EXPECT_GE(cpu.hardware_threads, 1);
+  if (cpu.avx512f) {
+    EXPECT_TRUE(cpu.avx2);  // every AVX-512 CPU has AVX2
+  }
+  EXPECT_FALSE(torch_version_string().empty());
+  // Debian's LibTorch links the system BLAS; whichever it is, it is visible in the process.
+  EXPECT_FALSE(loaded_blas_library().empty());
+}
+
+}  // namespace
+}  // namespace streamgen
