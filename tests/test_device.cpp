@@ -49,8 +49,9 @@ TEST(Device, ThreadsAreAppliedAndValidated) {
   EXPECT_EQ(apply_compute_options(o).threads, 1);
   o.threads = -2;
   EXPECT_THROW(apply_compute_options(o), Error);
-  o.threads = 0;
-  EXPECT_GE(apply_compute_options(o).threads, 1);
+  o.threads = 0;  // default: every CPU we may run on, not LibTorch's physical-core guess
+  EXPECT_EQ(apply_compute_options(o).threads, available_cpus());
+  EXPECT_GE(available_cpus(), 1);
 }
 
 TEST(SystemInfo, DetectsCpuAndBlas) {

@@ -21,8 +21,6 @@ const std::vector<torch::ScalarType> kAllDtypes = {torch::kFloat64, torch::kFloa
                                                    torch::kInt64,   torch::kInt32,   torch::kInt16,   torch::kInt8,
                                                    torch::kUInt8,   torch::kBool};
 
-void PrintTo(LoadMode m, std::ostream* os) { *os << (m == LoadMode::Mmap ? "mmap" : "read"); }
-
 class RoundTrip : public ::testing::TestWithParam<LoadMode> {};
 
 TEST_P(RoundTrip, EveryDtypeShapeAndMetadata) {
@@ -50,7 +48,8 @@ TEST_P(RoundTrip, EveryDtypeShapeAndMetadata) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, RoundTrip, ::testing::Values(LoadMode::Mmap, LoadMode::Read));
+INSTANTIATE_TEST_SUITE_P(Modes, RoundTrip, ::testing::Values(LoadMode::Mmap, LoadMode::Read),
+                         [](const auto& info) { return std::string(info.param == LoadMode::Mmap ? "mmap" : "read"); });
 
 TEST(Safetensors, WriterAlignsEveryTensorSoMmapIsZeroCopy) {
   TempDir dir;

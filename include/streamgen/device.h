@@ -10,7 +10,7 @@ namespace streamgen {
 struct ComputeOptions {
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
-  int threads = 0;  // 0: LibTorch's default (one per core)
+  int threads = 0;  // 0: every CPU this process may run on
 };
 
 // "cpu", "cuda", "cuda:N". Throws streamgen::Error naming the accepted forms.
@@ -19,6 +19,9 @@ torch::Device parse_device(std::string_view text);
 torch::ScalarType parse_dtype(std::string_view text);
 // The short name used on the command line: fp32, bf16, fp16 (or LibTorch's name for others).
 std::string dtype_label(torch::ScalarType dtype);
+
+// CPUs this process may run on (its affinity mask).
+int available_cpus();
 
 // Checks that the device exists in this build and on this machine; throws streamgen::Error.
 void check_device(const torch::Device& device);

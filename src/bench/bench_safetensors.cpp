@@ -34,14 +34,14 @@ std::vector<BenchRow> bench_safetensors(const SafetensorsBenchOptions& options) 
   if (options.size_mb == 0 || options.tensors <= 0) throw Error("bench safetensors: --size-mb and --tensors must be positive");
   const std::int64_t floats_per_tensor =
       static_cast<std::int64_t>(options.size_mb * 1024 * 1024 / 4 / static_cast<std::uint64_t>(options.tensors));
-  std::string filename = "streamgen-bench-";
-  filename += std::to_string(::getpid());
-  filename += ".safetensors";
-  const auto path = options.dir / filename;
+  const auto path = options.dir / ("streamgen-bench-" + std::to_string(::getpid()) + ".safetensors");
   {
     NamedTensors tensors;
-    for (std::int64_t i = 0; i < options.tensors; ++i)
-      tensors.emplace_back("t" + std::to_string(i), torch::full({floats_per_tensor}, static_cast<float>(i)));
+    for (std::int64_t i = 0; i < options.tensors; ++i) {
+      std::string name = "t";  // built by appending: "t" + to_string trips GCC 12's -Wrestrict false positive
+      name += std::to_string(i);
+      tensors.emplace_back(std::move(name), torch::full({floats_per_tensor}, static_cast<float>(i)));
+    }
     save_safetensors(path, tensors);
   }
   struct Cleanup {

@@ -4,7 +4,10 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
+#include <sched.h>
+
 #include <charconv>
+#include <thread>
 
 #include "streamgen/error.h"
 
@@ -49,10 +52,19 @@ void check_device(const torch::Device& device) {
     throw Error("device '" + device.str() + "' requested, but only " + std::to_string(count) + " CUDA device(s) are visible");
 }
 
+int available_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 ComputeOptions apply_compute_options(ComputeOptions options) {
   check_device(options.device);
   if (options.threads < 0) throw Error("--threads must be >= 0 (0 = one per core), got " + std::to_string(options.threads));
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  // LibTorch's own default counts physical cores through cpuinfo, which on some VMs finds one
+  // core where two are usable (measured here: bf16 matmul 480 -> 840 GFLOP/s with both).
+  at::set_num_threads(options.threads > 0 ? options.threads : available_cpus());
   options.threads = at::get_num_threads();
   if (options.device.is_cpu() && options.dtype == torch::kFloat16)
     spdlog::warn("fp16 on CPU has no fast kernels here; bf16 is the fast CPU dtype (AMX/AVX-512)");
