@@ -12,6 +12,7 @@ PACKAGES=(
   libtorch-dev
   libopenblas0-pthread         # without it LibTorch's fp32 matmul falls back to reference BLAS (~6 GFLOP/s)
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
+  libicu-dev                   # Unicode categories, NFC and case mapping for the CLIP tokenizer
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev        # libFuzzer for the header fuzz test
 )

@@ -1,0 +1,156 @@
+#include "streamgen/clip_text_model.h"
+
+#include <torch/torch.h>
+
+#include "streamgen/error.h"
+#include "streamgen/model_folder.h"
+#include "streamgen/state_dict.h"
+
+namespace streamgen {
+namespace {
+
+template <typename T>
+T field(const nlohmann::json& j, const char* key, T fallback, const std::string& source) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw FormatError(source + ": field '" + key + "' has the wrong type (" + j[key].dump() + ")");
+  }
+}
+
+}  // namespace
+
+ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& root, const std::string& source) {
+  const nlohmann::json& j = root.contains("text_config") ? root["text_config"] : root;
+  ClipTextConfig c;
+  c.vocab_size = field(j, "vocab_size", c.vocab_size, source);
+  c.hidden_size = field(j, "hidden_size", c.hidden_size, source);
+  c.intermediate_size = field(j, "intermediate_size", c.intermediate_size, source);
+  c.num_hidden_layers = field(j, "num_hidden_layers", c.num_hidden_layers, source);
+  c.num_attention_heads = field(j, "num_attention_heads", c.num_attention_heads, source);
+  c.max_position_embeddings = field(j, "max_position_embeddings", c.max_position_embeddings, source);
+  c.hidden_act = field(j, "hidden_act", c.hidden_act, source);
+  c.layer_norm_eps = field(j, "layer_norm_eps", c.layer_norm_eps, source);
+  c.eos_token_id = field(j, "eos_token_id", c.eos_token_id, source);
+  if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
+    throw Error(source + ": hidden_act '" + c.hidden_act + "' is not supported (expected quick_gelu or gelu)");
+  if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0)
+    throw Error(source + ": hidden_size " + std::to_string(c.hidden_size) + " is not divisible by num_attention_heads " +
+                std::to_string(c.num_attention_heads));
+  if (c.num_hidden_layers < 1) throw Error(source + ": num_hidden_layers must be at least 1");
+  return c;
+}
+
+ClipAttentionImpl::ClipAttentionImpl(const ClipTextConfig& c)
+    : heads(c.num_attention_heads), head_dim(c.hidden_size / c.num_attention_heads) {
+  k_proj = register_module("k_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  v_proj = register_module("v_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  q_proj = register_module("q_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  out_proj = register_module("out_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+}
+
+torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
+  // x [N, L, D] -> q, k, v [N, H, L, Dh]
+  const auto n = x.size(0), l = x.size(1);
+  auto split = [&](const torch::Tensor& t) { return t.view({n, l, heads, head_dim}).transpose(1, 2); };
+  const auto q = split(q_proj(x) * (1.0 / std::sqrt(static_cast<double>(head_dim))));
+  const auto k = split(k_proj(x)), v = split(v_proj(x));
+  // Scores and softmax in fp32 whatever the weights' dtype: cheap at 77 tokens, and it keeps bf16 close.
+  auto scores = torch::matmul(q, k.transpose(-1, -2)).to(torch::kFloat32) + mask;
+  const auto probs = torch::softmax(scores, -1).to(v.scalar_type());
+  const auto out = torch::matmul(probs, v).transpose(1, 2).reshape({n, l, heads * head_dim});
+  return out_proj(out);
+}
+
+ClipMlpImpl::ClipMlpImpl(const ClipTextConfig& c) : quick_gelu(c.hidden_act == "quick_gelu") {
+  fc1 = register_module("fc1", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+  fc2 = register_module("fc2", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+}
+
+torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
+  auto h = fc1(x);
+  h = quick_gelu ? h * torch::sigmoid(1.702 * h) : torch::gelu(h);
+  return fc2(h);
+}
+
+ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipTextConfig& c) {
+  const auto ln = torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps);
+  self_attn = register_module("self_attn", ClipAttention(c));
+  layer_norm1 = register_module("layer_norm1", torch::nn::LayerNorm(ln));
+  mlp = register_module("mlp", ClipMlp(c));
+  layer_norm2 = register_module("layer_norm2", torch::nn::LayerNorm(ln));
+}
+
+torch::Tensor ClipEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
+  auto h = x + self_attn(layer_norm1(x), mask);
+  return h + mlp(layer_norm2(h));
+}
+
+ClipEncoderImpl::ClipEncoderImpl(const ClipTextConfig& c) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(ClipEncoderLayer(c));
+}
+
+ClipTextEmbeddingsImpl::ClipTextEmbeddingsImpl(const ClipTextConfig& c) {
+  token_embedding = register_module("token_embedding", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  position_embedding = register_module("position_embedding", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
+}
+
+torch::Tensor ClipTextEmbeddingsImpl::forward(const torch::Tensor& input_ids) {
+  // input_ids [N, L] -> [N, L, D]
+  const auto positions = torch::arange(input_ids.size(1), torch::TensorOptions().dtype(torch::kInt64).device(input_ids.device()));
+  return token_embedding(input_ids) + position_embedding(positions).unsqueeze(0);
+}
+
+ClipTextTransformerImpl::ClipTextTransformerImpl(const ClipTextConfig& c) : config(c) {
+  embeddings = register_module("embeddings", ClipTextEmbeddings(c));
+  encoder = register_module("encoder", ClipEncoder(c));
+  final_layer_norm = register_module("final_layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+}
+
+ClipTextOutput ClipTextTransformerImpl::forward(const torch::Tensor& input_ids) {
+  // input_ids int64 [N, L] -> last_hidden_state [N, L, D], pooler_output [N, D]
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
+    throw Error("text encoder: input_ids must be int64 [N, L], got " + std::string(c10::toString(input_ids.scalar_type())) + " " +
+                std::to_string(input_ids.dim()) + "-d");
+  const auto l = input_ids.size(1);
+  if (l < 1 || l > config.max_position_embeddings)
+    throw Error("text encoder: sequence length " + std::to_string(l) + " outside 1.." + std::to_string(config.max_position_embeddings));
+  if (input_ids.numel() > 0 && (input_ids.min().item<std::int64_t>() < 0 || input_ids.max().item<std::int64_t>() >= config.vocab_size))
+    throw Error("text encoder: input_ids outside the vocabulary 0.." + std::to_string(config.vocab_size - 1));
+
+  ClipTextOutput out;
+  auto h = embeddings(input_ids);
+  const auto mask = torch::full({l, l}, -std::numeric_limits<float>::infinity(), torch::TensorOptions().device(h.device())).triu(1);
+  out.hidden_states.push_back(h);
+  for (const auto& layer : *encoder->layers) {
+    h = layer->as<ClipEncoderLayer>()->forward(h, mask);
+    out.hidden_states.push_back(h);
+  }
+  out.penultimate_hidden_state = out.hidden_states[out.hidden_states.size() - 2];
+  out.last_hidden_state = final_layer_norm(h);
+  // Pool at the first EOS; configs with the legacy eos_token_id 2 meant argmax(ids), which is the
+  // same position because EOS has the largest id.
+  const auto eos_pos = config.eos_token_id == 2 ? input_ids.argmax(-1) : (input_ids == config.eos_token_id).to(torch::kInt32).argmax(-1);
+  out.pooler_output = out.last_hidden_state.index({torch::arange(input_ids.size(0), eos_pos.options()), eos_pos});
+  return out;
+}
+
+ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& c) {
+  text_model = register_module("text_model", ClipTextTransformer(c));
+}
+
+ClipTextModel load_clip_text_model(const std::filesystem::path& dir, const ComputeOptions& compute) {
+  const auto folder = open_component(dir);
+  ClipTextModel model(ClipTextConfig::from_json(folder.config, (dir / "config.json").string()));
+  LoadOptions opt;
+  // Older transformers saved this buffer; the model computes positions itself.
+  opt.ignore_unexpected = [](std::string_view k) { return k == "text_model.embeddings.position_ids"; };
+  load_state_dict(*model, folder.weights, opt);
+  model->to(compute.device, compute.dtype);
+  model->eval();
+  return model;
+}
+
+}  // namespace streamgen
