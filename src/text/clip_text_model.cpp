@@ -2,37 +2,25 @@
 
 #include <torch/torch.h>
 
+#include "streamgen/config_json.h"
 #include "streamgen/error.h"
 #include "streamgen/model_folder.h"
 #include "streamgen/state_dict.h"
 
 namespace streamgen {
-namespace {
-
-template <typename T>
-T field(const nlohmann::json& j, const char* key, T fallback, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw FormatError(source + ": field '" + key + "' has the wrong type (" + j[key].dump() + ")");
-  }
-}
-
-}  // namespace
 
 ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& root, const std::string& source) {
   const nlohmann::json& j = root.contains("text_config") ? root["text_config"] : root;
   ClipTextConfig c;
-  c.vocab_size = field(j, "vocab_size", c.vocab_size, source);
-  c.hidden_size = field(j, "hidden_size", c.hidden_size, source);
-  c.intermediate_size = field(j, "intermediate_size", c.intermediate_size, source);
-  c.num_hidden_layers = field(j, "num_hidden_layers", c.num_hidden_layers, source);
-  c.num_attention_heads = field(j, "num_attention_heads", c.num_attention_heads, source);
-  c.max_position_embeddings = field(j, "max_position_embeddings", c.max_position_embeddings, source);
-  c.hidden_act = field(j, "hidden_act", c.hidden_act, source);
-  c.layer_norm_eps = field(j, "layer_norm_eps", c.layer_norm_eps, source);
-  c.eos_token_id = field(j, "eos_token_id", c.eos_token_id, source);
+  c.vocab_size = config_value(j, "vocab_size", c.vocab_size, source);
+  c.hidden_size = config_value(j, "hidden_size", c.hidden_size, source);
+  c.intermediate_size = config_value(j, "intermediate_size", c.intermediate_size, source);
+  c.num_hidden_layers = config_value(j, "num_hidden_layers", c.num_hidden_layers, source);
+  c.num_attention_heads = config_value(j, "num_attention_heads", c.num_attention_heads, source);
+  c.max_position_embeddings = config_value(j, "max_position_embeddings", c.max_position_embeddings, source);
+  c.hidden_act = config_value(j, "hidden_act", c.hidden_act, source);
+  c.layer_norm_eps = config_value(j, "layer_norm_eps", c.layer_norm_eps, source);
+  c.eos_token_id = config_value(j, "eos_token_id", c.eos_token_id, source);
   if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
     throw Error(source + ": hidden_act '" + c.hidden_act + "' is not supported (expected quick_gelu or gelu)");
   if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0)

@@ -1,0 +1,20 @@
+#pragma once
+// Typed reads from a model's config.json with errors that name the file and the field.
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "streamgen/error.h"
+
+namespace streamgen {
+
+template <typename T>
+T config_value(const nlohmann::json& j, const char* key, T fallback, const std::string& source) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return fallback;
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw FormatError(source + ": field '" + key + "' has the wrong type (" + j[key].dump() + ")");
+  }
+}
+
+}  // namespace streamgen

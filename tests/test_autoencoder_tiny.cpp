@@ -1,0 +1,119 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "streamgen/autoencoder_tiny.h"
+#include "streamgen/error.h"
+#include "streamgen/image_tensor.h"
+#include "streamgen/safetensors.h"
+#include "streamgen/tensor_compare.h"
+#include "test_util.h"
+
+namespace streamgen {
+namespace {
+
+// The golden README's tolerance for TAESD: absolute 1e-4 on latents and decoded images.
+constexpr double kAbsTol = 1e-4;
+constexpr double kBf16Rel = 2e-2;
+constexpr double kPsnrTolDb = 0.1;
+
+struct TaesdCase {
+  std::string file;
+  double psnr_db;  // round trip on [0, 1], from the golden README / summary.json
+};
+
+class TaesdGolden : public ::testing::TestWithParam<TaesdCase> {};
+
+AutoencoderTiny& taesd() {
+  static AutoencoderTiny m = load_autoencoder_tiny(test::data_path("taesd"));
+  return m;
+}
+
+TEST_P(TaesdGolden, EncodeDecodeAndRoundTripPsnr) {
+  torch::NoGradGuard no_grad;
+  const auto golden = SafetensorsFile::open(test::data_path(GetParam().file));
+  const auto image = golden.tensor("image_u8");
+  const auto x = image_u8_to_unit_range(image);
+  const auto latents = taesd()->encode(x);
+  const auto d_lat = compare_tensors(latents, golden.tensor("latents"));
+  EXPECT_FALSE(d_lat.non_finite);
+  EXPECT_LE(d_lat.max_abs, kAbsTol) << "latents rel " << d_lat.rel;
+  EXPECT_LE(d_lat.rel, 1e-4);
+  const auto decoded = taesd()->decode(golden.tensor("latents"));
+  const auto d_dec = compare_tensors(decoded, golden.tensor("decoded"));
+  EXPECT_LE(d_dec.max_abs, kAbsTol) << "decoded rel " << d_dec.rel;
+  EXPECT_NEAR(psnr_db(taesd()->decode(latents), image), GetParam().psnr_db, kPsnrTolDb);
+}
+
+INSTANTIATE_TEST_SUITE_P(Photos, TaesdGolden,
+                         ::testing::Values(TaesdCase{"taesd_128.safetensors", 22.73}, TaesdCase{"taesd_astronaut_256.safetensors", 21.867},
+                                           TaesdCase{"taesd_chelsea_256x192.safetensors", 25.683}),
+                         [](const auto& info) {
+                           std::string n = info.param.file.substr(6, info.param.file.find('.') - 6);
+                           for (auto& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
+
+TEST(Taesd, Bf16StaysClose) {
+  torch::NoGradGuard no_grad;
+  const auto golden = SafetensorsFile::open(test::data_path("taesd_128.safetensors"));
+  ComputeOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  auto m = load_autoencoder_tiny(test::data_path("taesd"), bf16);
+  const auto lat = m->encode(image_u8_to_unit_range(golden.tensor("image_u8")).to(torch::kBFloat16));
+  EXPECT_TRUE(compare_tensors(lat, golden.tensor("latents")).within(kBf16Rel));
+  const auto dec = m->decode(golden.tensor("latents").to(torch::kBFloat16));
+  EXPECT_TRUE(compare_tensors(dec, golden.tensor("decoded")).within(kBf16Rel));
+}
+
+TEST(Taesd, OriginalMadebyollinLayoutGivesTheSameModel) {
+  // Re-key the diffusers weights into taesd_encoder / taesd_decoder files as taesd.py names them.
+  test::TempDir dir;
+  const auto src = SafetensorsFile::open(test::data_path("taesd/diffusion_pytorch_model.safetensors"));
+  NamedTensors enc, dec;
+  for (const auto& e : src.entries()) {
+    if (e.name.rfind("encoder.layers.", 0) == 0) {
+      enc.emplace_back(e.name.substr(15), src.tensor(e.name));
+    } else {
+      const auto rest = e.name.substr(15);  // "decoder.layers." has the same length
+      const auto n = std::stoi(rest.substr(0, rest.find('.')));
+      dec.emplace_back(std::to_string(n + 1) + rest.substr(rest.find('.')), src.tensor(e.name));
+    }
+  }
+  save_safetensors(dir / "taesd_encoder.safetensors", enc);
+  save_safetensors(dir / "taesd_decoder.safetensors", dec);
+  torch::NoGradGuard no_grad;
+  auto m = load_autoencoder_tiny(dir.path());
+  EXPECT_EQ(m->config.latent_channels, 4);
+  const auto x = torch::rand({1, 3, 64, 64}) * 2 - 1;
+  EXPECT_TRUE(torch::equal(m->encode(x), taesd()->encode(x)));
+  const auto z = torch::randn({1, 4, 8, 8});
+  EXPECT_TRUE(torch::equal(m->decode(z), taesd()->decode(z)));
+}
+
+TEST(Taesd, NotATaesdFolderIsNamed) {
+  test::TempDir dir;
+  try {
+    load_autoencoder_tiny(dir.path());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not a TAESD model"), std::string::npos) << e.what();
+  }
+  nlohmann::json cfg = {{"act_fn", "gelu"}};
+  EXPECT_THROW(AutoencoderTinyConfig::from_json(cfg), Error);
+  cfg = {{"num_encoder_blocks", {1, 3}}};
+  EXPECT_THROW(AutoencoderTinyConfig::from_json(cfg), Error);
+}
+
+TEST(ImageTensor, ConversionsFollowTheReferenceOrder) {
+  const auto u8 = torch::tensor({0, 128, 255}, torch::kUInt8).reshape({1, 3, 1, 1});
+  const auto x = image_u8_to_unit_range(u8);
+  EXPECT_FLOAT_EQ(x[0][0][0][0].item<float>(), -1.0f);
+  EXPECT_FLOAT_EQ(x[0][1][0][0].item<float>(), 2.0f * (128.0f / 255.0f) - 1.0f);
+  EXPECT_FLOAT_EQ(x[0][2][0][0].item<float>(), 1.0f);
+  EXPECT_TRUE(torch::equal(unit_range_to_image_u8(x), u8));
+  EXPECT_THROW(image_u8_to_unit_range(torch::zeros({1, 3, 2, 2})), Error);
+  EXPECT_THROW(image_u8_to_unit_range(torch::zeros({3, 2, 2}, torch::kUInt8)), Error);
+}
+
+}  // namespace
+}  // namespace streamgen
