@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "streamgen/attention.h"
 #include "streamgen/config_json.h"
 #include "streamgen/error.h"
 #include "streamgen/model_folder.h"
@@ -39,16 +40,8 @@ ClipAttentionImpl::ClipAttentionImpl(const ClipTextConfig& c)
 }
 
 torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
-  // x [N, L, D] -> q, k, v [N, H, L, Dh]
-  const auto n = x.size(0), l = x.size(1);
-  auto split = [&](const torch::Tensor& t) { return t.view({n, l, heads, head_dim}).transpose(1, 2); };
-  const auto q = split(q_proj(x) * (1.0 / std::sqrt(static_cast<double>(head_dim))));
-  const auto k = split(k_proj(x)), v = split(v_proj(x));
-  // Scores and softmax in fp32 whatever the weights' dtype: cheap at 77 tokens, and it keeps bf16 close.
-  auto scores = torch::matmul(q, k.transpose(-1, -2)).to(torch::kFloat32) + mask;
-  const auto probs = torch::softmax(scores, -1).to(v.scalar_type());
-  const auto out = torch::matmul(probs, v).transpose(1, 2).reshape({n, l, heads * head_dim});
-  return out_proj(out);
+  // x [N, L, D], mask [L, L] (causal) -> [N, L, D]
+  return out_proj(multi_head_attention(q_proj(x), k_proj(x), v_proj(x), heads, mask));
 }
 
 ClipMlpImpl::ClipMlpImpl(const ClipTextConfig& c) : quick_gelu(c.hidden_act == "quick_gelu") {
