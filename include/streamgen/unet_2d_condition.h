@@ -1,0 +1,98 @@
+#pragma once
+// UNet2DConditionModel as in diffusers, for the SD1.x and SD2.x / SD-Turbo families: down blocks
+// (CrossAttnDownBlock2D, DownBlock2D), UNetMidBlock2DCrossAttn, up blocks (UpBlock2D,
+// CrossAttnUpBlock2D). Module names equal the checkpoint keys.
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "streamgen/device.h"
+#include "streamgen/diffusers_blocks.h"
+
+namespace streamgen {
+
+struct UNet2DConditionConfig {
+  std::int64_t in_channels = 4;
+  std::int64_t out_channels = 4;
+  std::vector<std::int64_t> block_out_channels{320, 640, 1280, 1280};
+  std::vector<std::string> down_block_types{"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"};
+  std::vector<std::string> up_block_types{"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
+  std::string mid_block_type = "UNetMidBlock2DCrossAttn";
+  std::int64_t layers_per_block = 2;
+  std::int64_t norm_num_groups = 32;
+  double norm_eps = 1e-5;
+  std::int64_t cross_attention_dim = 768;
+  // Heads per down block. diffusers' legacy configs store the head *count* in attention_head_dim
+  // when num_attention_heads is null (SD1.x: 8; SD2.x: [5, 10, 20, 20]); the head size is then
+  // channels / heads. We resolve that once, here.
+  std::vector<std::int64_t> heads{8, 8, 8, 8};
+  std::vector<std::int64_t> transformer_layers_per_block{1, 1, 1, 1};
+  bool use_linear_projection = false;
+  bool upcast_attention = false;
+  bool flip_sin_to_cos = true;
+  double freq_shift = 0;
+  std::int64_t downsample_padding = 1;
+
+  static UNet2DConditionConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+  std::int64_t time_embed_dim() const { return block_out_channels[0] * 4; }
+};
+
+// Sinusoidal timestep embedding (diffusers get_timestep_embedding, max_period 10000).
+torch::Tensor timestep_embedding(const torch::Tensor& timesteps, std::int64_t dim, bool flip_sin_to_cos, double freq_shift);
+
+struct TimestepEmbeddingImpl : torch::nn::Module {
+  TimestepEmbeddingImpl(std::int64_t in, std::int64_t out);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};
+};
+TORCH_MODULE(TimestepEmbedding);
+
+// CrossAttnDownBlock2D (with attentions) or DownBlock2D.
+struct UNetDownBlockImpl : torch::nn::Module {
+  UNetDownBlockImpl(const UNet2DConditionConfig& c, std::size_t index, std::int64_t in, std::int64_t out, bool attention, bool downsample);
+  // x [N, Cin, H, W] -> [N, Cout, H', W']; appends every resnet/attention output and the
+  // downsampled result to `skips`.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context, std::vector<torch::Tensor>& skips);
+  torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
+};
+TORCH_MODULE(UNetDownBlock);
+
+// CrossAttnUpBlock2D (with attentions) or UpBlock2D.
+struct UNetUpBlockImpl : torch::nn::Module {
+  UNetUpBlockImpl(const UNet2DConditionConfig& c, std::size_t index, std::int64_t in, std::int64_t prev_out, std::int64_t out, bool attention,
+                  bool upsample);
+  // Consumes len(resnets) skips from the back of `skips`.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context, std::vector<torch::Tensor>& skips);
+  torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, upsamplers{nullptr};
+};
+TORCH_MODULE(UNetUpBlock);
+
+struct UNetMidBlock2DCrossAttnImpl : torch::nn::Module {
+  explicit UNetMidBlock2DCrossAttnImpl(const UNet2DConditionConfig& c);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context);
+  torch::nn::ModuleList resnets{nullptr}, attentions{nullptr};
+};
+TORCH_MODULE(UNetMidBlock2DCrossAttn);
+
+struct UNet2DConditionModelImpl : torch::nn::Module {
+  explicit UNet2DConditionModelImpl(const UNet2DConditionConfig& c);
+  // sample [N, Cin, H, W], timestep int64 [N] or [1] or scalar, encoder_hidden_states [N, L, D]
+  // -> [N, Cout, H, W]
+  torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep, const torch::Tensor& encoder_hidden_states);
+  UNet2DConditionConfig config;
+  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  TimestepEmbedding time_embedding{nullptr};
+  torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
+  UNetMidBlock2DCrossAttn mid_block{nullptr};
+  torch::nn::GroupNorm conv_norm_out{nullptr};
+};
+TORCH_MODULE(UNet2DConditionModel);
+
+// A diffusers unet folder (config.json + weights), loaded strictly.
+UNet2DConditionModel load_unet_2d_condition(const std::filesystem::path& dir, const ComputeOptions& compute = {});
+
+}  // namespace streamgen

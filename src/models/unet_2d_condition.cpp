@@ -1,0 +1,257 @@
+#include "streamgen/unet_2d_condition.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "streamgen/config_json.h"
+#include "streamgen/error.h"
+#include "streamgen/model_folder.h"
+#include "streamgen/state_dict.h"
+
+namespace streamgen {
+namespace {
+
+// An int or a per-block list, as diffusers configs allow for several fields.
+std::vector<std::int64_t> per_block(const nlohmann::json& v, std::size_t blocks, const std::string& source, const char* key) {
+  if (v.is_number_integer()) return std::vector<std::int64_t>(blocks, v.get<std::int64_t>());
+  if (v.is_array() && v.size() == blocks) {
+    std::vector<std::int64_t> out;
+    for (const auto& e : v) {
+      if (!e.is_number_integer()) throw FormatError(source + ": '" + key + "' must hold integers, found " + v.dump());
+      out.push_back(e.get<std::int64_t>());
+    }
+    return out;
+  }
+  throw FormatError(source + ": '" + key + "' must be an integer or a list of " + std::to_string(blocks) + ", found " + v.dump());
+}
+
+void require_null(const nlohmann::json& j, const char* key, const std::string& source, const char* what) {
+  if (j.contains(key) && !j[key].is_null() && !(j[key].is_boolean() && !j[key].get<bool>()))
+    throw Error(source + ": " + key + " = " + j[key].dump() + " (" + what + ") is not supported yet");
+}
+
+}  // namespace
+
+UNet2DConditionConfig UNet2DConditionConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  UNet2DConditionConfig c;
+  c.in_channels = config_value(j, "in_channels", c.in_channels, source);
+  c.out_channels = config_value(j, "out_channels", c.out_channels, source);
+  c.block_out_channels = config_value(j, "block_out_channels", c.block_out_channels, source);
+  c.down_block_types = config_value(j, "down_block_types", c.down_block_types, source);
+  c.up_block_types = config_value(j, "up_block_types", c.up_block_types, source);
+  c.mid_block_type = config_value(j, "mid_block_type", c.mid_block_type, source);
+  c.layers_per_block = config_value(j, "layers_per_block", c.layers_per_block, source);
+  c.norm_num_groups = config_value(j, "norm_num_groups", c.norm_num_groups, source);
+  c.norm_eps = config_value(j, "norm_eps", c.norm_eps, source);
+  c.cross_attention_dim = config_value(j, "cross_attention_dim", c.cross_attention_dim, source);
+  c.use_linear_projection = config_value(j, "use_linear_projection", c.use_linear_projection, source);
+  c.upcast_attention = config_value(j, "upcast_attention", c.upcast_attention, source);
+  c.flip_sin_to_cos = config_value(j, "flip_sin_to_cos", c.flip_sin_to_cos, source);
+  c.freq_shift = config_value(j, "freq_shift", c.freq_shift, source);
+  c.downsample_padding = config_value(j, "downsample_padding", c.downsample_padding, source);
+
+  const auto blocks = c.block_out_channels.size();
+  if (blocks == 0 || c.down_block_types.size() != blocks || c.up_block_types.size() != blocks)
+    throw Error(source + ": block_out_channels, down_block_types and up_block_types must have the same, non-zero length");
+  for (const auto& t : c.down_block_types)
+    if (t != "CrossAttnDownBlock2D" && t != "DownBlock2D")
+      throw Error(source + ": unsupported down block type '" + t + "' (supported: CrossAttnDownBlock2D, DownBlock2D)");
+  for (const auto& t : c.up_block_types)
+    if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D")
+      throw Error(source + ": unsupported up block type '" + t + "' (supported: CrossAttnUpBlock2D, UpBlock2D)");
+  if (c.mid_block_type != "UNetMidBlock2DCrossAttn")
+    throw Error(source + ": unsupported mid block type '" + c.mid_block_type + "' (supported: UNetMidBlock2DCrossAttn)");
+  if (c.cross_attention_dim <= 0 && j.contains("cross_attention_dim") && !j["cross_attention_dim"].is_number_integer())
+    throw Error(source + ": per-block cross_attention_dim is not supported");
+
+  // num_attention_heads wins when set; otherwise the legacy attention_head_dim is the head count.
+  const nlohmann::json heads = j.contains("num_attention_heads") && !j["num_attention_heads"].is_null() ? j["num_attention_heads"]
+                               : j.contains("attention_head_dim")                                        ? j["attention_head_dim"]
+                                                                                                        : nlohmann::json(8);
+  c.heads = per_block(heads, blocks, source, "num_attention_heads / attention_head_dim");
+  for (std::size_t i = 0; i < blocks; ++i)
+    if (c.heads[i] <= 0 || c.block_out_channels[i] % c.heads[i] != 0)
+      throw Error(source + ": block " + std::to_string(i) + " has " + std::to_string(c.block_out_channels[i]) +
+                  " channels, not divisible into " + std::to_string(c.heads[i]) + " heads");
+  c.transformer_layers_per_block =
+      per_block(j.contains("transformer_layers_per_block") ? j["transformer_layers_per_block"] : nlohmann::json(1), blocks, source,
+                "transformer_layers_per_block");
+
+  require_null(j, "addition_embed_type", source, "SDXL-style added conditioning");
+  require_null(j, "class_embed_type", source, "class embeddings");
+  require_null(j, "time_cond_proj_dim", source, "guidance-embedding LCM UNets");
+  require_null(j, "encoder_hid_dim", source, "encoder_hid_proj");
+  require_null(j, "dual_cross_attention", source, "dual cross-attention");
+  require_null(j, "only_cross_attention", source, "cross-attention-only blocks");
+  require_null(j, "center_input_sample", source, "input centering");
+  const auto shift = config_value<std::string>(j, "resnet_time_scale_shift", "default", source);
+  if (shift != "default") throw Error(source + ": resnet_time_scale_shift '" + shift + "' is not supported (expected default)");
+  const auto act = config_value<std::string>(j, "act_fn", "silu", source);
+  if (act != "silu") throw Error(source + ": act_fn '" + act + "' is not supported (expected silu)");
+  const auto temb_type = config_value<std::string>(j, "time_embedding_type", "positional", source);
+  if (temb_type != "positional") throw Error(source + ": time_embedding_type '" + temb_type + "' is not supported");
+  return c;
+}
+
+torch::Tensor timestep_embedding(const torch::Tensor& timesteps, std::int64_t dim, bool flip_sin_to_cos, double freq_shift) {
+  // timesteps [N] -> [N, dim] (float32)
+  const auto half = dim / 2;
+  const auto exponent = torch::arange(0, half, torch::TensorOptions().dtype(torch::kFloat32).device(timesteps.device())) *
+                        static_cast<float>(-std::log(10000.0)) / static_cast<float>(static_cast<double>(half) - freq_shift);
+  const auto args = timesteps.unsqueeze(1).to(torch::kFloat32) * torch::exp(exponent).unsqueeze(0);
+  auto emb = flip_sin_to_cos ? torch::cat({torch::cos(args), torch::sin(args)}, -1) : torch::cat({torch::sin(args), torch::cos(args)}, -1);
+  if (dim % 2 == 1) emb = torch::constant_pad_nd(emb, {0, 1, 0, 0}, 0);
+  return emb;
+}
+
+TimestepEmbeddingImpl::TimestepEmbeddingImpl(std::int64_t in, std::int64_t out) {
+  linear_1 = register_module("linear_1", torch::nn::Linear(in, out));
+  linear_2 = register_module("linear_2", torch::nn::Linear(out, out));
+}
+
+torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& x) { return linear_2(torch::silu(linear_1(x))); }
+
+namespace {
+
+Transformer2DModel make_transformer(const UNet2DConditionConfig& c, std::int64_t channels, std::int64_t heads, std::int64_t layers) {
+  Transformer2DOptions o{channels, heads, channels / heads, c.cross_attention_dim};
+  o.groups = c.norm_num_groups;
+  o.layers = layers;
+  o.use_linear_projection = c.use_linear_projection;
+  return Transformer2DModel(o);
+}
+
+}  // namespace
+
+UNetDownBlockImpl::UNetDownBlockImpl(const UNet2DConditionConfig& c, std::size_t index, std::int64_t in, std::int64_t out, bool attention,
+                                     bool downsample) {
+  resnets = register_module("resnets", torch::nn::ModuleList());
+  if (attention) attentions = register_module("attentions", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < c.layers_per_block; ++i) {
+    resnets->push_back(ResnetBlock2D(i == 0 ? in : out, out, c.time_embed_dim(), c.norm_num_groups, c.norm_eps));
+    if (attention) attentions->push_back(make_transformer(c, out, c.heads[index], c.transformer_layers_per_block[index]));
+  }
+  if (downsample) downsamplers = register_module("downsamplers", torch::nn::ModuleList(Downsample2D(out, c.downsample_padding)));
+}
+
+torch::Tensor UNetDownBlockImpl::forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context,
+                                         std::vector<torch::Tensor>& skips) {
+  for (std::size_t i = 0; i < resnets->size(); ++i) {
+    x = resnets[i]->as<ResnetBlock2D>()->forward(x, temb);
+    if (attentions) x = attentions[i]->as<Transformer2DModel>()->forward(x, context);
+    skips.push_back(x);
+  }
+  if (downsamplers) {
+    x = downsamplers[0]->as<Downsample2D>()->forward(x);
+    skips.push_back(x);
+  }
+  return x;
+}
+
+UNetUpBlockImpl::UNetUpBlockImpl(const UNet2DConditionConfig& c, std::size_t index, std::int64_t in, std::int64_t prev_out, std::int64_t out,
+                                 bool attention, bool upsample) {
+  // index counts up blocks; heads and layers come from the reversed per-block lists.
+  const auto rev = c.block_out_channels.size() - 1 - index;
+  resnets = register_module("resnets", torch::nn::ModuleList());
+  if (attention) attentions = register_module("attentions", torch::nn::ModuleList());
+  const auto layers = c.layers_per_block + 1;
+  for (std::int64_t i = 0; i < layers; ++i) {
+    const auto skip_channels = i == layers - 1 ? in : out;
+    const auto resnet_in = i == 0 ? prev_out : out;
+    resnets->push_back(ResnetBlock2D(resnet_in + skip_channels, out, c.time_embed_dim(), c.norm_num_groups, c.norm_eps));
+    if (attention) attentions->push_back(make_transformer(c, out, c.heads[rev], c.transformer_layers_per_block[rev]));
+  }
+  if (upsample) upsamplers = register_module("upsamplers", torch::nn::ModuleList(Upsample2D(out)));
+}
+
+torch::Tensor UNetUpBlockImpl::forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context,
+                                       std::vector<torch::Tensor>& skips) {
+  for (std::size_t i = 0; i < resnets->size(); ++i) {
+    x = torch::cat({x, skips.back()}, 1);
+    skips.pop_back();
+    x = resnets[i]->as<ResnetBlock2D>()->forward(x, temb);
+    if (attentions) x = attentions[i]->as<Transformer2DModel>()->forward(x, context);
+  }
+  if (upsamplers) {
+    // Odd latent sizes: upsample to the next skip's size instead of exactly x2 (diffusers' upsample_size).
+    std::optional<std::vector<std::int64_t>> size;
+    if (!skips.empty() && (skips.back().size(2) != 2 * x.size(2) || skips.back().size(3) != 2 * x.size(3)))
+      size = std::vector<std::int64_t>{skips.back().size(2), skips.back().size(3)};
+    x = upsamplers[0]->as<Upsample2D>()->forward(x, size);
+  }
+  return x;
+}
+
+UNetMidBlock2DCrossAttnImpl::UNetMidBlock2DCrossAttnImpl(const UNet2DConditionConfig& c) {
+  const auto ch = c.block_out_channels.back();
+  resnets = register_module("resnets", torch::nn::ModuleList());
+  attentions = register_module("attentions", torch::nn::ModuleList());
+  resnets->push_back(ResnetBlock2D(ch, ch, c.time_embed_dim(), c.norm_num_groups, c.norm_eps));
+  attentions->push_back(make_transformer(c, ch, c.heads.back(), c.transformer_layers_per_block.back()));
+  resnets->push_back(ResnetBlock2D(ch, ch, c.time_embed_dim(), c.norm_num_groups, c.norm_eps));
+}
+
+torch::Tensor UNetMidBlock2DCrossAttnImpl::forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context) {
+  x = resnets[0]->as<ResnetBlock2D>()->forward(x, temb);
+  for (std::size_t i = 0; i < attentions->size(); ++i) {
+    x = attentions[i]->as<Transformer2DModel>()->forward(x, context);
+    x = resnets[i + 1]->as<ResnetBlock2D>()->forward(x, temb);
+  }
+  return x;
+}
+
+UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNet2DConditionConfig& c) : config(c) {
+  const auto& ch = c.block_out_channels;
+  const auto blocks = ch.size();
+  conv_in = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, ch[0], 3).padding(1)));
+  time_embedding = register_module("time_embedding", TimestepEmbedding(ch[0], c.time_embed_dim()));
+  down_blocks = register_module("down_blocks", torch::nn::ModuleList());
+  for (std::size_t i = 0; i < blocks; ++i)
+    down_blocks->push_back(UNetDownBlock(c, i, i == 0 ? ch[0] : ch[i - 1], ch[i], c.down_block_types[i] == "CrossAttnDownBlock2D", i + 1 < blocks));
+  mid_block = register_module("mid_block", UNetMidBlock2DCrossAttn(c));
+  up_blocks = register_module("up_blocks", torch::nn::ModuleList());
+  std::int64_t out = ch.back();
+  for (std::size_t i = 0; i < blocks; ++i) {
+    const auto prev_out = out;
+    out = ch[blocks - 1 - i];
+    const auto in = ch[blocks - 1 - std::min(i + 1, blocks - 1)];
+    up_blocks->push_back(UNetUpBlock(c, i, in, prev_out, out, c.up_block_types[i] == "CrossAttnUpBlock2D", i + 1 < blocks));
+  }
+  conv_norm_out = register_module("conv_norm_out", torch::nn::GroupNorm(torch::nn::GroupNormOptions(c.norm_num_groups, ch[0]).eps(c.norm_eps)));
+  conv_out = register_module("conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch[0], c.out_channels, 3).padding(1)));
+}
+
+torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep,
+                                                const torch::Tensor& encoder_hidden_states) {
+  // sample [N, C, H, W], timestep [N] | [1] | [], encoder_hidden_states [N, L, D] -> [N, C, H, W]
+  if (sample.dim() != 4 || sample.size(1) != config.in_channels)
+    throw Error("unet: sample must be [N, " + std::to_string(config.in_channels) + ", H, W], got " + std::to_string(sample.dim()) + "-d");
+  if (encoder_hidden_states.dim() != 3 || encoder_hidden_states.size(2) != config.cross_attention_dim ||
+      encoder_hidden_states.size(0) != sample.size(0))
+    throw Error("unet: encoder_hidden_states must be [" + std::to_string(sample.size(0)) + ", L, " +
+                std::to_string(config.cross_attention_dim) + "]");
+  const auto n = sample.size(0);
+  auto t = timestep.reshape({-1});
+  if (t.size(0) == 1) t = t.expand({n});
+  if (t.size(0) != n) throw Error("unet: " + std::to_string(t.size(0)) + " timesteps for a batch of " + std::to_string(n));
+
+  const auto emb = time_embedding(timestep_embedding(t, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift).to(sample.scalar_type()));
+  auto x = conv_in(sample);
+  std::vector<torch::Tensor> skips{x};
+  for (const auto& block : *down_blocks) x = block->as<UNetDownBlock>()->forward(x, emb, encoder_hidden_states, skips);
+  x = mid_block(x, emb, encoder_hidden_states);
+  for (const auto& block : *up_blocks) x = block->as<UNetUpBlock>()->forward(x, emb, encoder_hidden_states, skips);
+  return conv_out(torch::silu(conv_norm_out(x)));
+}
+
+UNet2DConditionModel load_unet_2d_condition(const std::filesystem::path& dir, const ComputeOptions& compute) {
+  const auto folder = open_component(dir);
+  UNet2DConditionModel model(UNet2DConditionConfig::from_json(folder.config, (dir / "config.json").string()));
+  load_state_dict(*model, folder.weights);
+  model->to(compute.device, compute.dtype);
+  model->eval();
+  return model;
+}
+
+}  // namespace streamgen

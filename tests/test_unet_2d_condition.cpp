@@ -1,0 +1,103 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "streamgen/error.h"
+#include "streamgen/safetensors.h"
+#include "streamgen/state_dict.h"
+#include "streamgen/tensor_compare.h"
+#include "streamgen/unet_2d_condition.h"
+#include "test_util.h"
+
+namespace streamgen {
+namespace {
+
+constexpr double kFp32Tol = 1e-4;
+constexpr double kBf16Tol = 2e-2;
+
+class UNetGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UNetGolden, EveryCaseInFp32AndBf16) {
+  const auto variant = GetParam();
+  const auto golden = SafetensorsFile::open(test::data_path(variant + "_unet.safetensors"));
+  torch::NoGradGuard no_grad;
+  auto unet = load_unet_2d_condition(test::data_path(variant + "/unet"));
+  ComputeOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  auto unet16 = load_unet_2d_condition(test::data_path(variant + "/unet"), bf16);
+  for (const std::string c : {"case0", "case1", "case2"}) {
+    SCOPED_TRACE(c);
+    const auto sample = golden.tensor(c + ".sample"), t = golden.tensor(c + ".timestep"), ctx = golden.tensor(c + ".encoder_hidden_states");
+    const auto d = compare_tensors(unet->forward(sample, t, ctx), golden.tensor(c + ".out"));
+    EXPECT_TRUE(d.within(kFp32Tol)) << "rel " << d.rel;
+    const auto d16 = compare_tensors(unet16->forward(sample.to(torch::kBFloat16), t, ctx.to(torch::kBFloat16)), golden.tensor(c + ".out"));
+    EXPECT_TRUE(d16.within(kBf16Tol)) << "bf16 rel " << d16.rel;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, UNetGolden, ::testing::Values("tiny-sd15", "tiny-sd21"),
+                         [](const auto& info) { return info.param == "tiny-sd15" ? std::string("sd15") : std::string("sd21"); });
+
+TEST(UNet, TimeEmbeddingMatchesTheIntermediates) {
+  const auto golden = SafetensorsFile::open(test::data_path("tiny-sd15_unet.safetensors"));
+  torch::NoGradGuard no_grad;
+  auto unet = load_unet_2d_condition(test::data_path("tiny-sd15/unet"));
+  const auto proj = timestep_embedding(golden.tensor("case0.timestep"), 32, true, 0);
+  EXPECT_TRUE(compare_tensors(proj, golden.tensor("case0.intermediate.time_proj")).within(1e-6));
+  EXPECT_TRUE(compare_tensors(unet->time_embedding(proj), golden.tensor("case0.intermediate.time_embedding")).within(kFp32Tol));
+}
+
+TEST(UNet, ConfigErrorsAreSpecific) {
+  auto expect = [](nlohmann::json cfg, const std::string& want) {
+    try {
+      UNet2DConditionConfig::from_json(cfg, "unet/config.json");
+      ADD_FAILURE() << "accepted: " << cfg.dump();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json base = {{"block_out_channels", {32, 64}},
+                         {"down_block_types", {"CrossAttnDownBlock2D", "DownBlock2D"}},
+                         {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D"}},
+                         {"attention_head_dim", 8},
+                         {"cross_attention_dim", 32}};
+  EXPECT_NO_THROW(UNet2DConditionConfig::from_json(base));
+  auto bad = base;
+  bad["down_block_types"][1] = "SimpleCrossAttnDownBlock2D";
+  expect(bad, "unsupported down block type 'SimpleCrossAttnDownBlock2D'");
+  bad = base;
+  bad["addition_embed_type"] = "text_time";
+  expect(bad, "SDXL-style added conditioning");
+  bad = base;
+  bad["attention_head_dim"] = {2, 3};
+  expect(bad, "not divisible into 3 heads");
+  bad = base;
+  bad["mid_block_type"] = "UNetMidBlock2DSimpleCrossAttn";
+  expect(bad, "unsupported mid block type");
+}
+
+TEST(UNet, WrongShapesAreClearErrors) {
+  torch::NoGradGuard no_grad;
+  auto unet = load_unet_2d_condition(test::data_path("tiny-sd21/unet"));
+  const auto ctx = torch::randn({1, 77, 32});
+  EXPECT_THROW(unet->forward(torch::randn({1, 3, 8, 8}), torch::tensor({1}), ctx), Error);
+  EXPECT_THROW(unet->forward(torch::randn({1, 4, 8, 8}), torch::tensor({1}), torch::randn({1, 77, 16})), Error);
+  EXPECT_THROW(unet->forward(torch::randn({2, 4, 8, 8}), torch::tensor({1, 2, 3}), torch::randn({2, 77, 32})), Error);
+  // Odd latent sizes work (upsampling follows the skip connections' sizes).
+  EXPECT_EQ(unet->forward(torch::randn({1, 4, 9, 7}), torch::tensor({10}), ctx).sizes(), (std::vector<std::int64_t>{1, 4, 9, 7}));
+}
+
+TEST(UNet, CheckpointOfAnotherShapeListsEveryProblem) {
+  // The tiny SD1.5 weights (1x1 conv projections) into the SD2.1 config (linear projections).
+  const auto cfg = UNet2DConditionConfig::from_json(nlohmann::json::parse(test::read_bytes(test::data_path("tiny-sd21/unet/config.json"))));
+  UNet2DConditionModel unet(cfg);
+  try {
+    load_state_dict(*unet, WeightSet::open(test::data_path("tiny-sd15/unet/diffusion_pytorch_model.safetensors")));
+    FAIL();
+  } catch (const StateDictError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("proj_in.weight: checkpoint [32, 32, 1, 1], module [32, 32]"), std::string::npos) << msg.substr(0, 2000);
+  }
+}
+
+}  // namespace
+}  // namespace streamgen
