@@ -12,6 +12,10 @@
 
 namespace streamgen {
 
+// GroupNorm computed in fp32 when x is bf16/fp16 (statistics over thousands of values lose too
+// much in 8 mantissa bits), returned in x's dtype.
+torch::Tensor group_norm_fp32(torch::nn::GroupNorm norm, const torch::Tensor& x);
+
 // ResnetBlock2D with time_embedding_norm "default" (temb added after conv1).
 struct ResnetBlock2DImpl : torch::nn::Module {
   ResnetBlock2DImpl(std::int64_t in, std::int64_t out, std::optional<std::int64_t> temb_channels, std::int64_t groups, double eps);

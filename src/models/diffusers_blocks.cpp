@@ -15,15 +15,14 @@ torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t k, std::i
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
 }
 
-// GroupNorm in fp32 for reduced precision, as the reference keeps norms in fp32 under fp16.
-torch::Tensor norm_fp32(torch::nn::GroupNorm norm, const torch::Tensor& x) {
+}  // namespace
+
+torch::Tensor group_norm_fp32(torch::nn::GroupNorm norm, const torch::Tensor& x) {
   if (x.scalar_type() != torch::kHalf && x.scalar_type() != torch::kBFloat16) return norm(x);
   const auto& o = norm->options;
   return torch::group_norm(x.to(torch::kFloat32), o.num_groups(), norm->weight.to(torch::kFloat32), norm->bias.to(torch::kFloat32), o.eps())
       .to(x.scalar_type());
 }
-
-}  // namespace
 
 ResnetBlock2DImpl::ResnetBlock2DImpl(std::int64_t in, std::int64_t out, std::optional<std::int64_t> temb_channels, std::int64_t groups,
                                      double eps) {
@@ -36,9 +35,9 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(std::int64_t in, std::int64_t out, std::opt
 }
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
-  auto h = conv1(torch::silu(norm_fp32(norm1, x)));
+  auto h = conv1(torch::silu(group_norm_fp32(norm1, x)));
   if (time_emb_proj && temb.defined()) h = h + time_emb_proj(torch::silu(temb)).unsqueeze(-1).unsqueeze(-1);
-  h = conv2(torch::silu(norm_fp32(norm2, h)));
+  h = conv2(torch::silu(group_norm_fp32(norm2, h)));
   return (conv_shortcut ? conv_shortcut(x) : x) + h;
 }
 
@@ -81,7 +80,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 torch::Tensor AttentionImpl::forward_spatial(const torch::Tensor& x) {
   // x [N, C, H, W] -> tokens [N, HW, C]
   const auto n = x.size(0), ch = x.size(1), h = x.size(2), w = x.size(3);
-  const auto tokens = norm_fp32(group_norm, x).view({n, ch, h * w}).transpose(1, 2);
+  const auto tokens = group_norm_fp32(group_norm, x).view({n, ch, h * w}).transpose(1, 2);
   const auto out = forward(tokens);
   return out.transpose(1, 2).reshape({n, ch, h, w}) + x;
 }
@@ -139,7 +138,7 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) : 
 torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
   // x [N, C, H, W] -> tokens [N, HW, inner] -> [N, C, H, W]
   const auto n = x.size(0), h = x.size(2), w = x.size(3);
-  auto t = norm_fp32(norm, x);
+  auto t = group_norm_fp32(norm, x);
   if (!linear) t = proj_in_conv(t);
   const auto inner = t.size(1);
   t = t.permute({0, 2, 3, 1}).reshape({n, h * w, inner});

@@ -242,7 +242,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
   for (const auto& block : *down_blocks) x = block->as<UNetDownBlock>()->forward(x, emb, encoder_hidden_states, skips);
   x = mid_block(x, emb, encoder_hidden_states);
   for (const auto& block : *up_blocks) x = block->as<UNetUpBlock>()->forward(x, emb, encoder_hidden_states, skips);
-  return conv_out(torch::silu(conv_norm_out(x)));
+  return conv_out(torch::silu(group_norm_fp32(conv_norm_out, x)));
 }
 
 UNet2DConditionModel load_unet_2d_condition(const std::filesystem::path& dir, const ComputeOptions& compute) {
