@@ -140,5 +140,34 @@ TEST(Cli, BenchJsonLinesCarryTheRequiredFields) {
   EXPECT_NE(r.out.find("safetensors"), std::string::npos) << r.out;
 }
 
+TEST(Cli, TensorsRunIsTheParityHook) {
+  test::TempDir dir;
+  const auto out = (dir / "out.safetensors").string();
+  const auto golden_unet = test::data_path("tiny-sd15_unet.safetensors").string();
+  auto r = run("tensors run --model " + test::data_path("tiny-sd15").string() + " --component unet --in " + golden_unet +
+               " --prefix case2. --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + golden_unet + " --only case2.out --tol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+
+  // Tokenizer: prompts file in, input_ids out, equal to the text encoder golden's ids.
+  test::write_bytes(dir / "prompts.txt", "a photo of a cat\nan astronaut riding a horse on mars, 4k, highly detailed\n\n");
+  r = run("tensors run --model " + test::data_path("tiny-sd21").string() + " --component tokenizer --prompts " +
+          (dir / "prompts.txt").string() + " --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + test::data_path("tiny-sd21_text_encoder.safetensors").string() + " --only input_ids --tol 0");
+  EXPECT_EQ(r.code, 0) << r.out;
+
+  // A missing input is named, with the expected list.
+  r = run("tensors run --model " + test::data_path("tiny-sd15").string() + " --component unet --in " + golden_unet + " --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("no input tensor 'sample'"), std::string::npos) << r.out;
+  r = run("tensors run --model " + test::data_path("tiny-sd15").string() + " --component unicorn --in " + golden_unet + " --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("unknown component 'unicorn'"), std::string::npos) << r.out;
+  r = run("tensors run --model " + dir.path().string() + "/nope --component vae_decode --in " + golden_unet + " --prefix case0. --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+}
+
 }  // namespace
 }  // namespace streamgen

@@ -2,12 +2,18 @@
 #include <fmt/core.h>
 #include <torch/torch.h>
 
+#include <chrono>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "commands.h"
+#include "streamgen/build_info.h"
+#include "streamgen/component_run.h"
 #include "streamgen/model_folder.h"
+#include "streamgen/safetensors.h"
+#include "streamgen/error.h"
 #include "streamgen/tensor_compare.h"
 
 namespace streamgen::cli {
@@ -116,6 +122,54 @@ void run_diff(const DiffArgs& args) {
   if (failed) throw ExitCode{kExitMismatch};
 }
 
+struct RunArgs {
+  std::string model, component, in, prompts, out, prefix;
+  ComputeArgs compute;
+};
+
+std::vector<std::string> read_prompts(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error("cannot open prompts file '" + path + "'");
+  std::vector<std::string> prompts;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    prompts.push_back(line);
+  }
+  if (prompts.empty()) throw Error("prompts file '" + path + "' has no lines");
+  return prompts;
+}
+
+void run_run(const RunArgs& args) {
+  const auto component = parse_component(args.component);
+  const auto compute = args.compute.resolve();
+  const auto start = std::chrono::steady_clock::now();
+  TensorMap outputs;
+  if (component == Component::Tokenizer) {
+    if (args.prompts.empty()) throw Error("tensors run --component tokenizer needs --prompts FILE (one prompt per line)");
+    outputs = run_tokenizer(args.model, read_prompts(args.prompts));
+  } else {
+    if (args.in.empty()) throw Error("tensors run --component " + args.component + " needs --in FILE");
+    const auto file = SafetensorsFile::open(args.in);
+    TensorMap inputs;
+    for (const auto& name : component_inputs(component)) {
+      const auto key = args.prefix + name;
+      if (!file.contains(key)) throw Error(args.in + ": no input tensor '" + key + "' for component " + args.component);
+      inputs.emplace(name, file.tensor(key));
+    }
+    outputs = run_component(component, args.model, inputs, compute);
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  NamedTensors named;
+  for (auto& [name, t] : outputs) named.emplace_back(args.prefix + name, t);
+  save_safetensors(args.out, named,
+                   {{"component", args.component}, {"model", args.model}, {"dtype", dtype_label(compute.dtype)},
+                    {"device", compute.device.str()}, {"producer", std::string("streamgen ") + STREAMGEN_VERSION_STRING}});
+  std::cout << fmt::format("wrote {} tensor(s) to {} ({}, {} on {}, {:.1f} ms including loading)\n", named.size(), args.out,
+                           args.component, dtype_label(compute.dtype), compute.device.str(), ms)
+            << std::flush;
+}
+
 }  // namespace
 
 void register_tensors(CLI::App& app) {
@@ -137,6 +191,18 @@ void register_tensors(CLI::App& app) {
   diff_cmd->add_flag("--ignore-missing", diff->ignore_missing, "Names present on one side only do not fail the comparison");
   diff_cmd->add_flag("--json", diff->json, "One JSON object per tensor");
   diff_cmd->callback([diff] { run_diff(*diff); });
+
+  auto run = std::make_shared<RunArgs>();
+  auto* run_cmd = cmd->add_subcommand("run", "Run one model component on tensors from a file (the parity hook)");
+  run_cmd->add_option("--model", run->model, "Pipeline folder, component folder (or TAESD folder)")->required();
+  run_cmd->add_option("--component", run->component,
+                      "unet | text_encoder | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer")->required();
+  run_cmd->add_option("--in", run->in, "Input .safetensors (names: see the component)");
+  run_cmd->add_option("--prompts", run->prompts, "Tokenizer input: one prompt per line");
+  run_cmd->add_option("--out", run->out, "Output .safetensors")->required();
+  run_cmd->add_option("--prefix", run->prefix, "Read inputs named PREFIX<name>, write outputs PREFIX<name>");
+  run->compute.add_to(*run_cmd);
+  run_cmd->callback([run] { run_run(*run); });
 }
 
 }  // namespace streamgen::cli

@@ -1,0 +1,33 @@
+#pragma once
+// Runs one Stable Diffusion component on named input tensors: the parity hook behind
+// `streamgen tensors run`, usable from any program that wants to check our models against its own.
+#include <torch/types.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "streamgen/device.h"
+
+namespace streamgen {
+
+enum class Component { Unet, TextEncoder, VaeEncode, VaeDecode, TaesdEncode, TaesdDecode, Tokenizer };
+
+Component parse_component(std::string_view name);  // "unet", "text_encoder", "vae_encode", ...
+std::string component_name(Component c);
+// The input names a component reads (the tokenizer reads prompts instead).
+std::vector<std::string> component_inputs(Component c);
+
+// A pipeline folder (model_index.json), or the component folder itself, -> the folder holding
+// `sub` ("unet", "text_encoder", "vae", "tokenizer").
+std::filesystem::path resolve_component_dir(const std::filesystem::path& model, const std::string& sub);
+
+using TensorMap = std::map<std::string, torch::Tensor>;
+
+// Outputs are float32 (int64 for the tokenizer) on the CPU whatever dtype/device computed them.
+TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& inputs, const ComputeOptions& compute);
+TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<std::string>& prompts);
+
+}  // namespace streamgen

@@ -1,0 +1,126 @@
+#include "streamgen/component_run.h"
+
+#include <torch/torch.h>
+
+#include "streamgen/autoencoder_kl.h"
+#include "streamgen/autoencoder_tiny.h"
+#include "streamgen/clip_text_model.h"
+#include "streamgen/clip_tokenizer.h"
+#include "streamgen/error.h"
+#include "streamgen/image_tensor.h"
+#include "streamgen/unet_2d_condition.h"
+
+namespace streamgen {
+namespace {
+
+struct ComponentInfo {
+  Component c;
+  const char* name;
+  std::vector<std::string> inputs;
+};
+
+const std::vector<ComponentInfo>& table() {
+  static const std::vector<ComponentInfo> t = {
+      {Component::Unet, "unet", {"sample", "timestep", "encoder_hidden_states"}},
+      {Component::TextEncoder, "text_encoder", {"input_ids"}},
+      {Component::VaeEncode, "vae_encode", {"image_u8"}},
+      {Component::VaeDecode, "vae_decode", {"latents"}},
+      {Component::TaesdEncode, "taesd_encode", {"image_u8"}},
+      {Component::TaesdDecode, "taesd_decode", {"latents"}},
+      {Component::Tokenizer, "tokenizer", {}},
+  };
+  return t;
+}
+
+const torch::Tensor& input(const TensorMap& in, Component c, const std::string& name) {
+  auto it = in.find(name);
+  if (it == in.end()) {
+    std::string expected;
+    for (const auto& n : component_inputs(c)) expected += (expected.empty() ? "" : ", ") + n;
+    throw Error(component_name(c) + ": input tensor '" + name + "' is missing (expected: " + expected + ")");
+  }
+  return it->second;
+}
+
+torch::Tensor to_compute(const torch::Tensor& t, const ComputeOptions& o) { return t.to(o.device, o.dtype); }
+torch::Tensor to_output(const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat32).contiguous(); }
+
+}  // namespace
+
+Component parse_component(std::string_view name) {
+  for (const auto& i : table())
+    if (name == i.name) return i.c;
+  std::string known;
+  for (const auto& i : table()) known += (known.empty() ? "" : ", ") + std::string(i.name);
+  throw Error("unknown component '" + std::string(name) + "' (expected one of: " + known + ")");
+}
+
+std::string component_name(Component c) {
+  for (const auto& i : table())
+    if (i.c == c) return i.name;
+  return "?";
+}
+
+std::vector<std::string> component_inputs(Component c) {
+  for (const auto& i : table())
+    if (i.c == c) return i.inputs;
+  return {};
+}
+
+std::filesystem::path resolve_component_dir(const std::filesystem::path& model, const std::string& sub) {
+  std::error_code ec;
+  if (!std::filesystem::exists(model, ec)) throw Error("model '" + model.string() + "' does not exist");
+  if (std::filesystem::is_regular_file(model / "model_index.json", ec)) {
+    const auto dir = model / sub;
+    if (!std::filesystem::is_directory(dir, ec))
+      throw Error("pipeline folder '" + model.string() + "' has no '" + sub + "' component folder");
+    return dir;
+  }
+  return model;
+}
+
+TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<std::string>& prompts) {
+  const auto tok = ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer"));
+  return {{"input_ids", tok.encode_batch(prompts)}};
+}
+
+TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& in, const ComputeOptions& o) {
+  torch::NoGradGuard no_grad;
+  switch (c) {
+    case Component::Unet: {
+      auto unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), o);
+      const auto out = unet->forward(to_compute(input(in, c, "sample"), o), input(in, c, "timestep").to(o.device),
+                                     to_compute(input(in, c, "encoder_hidden_states"), o));
+      return {{"out", to_output(out)}};
+    }
+    case Component::TextEncoder: {
+      auto te = load_clip_text_model(resolve_component_dir(model, "text_encoder"), o);
+      const auto out = te->forward(input(in, c, "input_ids").to(o.device, torch::kInt64));
+      return {{"last_hidden_state", to_output(out.last_hidden_state)},
+              {"penultimate_hidden_state", to_output(out.penultimate_hidden_state)},
+              {"pooler_output", to_output(out.pooler_output)}};
+    }
+    case Component::VaeEncode: {
+      auto vae = load_autoencoder_kl(resolve_component_dir(model, "vae"), o);
+      const auto d = vae->encode(to_compute(image_u8_to_unit_range(input(in, c, "image_u8")), o));
+      return {{"latent_mean", to_output(d.mean)}, {"latent_std", to_output(d.std)}};
+    }
+    case Component::VaeDecode: {
+      auto vae = load_autoencoder_kl(resolve_component_dir(model, "vae"), o);
+      return {{"decoded", to_output(vae->decode(to_compute(input(in, c, "latents"), o)))}};
+    }
+    case Component::TaesdEncode: {
+      auto taesd = load_autoencoder_tiny(model, o);
+      return {{"latents", to_output(taesd->encode(to_compute(image_u8_to_unit_range(input(in, c, "image_u8")), o)))}};
+    }
+    case Component::TaesdDecode: {
+      auto taesd = load_autoencoder_tiny(model, o);
+      return {{"decoded", to_output(taesd->decode(to_compute(input(in, c, "latents"), o)))}};
+    }
+    case Component::Tokenizer:
+      throw Error("the tokenizer reads prompts, not tensors: use run_tokenizer (CLI: --prompts FILE)");
+  }
+  throw Error("unreachable component");
+}
+
+}  // namespace streamgen
