@@ -16,6 +16,43 @@ struct MatmulArgs {
   bool json = false;
 };
 
+struct ModelArgs {
+  ComputeArgs compute;
+  std::string preset;
+  std::vector<std::int64_t> batches{1};
+  std::vector<std::int64_t> sizes;
+  std::vector<std::string> dtypes{"bf16"};
+  int runs = 5;
+  bool json = false;
+};
+
+using ModelBench = std::vector<BenchRow> (*)(const ModelBenchOptions&);
+
+void add_model_bench(CLI::App* parent, const std::string& name, const std::string& description, const std::string& sizes_help,
+                     ModelBench bench, bool has_preset) {
+  auto args = std::make_shared<ModelArgs>();
+  auto* cmd = parent->add_subcommand(name, description);
+  args->compute.add_to(*cmd, /*with_dtype=*/false);
+  if (has_preset) cmd->add_option("--preset", args->preset, "sd15 or sd21 (SD 2.1 / SD-Turbo, the default)");
+  cmd->add_option("--batch", args->batches, "Batch sizes")->delimiter(',')->capture_default_str()->check(CLI::Range(1, 64));
+  if (!sizes_help.empty()) cmd->add_option("--sizes", args->sizes, sizes_help)->delimiter(',')->check(CLI::Range(8, 4096));
+  cmd->add_option("--dtypes", args->dtypes, "fp32, bf16, fp16")->delimiter(',')->capture_default_str();
+  cmd->add_option("--runs", args->runs, "Timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_flag("--json", args->json, "One JSON object per configuration per line");
+  cmd->callback([args, bench] {
+    const auto compute = args->compute.resolve();
+    ModelBenchOptions o;
+    o.preset = args->preset;
+    o.batches = args->batches;
+    o.sizes = args->sizes;
+    o.dtypes.clear();
+    for (const auto& d : args->dtypes) o.dtypes.push_back(parse_dtype(d));
+    o.device = compute.device;
+    o.runs = args->runs;
+    print_bench_rows(std::cout, bench(o), args->json);
+  });
+}
+
 struct SafetensorsArgs {
   SafetensorsBenchOptions options;
   std::string dir = std::filesystem::temp_directory_path().string();
@@ -58,6 +95,11 @@ void register_bench(CLI::App& app) {
     st->options.dir = st->dir;
     print_bench_rows(std::cout, bench_safetensors(st->options), st->json);
   });
+
+  add_model_bench(cmd, "unet", "UNet2DConditionModel at real size, random weights (SD-Turbo = sd21)",
+                  "Latent sizes (default 32,64)", &bench_unet, true);
+  add_model_bench(cmd, "taesd", "TAESD encode and decode, random weights", "Image sizes (default 256,512)", &bench_taesd, false);
+  add_model_bench(cmd, "text-encoder", "CLIP text encoder on 77 tokens, random weights", "", &bench_text_encoder, true);
 
   cmd->add_subcommand("list", "List the benchmarks")->callback([cmd] {
     for (const auto* sub : cmd->get_subcommands([](const CLI::App* a) { return a->get_name() != "list"; }))

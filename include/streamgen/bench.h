@@ -33,6 +33,30 @@ std::vector<BenchRow> bench_matmul(const MatmulBenchOptions& options);
 Timing time_matmul(std::int64_t n, torch::ScalarType dtype, torch::Device device, double seconds);
 inline double matmul_gflops(std::int64_t n, double ms) { return 2.0 * static_cast<double>(n) * n * n / (ms * 1e6); }
 
+// The conv probe: 3x3, 320 -> 320 channels on a 64x64 map, channels-last (the UNet's commonest
+// conv at SD-Turbo's 64x64 latent); its rate is the "peak" model benchmarks compare against.
+inline constexpr std::int64_t kConvProbeChannels = 320;
+inline constexpr std::int64_t kConvProbeSize = 64;
+Timing time_conv(torch::ScalarType dtype, torch::Device device, double seconds);
+inline double conv_probe_gflops(double ms) {
+  return 2.0 * kConvProbeChannels * kConvProbeChannels * 9.0 * kConvProbeSize * kConvProbeSize / (ms * 1e6);
+}
+
+struct ModelBenchOptions {
+  std::string preset;                  // "sd15" or "sd21" (SD2.1 / SD-Turbo)
+  std::vector<std::int64_t> batches{1};
+  std::vector<std::int64_t> sizes;     // latent sizes (unet) or image sizes (taesd); empty: the model's defaults
+  std::vector<torch::ScalarType> dtypes{torch::kBFloat16};
+  torch::Device device{torch::kCPU};
+  int runs = 5;
+};
+
+// Random weights at the real sizes (no download); rows carry gflop (per call, counted by
+// FlopCounter), gflops achieved, and ratio_to_peak against the conv probe measured in the same run.
+std::vector<BenchRow> bench_unet(const ModelBenchOptions& options);
+std::vector<BenchRow> bench_taesd(const ModelBenchOptions& options);
+std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& options);
+
 struct SafetensorsBenchOptions {
   std::uint64_t size_mb = 1024;
   std::int64_t tensors = 64;

@@ -1,3 +1,4 @@
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "streamgen/bench.h"
@@ -17,7 +18,23 @@ Timing time_matmul(std::int64_t n, torch::ScalarType dtype, torch::Device device
   return time_runs(
       [&] {
         torch::matmul_out(c, a, b);
-        if (device.is_cuda()) c.cpu();  // wait for the kernel; copying n*n back is small next to n^3
+        if (device.is_cuda()) torch::cuda::synchronize();
+      },
+      t);
+}
+
+Timing time_conv(torch::ScalarType dtype, torch::Device device, double seconds) {
+  torch::NoGradGuard no_grad;
+  const auto fmt = torch::MemoryFormat::ChannelsLast;
+  auto x = torch::randn({1, kConvProbeChannels, kConvProbeSize, kConvProbeSize}, torch::TensorOptions().device(device)).to(dtype).contiguous(fmt);
+  auto w = torch::randn({kConvProbeChannels, kConvProbeChannels, 3, 3}, torch::TensorOptions().device(device)).to(dtype).contiguous(fmt);
+  TimingOptions t;
+  t.min_seconds = seconds;
+  t.min_runs = 3;
+  return time_runs(
+      [&] {
+        auto y = torch::conv2d(x, w, {}, 1, 1);
+        if (device.is_cuda()) torch::cuda::synchronize();
       },
       t);
 }

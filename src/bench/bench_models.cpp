@@ -1,0 +1,166 @@
+// Model benchmarks at real sizes with random weights (nothing is downloaded).
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include "streamgen/autoencoder_tiny.h"
+#include "streamgen/bench.h"
+#include "streamgen/clip_text_model.h"
+#include "streamgen/device.h"
+#include "streamgen/error.h"
+#include "streamgen/flop_counter.h"
+#include "streamgen/unet_2d_condition.h"
+
+namespace streamgen {
+namespace {
+
+// diffusers' configs of the real models (only the fields that differ from our defaults).
+nlohmann::json unet_preset(const std::string& preset) {
+  if (preset == "sd15")
+    return {{"block_out_channels", {320, 640, 1280, 1280}}, {"attention_head_dim", 8}, {"cross_attention_dim", 768}};
+  if (preset == "sd21")  // SD 2.1 / SD-Turbo
+    return {{"block_out_channels", {320, 640, 1280, 1280}},
+            {"attention_head_dim", {5, 10, 20, 20}},
+            {"cross_attention_dim", 1024},
+            {"use_linear_projection", true}};
+  throw Error("unknown preset '" + preset + "' (expected sd15 or sd21)");
+}
+
+ClipTextConfig text_preset(const std::string& preset) {
+  ClipTextConfig c;
+  if (preset == "sd15") return c;  // CLIP ViT-L/14 text tower: the defaults
+  if (preset == "sd21") {          // OpenCLIP ViT-H/14 as SD2 uses it (23 of 24 layers)
+    c.hidden_size = 1024;
+    c.intermediate_size = 4096;
+    c.num_hidden_layers = 23;
+    c.num_attention_heads = 16;
+    c.hidden_act = "gelu";
+    return c;
+  }
+  throw Error("unknown preset '" + preset + "' (expected sd15 or sd21)");
+}
+
+std::int64_t parameter_count(torch::nn::Module& m) {
+  std::int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+void sync(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize();
+}
+
+double conv_peak(torch::ScalarType dtype, const torch::Device& device) {
+  return conv_probe_gflops(time_conv(dtype, device, 0.5).median_ms);
+}
+
+// Times fn() `runs` times after one warm-up; counts its FLOPs once.
+BenchRow measure(BenchRow row, const std::function<void()>& fn, int runs, double peak_gflops) {
+  double flops = 0;
+  {
+    FlopCounter counter;
+    fn();
+    flops = counter.flops();
+  }
+  TimingOptions t;
+  t.warmup = 0;  // the counted call above warmed up
+  t.min_runs = runs;
+  t.max_runs = runs;
+  t.min_seconds = 0;
+  const auto timing = time_runs(fn, t);
+  add_timing(row, timing);
+  row["gflop"] = flops / 1e9;
+  row["gflops"] = flops / 1e9 / (timing.median_ms / 1e3);
+  row["ratio_to_peak"] = row["gflops"].get<double>() / peak_gflops;
+  return row;
+}
+
+}  // namespace
+
+std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
+  torch::NoGradGuard no_grad;
+  const auto preset = o.preset.empty() ? std::string("sd21") : o.preset;
+  const auto cfg = UNet2DConditionConfig::from_json(unet_preset(preset), preset + " preset");
+  const auto sizes = o.sizes.empty() ? std::vector<std::int64_t>{32, 64} : o.sizes;
+  std::vector<BenchRow> rows;
+  for (auto dtype : o.dtypes) {
+    UNet2DConditionModel unet(cfg);
+    const auto params = parameter_count(*unet);
+    unet->to(o.device, dtype);
+    unet->eval();
+    const double peak = conv_peak(dtype, o.device);
+    for (auto b : o.batches)
+      for (auto s : sizes) {
+        const auto opts = torch::TensorOptions().device(o.device).dtype(dtype);
+        const auto x = torch::randn({b, 4, s, s}, opts);
+        const auto ctx = torch::randn({b, 77, cfg.cross_attention_dim}, opts);
+        const auto t = torch::full({b}, 999, torch::TensorOptions().device(o.device).dtype(torch::kInt64));
+        BenchRow row;
+        row["name"] = "unet";
+        row["preset"] = preset;
+        row["params_m"] = static_cast<double>(params) / 1e6;
+        row["dtype"] = dtype_label(dtype);
+        row["batch"] = b;
+        row["latent"] = s;
+        rows.push_back(measure(row, [&] { unet->forward(x, t, ctx); sync(o.device); }, o.runs, peak));
+        rows.back()["conv_peak_gflops"] = peak;
+      }
+  }
+  return rows;
+}
+
+std::vector<BenchRow> bench_taesd(const ModelBenchOptions& o) {
+  torch::NoGradGuard no_grad;
+  const auto sizes = o.sizes.empty() ? std::vector<std::int64_t>{256, 512} : o.sizes;
+  std::vector<BenchRow> rows;
+  for (auto dtype : o.dtypes) {
+    AutoencoderTiny taesd(AutoencoderTinyConfig{});
+    taesd->to(o.device, dtype);
+    taesd->eval();
+    const double peak = conv_peak(dtype, o.device);
+    for (auto b : o.batches)
+      for (auto s : sizes) {
+        const auto opts = torch::TensorOptions().device(o.device).dtype(dtype);
+        const auto img = torch::rand({b, 3, s, s}, opts) * 2 - 1;
+        const auto lat = torch::randn({b, 4, s / 8, s / 8}, opts);
+        for (const std::string op : {"encode", "decode"}) {
+          BenchRow row;
+          row["name"] = "taesd_" + op;
+          row["dtype"] = dtype_label(dtype);
+          row["batch"] = b;
+          row["size"] = s;
+          auto fn = op == "encode" ? std::function<void()>([&] { taesd->encode(img); sync(o.device); })
+                                   : std::function<void()>([&] { taesd->decode(lat); sync(o.device); });
+          rows.push_back(measure(row, fn, o.runs, peak));
+          rows.back()["fps"] = 1000.0 * static_cast<double>(b) / rows.back()["median_ms"].get<double>();
+        }
+      }
+  }
+  return rows;
+}
+
+std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& o) {
+  torch::NoGradGuard no_grad;
+  const auto preset = o.preset.empty() ? std::string("sd21") : o.preset;
+  std::vector<BenchRow> rows;
+  for (auto dtype : o.dtypes) {
+    ClipTextModel te(text_preset(preset));
+    const auto params = parameter_count(*te);
+    te->to(o.device, dtype);
+    te->eval();
+    const double peak = conv_peak(dtype, o.device);
+    for (auto b : o.batches) {
+      const auto ids = torch::randint(0, 49406, {b, 77}, torch::TensorOptions().device(o.device).dtype(torch::kInt64));
+      BenchRow row;
+      row["name"] = "text_encoder";
+      row["preset"] = preset;
+      row["params_m"] = static_cast<double>(params) / 1e6;
+      row["dtype"] = dtype_label(dtype);
+      row["batch"] = b;
+      row["tokens"] = 77;
+      rows.push_back(measure(row, [&] { te->forward(ids); sync(o.device); }, o.runs, peak));
+    }
+  }
+  return rows;
+}
+
+}  // namespace streamgen
