@@ -24,6 +24,7 @@ struct ModelArgs {
   std::vector<std::string> dtypes{"bf16"};
   int runs = 5;
   bool json = false;
+  bool profile = false;
 };
 
 using ModelBench = std::vector<BenchRow> (*)(const ModelBenchOptions&);
@@ -39,6 +40,7 @@ void add_model_bench(CLI::App* parent, const std::string& name, const std::strin
   cmd->add_option("--dtypes", args->dtypes, "fp32, bf16, fp16")->delimiter(',')->capture_default_str();
   cmd->add_option("--runs", args->runs, "Timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", args->json, "One JSON object per configuration per line");
+  cmd->add_flag("--profile", args->profile, "Also print time per ATen op of one call (stderr)");
   cmd->callback([args, bench] {
     const auto compute = args->compute.resolve();
     ModelBenchOptions o;
@@ -49,6 +51,7 @@ void add_model_bench(CLI::App* parent, const std::string& name, const std::strin
     for (const auto& d : args->dtypes) o.dtypes.push_back(parse_dtype(d));
     o.device = compute.device;
     o.runs = args->runs;
+    o.profile = args->profile;
     print_bench_rows(std::cout, bench(o), args->json);
   });
 }

@@ -5,10 +5,11 @@
 
 namespace streamgen {
 
-// q [N, Lq, H*D], k and v [N, Lk, H*D] -> [N, Lq, H*D]. Scores and softmax are computed in fp32
-// for reduced-precision inputs (what diffusers' upcast_attention / upcast_softmax do); the
-// optional additive mask broadcasts to [N, H, Lq, Lk].
+// q [N, Lq, H*D], k and v [N, Lk, H*D] -> [N, Lq, H*D]. With `upcast` and bf16/fp16 inputs the
+// scores and softmax are computed in fp32 (diffusers' upcast_attention); otherwise in the inputs'
+// dtype, as the reference does. The optional additive mask is [Lq, Lk] (broadcast over batch and
+// heads).
 torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, std::int64_t heads,
-                                   const torch::Tensor& additive_mask = {});
+                                   const torch::Tensor& additive_mask = {}, bool upcast = true);
 
 }  // namespace streamgen

@@ -49,6 +49,7 @@ struct ModelBenchOptions {
   std::vector<torch::ScalarType> dtypes{torch::kBFloat16};
   torch::Device device{torch::kCPU};
   int runs = 5;
+  bool profile = false;  // also print where the time of one call goes, per ATen op, to stderr
 };
 
 // Random weights at the real sizes (no download); rows carry gflop (per call, counted by

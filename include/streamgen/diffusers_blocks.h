@@ -50,6 +50,7 @@ struct AttentionOptions {
   std::int64_t heads = 8;
   std::int64_t dim_head = 64;
   bool qkv_bias = false;
+  bool upcast = false;                 // scores and softmax in fp32 under bf16/fp16
   std::int64_t group_norm_groups = 0;  // > 0: the VAE's spatial attention (GroupNorm, residual)
   double group_norm_eps = 1e-6;
 };
@@ -62,6 +63,7 @@ struct AttentionImpl : torch::nn::Module {
   // Spatial form (group_norm_groups > 0): x [N, C, H, W] -> x + attention, [N, C, H, W]
   torch::Tensor forward_spatial(const torch::Tensor& x);
   std::int64_t heads;
+  bool upcast;
   torch::nn::GroupNorm group_norm{nullptr};
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out{nullptr};
@@ -84,7 +86,7 @@ struct GegluFeedForwardImpl : torch::nn::Module {
 TORCH_MODULE(GegluFeedForward);
 
 struct BasicTransformerBlockImpl : torch::nn::Module {
-  BasicTransformerBlockImpl(std::int64_t dim, std::int64_t heads, std::int64_t dim_head, std::int64_t cross_attention_dim);
+  BasicTransformerBlockImpl(std::int64_t dim, std::int64_t heads, std::int64_t dim_head, std::int64_t cross_attention_dim, bool upcast);
   // x [N, L, D], context [N, Lc, Dc] -> [N, L, D]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
@@ -101,6 +103,7 @@ struct Transformer2DOptions {
   std::int64_t groups = 32;
   std::int64_t layers = 1;
   bool use_linear_projection = false;
+  bool upcast_attention = false;
 };
 
 // Transformer2DModel on continuous input: GroupNorm, proj_in (1x1 conv or Linear), transformer

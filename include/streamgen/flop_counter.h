@@ -20,3 +20,28 @@ class FlopCounter {
 };
 
 }  // namespace streamgen
+
+#include <map>
+#include <string>
+
+namespace streamgen {
+
+// Wall time per top-level ATen op (nested ops are attributed to their caller) while alive: where
+// a model's time goes, without an external profiler.
+class OpTimer {
+ public:
+  struct Entry {
+    std::int64_t calls = 0;
+    double ms = 0;
+  };
+  OpTimer();
+  ~OpTimer();
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+  std::map<std::string, Entry> entries() const;
+
+ private:
+  std::uint64_t handle_;
+};
+
+}  // namespace streamgen

@@ -2,6 +2,11 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <iostream>
+
 #include "streamgen/autoencoder_tiny.h"
 #include "streamgen/bench.h"
 #include "streamgen/clip_text_model.h"
@@ -53,8 +58,25 @@ double conv_peak(torch::ScalarType dtype, const torch::Device& device) {
   return conv_probe_gflops(time_conv(dtype, device, 0.5).median_ms);
 }
 
+void print_profile(const BenchRow& row, const std::function<void()>& fn) {
+  std::vector<std::pair<std::string, OpTimer::Entry>> ops;
+  {
+    OpTimer timer;
+    fn();
+    for (const auto& e : timer.entries()) ops.emplace_back(e.first, e.second);
+  }
+  double total = 0;
+  for (const auto& [_, e] : ops) total += e.ms;
+  std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+  std::cerr << "profile of one call " << row.dump() << "\n";
+  for (std::size_t i = 0; i < ops.size() && i < 15; ++i)
+    std::cerr << fmt::format("  {:<32} {:>6} calls {:>9.1f} ms {:>5.1f}%\n", ops[i].first, ops[i].second.calls, ops[i].second.ms,
+                             100 * ops[i].second.ms / total);
+}
+
 // Times fn() `runs` times after one warm-up; counts its FLOPs once.
-BenchRow measure(BenchRow row, const std::function<void()>& fn, int runs, double peak_gflops) {
+BenchRow measure(BenchRow row, const std::function<void()>& fn, int runs, double peak_gflops, bool profile = false) {
+  if (profile) print_profile(row, fn);
   double flops = 0;
   {
     FlopCounter counter;
@@ -101,7 +123,7 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
         row["dtype"] = dtype_label(dtype);
         row["batch"] = b;
         row["latent"] = s;
-        rows.push_back(measure(row, [&] { unet->forward(x, t, ctx); sync(o.device); }, o.runs, peak));
+        rows.push_back(measure(row, [&] { unet->forward(x, t, ctx); sync(o.device); }, o.runs, peak, o.profile));
         rows.back()["conv_peak_gflops"] = peak;
       }
   }
@@ -130,7 +152,7 @@ std::vector<BenchRow> bench_taesd(const ModelBenchOptions& o) {
           row["size"] = s;
           auto fn = op == "encode" ? std::function<void()>([&] { taesd->encode(img); sync(o.device); })
                                    : std::function<void()>([&] { taesd->decode(lat); sync(o.device); });
-          rows.push_back(measure(row, fn, o.runs, peak));
+          rows.push_back(measure(row, fn, o.runs, peak, o.profile));
           rows.back()["fps"] = 1000.0 * static_cast<double>(b) / rows.back()["median_ms"].get<double>();
         }
       }
@@ -157,7 +179,7 @@ std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& o) {
       row["dtype"] = dtype_label(dtype);
       row["batch"] = b;
       row["tokens"] = 77;
-      rows.push_back(measure(row, [&] { te->forward(ids); sync(o.device); }, o.runs, peak));
+      rows.push_back(measure(row, [&] { te->forward(ids); sync(o.device); }, o.runs, peak, o.profile));
     }
   }
   return rows;

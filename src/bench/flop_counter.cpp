@@ -3,6 +3,8 @@
 #include <ATen/record_function.h>
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -108,5 +110,52 @@ FlopCounter::~FlopCounter() {
 }
 
 double FlopCounter::flops() const { return g_flops.load(); }
+
+namespace {
+
+std::mutex g_timer_mutex;
+std::map<std::string, OpTimer::Entry> g_timer_entries;
+bool g_timer_active = false;
+thread_local int t_timer_depth = 0;
+
+struct TimedOp : at::ObserverContext {
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+};
+
+std::unique_ptr<at::ObserverContext> on_timer_start(const at::RecordFunction& fn) {
+  if (t_timer_depth++ > 0) return nullptr;
+  return std::make_unique<TimedOp>();
+}
+
+void on_timer_end(const at::RecordFunction& fn, at::ObserverContext* ctx) {
+  --t_timer_depth;
+  if (!ctx) return;
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - static_cast<TimedOp*>(ctx)->start).count();
+  std::lock_guard lock(g_timer_mutex);
+  auto& e = g_timer_entries[fn.name()];
+  ++e.calls;
+  e.ms += ms;
+}
+
+}  // namespace
+
+OpTimer::OpTimer() {
+  std::lock_guard lock(g_timer_mutex);
+  if (g_timer_active) throw Error("only one OpTimer may be active at a time");
+  g_timer_active = true;
+  g_timer_entries.clear();
+  handle_ = at::addGlobalCallback(at::RecordFunctionCallback(&on_timer_start, &on_timer_end).scopes({at::RecordScope::FUNCTION}));
+}
+
+OpTimer::~OpTimer() {
+  at::removeCallback(handle_);
+  std::lock_guard lock(g_timer_mutex);
+  g_timer_active = false;
+}
+
+std::map<std::string, OpTimer::Entry> OpTimer::entries() const {
+  std::lock_guard lock(g_timer_mutex);
+  return g_timer_entries;
+}
 
 }  // namespace streamgen

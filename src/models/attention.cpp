@@ -2,23 +2,47 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace streamgen {
+namespace {
+
+// Queries are processed in chunks so that one chunk's score block stays near this many elements:
+// at SD-Turbo's 64x64 latent a whole score matrix is 5 x 4096 x 4096 (335 MB in fp32), which costs
+// more in memory traffic than the matmuls themselves.
+constexpr std::int64_t kScoreBlockElements = std::int64_t{1} << 22;
+
+}  // namespace
 
 torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, std::int64_t heads,
-                                   const torch::Tensor& additive_mask) {
+                                   const torch::Tensor& additive_mask, bool upcast) {
   const auto n = q.size(0), lq = q.size(1), lk = k.size(1);
   const auto d = q.size(2) / heads;
-  const auto qh = q.view({n, lq, heads, d}).transpose(1, 2);  // [N, H, Lq, D]
-  const auto kh = k.view({n, lk, heads, d}).transpose(1, 2);
-  const auto vh = v.view({n, lk, heads, d}).transpose(1, 2);
-  auto scores = torch::matmul(qh, kh.transpose(-1, -2));  // [N, H, Lq, Lk]
-  if (scores.scalar_type() != torch::kFloat32 && scores.scalar_type() != torch::kFloat64) scores = scores.to(torch::kFloat32);
-  scores.mul_(1.0 / std::sqrt(static_cast<double>(d)));
-  if (additive_mask.defined()) scores.add_(additive_mask);
-  const auto probs = torch::softmax(scores, -1).to(v.scalar_type());
-  return torch::matmul(probs, vh).transpose(1, 2).reshape({n, lq, heads * d});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const bool reduced = q.scalar_type() != torch::kFloat32 && q.scalar_type() != torch::kFloat64;
+  // [N, L, H*D] -> [N*H, L, D]
+  auto heads_first = [&](const torch::Tensor& t, std::int64_t l) { return t.view({n, l, heads, d}).transpose(1, 2).reshape({n * heads, l, d}); };
+  const auto qh = heads_first(q, lq);
+  const auto kt = heads_first(k, lk).transpose(1, 2);  // [N*H, D, Lk]
+  const auto vh = heads_first(v, lk);
+  torch::Tensor mask;
+  if (additive_mask.defined()) mask = additive_mask.to(upcast && reduced ? torch::kFloat32 : q.scalar_type());
+
+  const std::int64_t chunk = std::clamp<std::int64_t>(kScoreBlockElements / std::max<std::int64_t>(1, n * heads * lk), 1, lq);
+  auto out = torch::empty({n * heads, lq, d}, qh.options());
+  for (std::int64_t start = 0; start < lq; start += chunk) {
+    const auto len = std::min(chunk, lq - start);
+    // The matmuls run in the inputs' dtype (bf16 accumulates in fp32 inside oneDNN); with upcast the
+    // scaled scores and the softmax are fp32.
+    auto scores = torch::baddbmm(torch::empty({n * heads, len, lk}, qh.options()), qh.narrow(1, start, len), kt, /*beta=*/0, /*alpha=*/scale);
+    if (upcast && reduced) scores = scores.to(torch::kFloat32);
+    if (mask.defined()) scores.add_(mask.narrow(0, start, len));
+    auto o = out.narrow(1, start, len);
+    torch::bmm_out(o, torch::softmax(scores, -1).to(vh.scalar_type()), vh);
+  }
+  // [N*H, Lq, D] -> [N, Lq, H*D]
+  return out.view({n, heads, lq, d}).transpose(1, 2).reshape({n, lq, heads * d});
 }
 
 }  // namespace streamgen

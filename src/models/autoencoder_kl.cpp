@@ -72,7 +72,8 @@ VaeMidBlockImpl::VaeMidBlockImpl(std::int64_t ch, std::int64_t groups, bool atte
   resnets = register_module("resnets", torch::nn::ModuleList(ResnetBlock2D(ch, ch, std::nullopt, groups, kVaeEps),
                                                              ResnetBlock2D(ch, ch, std::nullopt, groups, kVaeEps)));
   if (attention) {
-    AttentionOptions o{ch, 0, 1, ch, /*qkv_bias=*/true, groups, kVaeEps};
+    // diffusers builds this attention with upcast_softmax=True.
+    AttentionOptions o{ch, 0, 1, ch, /*qkv_bias=*/true, /*upcast=*/true, groups, kVaeEps};
     attentions = register_module("attentions", torch::nn::ModuleList(Attention(o)));
   }
 }

@@ -62,7 +62,7 @@ torch::Tensor Upsample2DImpl::forward(const torch::Tensor& x, std::optional<std:
   return conv(F::interpolate(x, opts));
 }
 
-AttentionImpl::AttentionImpl(const AttentionOptions& o) : heads(o.heads) {
+AttentionImpl::AttentionImpl(const AttentionOptions& o) : heads(o.heads), upcast(o.upcast) {
   const auto inner = o.heads * o.dim_head;
   const auto ctx = o.cross_attention_dim > 0 ? o.cross_attention_dim : o.query_dim;
   if (o.group_norm_groups > 0) group_norm = register_module("group_norm", streamgen::group_norm(o.group_norm_groups, o.query_dim, o.group_norm_eps));
@@ -74,7 +74,7 @@ AttentionImpl::AttentionImpl(const AttentionOptions& o) : heads(o.heads) {
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
   const auto& c = context.defined() ? context : x;
-  return to_out[0]->as<torch::nn::Linear>()->forward(multi_head_attention(to_q(x), to_k(c), to_v(c), heads));
+  return to_out[0]->as<torch::nn::Linear>()->forward(multi_head_attention(to_q(x), to_k(c), to_v(c), heads, {}, upcast));
 }
 
 torch::Tensor AttentionImpl::forward_spatial(const torch::Tensor& x) {
@@ -103,12 +103,12 @@ torch::Tensor GegluFeedForwardImpl::forward(const torch::Tensor& x) {
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(std::int64_t dim, std::int64_t heads, std::int64_t dim_head,
-                                                     std::int64_t cross_attention_dim) {
+                                                     std::int64_t cross_attention_dim, bool upcast) {
   const auto ln = torch::nn::LayerNormOptions({dim}).eps(1e-5);
   norm1 = register_module("norm1", torch::nn::LayerNorm(ln));
-  attn1 = register_module("attn1", Attention(AttentionOptions{dim, 0, heads, dim_head}));
+  attn1 = register_module("attn1", Attention(AttentionOptions{dim, 0, heads, dim_head, false, upcast}));
   norm2 = register_module("norm2", torch::nn::LayerNorm(ln));
-  attn2 = register_module("attn2", Attention(AttentionOptions{dim, cross_attention_dim, heads, dim_head}));
+  attn2 = register_module("attn2", Attention(AttentionOptions{dim, cross_attention_dim, heads, dim_head, false, upcast}));
   norm3 = register_module("norm3", torch::nn::LayerNorm(ln));
   ff = register_module("ff", GegluFeedForward(dim));
 }
@@ -128,7 +128,7 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) : 
     proj_in_conv = register_module("proj_in", conv(o.channels, inner, 1));
   transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < o.layers; ++i)
-    transformer_blocks->push_back(BasicTransformerBlock(inner, o.heads, o.dim_head, o.cross_attention_dim));
+    transformer_blocks->push_back(BasicTransformerBlock(inner, o.heads, o.dim_head, o.cross_attention_dim, o.upcast_attention));
   if (linear)
     proj_out_linear = register_module("proj_out", torch::nn::Linear(inner, o.channels));
   else

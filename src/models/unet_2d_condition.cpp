@@ -119,6 +119,7 @@ Transformer2DModel make_transformer(const UNet2DConditionConfig& c, std::int64_t
   o.groups = c.norm_num_groups;
   o.layers = layers;
   o.use_linear_projection = c.use_linear_projection;
+  o.upcast_attention = c.upcast_attention;
   return Transformer2DModel(o);
 }
 

@@ -41,7 +41,8 @@ ClipAttentionImpl::ClipAttentionImpl(const ClipTextConfig& c)
 
 torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   // x [N, L, D], mask [L, L] (causal) -> [N, L, D]
-  return out_proj(multi_head_attention(q_proj(x), k_proj(x), v_proj(x), heads, mask));
+  // transformers computes CLIP's scores and softmax in the weights' dtype.
+  return out_proj(multi_head_attention(q_proj(x), k_proj(x), v_proj(x), heads, mask, /*upcast=*/false));
 }
 
 ClipMlpImpl::ClipMlpImpl(const ClipTextConfig& c) : quick_gelu(c.hidden_act == "quick_gelu") {
