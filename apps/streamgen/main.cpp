@@ -7,10 +7,12 @@
 
 #include "commands.h"
 #include "streamgen/build_info.h"
+#include "streamgen/device.h"
 #include "streamgen/error.h"
 #include "streamgen/progress.h"
 
 int main(int argc, char** argv) {
+  streamgen::tune_memory_allocator();
   // Logs go to stderr so that stdout stays clean for data (--json, raw frames).
   spdlog::set_default_logger(spdlog::stderr_color_mt("streamgen"));
   spdlog::set_pattern("%^%l%$: %v");

@@ -108,6 +108,7 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
     UNet2DConditionModel unet(cfg);
     const auto params = parameter_count(*unet);
     unet->to(o.device, dtype);
+    use_channels_last(*unet);
     unet->eval();
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches)
@@ -137,6 +138,7 @@ std::vector<BenchRow> bench_taesd(const ModelBenchOptions& o) {
   for (auto dtype : o.dtypes) {
     AutoencoderTiny taesd(AutoencoderTinyConfig{});
     taesd->to(o.device, dtype);
+    use_channels_last(*taesd);
     taesd->eval();
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches)

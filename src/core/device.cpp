@@ -1,9 +1,11 @@
 #include "streamgen/device.h"
 
 #include <ATen/Parallel.h>
+#include <torch/torch.h>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
+#include <malloc.h>
 #include <sched.h>
 
 #include <charconv>
@@ -50,6 +52,23 @@ void check_device(const torch::Device& device) {
   const auto count = torch::cuda::device_count();
   if (device.index() >= static_cast<int>(count))
     throw Error("device '" + device.str() + "' requested, but only " + std::to_string(count) + " CUDA device(s) are visible");
+}
+
+void use_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+torch::Tensor match_memory_format(const torch::Tensor& x, const torch::Tensor& conv_weight) {
+  if (x.dim() == 4 && conv_weight.dim() == 4 && conv_weight.is_contiguous(torch::MemoryFormat::ChannelsLast) && conv_weight.size(2) * conv_weight.size(3) > 1)
+    return x.contiguous(torch::MemoryFormat::ChannelsLast);
+  return x;
+}
+
+void tune_memory_allocator() {
+  mallopt(M_MMAP_MAX, 0);                    // large blocks come from the heap...
+  mallopt(M_TRIM_THRESHOLD, 64 << 30);       // ...and stay there for the next step
 }
 
 int available_cpus() {

@@ -24,6 +24,13 @@ torch::Tensor group_norm_fp32(torch::nn::GroupNorm norm, const torch::Tensor& x)
       .to(x.scalar_type());
 }
 
+torch::Tensor layer_norm_fp32(torch::nn::LayerNorm norm, const torch::Tensor& x) {
+  if (x.scalar_type() != torch::kHalf && x.scalar_type() != torch::kBFloat16) return norm(x);
+  const auto& o = norm->options;
+  return torch::layer_norm(x.to(torch::kFloat32), o.normalized_shape(), norm->weight.to(torch::kFloat32), norm->bias.to(torch::kFloat32), o.eps())
+      .to(x.scalar_type());
+}
+
 ResnetBlock2DImpl::ResnetBlock2DImpl(std::int64_t in, std::int64_t out, std::optional<std::int64_t> temb_channels, std::int64_t groups,
                                      double eps) {
   norm1 = register_module("norm1", group_norm(groups, in, eps));
@@ -114,9 +121,9 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(std::int64_t dim, std::int6
 }
 
 torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
-  auto h = attn1(norm1(x)) + x;
-  h = attn2(norm2(h), context) + h;
-  return ff(norm3(h)) + h;
+  auto h = attn1(layer_norm_fp32(norm1, x)) + x;
+  h = attn2(layer_norm_fp32(norm2, h), context) + h;
+  return ff(layer_norm_fp32(norm3, h)) + h;
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& o) : linear(o.use_linear_projection) {
@@ -145,7 +152,7 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
   if (linear) t = proj_in_linear(t);
   for (const auto& block : *transformer_blocks) t = block->as<BasicTransformerBlock>()->forward(t, context);
   if (linear) t = proj_out_linear(t);
-  t = t.reshape({n, h, w, t.size(-1)}).permute({0, 3, 1, 2}).contiguous();
+  t = t.reshape({n, h, w, t.size(-1)}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format());
   if (!linear) t = proj_out_conv(t);
   return t + x;
 }

@@ -238,7 +238,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
   if (t.size(0) != n) throw Error("unet: " + std::to_string(t.size(0)) + " timesteps for a batch of " + std::to_string(n));
 
   const auto emb = time_embedding(timestep_embedding(t, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift).to(sample.scalar_type()));
-  auto x = conv_in(sample);
+  auto x = conv_in(match_memory_format(sample, conv_in->weight));
   std::vector<torch::Tensor> skips{x};
   for (const auto& block : *down_blocks) x = block->as<UNetDownBlock>()->forward(x, emb, encoder_hidden_states, skips);
   x = mid_block(x, emb, encoder_hidden_states);
@@ -251,6 +251,7 @@ UNet2DConditionModel load_unet_2d_condition(const std::filesystem::path& dir, co
   UNet2DConditionModel model(UNet2DConditionConfig::from_json(folder.config, (dir / "config.json").string()));
   load_state_dict(*model, folder.weights);
   model->to(compute.device, compute.dtype);
+  use_channels_last(*model);
   model->eval();
   return model;
 }

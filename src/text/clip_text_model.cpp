@@ -4,6 +4,7 @@
 
 #include "streamgen/attention.h"
 #include "streamgen/config_json.h"
+#include "streamgen/diffusers_blocks.h"
 #include "streamgen/error.h"
 #include "streamgen/model_folder.h"
 #include "streamgen/state_dict.h"
@@ -65,8 +66,8 @@ ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipTextConfig& c) {
 }
 
 torch::Tensor ClipEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
-  auto h = x + self_attn(layer_norm1(x), mask);
-  return h + mlp(layer_norm2(h));
+  auto h = x + self_attn(layer_norm_fp32(layer_norm1, x), mask);
+  return h + mlp(layer_norm_fp32(layer_norm2, h));
 }
 
 ClipEncoderImpl::ClipEncoderImpl(const ClipTextConfig& c) {
@@ -111,7 +112,7 @@ ClipTextOutput ClipTextTransformerImpl::forward(const torch::Tensor& input_ids) 
     out.hidden_states.push_back(h);
   }
   out.penultimate_hidden_state = out.hidden_states[out.hidden_states.size() - 2];
-  out.last_hidden_state = final_layer_norm(h);
+  out.last_hidden_state = layer_norm_fp32(final_layer_norm, h);
   // Pool at the first EOS; configs with the legacy eos_token_id 2 meant argmax(ids), which is the
   // same position because EOS has the largest id.
   const auto eos_pos = config.eos_token_id == 2 ? input_ids.argmax(-1) : (input_ids == config.eos_token_id).to(torch::kInt32).argmax(-1);
