@@ -85,6 +85,8 @@ TORCH_MODULE(AutoencoderKL);
 
 // With config.force_upcast and a reduced-precision request, weights stay fp32 and only the
 // results take compute.dtype.
+struct ComponentSource;
+AutoencoderKL load_autoencoder_kl(const ComponentSource& source, const ComputeOptions& compute = {});
 AutoencoderKL load_autoencoder_kl(const std::filesystem::path& dir, const ComputeOptions& compute = {});
 
 }  // namespace streamgen

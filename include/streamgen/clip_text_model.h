@@ -95,7 +95,10 @@ struct ClipTextModelImpl : torch::nn::Module {
 };
 TORCH_MODULE(ClipTextModel);
 
-// A transformers text_encoder folder (config.json + model.safetensors), loaded strictly.
+struct ComponentSource;
+// From a component source or a transformers text_encoder folder (config.json + model.safetensors),
+// loaded strictly.
+ClipTextModel load_clip_text_model(const ComponentSource& source, const ComputeOptions& compute = {});
 ClipTextModel load_clip_text_model(const std::filesystem::path& dir, const ComputeOptions& compute = {});
 
 }  // namespace streamgen

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "streamgen/state_dict.h"
 #include "streamgen/weight_set.h"
 
 namespace streamgen {
@@ -20,9 +21,20 @@ struct ComponentFolder {
   std::filesystem::path weights_path;  // the file or index the weights came from
 };
 
+// A component ready to build: its config and where its tensors come from (a diffusers folder, or
+// one part of a single-file checkpoint with the options its layout needs).
+struct ComponentSource {
+  nlohmann::json config;
+  std::string config_source;  // for messages: the config.json path or "inferred from <file>"
+  std::shared_ptr<const TensorSource> weights;
+  LoadOptions load;
+};
+
 // variant "" prefers full-precision weights and falls back to the fp16 variant; a named variant
 // ("fp16") is required to exist. Errors list every file name that was looked for.
 ComponentFolder open_component(const std::filesystem::path& dir, const std::string& variant = "");
+
+ComponentSource component_source(const std::filesystem::path& dir, const std::string& variant = "");
 
 // Only the weights of a component folder (no config.json needed).
 std::filesystem::path find_component_weights(const std::filesystem::path& dir, const std::string& variant = "");

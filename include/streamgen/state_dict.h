@@ -25,6 +25,9 @@ struct LoadOptions {
   std::function<bool(std::string_view)> ignore_unexpected;
   // When false, problems are reported in the returned LoadReport instead of thrown.
   bool strict = true;
+  // Accept [O, I, 1, 1] conv weights for [O, I] Linear weights and the reverse (original SD
+  // checkpoints store some projections as 1x1 convs where diffusers uses Linear).
+  bool conv1x1_as_linear = false;
 };
 
 struct ShapeMismatch {
@@ -48,6 +51,6 @@ std::string apply_renames(const std::string& key, const std::vector<KeyRename>& 
 // Copies every tensor of `weights` into the module's parameter or buffer of the same name,
 // converting to the module tensor's dtype and device. In strict mode throws StateDictError that
 // lists all missing, unexpected and shape-mismatched tensors at once; nothing is copied then.
-LoadReport load_state_dict(torch::nn::Module& module, const WeightSet& weights, const LoadOptions& options = {});
+LoadReport load_state_dict(torch::nn::Module& module, const TensorSource& weights, const LoadOptions& options = {});
 
 }  // namespace streamgen

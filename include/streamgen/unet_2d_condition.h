@@ -92,7 +92,9 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
 };
 TORCH_MODULE(UNet2DConditionModel);
 
-// A diffusers unet folder (config.json + weights), loaded strictly.
+struct ComponentSource;
+// Built from a component source (strict loading), or from a diffusers unet folder.
+UNet2DConditionModel load_unet_2d_condition(const ComponentSource& source, const ComputeOptions& compute = {});
 UNet2DConditionModel load_unet_2d_condition(const std::filesystem::path& dir, const ComputeOptions& compute = {});
 
 }  // namespace streamgen

@@ -57,6 +57,15 @@ ComponentFolder open_component(const std::filesystem::path& dir, const std::stri
   return c;
 }
 
+ComponentSource component_source(const std::filesystem::path& dir, const std::string& variant) {
+  auto folder = open_component(dir, variant);
+  ComponentSource s;
+  s.config = std::move(folder.config);
+  s.config_source = (dir / "config.json").string();
+  s.weights = std::make_shared<WeightSet>(std::move(folder.weights));
+  return s;
+}
+
 }  // namespace streamgen
 
 namespace streamgen {

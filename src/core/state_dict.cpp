@@ -36,7 +36,20 @@ std::string LoadReport::describe(const std::string& checkpoint, const std::strin
   return os.str();
 }
 
-LoadReport load_state_dict(torch::nn::Module& module, const WeightSet& weights, const LoadOptions& options) {
+namespace {
+
+bool is_1x1_of(const std::vector<std::int64_t>& conv, const std::vector<std::int64_t>& linear) {
+  return conv.size() == 4 && linear.size() == 2 && conv[0] == linear[0] && conv[1] == linear[1] && conv[2] == 1 && conv[3] == 1;
+}
+
+bool shapes_fit(const std::vector<std::int64_t>& checkpoint, const std::vector<std::int64_t>& module, const LoadOptions& o) {
+  if (checkpoint == module) return true;
+  return o.conv1x1_as_linear && (is_1x1_of(checkpoint, module) || is_1x1_of(module, checkpoint));
+}
+
+}  // namespace
+
+LoadReport load_state_dict(torch::nn::Module& module, const TensorSource& weights, const LoadOptions& options) {
   // Module tensors by name: parameters and buffers share one namespace in a state dict.
   std::map<std::string, torch::Tensor> targets;
   for (const auto& p : module.named_parameters(/*recurse=*/true)) targets.emplace(p.key(), p.value());
@@ -59,8 +72,8 @@ LoadReport load_state_dict(torch::nn::Module& module, const WeightSet& weights, 
       report.missing.push_back(name);
       continue;
     }
-    const auto& entry = weights.entry(it->second);
-    if (entry.shape != target.sizes().vec()) report.mismatched.push_back({name, entry.shape, target.sizes().vec()});
+    const auto shape = weights.shape(it->second);
+    if (!shapes_fit(shape, target.sizes().vec(), options)) report.mismatched.push_back({name, shape, target.sizes().vec()});
   }
   for (const auto& [key, stored] : source_of)
     if (!targets.count(key) && !(options.ignore_unexpected && options.ignore_unexpected(key)))
@@ -71,8 +84,8 @@ LoadReport load_state_dict(torch::nn::Module& module, const WeightSet& weights, 
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : targets) {
     auto it = source_of.find(name);
-    if (it == source_of.end() || weights.entry(it->second).shape != target.sizes().vec()) continue;
-    target.copy_(weights.tensor(it->second));  // converts dtype and device
+    if (it == source_of.end() || !shapes_fit(weights.shape(it->second), target.sizes().vec(), options)) continue;
+    target.copy_(weights.tensor(it->second).reshape(target.sizes()));  // converts dtype and device
     report.loaded.push_back(name);
   }
   return report;

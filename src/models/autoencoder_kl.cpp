@@ -154,9 +154,12 @@ torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {
 }
 
 AutoencoderKL load_autoencoder_kl(const std::filesystem::path& dir, const ComputeOptions& compute) {
-  const auto folder = open_component(dir);
-  AutoencoderKL model(AutoencoderKLConfig::from_json(folder.config, (dir / "config.json").string()));
-  load_state_dict(*model, folder.weights);
+  return load_autoencoder_kl(component_source(dir), compute);
+}
+
+AutoencoderKL load_autoencoder_kl(const ComponentSource& source, const ComputeOptions& compute) {
+  AutoencoderKL model(AutoencoderKLConfig::from_json(source.config, source.config_source));
+  load_state_dict(*model, *source.weights, source.load);
   const bool upcast = model->config.force_upcast && compute.dtype != torch::kFloat32 && compute.dtype != torch::kFloat64;
   model->to(compute.device, upcast ? torch::kFloat32 : compute.dtype);
   model->io_dtype = compute.dtype;

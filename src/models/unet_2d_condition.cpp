@@ -247,9 +247,12 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
 }
 
 UNet2DConditionModel load_unet_2d_condition(const std::filesystem::path& dir, const ComputeOptions& compute) {
-  const auto folder = open_component(dir);
-  UNet2DConditionModel model(UNet2DConditionConfig::from_json(folder.config, (dir / "config.json").string()));
-  load_state_dict(*model, folder.weights);
+  return load_unet_2d_condition(component_source(dir), compute);
+}
+
+UNet2DConditionModel load_unet_2d_condition(const ComponentSource& source, const ComputeOptions& compute) {
+  UNet2DConditionModel model(UNet2DConditionConfig::from_json(source.config, source.config_source));
+  load_state_dict(*model, *source.weights, source.load);
   model->to(compute.device, compute.dtype);
   use_channels_last(*model);
   model->eval();

@@ -125,12 +125,16 @@ ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& c) {
 }
 
 ClipTextModel load_clip_text_model(const std::filesystem::path& dir, const ComputeOptions& compute) {
-  const auto folder = open_component(dir);
-  ClipTextModel model(ClipTextConfig::from_json(folder.config, (dir / "config.json").string()));
-  LoadOptions opt;
+  return load_clip_text_model(component_source(dir), compute);
+}
+
+ClipTextModel load_clip_text_model(const ComponentSource& source, const ComputeOptions& compute) {
+  ClipTextModel model(ClipTextConfig::from_json(source.config, source.config_source));
+  LoadOptions opt = source.load;
   // Older transformers saved this buffer; the model computes positions itself.
-  opt.ignore_unexpected = [](std::string_view k) { return k == "text_model.embeddings.position_ids"; };
-  load_state_dict(*model, folder.weights, opt);
+  auto also = opt.ignore_unexpected;
+  opt.ignore_unexpected = [also](std::string_view k) { return k == "text_model.embeddings.position_ids" || (also && also(k)); };
+  load_state_dict(*model, *source.weights, opt);
   model->to(compute.device, compute.dtype);
   model->eval();
   return model;
