@@ -123,7 +123,7 @@ void run_diff(const DiffArgs& args) {
 }
 
 struct RunArgs {
-  std::string model, component, in, prompts, out, prefix;
+  std::string model, component, in, prompts, out, prefix, config_from;
   ComputeArgs compute;
 };
 
@@ -157,7 +157,9 @@ void run_run(const RunArgs& args) {
       if (!file.contains(key)) throw Error(args.in + ": no input tensor '" + key + "' for component " + args.component);
       inputs.emplace(name, file.tensor(key));
     }
-    outputs = run_component(component, args.model, inputs, compute);
+    std::optional<std::filesystem::path> config_from;
+    if (!args.config_from.empty()) config_from = args.config_from;
+    outputs = run_component(component, args.model, inputs, compute, config_from);
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   NamedTensors named;
@@ -194,7 +196,8 @@ void register_tensors(CLI::App& app) {
 
   auto run = std::make_shared<RunArgs>();
   auto* run_cmd = cmd->add_subcommand("run", "Run one model component on tensors from a file (the parity hook)");
-  run_cmd->add_option("--model", run->model, "Pipeline folder, component folder (or TAESD folder)")->required();
+  run_cmd->add_option("--model", run->model, "Pipeline folder, component folder, TAESD folder, or single-file SD checkpoint")->required();
+  run_cmd->add_option("--config-from", run->config_from, "Single-file checkpoints: take component configs from this diffusers folder");
   run_cmd->add_option("--component", run->component,
                       "unet | text_encoder | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer")->required();
   run_cmd->add_option("--in", run->in, "Input .safetensors (names: see the component)");

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,8 +27,11 @@ std::filesystem::path resolve_component_dir(const std::filesystem::path& model, 
 
 using TensorMap = std::map<std::string, torch::Tensor>;
 
-// Outputs are float32 (int64 for the tokenizer) on the CPU whatever dtype/device computed them.
-TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& inputs, const ComputeOptions& compute);
+// `model` is a pipeline folder, a component folder, or a single-file SD1.x/SD2.x checkpoint (then
+// `config_from` may name a diffusers folder whose configs to use instead of inferring them).
+// Outputs are float32 on the CPU whatever dtype/device computed them.
+TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& inputs, const ComputeOptions& compute,
+                        const std::optional<std::filesystem::path>& config_from = std::nullopt);
 TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<std::string>& prompts);
 
 }  // namespace streamgen

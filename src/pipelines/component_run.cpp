@@ -8,6 +8,7 @@
 #include "streamgen/clip_tokenizer.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
+#include "streamgen/single_file.h"
 #include "streamgen/unet_2d_condition.h"
 
 namespace streamgen {
@@ -84,29 +85,36 @@ TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<st
   return {{"input_ids", tok.encode_batch(prompts)}};
 }
 
-TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& in, const ComputeOptions& o) {
+TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& in, const ComputeOptions& o,
+                        const std::optional<std::filesystem::path>& config_from) {
   torch::NoGradGuard no_grad;
+  std::error_code ec;
+  std::optional<SingleFileCheckpoint> single;
+  if (std::filesystem::is_regular_file(model, ec) && c != Component::TaesdEncode && c != Component::TaesdDecode)
+    single = open_single_file(model, config_from);
+  auto source = [&](const std::string& sub) { return single ? (sub == "unet" ? single->unet : sub == "vae" ? single->vae : single->text_encoder)
+                                                            : component_source(resolve_component_dir(model, sub)); };
   switch (c) {
     case Component::Unet: {
-      auto unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), o);
+      auto unet = load_unet_2d_condition(source("unet"), o);
       const auto out = unet->forward(to_compute(input(in, c, "sample"), o), input(in, c, "timestep").to(o.device),
                                      to_compute(input(in, c, "encoder_hidden_states"), o));
       return {{"out", to_output(out)}};
     }
     case Component::TextEncoder: {
-      auto te = load_clip_text_model(resolve_component_dir(model, "text_encoder"), o);
+      auto te = load_clip_text_model(source("text_encoder"), o);
       const auto out = te->forward(input(in, c, "input_ids").to(o.device, torch::kInt64));
       return {{"last_hidden_state", to_output(out.last_hidden_state)},
               {"penultimate_hidden_state", to_output(out.penultimate_hidden_state)},
               {"pooler_output", to_output(out.pooler_output)}};
     }
     case Component::VaeEncode: {
-      auto vae = load_autoencoder_kl(resolve_component_dir(model, "vae"), o);
+      auto vae = load_autoencoder_kl(source("vae"), o);
       const auto d = vae->encode(to_compute(image_u8_to_unit_range(input(in, c, "image_u8")), o));
       return {{"latent_mean", to_output(d.mean)}, {"latent_std", to_output(d.std)}};
     }
     case Component::VaeDecode: {
-      auto vae = load_autoencoder_kl(resolve_component_dir(model, "vae"), o);
+      auto vae = load_autoencoder_kl(source("vae"), o);
       return {{"decoded", to_output(vae->decode(to_compute(input(in, c, "latents"), o)))}};
     }
     case Component::TaesdEncode: {

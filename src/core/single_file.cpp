@@ -1,0 +1,302 @@
+#include "streamgen/single_file.h"
+
+#include <torch/torch.h>
+
+#include <set>
+
+#include "streamgen/config_json.h"
+#include "streamgen/error.h"
+#include "streamgen/json_file.h"
+
+namespace streamgen {
+namespace {
+
+const std::string kUnetPrefix = "model.diffusion_model.";
+const std::string kVaePrefix = "first_stage_model.";
+const std::string kClipPrefix = "cond_stage_model.transformer.";
+const std::string kOpenClipPrefix = "cond_stage_model.model.";
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+void add_resnet(std::vector<KeyRename>& r, const std::string& from, const std::string& to) {
+  for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{{"in_layers.0.", "norm1."},
+                                                                              {"in_layers.2.", "conv1."},
+                                                                              {"emb_layers.1.", "time_emb_proj."},
+                                                                              {"out_layers.0.", "norm2."},
+                                                                              {"out_layers.3.", "conv2."},
+                                                                              {"skip_connection.", "conv_shortcut."}})
+    r.push_back({kUnetPrefix + from + a, to + b});
+}
+
+void add_vae_resnet(std::vector<KeyRename>& r, const std::string& from, const std::string& to) {
+  r.push_back({kVaePrefix + from + "nin_shortcut.", to + "conv_shortcut."});
+  r.push_back({kVaePrefix + from, to});
+}
+
+void add_vae_mid(std::vector<KeyRename>& r, const std::string& part) {
+  add_vae_resnet(r, part + ".mid.block_1.", part + ".mid_block.resnets.0.");
+  add_vae_resnet(r, part + ".mid.block_2.", part + ".mid_block.resnets.1.");
+  const auto attn = part + ".mid_block.attentions.0.";
+  for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
+           {"norm.", "group_norm."}, {"q.", "to_q."}, {"k.", "to_k."}, {"v.", "to_v."}, {"proj_out.", "to_out.0."}})
+    r.push_back({kVaePrefix + part + ".mid.attn_1." + a, attn + b});
+}
+
+std::vector<std::string> keys_with_prefix(const WeightSet& w, const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const auto& n : w.names())
+    if (n.rfind(prefix, 0) == 0) out.push_back(n);
+  return out;
+}
+
+// Largest N + 1 such that `<prefix>N.` starts some key.
+std::int64_t count_indices(const WeightSet& w, const std::string& prefix) {
+  std::int64_t n = 0;
+  for (const auto& k : keys_with_prefix(w, prefix)) {
+    const auto rest = k.substr(prefix.size());
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos) continue;
+    try {
+      n = std::max<std::int64_t>(n, std::stoll(rest.substr(0, dot)) + 1);
+    } catch (const std::exception&) {
+    }
+  }
+  return n;
+}
+
+std::vector<std::int64_t> shape_or_throw(const WeightSet& w, const std::string& key) {
+  if (!w.contains(key)) throw StateDictError(w.description() + ": expected tensor '" + key + "' in an SD single-file checkpoint");
+  return w.shape(key);
+}
+
+nlohmann::json infer_unet_config(const WeightSet& w) {
+  const auto p = kUnetPrefix;
+  const std::int64_t out_blocks = count_indices(w, p + "output_blocks.");
+  std::int64_t downsamplers = 0;
+  for (const auto& k : keys_with_prefix(w, p + "input_blocks."))
+    if (k.find(".op.weight") != std::string::npos) ++downsamplers;
+  const std::int64_t n = downsamplers + 1;
+  if (out_blocks == 0 || out_blocks % n != 0) throw StateDictError(w.description() + ": cannot infer the UNet layout from output_blocks");
+  const std::int64_t L = out_blocks / n - 1;
+  std::vector<std::int64_t> channels;
+  std::vector<std::string> down, up;
+  std::int64_t context = 768;
+  bool linear = false;
+  for (std::int64_t b = 0; b < n; ++b) {
+    const auto first = str(1 + b * (L + 1));
+    channels.push_back(shape_or_throw(w, p + "input_blocks." + first + ".0.out_layers.3.weight")[0]);
+    const bool attn = w.contains(p + "input_blocks." + first + ".1.proj_in.weight");
+    down.push_back(attn ? "CrossAttnDownBlock2D" : "DownBlock2D");
+    const bool up_attn = w.contains(p + "output_blocks." + str(b * (L + 1)) + ".1.proj_in.weight");
+    up.push_back(up_attn ? "CrossAttnUpBlock2D" : "UpBlock2D");
+    if (attn) {
+      context = shape_or_throw(w, p + "input_blocks." + first + ".1.transformer_blocks.0.attn2.to_k.weight")[1];
+      linear = shape_or_throw(w, p + "input_blocks." + first + ".1.proj_in.weight").size() == 2;
+    }
+  }
+  nlohmann::json c;
+  c["_class_name"] = "UNet2DConditionModel";
+  c["in_channels"] = shape_or_throw(w, p + "input_blocks.0.0.weight")[1];
+  c["out_channels"] = shape_or_throw(w, p + "out.2.weight")[0];
+  c["block_out_channels"] = channels;
+  c["down_block_types"] = down;
+  c["up_block_types"] = up;
+  c["layers_per_block"] = L;
+  c["cross_attention_dim"] = context;
+  c["use_linear_projection"] = linear;
+  // Head counts do not show in shapes. SD2.x uses 64-wide heads; SD1.x 8 heads per block.
+  if (context == 1024) {
+    std::vector<std::int64_t> heads;
+    for (auto ch : channels) heads.push_back(ch / 64);
+    c["attention_head_dim"] = heads;
+  } else {
+    c["attention_head_dim"] = 8;
+  }
+  return c;
+}
+
+nlohmann::json infer_vae_config(const WeightSet& w) {
+  const auto p = kVaePrefix;
+  const auto n = count_indices(w, p + "encoder.down.");
+  if (n == 0) throw StateDictError(w.description() + ": no first_stage_model.encoder.down.* tensors (the VAE)");
+  std::vector<std::int64_t> channels;
+  for (std::int64_t i = 0; i < n; ++i) channels.push_back(shape_or_throw(w, p + "encoder.down." + str(i) + ".block.0.conv1.weight")[0]);
+  nlohmann::json c;
+  c["_class_name"] = "AutoencoderKL";
+  c["block_out_channels"] = channels;
+  c["layers_per_block"] = count_indices(w, p + "encoder.down.0.block.");
+  c["latent_channels"] = shape_or_throw(w, p + "quant_conv.weight")[0] / 2;
+  c["in_channels"] = shape_or_throw(w, p + "encoder.conv_in.weight")[1];
+  c["out_channels"] = shape_or_throw(w, p + "decoder.conv_out.weight")[0];
+  c["scaling_factor"] = 0.18215;
+  return c;
+}
+
+nlohmann::json infer_text_config(const WeightSet& w, bool open_clip) {
+  nlohmann::json c;
+  c["architectures"] = {"CLIPTextModel"};
+  if (open_clip) {
+    const auto p = kOpenClipPrefix;
+    const auto hidden = shape_or_throw(w, p + "token_embedding.weight")[1];
+    c["hidden_size"] = hidden;
+    c["vocab_size"] = shape_or_throw(w, p + "token_embedding.weight")[0];
+    c["max_position_embeddings"] = shape_or_throw(w, p + "positional_embedding")[0];
+    c["intermediate_size"] = shape_or_throw(w, p + "transformer.resblocks.0.mlp.c_fc.weight")[0];
+    // SD2.x conditions on the penultimate layer: the last resblock is never used.
+    c["num_hidden_layers"] = count_indices(w, p + "transformer.resblocks.") - 1;
+    c["num_attention_heads"] = hidden / 64;
+    c["hidden_act"] = "gelu";
+  } else {
+    const auto p = w.contains(kClipPrefix + "text_model.embeddings.token_embedding.weight") ? kClipPrefix + "text_model." : kClipPrefix;
+    const auto hidden = shape_or_throw(w, p + "embeddings.token_embedding.weight")[1];
+    c["hidden_size"] = hidden;
+    c["vocab_size"] = shape_or_throw(w, p + "embeddings.token_embedding.weight")[0];
+    c["max_position_embeddings"] = shape_or_throw(w, p + "embeddings.position_embedding.weight")[0];
+    c["intermediate_size"] = shape_or_throw(w, p + "encoder.layers.0.mlp.fc1.weight")[0];
+    c["num_hidden_layers"] = count_indices(w, p + "encoder.layers.");
+    c["num_attention_heads"] = hidden / 64;
+    c["hidden_act"] = "quick_gelu";
+  }
+  return c;
+}
+
+// OpenCLIP's text tower -> transformers' CLIPTextModel names, splitting the fused in_proj.
+std::shared_ptr<const TensorSource> convert_open_clip(const WeightSet& w, std::int64_t layers) {
+  const auto p = kOpenClipPrefix;
+  std::map<std::string, torch::Tensor> out;
+  out["text_model.embeddings.token_embedding.weight"] = w.tensor(p + "token_embedding.weight");
+  out["text_model.embeddings.position_embedding.weight"] = w.tensor(p + "positional_embedding");
+  out["text_model.final_layer_norm.weight"] = w.tensor(p + "ln_final.weight");
+  out["text_model.final_layer_norm.bias"] = w.tensor(p + "ln_final.bias");
+  for (std::int64_t i = 0; i < layers; ++i) {
+    const auto from = p + "transformer.resblocks." + str(i) + ".";
+    const auto to = "text_model.encoder.layers." + str(i) + ".";
+    for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
+             {"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."}, {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."}, {"attn.out_proj.", "self_attn.out_proj."}})
+      for (const std::string kind : {"weight", "bias"}) out[to + b + kind] = w.tensor(from + a + kind);
+    for (const auto& [fused, kind] : {std::pair{"attn.in_proj_weight", "weight"}, std::pair{"attn.in_proj_bias", "bias"}}) {
+      const auto parts = w.tensor(from + fused).chunk(3, 0);
+      out[to + "self_attn.q_proj." + kind] = parts[0];
+      out[to + "self_attn.k_proj." + kind] = parts[1];
+      out[to + "self_attn.v_proj." + kind] = parts[2];
+    }
+  }
+  return std::make_shared<TensorMapSource>(std::move(out), w.description() + " (OpenCLIP text tower)");
+}
+
+bool starts_with_any(std::string_view k, std::initializer_list<std::string_view> prefixes) {
+  for (auto p : prefixes)
+    if (k.substr(0, p.size()) == p) return true;
+  return false;
+}
+
+}  // namespace
+
+std::vector<KeyRename> ldm_unet_renames(const nlohmann::json& cfg) {
+  const auto down = config_value<std::vector<std::string>>(cfg, "down_block_types", {}, "unet config");
+  const auto up = config_value<std::vector<std::string>>(cfg, "up_block_types", {}, "unet config");
+  const auto L = config_value<std::int64_t>(cfg, "layers_per_block", 2, "unet config");
+  const auto n = static_cast<std::int64_t>(down.size());
+  std::vector<KeyRename> r{{kUnetPrefix + "time_embed.0.", "time_embedding.linear_1."},
+                           {kUnetPrefix + "time_embed.2.", "time_embedding.linear_2."},
+                           {kUnetPrefix + "input_blocks.0.0.", "conv_in."},
+                           {kUnetPrefix + "out.0.", "conv_norm_out."},
+                           {kUnetPrefix + "out.2.", "conv_out."}};
+  for (std::int64_t b = 0; b < n; ++b) {
+    for (std::int64_t j = 0; j < L; ++j) {
+      const auto i = str(1 + b * (L + 1) + j);
+      const auto to = "down_blocks." + str(b) + ".";
+      add_resnet(r, "input_blocks." + i + ".0.", to + "resnets." + str(j) + ".");
+      if (down[static_cast<std::size_t>(b)] == "CrossAttnDownBlock2D")
+        r.push_back({kUnetPrefix + "input_blocks." + i + ".1.", to + "attentions." + str(j) + "."});
+    }
+    if (b + 1 < n)
+      r.push_back({kUnetPrefix + "input_blocks." + str(1 + b * (L + 1) + L) + ".0.op.", "down_blocks." + str(b) + ".downsamplers.0.conv."});
+  }
+  add_resnet(r, "middle_block.0.", "mid_block.resnets.0.");
+  r.push_back({kUnetPrefix + "middle_block.1.", "mid_block.attentions.0."});
+  add_resnet(r, "middle_block.2.", "mid_block.resnets.1.");
+  for (std::int64_t b = 0; b < n; ++b) {
+    const bool attn = up[static_cast<std::size_t>(b)] == "CrossAttnUpBlock2D";
+    const auto to = "up_blocks." + str(b) + ".";
+    for (std::int64_t j = 0; j <= L; ++j) {
+      const auto i = str(b * (L + 1) + j);
+      add_resnet(r, "output_blocks." + i + ".0.", to + "resnets." + str(j) + ".");
+      if (attn) r.push_back({kUnetPrefix + "output_blocks." + i + ".1.", to + "attentions." + str(j) + "."});
+    }
+    if (b + 1 < n)
+      r.push_back({kUnetPrefix + "output_blocks." + str(b * (L + 1) + L) + (attn ? ".2" : ".1") + ".conv.", to + "upsamplers.0.conv."});
+  }
+  return r;
+}
+
+std::vector<KeyRename> ldm_vae_renames(const nlohmann::json& cfg) {
+  const auto n = static_cast<std::int64_t>(config_value<std::vector<std::int64_t>>(cfg, "block_out_channels", {}, "vae config").size());
+  const auto L = config_value<std::int64_t>(cfg, "layers_per_block", 2, "vae config");
+  std::vector<KeyRename> r{{kVaePrefix + "encoder.norm_out.", "encoder.conv_norm_out."},
+                           {kVaePrefix + "decoder.norm_out.", "decoder.conv_norm_out."}};
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = 0; j < L; ++j)
+      add_vae_resnet(r, "encoder.down." + str(i) + ".block." + str(j) + ".", "encoder.down_blocks." + str(i) + ".resnets." + str(j) + ".");
+    r.push_back({kVaePrefix + "encoder.down." + str(i) + ".downsample.conv.", "encoder.down_blocks." + str(i) + ".downsamplers.0.conv."});
+    // The original decoder counts its levels from the highest resolution; diffusers from the lowest.
+    const auto to = "decoder.up_blocks." + str(n - 1 - i) + ".";
+    for (std::int64_t j = 0; j <= L; ++j)
+      add_vae_resnet(r, "decoder.up." + str(i) + ".block." + str(j) + ".", to + "resnets." + str(j) + ".");
+    r.push_back({kVaePrefix + "decoder.up." + str(i) + ".upsample.conv.", to + "upsamplers.0.conv."});
+  }
+  add_vae_mid(r, "encoder");
+  add_vae_mid(r, "decoder");
+  r.push_back({kVaePrefix, ""});  // conv_in, conv_out, quant_conv, post_quant_conv keep their names
+  return r;
+}
+
+SingleFileCheckpoint open_single_file(const std::filesystem::path& file, const std::optional<std::filesystem::path>& config_from) {
+  auto weights = std::make_shared<WeightSet>(WeightSet::open(file));
+  const auto& w = *weights;
+  SingleFileCheckpoint ckpt;
+  const bool open_clip = w.contains(kOpenClipPrefix + "token_embedding.weight");
+  const bool clip = !keys_with_prefix(w, kClipPrefix).empty();
+  if (keys_with_prefix(w, kUnetPrefix).empty() || keys_with_prefix(w, kVaePrefix).empty() || (!open_clip && !clip))
+    throw Error(file.string() + ": not a Stable Diffusion single-file checkpoint (expected model.diffusion_model.*, first_stage_model.* "
+                "and cond_stage_model.* tensors)");
+  ckpt.family = open_clip ? "sd2" : "sd1";
+  const std::string inferred = "configuration inferred from " + file.string();
+  auto config_for = [&](const std::string& sub, nlohmann::json inferred_config, std::string& source) {
+    if (!config_from) {
+      source = inferred;
+      return inferred_config;
+    }
+    const auto path = *config_from / sub / "config.json";
+    source = path.string();
+    return read_json_file(path);
+  };
+
+  ckpt.unet.config = config_for("unet", infer_unet_config(w), ckpt.unet.config_source);
+  ckpt.unet.weights = weights;
+  ckpt.unet.load.renames = ldm_unet_renames(ckpt.unet.config);
+  ckpt.unet.load.conv1x1_as_linear = true;  // SD2's proj_in/proj_out may be stored either way
+  // Other components' tensors (and EMA copies, schedules) are not the UNet's business; a UNet key
+  // that no rule mapped keeps its prefix and is reported.
+  ckpt.unet.load.ignore_unexpected = [](std::string_view k) {
+    return !starts_with_any(k, {kUnetPrefix, "conv_in.", "conv_out.", "conv_norm_out.", "time_embedding.", "down_blocks.", "mid_block.", "up_blocks."});
+  };
+
+  ckpt.vae.config = config_for("vae", infer_vae_config(w), ckpt.vae.config_source);
+  ckpt.vae.weights = weights;
+  ckpt.vae.load.renames = ldm_vae_renames(ckpt.vae.config);
+  ckpt.vae.load.conv1x1_as_linear = true;  // the mid-block attention's q/k/v/proj_out are 1x1 convs
+  ckpt.vae.load.ignore_unexpected = [](std::string_view k) { return !starts_with_any(k, {"encoder.", "decoder.", "quant_conv.", "post_quant_conv."}); };
+
+  ckpt.text_encoder.config = config_for("text_encoder", infer_text_config(w, open_clip), ckpt.text_encoder.config_source);
+  if (open_clip) {
+    ckpt.text_encoder.weights = convert_open_clip(w, config_value<std::int64_t>(ckpt.text_encoder.config, "num_hidden_layers", 23, "text config"));
+  } else {
+    ckpt.text_encoder.weights = weights;
+    ckpt.text_encoder.load.renames = {{kClipPrefix + "text_model.", "text_model."}, {kClipPrefix, "text_model."}};
+    ckpt.text_encoder.load.ignore_unexpected = [](std::string_view k) { return k.substr(0, 11) != "text_model."; };
+  }
+  return ckpt;
+}
+
+}  // namespace streamgen
