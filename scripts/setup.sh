@@ -13,6 +13,7 @@ PACKAGES=(
   libopenblas0-pthread         # without it LibTorch's fp32 matmul falls back to reference BLAS (~6 GFLOP/s)
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libicu-dev                   # Unicode categories, NFC and case mapping for the CLIP tokenizer
+  libstb-dev                   # PNG/JPEG reading and PNG writing
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev        # libFuzzer for the header fuzz test
 )

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "streamgen/image_io.h"
 #include "streamgen/safetensors.h"
 #include "test_util.h"
 
@@ -167,6 +168,33 @@ TEST(Cli, TensorsRunIsTheParityHook) {
   EXPECT_NE(r.out.find("unknown component 'unicorn'"), std::string::npos) << r.out;
   r = run("tensors run --model " + dir.path().string() + "/nope --component vae_decode --in " + golden_unet + " --prefix case0. --out " + out);
   EXPECT_EQ(r.code, 2) << r.out;
+}
+
+TEST(Cli, Txt2ImgWritesADeterministicPngWithItsParameters) {
+  test::TempDir dir;
+  const auto model = test::data_path("tiny-sd15").string();
+  const auto a = (dir / "a.png").string(), b = (dir / "b.png").string(), c = (dir / "c.png").string();
+  const std::string common = "txt2img --model " + model + " --prompt 'a red fox' -W 64 -H 48 --steps 2 ";
+  auto r = run(common + "--seed 7 --out " + a);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("-q " + common + "--seed 7 --out " + b);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.find("step/s"), std::string::npos) << "-q hides the progress bar: " << r.out;
+  r = run("-q " + common + "--seed 8 --out " + c);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(test::read_bytes(a), test::read_bytes(b));
+  EXPECT_NE(test::read_bytes(a), test::read_bytes(c));
+  const auto image = read_image(a);
+  EXPECT_EQ(image.sizes(), (std::vector<std::int64_t>{1, 3, 48, 64}));
+  const auto text = read_png_text(a);
+  EXPECT_EQ(text.at("prompt"), "a red fox");
+  EXPECT_EQ(text.at("seed"), "7");
+  EXPECT_EQ(text.at("steps"), "2");
+  EXPECT_EQ(text.at("size"), "64x48");
+
+  r = run("txt2img --model " + model + " --taesd " + test::data_path("taesd").string() + " --prompt x -W 60 -H 64 --out " + a);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("multiples of 8"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -19,24 +19,26 @@ int main(int argc, char** argv) {
 
   CLI::App app{"streamgen: real-time streaming diffusion (StreamDiffusion, StreamDiT) on LibTorch", "streamgen"};
   app.set_version_flag("--version", std::string("streamgen ") + STREAMGEN_VERSION_STRING);
-  int verbosity = 0;
-  bool quiet = false;
-  app.add_flag("-v,--verbose", verbosity, "More logging (-vv for trace)");
-  app.add_flag("-q,--quiet", quiet, "Only errors; no progress bars");
+  // Applied as soon as they are parsed, so that they hold inside the subcommands' callbacks.
+  app.add_flag_function(
+         "-v,--verbose", [](std::int64_t count) { spdlog::set_level(count >= 2 ? spdlog::level::trace : spdlog::level::debug); },
+         "More logging (-vv for trace)")
+      ->trigger_on_parse();
+  app.add_flag_function(
+         "-q,--quiet",
+         [](std::int64_t) {
+           spdlog::set_level(spdlog::level::err);
+           streamgen::set_progress_enabled(false);
+         },
+         "Only errors; no progress bars")
+      ->trigger_on_parse();
   app.require_subcommand(1);
   app.fallthrough();
 
   streamgen::cli::register_info(app);
   streamgen::cli::register_tensors(app);
   streamgen::cli::register_bench(app);
-
-  app.parse_complete_callback([&] {
-    spdlog::set_level(quiet ? spdlog::level::err
-                            : verbosity >= 2 ? spdlog::level::trace
-                            : verbosity == 1 ? spdlog::level::debug
-                                             : spdlog::level::info);
-    streamgen::set_progress_enabled(!quiet);
-  });
+  streamgen::cli::register_txt2img(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,19 @@
+#pragma once
+// Image files: PNG writing with text metadata (generation parameters), and reading of PNG/JPEG/BMP.
+#include <torch/types.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+namespace streamgen {
+
+// image_u8: uint8 [3, H, W] or [1, 3, H, W] RGB. `text` becomes PNG tEXt chunks (key -> value).
+// Written atomically (temporary file, then rename).
+void write_png(const std::filesystem::path& path, const torch::Tensor& image_u8, const std::map<std::string, std::string>& text = {});
+// uint8 [1, 3, H, W] RGB.
+torch::Tensor read_image(const std::filesystem::path& path);
+// The tEXt chunks of a PNG file.
+std::map<std::string, std::string> read_png_text(const std::filesystem::path& path);
+
+}  // namespace streamgen
