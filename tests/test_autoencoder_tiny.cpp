@@ -3,6 +3,7 @@
 
 #include "streamgen/autoencoder_tiny.h"
 #include "streamgen/error.h"
+#include "streamgen/image_io.h"
 #include "streamgen/image_tensor.h"
 #include "streamgen/safetensors.h"
 #include "streamgen/tensor_compare.h"
@@ -52,6 +53,15 @@ INSTANTIATE_TEST_SUITE_P(Photos, TaesdGolden,
                            for (auto& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
                            return n;
                          });
+
+TEST(Taesd, RoundTripPsnrOnTheFullSizePhoto) {
+  // The 512x512 astronaut PNG (same pixels as the golden tensors); reference PSNR 25.35 dB.
+  torch::NoGradGuard no_grad;
+  const auto image = read_image(test::data_path("astronaut_512.png"));
+  ASSERT_EQ(image.sizes(), (std::vector<std::int64_t>{1, 3, 512, 512}));
+  const auto decoded = taesd()->decode(taesd()->encode(image_u8_to_unit_range(image)));
+  EXPECT_NEAR(psnr_db(decoded, image), 25.35, kPsnrTolDb);
+}
 
 TEST(Taesd, Bf16StaysClose) {
   torch::NoGradGuard no_grad;
