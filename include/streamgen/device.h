@@ -24,6 +24,10 @@ std::string dtype_label(torch::ScalarType dtype);
 // Stores every 4-D parameter (conv weights) channels-last: oneDNN's bf16 convolutions run on NHWC
 // without reordering (TAESD encode: ~3x faster measured by the Python peer on this machine).
 void use_channels_last(torch::nn::Module& module);
+// Moves a freshly built model to its device and dtype, stores its convolutions channels-last and
+// switches it to eval mode: the one preparation every model loader and benchmark applies.
+void prepare_for_inference(torch::nn::Module& module, torch::Device device, torch::ScalarType dtype);
+
 // Makes a model input match the memory format of the model's convolutions.
 torch::Tensor match_memory_format(const torch::Tensor& x, const torch::Tensor& conv_weight);
 

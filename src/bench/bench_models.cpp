@@ -107,9 +107,7 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
   for (auto dtype : o.dtypes) {
     UNet2DConditionModel unet(cfg);
     const auto params = parameter_count(*unet);
-    unet->to(o.device, dtype);
-    use_channels_last(*unet);
-    unet->eval();
+    prepare_for_inference(*unet, o.device, dtype);
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches)
       for (auto s : sizes) {
@@ -137,9 +135,7 @@ std::vector<BenchRow> bench_taesd(const ModelBenchOptions& o) {
   std::vector<BenchRow> rows;
   for (auto dtype : o.dtypes) {
     AutoencoderTiny taesd(AutoencoderTinyConfig{});
-    taesd->to(o.device, dtype);
-    use_channels_last(*taesd);
-    taesd->eval();
+    prepare_for_inference(*taesd, o.device, dtype);
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches)
       for (auto s : sizes) {
@@ -169,8 +165,7 @@ std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& o) {
   for (auto dtype : o.dtypes) {
     ClipTextModel te(text_preset(preset));
     const auto params = parameter_count(*te);
-    te->to(o.device, dtype);
-    te->eval();
+    prepare_for_inference(*te, o.device, dtype);
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches) {
       const auto ids = torch::randint(0, 49406, {b, 77}, torch::TensorOptions().device(o.device).dtype(torch::kInt64));

@@ -60,6 +60,12 @@ void use_channels_last(torch::nn::Module& module) {
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
 }
 
+void prepare_for_inference(torch::nn::Module& module, torch::Device device, torch::ScalarType dtype) {
+  module.to(device, dtype);
+  use_channels_last(module);
+  module.eval();
+}
+
 torch::Tensor match_memory_format(const torch::Tensor& x, const torch::Tensor& conv_weight) {
   if (x.dim() == 4 && conv_weight.dim() == 4 && conv_weight.is_contiguous(torch::MemoryFormat::ChannelsLast) && conv_weight.size(2) * conv_weight.size(3) > 1)
     return x.contiguous(torch::MemoryFormat::ChannelsLast);

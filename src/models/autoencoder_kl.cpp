@@ -137,7 +137,7 @@ torch::ScalarType AutoencoderKLImpl::conv_in_dtype() const { return encoder->con
 LatentDistribution AutoencoderKLImpl::encode(const torch::Tensor& x) {
   // x [N, 3, H, W] in [-1, 1] -> mean, logvar, std [N, latent, H/f, W/f]
   const auto weights_dtype = conv_in_dtype();
-  auto moments = encoder(x.to(weights_dtype));
+  auto moments = encoder(match_memory_format(x.to(weights_dtype), encoder->conv_in->weight));
   if (quant_conv) moments = quant_conv(moments);
   const auto parts = moments.chunk(2, 1);
   LatentDistribution d;
@@ -149,7 +149,7 @@ LatentDistribution AutoencoderKLImpl::encode(const torch::Tensor& x) {
 }
 
 torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {
-  const auto zz = z.to(conv_in_dtype());
+  const auto zz = match_memory_format(z.to(conv_in_dtype()), decoder->conv_in->weight);
   return decoder(post_quant_conv ? post_quant_conv(zz) : zz).to(io_dtype);
 }
 
@@ -161,9 +161,8 @@ AutoencoderKL load_autoencoder_kl(const ComponentSource& source, const ComputeOp
   AutoencoderKL model(AutoencoderKLConfig::from_json(source.config, source.config_source));
   load_state_dict(*model, *source.weights, source.load);
   const bool upcast = model->config.force_upcast && compute.dtype != torch::kFloat32 && compute.dtype != torch::kFloat64;
-  model->to(compute.device, upcast ? torch::kFloat32 : compute.dtype);
+  prepare_for_inference(*model, compute.device, upcast ? torch::kFloat32 : compute.dtype);
   model->io_dtype = compute.dtype;
-  model->eval();
   return model;
 }
 

@@ -64,7 +64,7 @@ EncoderTinyImpl::EncoderTinyImpl(const AutoencoderTinyConfig& c) {
 
 torch::Tensor EncoderTinyImpl::forward(const torch::Tensor& x) {
   // TAESD works on [0, 1] images.
-  return layers->forward(x.add(1).div(2));
+  return layers->forward(match_memory_format(x.add(1).div(2), layers[0]->as<torch::nn::Conv2d>()->weight));
 }
 
 DecoderTinyImpl::DecoderTinyImpl(const AutoencoderTinyConfig& c) {
@@ -86,7 +86,7 @@ DecoderTinyImpl::DecoderTinyImpl(const AutoencoderTinyConfig& c) {
 
 torch::Tensor DecoderTinyImpl::forward(const torch::Tensor& z) {
   // Soft clamp of the latents to (-3, 3), then [0, 1] -> [-1, 1].
-  return layers->forward(torch::tanh(z / 3) * 3).mul(2).sub(1);
+  return layers->forward(match_memory_format(torch::tanh(z / 3) * 3, layers[0]->as<torch::nn::Conv2d>()->weight)).mul(2).sub(1);
 }
 
 AutoencoderTinyImpl::AutoencoderTinyImpl(const AutoencoderTinyConfig& c) : config(c) {
@@ -148,8 +148,7 @@ AutoencoderTiny load_autoencoder_tiny(const std::filesystem::path& path, const C
     load_state_dict(*model->encoder, enc_w, enc_opt);
     load_state_dict(*model->decoder, dec_w, dec_opt);
   }
-  model->to(compute.device, compute.dtype);
-  model->eval();
+  prepare_for_inference(*model, compute.device, compute.dtype);
   return model;
 }
 

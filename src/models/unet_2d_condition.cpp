@@ -253,9 +253,7 @@ UNet2DConditionModel load_unet_2d_condition(const std::filesystem::path& dir, co
 UNet2DConditionModel load_unet_2d_condition(const ComponentSource& source, const ComputeOptions& compute) {
   UNet2DConditionModel model(UNet2DConditionConfig::from_json(source.config, source.config_source));
   load_state_dict(*model, *source.weights, source.load);
-  model->to(compute.device, compute.dtype);
-  use_channels_last(*model);
-  model->eval();
+  prepare_for_inference(*model, compute.device, compute.dtype);
   return model;
 }
 

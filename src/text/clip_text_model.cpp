@@ -135,8 +135,7 @@ ClipTextModel load_clip_text_model(const ComponentSource& source, const ComputeO
   auto also = opt.ignore_unexpected;
   opt.ignore_unexpected = [also](std::string_view k) { return k == "text_model.embeddings.position_ids" || (also && also(k)); };
   load_state_dict(*model, *source.weights, opt);
-  model->to(compute.device, compute.dtype);
-  model->eval();
+  prepare_for_inference(*model, compute.device, compute.dtype);
   return model;
 }
 
