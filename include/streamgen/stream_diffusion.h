@@ -1,0 +1,72 @@
+#pragma once
+// The StreamDiffusion denoising core (Stream Batch, RCFG, LCM step) as specified in
+// shared/docs/streamdiffusion.md: n slots at staggered timesteps, each slot F rows, advanced by ONE
+// batched UNet call per stream step; the oldest slot's x0 leaves, the others are re-noised one slot
+// down. Model-agnostic in the sense that matters: it takes the UNet and the scheduler maths, and
+// latents in, latents out (encoding/decoding and threads live elsewhere).
+#include <torch/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "streamgen/lcm_scheduler.h"
+#include "streamgen/unet_2d_condition.h"
+
+namespace streamgen {
+
+enum class CfgType { None, Full, Self, Initialize };
+CfgType parse_cfg_type(const std::string& name);  // "none" | "full" | "self" | "initialize"
+
+struct StreamDiffusionConfig {
+  std::vector<std::int64_t> t_index_list{32, 45};  // indices into the 50-step LCM schedule, ascending
+  std::int64_t num_inference_steps = 50;
+  std::int64_t frame_buffer_size = 1;               // F rows per slot
+  CfgType cfg = CfgType::None;
+  double guidance_scale = 1.2;                      // gamma
+  double delta = 1.0;                               // RCFG residual scale
+  bool do_add_noise = true;
+  bool txt2img = false;                             // input rows are pure noise x_T instead of latents
+};
+
+class StreamDiffusion {
+ public:
+  // init_noise: the per-slot noise N fixed for the stream's life, [n, C, h, w] (broadcast over the
+  // F rows of a slot) or [n*F, C, h, w].
+  StreamDiffusion(UNet2DConditionModel unet, LcmScheduler scheduler, StreamDiffusionConfig config, torch::Tensor init_noise);
+
+  // cond/uncond: [1, L, D] text embeddings. uncond is needed for full / initialize with guidance > 1.
+  void set_embeddings(torch::Tensor cond, torch::Tensor uncond = {});
+
+  struct Output {
+    torch::Tensor latents;   // [F, C, h, w]: x0 of the oldest slot
+    torch::Tensor x0_batch;  // [n*F, C, h, w]: x0 of every slot this call
+    torch::Tensor stock;     // [n*F, C, h, w]: RCFG residual-noise state after the call (self / initialize)
+  };
+  // img2img: input = encoded frames z0 [F, C, h, w] (already scaled); txt2img: input = x_T.
+  Output step(const torch::Tensor& input);
+
+  // Slot constants (per slot, not per row).
+  const std::vector<std::int64_t>& timesteps() const { return timesteps_; }
+  std::int64_t slots() const { return static_cast<std::int64_t>(timesteps_.size()); }
+  std::int64_t calls() const { return calls_; }
+
+ private:
+  torch::Tensor unet_rows(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx);
+  torch::Tensor per_row(const std::vector<float>& per_slot) const;
+
+  UNet2DConditionModel unet_;
+  LcmScheduler scheduler_;
+  StreamDiffusionConfig config_;
+  std::vector<std::int64_t> timesteps_;
+  torch::Tensor noise_;                 // [nF, C, h, w]
+  torch::Tensor A_, B_, c_skip_, c_out_;  // [nF, 1, 1, 1] float32
+  torch::Tensor t_rows_;                // int64 [nF]
+  torch::Tensor buffer_;                // [(n-1)F, C, h, w]: latents of slots 1..n-1 for the next call
+  torch::Tensor stock_;                 // [nF, C, h, w]: residual noise (recursive RCFG form)
+  torch::Tensor cond_, uncond_;
+  std::int64_t calls_ = 0;
+};
+
+}  // namespace streamgen

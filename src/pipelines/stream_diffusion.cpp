@@ -1,0 +1,137 @@
+#include "streamgen/stream_diffusion.h"
+
+#include <torch/torch.h>
+
+#include "streamgen/error.h"
+
+namespace streamgen {
+
+CfgType parse_cfg_type(const std::string& name) {
+  if (name == "none") return CfgType::None;
+  if (name == "full") return CfgType::Full;
+  if (name == "self") return CfgType::Self;
+  if (name == "initialize") return CfgType::Initialize;
+  throw Error("unknown cfg type '" + name + "' (expected none, full, self or initialize)");
+}
+
+StreamDiffusion::StreamDiffusion(UNet2DConditionModel unet, LcmScheduler scheduler, StreamDiffusionConfig config, torch::Tensor init_noise)
+    : unet_(std::move(unet)), scheduler_(std::move(scheduler)), config_(std::move(config)) {
+  const auto schedule = scheduler_.timesteps(config_.num_inference_steps);
+  for (auto i : config_.t_index_list) {
+    if (i < 0 || i >= static_cast<std::int64_t>(schedule.size()))
+      throw Error("t_index " + std::to_string(i) + " outside 0.." + std::to_string(schedule.size() - 1));
+    timesteps_.push_back(schedule[static_cast<std::size_t>(i)]);
+  }
+  if (timesteps_.empty()) throw Error("t_index_list is empty");
+  const auto n = slots(), F = config_.frame_buffer_size;
+  if (F < 1) throw Error("frame_buffer_size must be at least 1");
+  if (init_noise.dim() != 4 || (init_noise.size(0) != n && init_noise.size(0) != n * F))
+    throw Error("init_noise must be [n, C, h, w] or [n*F, C, h, w] with n = " + std::to_string(n) + ", F = " + std::to_string(F));
+  noise_ = (init_noise.size(0) == n ? init_noise.repeat_interleave(F, 0) : init_noise).to(torch::kFloat32);
+
+  std::vector<float> a, b, cs, co;
+  for (auto t : timesteps_) {
+    const float alpha = scheduler_.alpha_prod(t);
+    a.push_back(std::sqrt(alpha));
+    b.push_back(std::sqrt(1.0f - alpha));
+    const auto s = scheduler_.scalings(t);
+    cs.push_back(s.c_skip);
+    co.push_back(s.c_out);
+  }
+  A_ = per_row(a);
+  B_ = per_row(b);
+  c_skip_ = per_row(cs);
+  c_out_ = per_row(co);
+  t_rows_ = torch::tensor(timesteps_, torch::kInt64).repeat_interleave(F);
+  const auto shape = noise_.sizes().vec();
+  auto buffer_shape = shape;
+  buffer_shape[0] = (n - 1) * F;
+  buffer_ = torch::zeros(buffer_shape);  // upstream's zero start (warmup "zeros"): parity with the reference
+  stock_ = torch::zeros(shape);
+}
+
+torch::Tensor StreamDiffusion::per_row(const std::vector<float>& per_slot) const {
+  return torch::tensor(per_slot).repeat_interleave(config_.frame_buffer_size).view({-1, 1, 1, 1});
+}
+
+void StreamDiffusion::set_embeddings(torch::Tensor cond, torch::Tensor uncond) {
+  if (!cond.defined() || cond.dim() != 3 || cond.size(0) != 1) throw Error("stream: cond embeddings must be [1, L, D]");
+  const bool needs_uncond = config_.guidance_scale > 1 && (config_.cfg == CfgType::Full || config_.cfg == CfgType::Initialize);
+  if (needs_uncond && (!uncond.defined() || uncond.sizes() != cond.sizes()))
+    throw Error("stream: cfg full/initialize with guidance > 1 needs uncond embeddings shaped like cond");
+  cond_ = std::move(cond);
+  uncond_ = std::move(uncond);
+}
+
+torch::Tensor StreamDiffusion::unet_rows(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx) {
+  const auto& w = unet_->conv_in->weight;
+  return unet_->forward(x.to(w.device(), w.scalar_type()), t.to(w.device()), ctx.to(w.device(), w.scalar_type())).to(torch::kCPU, torch::kFloat32);
+}
+
+StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input) {
+  torch::NoGradGuard no_grad;
+  if (!cond_.defined()) throw Error("stream: set_embeddings() before step()");
+  const auto n = slots(), F = config_.frame_buffer_size, rows = n * F;
+  if (input.dim() != 4 || input.size(0) != F || input.sizes().slice(1) != noise_.sizes().slice(1))
+    throw Error("stream: input must be [F, C, h, w] matching the noise shape");
+  const auto z = input.to(torch::kFloat32);
+  const auto N0 = noise_.narrow(0, 0, F);
+  // 1-2. The entering rows join the buffer: X = [x_new; buffer]
+  const auto x_new = config_.txt2img ? z : A_.narrow(0, 0, F) * z + B_.narrow(0, 0, F) * N0;
+  const auto X = torch::cat({x_new, buffer_}, 0);
+
+  const bool residual = config_.cfg == CfgType::Self || config_.cfg == CfgType::Initialize;
+  const bool guided = config_.cfg != CfgType::None && config_.guidance_scale > 1;
+  // 3. Recursive RCFG state: slot 0 starts from its own SDEdit noise, the rest shift down one slot.
+  if (residual) stock_ = torch::cat({N0, stock_.narrow(0, 0, rows - F)}, 0);
+
+  // 4-5. One UNet call for every slot (+ negative rows).
+  const auto cond = cond_.expand({rows, -1, -1});
+  torch::Tensor eps;
+  if (guided && config_.cfg == CfgType::Full) {
+    const auto pred = unet_rows(torch::cat({X, X}), torch::cat({t_rows_, t_rows_}), torch::cat({uncond_.expand({rows, -1, -1}), cond}));
+    const auto eps_u = pred.narrow(0, 0, rows), eps_c = pred.narrow(0, rows, rows);
+    eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
+  } else if (guided && config_.cfg == CfgType::Initialize) {
+    const auto pred = unet_rows(torch::cat({X.narrow(0, 0, F), X}), torch::cat({t_rows_.narrow(0, 0, F), t_rows_}),
+                                torch::cat({uncond_.expand({F, -1, -1}), cond}));
+    stock_ = torch::cat({pred.narrow(0, 0, F), stock_.narrow(0, F, rows - F)});
+    const auto eps_c = pred.narrow(0, F, rows), eps_u = config_.delta * stock_;
+    eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
+  } else {
+    const auto eps_c = unet_rows(X, t_rows_, cond);
+    if (guided && config_.cfg == CfgType::Self) {
+      const auto eps_u = config_.delta * stock_;
+      eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
+    } else {
+      eps = eps_c;
+    }
+  }
+
+  // 6. LCM step for every row with its slot's constants.
+  const auto x0 = c_out_ * ((X - B_ * eps) / A_) + c_skip_ * X;
+
+  // 7. Residual noise carried to the next slot (upstream's recursion; exact when c_skip = 0, c_out = 1).
+  if (residual) {
+    auto d = c_out_ * (B_ * stock_ - B_ * eps) / A_ + c_skip_ * B_ * stock_;
+    const auto ones = torch::ones({F, 1, 1, 1});
+    const auto a_next = torch::cat({A_.narrow(0, F, rows - F), ones}), b_next = torch::cat({B_.narrow(0, F, rows - F), ones});
+    d = d * a_next / b_next;
+    stock_ = torch::cat({noise_.narrow(0, F, rows - F), N0}) + d;
+  }
+
+  // 8. The oldest slot leaves; the others move one slot down, re-noised to the next level.
+  Output out;
+  out.latents = x0.narrow(0, rows - F, F);
+  out.x0_batch = x0;
+  if (n > 1) {
+    const auto older = x0.narrow(0, 0, rows - F);
+    buffer_ = A_.narrow(0, F, rows - F) * older;
+    if (config_.do_add_noise) buffer_ = buffer_ + B_.narrow(0, F, rows - F) * noise_.narrow(0, F, rows - F);
+  }
+  if (residual) out.stock = stock_.clone();
+  ++calls_;
+  return out;
+}
+
+}  // namespace streamgen
