@@ -7,7 +7,10 @@
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
 #include "streamgen/safetensors.h"
+#include "streamgen/json_file.h"
+#include "streamgen/similarity_filter.h"
 #include "streamgen/stream_diffusion.h"
+#include "streamgen/stream_replay.h"
 #include "streamgen/tensor_compare.h"
 #include "test_util.h"
 
@@ -22,75 +25,109 @@ constexpr double kStreamTol = 1e-4;
 // rows are checked at this looser bound; every row built from real content at kStreamTol.
 constexpr double kZeroStartTol = 2e-2;
 
-AutoencoderTiny& taesd() {
-  static AutoencoderTiny m = load_autoencoder_tiny(test::data_path("taesd"));
-  return m;
-}
-
 class StreamGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(StreamGolden, EveryCallMatches) {
-  const auto golden = SafetensorsFile::open(test::data_path("stream/" + GetParam() + ".safetensors"));
+  StreamReplayOptions o;
+  o.case_file = test::data_path("stream/" + GetParam() + ".safetensors");
+  const auto golden = SafetensorsFile::open(o.case_file);
   const auto cfg = nlohmann::json::parse(golden.metadata().at("config"));
-  torch::NoGradGuard no_grad;
-  const std::string mode = cfg["mode"];
-  StreamDiffusionConfig c;
-  c.t_index_list = cfg["t_index_list"].get<std::vector<std::int64_t>>();
-  c.cfg = parse_cfg_type(cfg["cfg_type"]);
-  c.guidance_scale = cfg["guidance_scale"];
-  c.delta = cfg["delta"];
-  c.do_add_noise = cfg["do_add_noise"];
-  c.txt2img = mode != "img2img";
-  const bool turbo = mode == "turbo";
-  c.frame_buffer_size = turbo ? cfg["turbo_batch"].get<std::int64_t>() : 1;
-  const auto unet = load_unet_2d_condition(test::data_path(cfg["model"].get<std::string>() + "/unet"));
-  const auto x_shape = std::vector<std::int64_t>{static_cast<std::int64_t>(c.t_index_list.size()), 4, 16, 16};
-  const auto noise = golden.contains("init_noise") ? golden.tensor("init_noise") : torch::zeros(x_shape);
-  StreamDiffusion stream(unet, LcmScheduler{}, c, noise);
-  stream.set_embeddings(golden.tensor("cond_embeds"), golden.contains("uncond_embeds") ? golden.tensor("uncond_embeds") : torch::Tensor());
+  o.model = test::data_path(cfg["model"].get<std::string>());
+  o.taesd = test::data_path("taesd");
+  const auto out = replay_stream_case(o);
 
-  const auto frames = SafetensorsFile::open(test::data_path("stream/frames_128.safetensors")).tensor("frames_u8");
+  const bool batched = cfg["use_denoising_batch"].get<bool>();
+  const auto n = static_cast<std::int64_t>(cfg["t_index_list"].size());
   const std::int64_t calls = cfg["calls"];
+  const bool turbo = cfg["mode"] == "turbo";
+  if (golden.contains("ssf_processed")) EXPECT_TRUE(torch::equal(out.at("ssf_processed"), golden.tensor("ssf_processed")));
+  std::int64_t processed = 0;
   for (std::int64_t i = 0; i < calls; ++i) {
     SCOPED_TRACE("call " + std::to_string(i));
-    torch::Tensor input;
-    if (turbo)
-      input = golden.tensor("x_T");
-    else if (c.txt2img)
-      input = golden.tensor("x_T")[i].unsqueeze(0);
-    else
-      input = taesd()->encode(image_u8_to_unit_range(frames[i].unsqueeze(0)));
-    const auto out = stream.step(input);
-    // Slots 0..i hold real content at call i; later slots still carry the zero start.
-    const auto n = stream.slots();
-    const auto real = std::min<std::int64_t>(i + 1, n);
-    const auto ref = turbo ? golden.tensor("out_latents") : golden.tensor("out_latents")[i].unsqueeze(0);
-    const auto d = compare_tensors(out.latents, ref);
+    if (!golden.contains("ssf_processed") || golden.tensor("ssf_processed")[i].item<std::uint8_t>()) ++processed;
+    // Slots 0..processed-1 hold real content; later slots still carry the zero start.
+    const auto real = batched ? std::min(processed, n) : n;
+    const auto got = turbo ? out.at("out_latents") : out.at("out_latents")[i];
+    const auto want = turbo ? golden.tensor("out_latents") : golden.tensor("out_latents")[i];
+    const auto d = compare_tensors(got, want);
     EXPECT_TRUE(d.within(real == n ? kStreamTol : kZeroStartTol)) << "out_latents rel " << d.rel;
-    auto check_rows = [&](const torch::Tensor& got, const torch::Tensor& want, const char* what) {
-      const auto dr = compare_tensors(got.narrow(0, 0, real), want.narrow(0, 0, real));
+    auto check_rows = [&](const torch::Tensor& g, const torch::Tensor& w, const char* what) {
+      const auto dr = compare_tensors(g.narrow(0, 0, real), w.narrow(0, 0, real));
       EXPECT_TRUE(dr.within(kStreamTol)) << what << " (real rows) rel " << dr.rel;
       if (real < n) {
-        const auto dz = compare_tensors(got.narrow(0, real, n - real), want.narrow(0, real, n - real));
+        const auto dz = compare_tensors(g.narrow(0, real, n - real), w.narrow(0, real, n - real));
         EXPECT_TRUE(dz.within(kZeroStartTol)) << what << " (zero-start rows) rel " << dz.rel;
       }
     };
-    if (golden.contains("x0_batch")) check_rows(out.x0_batch, golden.tensor("x0_batch")[i], "x0_batch");
-    if (golden.contains("stock_after")) check_rows(out.stock, golden.tensor("stock_after")[i], "stock");
+    if (golden.contains("x0_batch")) check_rows(out.at("x0_batch")[i], golden.tensor("x0_batch")[i], "x0_batch");
+    if (golden.contains("stock_after")) check_rows(out.at("stock_after")[i], golden.tensor("stock_after")[i], "stock");
   }
-  EXPECT_EQ(stream.calls(), calls);
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, StreamGolden,
                          ::testing::Values("i2i_32-45_none", "i2i_32-45_self_g1.2_d1.0", "i2i_32-45_initialize_g1.4_d0.5", "i2i_32-45_full_g1.4",
                                            "i2i_0-16-32-45_self_g1.4_d0.5", "i2i_0-16-32-45_full_g1.2", "i2i_0-16-32-45_initialize_g1.4_d0.5",
                                            "i2i_35_self_g1.4_d0.5", "i2i_35_initialize_g1.2_d1.0", "i2i_35_full_g1.4",
-                                           "i2i_32-45_self_g1.4_d0.5_noaddnoise", "t2i_0-16-32-45_none", "turbo_t2i_0_none_batch2"),
+                                           "i2i_32-45_self_g1.4_d0.5_noaddnoise", "t2i_0-16-32-45_none", "turbo_t2i_0_none_batch2",
+                                           "seq_i2i_32-45_none", "seq_t2i_0-16-32-45_none", "ssf_i2i_32-45_self_g1.2_d1.0",
+                                           "promptchange_32-45_self_g1.4_d0.5", "promptchange_0-16-32-45_initialize_g1.2_d1.0"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (auto& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
                            return n;
                          });
+
+TEST(SimilarityFilter, EveryGoldenDecision) {
+  const auto j = read_json_file(test::data_path("ssf/ssf.json"));
+  const auto frames = SafetensorsFile::open(test::data_path("ssf/ssf_frames.safetensors"));
+  for (const auto& c : j["cases"]) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    std::vector<double> draws;
+    for (const auto& s : c["steps"])
+      if (!s["u"].is_null()) draws.push_back(s["u"].get<double>());
+    std::size_t next = 0;
+    SimilarityFilterOptions o;
+    o.threshold = c["threshold"];
+    o.max_skip = c["max_skip_frame"];
+    o.upstream_counter = true;
+    SimilarityFilter ssf(o, [&] { return draws.at(next++); });
+    // "file:key" names a tensor in another golden file (the stream frames).
+    const auto ref = c["frames"].get<std::string>();
+    const auto colon = ref.find(':');
+    const auto x = colon == std::string::npos ? frames.tensor(ref) : SafetensorsFile::open(test::data_path(ref.substr(0, colon))).tensor(ref.substr(colon + 1));
+    std::string decisions;
+    for (std::int64_t i = 0; i < x.size(0); ++i) {
+      const auto d = ssf.check(image_u8_to_unit_range(x[i].unsqueeze(0)));
+      decisions += d.process ? 'P' : 's';
+      const auto& step = c["steps"][static_cast<std::size_t>(i)];
+      if (!step["cos_f32"].is_null()) EXPECT_NEAR(d.cos, step["cos_f32"].get<double>(), 1e-6) << "frame " << i;
+      EXPECT_EQ(d.skip_count, step["skip_count"].get<int>()) << "frame " << i;
+    }
+    EXPECT_EQ(decisions, c["decisions"].get<std::string>());
+  }
+}
+
+TEST(SimilarityFilter, ProbabilityRuleAndTheConsecutiveBound) {
+  // Identical frames: S = 1, p_skip = 1, so every frame after the first is a skip until the bound.
+  SimilarityFilterOptions o;
+  o.threshold = 0.98;
+  o.max_skip = 3;
+  SimilarityFilter ssf(o, [] { return 0.5; });
+  const auto frame = torch::rand({3, 8, 8});
+  std::string d;
+  for (int i = 0; i < 10; ++i) d += ssf.check(frame).process ? 'P' : 's';
+  EXPECT_EQ(d, "PsssPsssPs");  // at most max_skip in a row (upstream would allow max_skip + 1)
+  // p_skip = (S - eta) / (1 - eta): S = 0.99 -> 0.5, S = 0.98 -> 0.
+  SimilarityFilter probe({0.98, 10, false}, [] { return 0.0; });
+  const auto a = torch::tensor({1.0f, 0.0f});
+  probe.check(a);
+  const float angle = std::acos(0.99f);
+  const auto dcos = probe.check(torch::tensor({std::cos(angle), std::sin(angle)}));
+  EXPECT_NEAR(dcos.p_skip, 0.5, 1e-4);
+  SimilarityFilter off({1.0, 10, false}, [] { return 0.0; });
+  off.check(a);
+  EXPECT_TRUE(off.check(a).process);  // eta >= 1 disables skipping
+}
 
 TEST(Stream, BadConfigurationsAreRefused) {
   const auto unet = load_unet_2d_condition(test::data_path("tiny-sd15/unet"));

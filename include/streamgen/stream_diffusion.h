@@ -4,6 +4,7 @@
 // batched UNet call per stream step; the oldest slot's x0 leaves, the others are re-noised one slot
 // down. Model-agnostic in the sense that matters: it takes the UNet and the scheduler maths, and
 // latents in, latents out (encoding/decoding and threads live elsewhere).
+#include <ATen/core/Generator.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -28,6 +29,9 @@ struct StreamDiffusionConfig {
   double delta = 1.0;                               // RCFG residual scale
   bool do_add_noise = true;
   bool txt2img = false;                             // input rows are pure noise x_T instead of latents
+  // false: the sequential loop (n UNet calls per frame, no pipeline delay), for comparison and for
+  // devices where n*F rows do not fit.
+  bool use_denoising_batch = true;
 };
 
 class StreamDiffusion {
@@ -45,7 +49,11 @@ class StreamDiffusion {
     torch::Tensor stock;     // [n*F, C, h, w]: RCFG residual-noise state after the call (self / initialize)
   };
   // img2img: input = encoded frames z0 [F, C, h, w] (already scaled); txt2img: input = x_T.
-  Output step(const torch::Tensor& input);
+  // Sequential mode re-noises between its n steps with `renoise` [n-1, F, C, h, w] (or [n-1, C, h, w]
+  // for F = 1); drawn from the stream's seeded generator when not given.
+  Output step(const torch::Tensor& input, const torch::Tensor& renoise = {});
+  // Seeds the generator sequential mode draws its re-noise from.
+  void seed(std::uint64_t seed);
 
   // Slot constants (per slot, not per row).
   const std::vector<std::int64_t>& timesteps() const { return timesteps_; }
@@ -54,6 +62,7 @@ class StreamDiffusion {
 
  private:
   torch::Tensor unet_rows(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx);
+  Output step_sequential(const torch::Tensor& z, const torch::Tensor& renoise);
   torch::Tensor per_row(const std::vector<float>& per_slot) const;
 
   UNet2DConditionModel unet_;
@@ -67,6 +76,7 @@ class StreamDiffusion {
   torch::Tensor stock_;                 // [nF, C, h, w]: residual noise (recursive RCFG form)
   torch::Tensor cond_, uncond_;
   std::int64_t calls_ = 0;
+  at::Generator generator_;
 };
 
 }  // namespace streamgen

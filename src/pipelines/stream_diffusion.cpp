@@ -1,5 +1,6 @@
 #include "streamgen/stream_diffusion.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "streamgen/error.h"
@@ -25,9 +26,14 @@ StreamDiffusion::StreamDiffusion(UNet2DConditionModel unet, LcmScheduler schedul
   if (timesteps_.empty()) throw Error("t_index_list is empty");
   const auto n = slots(), F = config_.frame_buffer_size;
   if (F < 1) throw Error("frame_buffer_size must be at least 1");
-  if (init_noise.dim() != 4 || (init_noise.size(0) != n && init_noise.size(0) != n * F))
+  // The sequential loop only uses slot 0's noise, so it may come alone.
+  const bool slot0_only = !config_.use_denoising_batch && init_noise.dim() == 4 && (init_noise.size(0) == 1 || init_noise.size(0) == F);
+  if (init_noise.dim() != 4 || (init_noise.size(0) != n && init_noise.size(0) != n * F && !slot0_only))
     throw Error("init_noise must be [n, C, h, w] or [n*F, C, h, w] with n = " + std::to_string(n) + ", F = " + std::to_string(F));
-  noise_ = (init_noise.size(0) == n ? init_noise.repeat_interleave(F, 0) : init_noise).to(torch::kFloat32);
+  if (slot0_only)
+    noise_ = init_noise.expand({F, -1, -1, -1}).repeat({n, 1, 1, 1}).to(torch::kFloat32);
+  else
+    noise_ = (init_noise.size(0) == n ? init_noise.repeat_interleave(F, 0) : init_noise).to(torch::kFloat32);
 
   std::vector<float> a, b, cs, co;
   for (auto t : timesteps_) {
@@ -48,6 +54,36 @@ StreamDiffusion::StreamDiffusion(UNet2DConditionModel unet, LcmScheduler schedul
   buffer_shape[0] = (n - 1) * F;
   buffer_ = torch::zeros(buffer_shape);  // upstream's zero start (warmup "zeros"): parity with the reference
   stock_ = torch::zeros(shape);
+  generator_ = at::detail::createCPUGenerator(0);
+  if (!config_.use_denoising_batch && config_.cfg != CfgType::None)
+    throw Error("the sequential mode supports cfg none only so far (use the batched stream for RCFG)");
+}
+
+void StreamDiffusion::seed(std::uint64_t s) { generator_ = at::detail::createCPUGenerator(s); }
+
+StreamDiffusion::Output StreamDiffusion::step_sequential(const torch::Tensor& z, const torch::Tensor& renoise) {
+  // Per frame: n UNet calls, each slot's constants in turn; the same N_0 as the batched path.
+  const auto n = slots(), F = config_.frame_buffer_size;
+  const auto cond = cond_.expand({F, -1, -1});
+  auto x = config_.txt2img ? z : A_.narrow(0, 0, F) * z + B_.narrow(0, 0, F) * noise_.narrow(0, 0, F);
+  std::vector<torch::Tensor> x0s;
+  for (std::int64_t k = 0; k < n; ++k) {
+    const auto rows = [&](const torch::Tensor& t) { return t.narrow(0, k * F, F); };
+    const auto eps = unet_rows(x, rows(t_rows_), cond);
+    const auto x0 = rows(c_out_) * ((x - rows(B_) * eps) / rows(A_)) + rows(c_skip_) * x;
+    x0s.push_back(x0);
+    if (k + 1 < n) {
+      torch::Tensor noise = renoise.defined() ? renoise[k].reshape(x.sizes()).to(torch::kFloat32) : torch::randn(x.sizes(), generator_);
+      const auto next = [&](const torch::Tensor& t) { return t.narrow(0, (k + 1) * F, F); };
+      x = next(A_) * x0;
+      if (config_.do_add_noise) x = x + next(B_) * noise;
+    }
+  }
+  Output out;
+  out.latents = x0s.back();
+  out.x0_batch = torch::cat(x0s);
+  ++calls_;
+  return out;
 }
 
 torch::Tensor StreamDiffusion::per_row(const std::vector<float>& per_slot) const {
@@ -68,13 +104,14 @@ torch::Tensor StreamDiffusion::unet_rows(const torch::Tensor& x, const torch::Te
   return unet_->forward(x.to(w.device(), w.scalar_type()), t.to(w.device()), ctx.to(w.device(), w.scalar_type())).to(torch::kCPU, torch::kFloat32);
 }
 
-StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input) {
+StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const torch::Tensor& renoise) {
   torch::NoGradGuard no_grad;
   if (!cond_.defined()) throw Error("stream: set_embeddings() before step()");
   const auto n = slots(), F = config_.frame_buffer_size, rows = n * F;
   if (input.dim() != 4 || input.size(0) != F || input.sizes().slice(1) != noise_.sizes().slice(1))
     throw Error("stream: input must be [F, C, h, w] matching the noise shape");
   const auto z = input.to(torch::kFloat32);
+  if (!config_.use_denoising_batch) return step_sequential(z, renoise);
   const auto N0 = noise_.narrow(0, 0, F);
   // 1-2. The entering rows join the buffer: X = [x_new; buffer]
   const auto x_new = config_.txt2img ? z : A_.narrow(0, 0, F) * z + B_.narrow(0, 0, F) * N0;
