@@ -197,5 +197,20 @@ TEST(Cli, Txt2ImgWritesADeterministicPngWithItsParameters) {
   EXPECT_NE(r.out.find("multiples of 8"), std::string::npos) << r.out;
 }
 
+TEST(Cli, ReplayReproducesAStreamCase) {
+  test::TempDir dir;
+  const auto out = (dir / "replay.safetensors").string();
+  const auto case_file = test::data_path("stream/i2i_35_self_g1.4_d0.5.safetensors").string();
+  auto r = run("replay " + case_file + " --model " + test::data_path("tiny-sd15").string() + " --taesd " + test::data_path("taesd").string() +
+               " --out " + out + " --decode");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + case_file + " --only out_latents,x0_batch,stock_after --tol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(SafetensorsFile::open(out).entry("out_images").shape, (std::vector<std::int64_t>{8, 3, 128, 128}));
+  r = run("replay " + golden() + " --model " + test::data_path("tiny-sd15").string() + " --taesd " + test::data_path("taesd").string() + " --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("no __metadata__.config"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace streamgen

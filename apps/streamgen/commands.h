@@ -10,6 +10,7 @@ void register_info(CLI::App& app);
 void register_tensors(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_txt2img(CLI::App& app);
+void register_replay(CLI::App& app);
 
 // --device / --dtype / --threads, parsed as text and resolved by resolve().
 struct ComputeArgs {

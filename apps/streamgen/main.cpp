@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   streamgen::cli::register_tensors(app);
   streamgen::cli::register_bench(app);
   streamgen::cli::register_txt2img(app);
+  streamgen::cli::register_replay(app);
 
   try {
     app.parse(argc, argv);
