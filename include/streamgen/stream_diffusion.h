@@ -18,6 +18,12 @@
 namespace streamgen {
 
 enum class CfgType { None, Full, Self, Initialize };
+// explicit: the reference-latent ring of the spec (exact for any n, F, do_add_noise);
+// recursive: upstream's "stock noise" recursion, kept for bit parity with the reference.
+enum class RcfgForm { Explicit, Recursive };
+// What the first n-1 calls (before every slot holds a real frame) do: prime fills the slots from
+// the first input (img2img), suppress emits nothing (txt2img), zeros is upstream's zero buffer.
+enum class Warmup { Prime, Suppress, Zeros };
 CfgType parse_cfg_type(const std::string& name);  // "none" | "full" | "self" | "initialize"
 
 struct StreamDiffusionConfig {
@@ -32,6 +38,8 @@ struct StreamDiffusionConfig {
   // false: the sequential loop (n UNet calls per frame, no pipeline delay), for comparison and for
   // devices where n*F rows do not fit.
   bool use_denoising_batch = true;
+  RcfgForm rcfg_form = RcfgForm::Explicit;
+  Warmup warmup = Warmup::Prime;
 };
 
 class StreamDiffusion {
@@ -44,9 +52,10 @@ class StreamDiffusion {
   void set_embeddings(torch::Tensor cond, torch::Tensor uncond = {});
 
   struct Output {
+    bool valid = true;       // false while warmup=suppress holds outputs back
     torch::Tensor latents;   // [F, C, h, w]: x0 of the oldest slot
     torch::Tensor x0_batch;  // [n*F, C, h, w]: x0 of every slot this call
-    torch::Tensor stock;     // [n*F, C, h, w]: RCFG residual-noise state after the call (self / initialize)
+    torch::Tensor stock;     // [n*F, C, h, w]: RCFG virtual residual noise after the call (self / initialize)
   };
   // img2img: input = encoded frames z0 [F, C, h, w] (already scaled); txt2img: input = x_T.
   // Sequential mode re-noises between its n steps with `renoise` [n-1, F, C, h, w] (or [n-1, C, h, w]
@@ -54,6 +63,8 @@ class StreamDiffusion {
   Output step(const torch::Tensor& input, const torch::Tensor& renoise = {});
   // Seeds the generator sequential mode draws its re-noise from.
   void seed(std::uint64_t seed);
+  // Empties the slots (scene cut, resolution or t_index change); warmup applies again.
+  void reset();
 
   // Slot constants (per slot, not per row).
   const std::vector<std::int64_t>& timesteps() const { return timesteps_; }
@@ -74,6 +85,7 @@ class StreamDiffusion {
   torch::Tensor t_rows_;                // int64 [nF]
   torch::Tensor buffer_;                // [(n-1)F, C, h, w]: latents of slots 1..n-1 for the next call
   torch::Tensor stock_;                 // [nF, C, h, w]: residual noise (recursive RCFG form)
+  torch::Tensor refs_;                  // [(n-1)F, C, h, w]: reference latents of slots 1..n-1 (explicit form)
   torch::Tensor cond_, uncond_;
   std::int64_t calls_ = 0;
   at::Generator generator_;

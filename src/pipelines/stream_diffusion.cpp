@@ -52,7 +52,8 @@ StreamDiffusion::StreamDiffusion(UNet2DConditionModel unet, LcmScheduler schedul
   const auto shape = noise_.sizes().vec();
   auto buffer_shape = shape;
   buffer_shape[0] = (n - 1) * F;
-  buffer_ = torch::zeros(buffer_shape);  // upstream's zero start (warmup "zeros"): parity with the reference
+  buffer_ = torch::zeros(buffer_shape);
+  refs_ = torch::zeros(buffer_shape);
   stock_ = torch::zeros(shape);
   generator_ = at::detail::createCPUGenerator(0);
   if (!config_.use_denoising_batch && config_.cfg != CfgType::None)
@@ -60,6 +61,13 @@ StreamDiffusion::StreamDiffusion(UNet2DConditionModel unet, LcmScheduler schedul
 }
 
 void StreamDiffusion::seed(std::uint64_t s) { generator_ = at::detail::createCPUGenerator(s); }
+
+void StreamDiffusion::reset() {
+  buffer_.zero_();
+  refs_.zero_();
+  stock_.zero_();
+  calls_ = 0;
+}
 
 StreamDiffusion::Output StreamDiffusion::step_sequential(const torch::Tensor& z, const torch::Tensor& renoise) {
   // Per frame: n UNet calls, each slot's constants in turn; the same N_0 as the batched path.
@@ -113,14 +121,26 @@ StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const 
   const auto z = input.to(torch::kFloat32);
   if (!config_.use_denoising_batch) return step_sequential(z, renoise);
   const auto N0 = noise_.narrow(0, 0, F);
+  const bool residual = config_.cfg == CfgType::Self || config_.cfg == CfgType::Initialize;
+  const bool guided = config_.cfg != CfgType::None && config_.guidance_scale > 1;
+  const bool recursive = config_.rcfg_form == RcfgForm::Recursive;
+  if (residual && config_.txt2img) throw Error("stream: cfg self/initialize need input latents; txt2img allows none or full");
+  // Warmup "prime": every slot starts from the first input at its own noise level.
+  if (calls_ == 0 && config_.warmup == Warmup::Prime && !config_.txt2img && n > 1) {
+    const auto first = z.repeat({n - 1, 1, 1, 1});
+    buffer_ = A_.narrow(0, F, rows - F) * first + B_.narrow(0, F, rows - F) * noise_.narrow(0, F, rows - F);
+    refs_ = first.clone();
+  }
   // 1-2. The entering rows join the buffer: X = [x_new; buffer]
   const auto x_new = config_.txt2img ? z : A_.narrow(0, 0, F) * z + B_.narrow(0, 0, F) * N0;
   const auto X = torch::cat({x_new, buffer_}, 0);
+  torch::Tensor R;  // explicit form: reference latent of every row
+  if (residual && !recursive) R = torch::cat({z, refs_}, 0);
 
-  const bool residual = config_.cfg == CfgType::Self || config_.cfg == CfgType::Initialize;
-  const bool guided = config_.cfg != CfgType::None && config_.guidance_scale > 1;
   // 3. Recursive RCFG state: slot 0 starts from its own SDEdit noise, the rest shift down one slot.
-  if (residual) stock_ = torch::cat({N0, stock_.narrow(0, 0, rows - F)}, 0);
+  if (residual && recursive) stock_ = torch::cat({N0, stock_.narrow(0, 0, rows - F)}, 0);
+  // Explicit form: the virtual residual noise of every row, (x - A R) / B.
+  if (residual && !recursive) stock_ = (X - A_ * R) / B_;
 
   // 4-5. One UNet call for every slot (+ negative rows).
   const auto cond = cond_.expand({rows, -1, -1});
@@ -132,7 +152,10 @@ StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const 
   } else if (guided && config_.cfg == CfgType::Initialize) {
     const auto pred = unet_rows(torch::cat({X.narrow(0, 0, F), X}), torch::cat({t_rows_.narrow(0, 0, F), t_rows_}),
                                 torch::cat({uncond_.expand({F, -1, -1}), cond}));
-    stock_ = torch::cat({pred.narrow(0, 0, F), stock_.narrow(0, F, rows - F)});
+    // The real negative pass on the newest rows: its x0 becomes their reference.
+    const auto eps_u0 = pred.narrow(0, 0, F);
+    stock_ = torch::cat({eps_u0, stock_.narrow(0, F, rows - F)});
+    if (!recursive) R = torch::cat({(x_new - B_.narrow(0, 0, F) * eps_u0) / A_.narrow(0, 0, F), R.narrow(0, F, rows - F)});
     const auto eps_c = pred.narrow(0, F, rows), eps_u = config_.delta * stock_;
     eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
   } else {
@@ -149,7 +172,7 @@ StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const 
   const auto x0 = c_out_ * ((X - B_ * eps) / A_) + c_skip_ * X;
 
   // 7. Residual noise carried to the next slot (upstream's recursion; exact when c_skip = 0, c_out = 1).
-  if (residual) {
+  if (residual && recursive) {
     auto d = c_out_ * (B_ * stock_ - B_ * eps) / A_ + c_skip_ * B_ * stock_;
     const auto ones = torch::ones({F, 1, 1, 1});
     const auto a_next = torch::cat({A_.narrow(0, F, rows - F), ones}), b_next = torch::cat({B_.narrow(0, F, rows - F), ones});
@@ -166,7 +189,9 @@ StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const 
     buffer_ = A_.narrow(0, F, rows - F) * older;
     if (config_.do_add_noise) buffer_ = buffer_ + B_.narrow(0, F, rows - F) * noise_.narrow(0, F, rows - F);
   }
+  if (residual && !recursive && n > 1) refs_ = R.narrow(0, 0, rows - F).clone();
   if (residual) out.stock = stock_.clone();
+  out.valid = config_.warmup != Warmup::Suppress || calls_ >= n - 1;
   ++calls_;
   return out;
 }

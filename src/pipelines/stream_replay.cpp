@@ -48,6 +48,9 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
   c.txt2img = mode == "txt2img" || turbo;
   c.frame_buffer_size = turbo ? cfg.value("turbo_batch", 1) : cfg.value("frame_buffer_size", 1);
   if (mode != "img2img" && !c.txt2img) throw FormatError(src + ": unknown mode '" + mode + "'");
+  // The cases were recorded with upstream's behaviour: zero start and the recursive RCFG state.
+  c.warmup = Warmup::Zeros;
+  c.rcfg_form = RcfgForm::Recursive;
   const auto calls = field<std::int64_t>(cfg, "calls", src);
 
   auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), o.compute);
