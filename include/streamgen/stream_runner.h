@@ -1,0 +1,80 @@
+#pragma once
+// The live stream: frames in, images out, with the work split over threads so that no stage
+// waits for another (shared/docs/streamdiffusion.md section 6):
+//   push() -> latest-frame mailbox -> compute thread (SSF, preprocess, TAESD encode, StreamDiffusion
+//   step) -> decode queue -> decode thread (TAESD decode, to uint8) -> output queue -> pop()
+//   set_prompt() -> prompt thread (tokenizer + text encoder, only when the prompt changes) ->
+//   embeddings snapshot the compute thread reads once per call.
+// Every queue is bounded; under overload the oldest item is dropped and counted.
+#include <torch/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "streamgen/device.h"
+#include "streamgen/similarity_filter.h"
+#include "streamgen/stream_diffusion.h"
+
+namespace streamgen {
+
+struct StreamRunnerOptions {
+  std::filesystem::path model;  // diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler)
+  std::filesystem::path taesd;  // TAESD folder: the stream's encoder and decoder
+  StreamDiffusionConfig stream;
+  ComputeOptions compute;
+  std::string prompt;
+  std::string negative_prompt;
+  std::uint64_t seed = 2;
+  std::int64_t width = 512;
+  std::int64_t height = 512;
+  std::optional<SimilarityFilterOptions> ssf;
+  std::size_t input_capacity = 1;   // latest frame wins
+  std::size_t output_capacity = 4;
+};
+
+struct StreamFrame {
+  torch::Tensor image_u8;  // [3, H, W]
+  std::int64_t index = 0;  // output counter
+  bool repeated = false;   // the similarity filter skipped the input; this repeats the last image
+  double latency_ms = 0;   // from push() of the input frame to this output (img2img)
+};
+
+struct StageTiming {
+  double median_ms = 0;
+  double p90_ms = 0;
+  std::int64_t count = 0;
+};
+
+struct StreamStats {
+  std::uint64_t frames_in = 0, inputs_dropped = 0, frames_skipped = 0, calls = 0, frames_out = 0, outputs_dropped = 0;
+  double output_fps = 0;
+  std::map<std::string, StageTiming> stages;  // preprocess, encode, unet, decode, text_encoder, latency
+};
+
+class StreamRunner {
+ public:
+  explicit StreamRunner(StreamRunnerOptions options);
+  ~StreamRunner();
+  StreamRunner(const StreamRunner&) = delete;
+  StreamRunner& operator=(const StreamRunner&) = delete;
+
+  // An RGB uint8 frame [3, H, W] of the configured size (img2img). Never blocks.
+  void push(const torch::Tensor& frame_u8);
+  std::optional<StreamFrame> pop(std::chrono::milliseconds timeout);
+  // Encoded off the hot path; takes effect from the next call, with no reset and no blank frame.
+  void set_prompt(const std::string& prompt, const std::string& negative_prompt = "");
+  StreamStats stats() const;
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace streamgen

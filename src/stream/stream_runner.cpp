@@ -1,0 +1,297 @@
+#include "streamgen/stream_runner.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "streamgen/autoencoder_tiny.h"
+#include "streamgen/bounded_queue.h"
+#include "streamgen/clip_text_model.h"
+#include "streamgen/clip_tokenizer.h"
+#include "streamgen/component_run.h"
+#include "streamgen/error.h"
+#include "streamgen/image_tensor.h"
+#include "streamgen/json_file.h"
+#include "streamgen/timing.h"
+
+namespace streamgen {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kDecodeQueueCapacity = 2;
+constexpr std::size_t kTimingWindow = 512;  // samples kept per stage for the medians
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+
+double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+
+struct Input {
+  torch::Tensor image_u8;
+  Clock::time_point pushed;
+};
+
+struct ToDecode {
+  torch::Tensor latents;  // undefined: the similarity filter skipped the call
+  Clock::time_point pushed;
+};
+
+struct Embeddings {
+  torch::Tensor cond, uncond;
+};
+
+}  // namespace
+
+struct StreamRunner::Impl {
+  StreamRunnerOptions o;
+  ClipTokenizer tokenizer;
+  ClipTextModel text_encoder{nullptr};
+  AutoencoderTiny taesd{nullptr};
+  std::unique_ptr<StreamDiffusion> stream;
+  std::optional<SimilarityFilter> ssf;
+  at::Generator generator;
+
+  BoundedQueue<Input> inputs;
+  BoundedQueue<ToDecode> to_decode{kDecodeQueueCapacity};
+  BoundedQueue<StreamFrame> outputs;
+
+  std::mutex embeddings_mutex;
+  std::shared_ptr<const Embeddings> embeddings;  // replaced whole by the prompt thread
+  std::uint64_t embeddings_version = 0;
+
+  std::mutex prompt_mutex;
+  std::condition_variable prompt_cv;
+  std::optional<std::pair<std::string, std::string>> pending_prompt;
+  std::pair<std::string, std::string> current_prompt;
+
+  mutable std::mutex stats_mutex;
+  std::map<std::string, std::deque<double>> samples;
+  std::atomic<std::uint64_t> frames_in{0}, frames_skipped{0}, calls{0}, frames_out{0};
+  Clock::time_point first_output{};
+  std::atomic<bool> running{true};
+  std::thread compute_thread, decode_thread, prompt_thread;
+
+  explicit Impl(StreamRunnerOptions options)
+      : o(std::move(options)),
+        tokenizer(ClipTokenizer::from_folder(resolve_component_dir(o.model, "tokenizer"))),
+        inputs(o.input_capacity),
+        outputs(o.output_capacity) {}
+
+  void record(const std::string& stage, double ms) {
+    std::lock_guard lock(stats_mutex);
+    auto& s = samples[stage];
+    s.push_back(ms);
+    if (s.size() > kTimingWindow) s.pop_front();
+  }
+
+  std::shared_ptr<const Embeddings> encode_prompt(const std::string& prompt, const std::string& negative) {
+    torch::NoGradGuard no_grad;
+    const auto t0 = Clock::now();
+    auto e = std::make_shared<Embeddings>();
+    const auto ids = tokenizer.encode_batch({prompt, negative}).to(o.compute.device);
+    const auto hidden = text_encoder->forward(ids).last_hidden_state.to(torch::kCPU, torch::kFloat32);
+    e->cond = hidden.narrow(0, 0, 1);
+    e->uncond = hidden.narrow(0, 1, 1);
+    record("text_encoder", ms_between(t0, Clock::now()));
+    return e;
+  }
+
+  void prompt_loop() {
+    while (true) {
+      std::pair<std::string, std::string> job;
+      {
+        std::unique_lock lock(prompt_mutex);
+        prompt_cv.wait(lock, [&] { return !running || pending_prompt.has_value(); });
+        if (!running) return;
+        job = *pending_prompt;
+        pending_prompt.reset();
+        if (job == current_prompt) continue;  // the text encoder runs only when the prompt changes
+      }
+      try {
+        auto e = encode_prompt(job.first, job.second);
+        std::lock_guard lock(embeddings_mutex);
+        embeddings = std::move(e);
+        ++embeddings_version;
+        current_prompt = job;
+      } catch (const std::exception& ex) {
+        spdlog::error("stream: encoding the prompt failed: {}", ex.what());
+      }
+    }
+  }
+
+  void compute_loop() {
+    torch::NoGradGuard no_grad;
+    std::uint64_t seen_version = 0;
+    const auto& c = o.compute;
+    const auto F = o.stream.frame_buffer_size;
+    const auto latent_shape = std::vector<std::int64_t>{F, 4, o.height / 8, o.width / 8};
+    try {
+      while (running) {
+        Clock::time_point pushed = Clock::now();
+        torch::Tensor z;
+        if (o.stream.txt2img) {
+          z = torch::randn(latent_shape, generator);
+        } else {
+          auto in = inputs.pop(kPollInterval);
+          if (!in) continue;
+          pushed = in->pushed;
+          auto t0 = Clock::now();
+          const auto x = image_u8_to_unit_range(in->image_u8.unsqueeze(0));
+          record("preprocess", ms_between(t0, Clock::now()));
+          if (ssf && !ssf->check(x).process) {
+            ++frames_skipped;
+            to_decode.push({torch::Tensor(), pushed});
+            continue;
+          }
+          t0 = Clock::now();
+          z = taesd->encode(x.to(c.device, c.dtype)).to(torch::kCPU, torch::kFloat32);
+          record("encode", ms_between(t0, Clock::now()));
+        }
+        {
+          std::lock_guard lock(embeddings_mutex);
+          if (embeddings_version != seen_version) {  // a new prompt: read once, between calls
+            stream->set_embeddings(embeddings->cond, embeddings->uncond);
+            seen_version = embeddings_version;
+          }
+        }
+        const auto t0 = Clock::now();
+        const auto out = stream->step(z);
+        record("unet", ms_between(t0, Clock::now()));
+        ++calls;
+        if (out.valid) to_decode.push({out.latents, pushed});
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("stream: compute thread stopped: {}", e.what());
+      running = false;
+    }
+    to_decode.close();
+  }
+
+  void decode_loop() {
+    torch::NoGradGuard no_grad;
+    torch::Tensor last;
+    std::int64_t index = 0;
+    try {
+      while (true) {
+        auto item = to_decode.pop(kPollInterval);
+        if (!item) {
+          if (to_decode.closed()) break;
+          continue;
+        }
+        std::vector<StreamFrame> frames;
+        if (!item->latents.defined()) {
+          if (!last.defined()) continue;
+          frames.push_back({last, 0, true, 0});
+        } else {
+          const auto t0 = Clock::now();
+          const auto images = unit_range_to_image_u8(taesd->decode(item->latents.to(o.compute.device, o.compute.dtype)).to(torch::kCPU));
+          record("decode", ms_between(t0, Clock::now()));
+          for (std::int64_t f = 0; f < images.size(0); ++f) frames.push_back({images[f], 0, false, 0});
+          last = images[images.size(0) - 1];
+        }
+        const auto now = Clock::now();
+        for (auto& frame : frames) {
+          frame.index = index++;
+          frame.latency_ms = ms_between(item->pushed, now);
+          record("latency", frame.latency_ms);
+          {
+            std::lock_guard lock(stats_mutex);
+            if (frames_out == 0) first_output = now;
+          }
+          ++frames_out;
+          outputs.push(std::move(frame));
+        }
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("stream: decode thread stopped: {}", e.what());
+      running = false;
+    }
+    outputs.close();
+  }
+};
+
+StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  auto& m = *impl_;
+  const auto& o = m.o;
+  if (o.width % 8 != 0 || o.height % 8 != 0 || o.width <= 0 || o.height <= 0)
+    throw Error("stream: width and height must be positive multiples of 8, got " + std::to_string(o.width) + "x" + std::to_string(o.height));
+  if (!o.stream.txt2img && o.stream.frame_buffer_size != 1)
+    throw Error("stream: the live runner takes one frame per call so far (frame_buffer_size 1)");
+  m.text_encoder = load_clip_text_model(resolve_component_dir(o.model, "text_encoder"), o.compute);
+  m.taesd = load_autoencoder_tiny(o.taesd, o.compute);
+  auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), o.compute);
+  const auto scheduler_dir = resolve_component_dir(o.model, "scheduler");
+  std::error_code ec;
+  const auto scheduler = std::filesystem::is_regular_file(scheduler_dir / "scheduler_config.json", ec)
+                             ? LcmScheduler(LcmSchedulerConfig::from_json(read_json_file(scheduler_dir / "scheduler_config.json")))
+                             : LcmScheduler{};
+  m.generator = at::detail::createCPUGenerator(o.seed);
+  const auto n = static_cast<std::int64_t>(o.stream.t_index_list.size());
+  // Noise policy: one N_k per slot, shared by the slot's rows (temporal stability), from the seed.
+  const auto noise = torch::randn({n, unet->config.in_channels, o.height / 8, o.width / 8}, m.generator);
+  m.stream = std::make_unique<StreamDiffusion>(unet, scheduler, o.stream, noise);
+  m.stream->seed(o.seed);
+  if (o.ssf) m.ssf.emplace(*o.ssf, o.seed);
+  // The first prompt is encoded before the first frame, so there is never an unconditioned frame.
+  m.embeddings = m.encode_prompt(o.prompt, o.negative_prompt);
+  m.embeddings_version = 1;
+  m.current_prompt = {o.prompt, o.negative_prompt};
+  m.prompt_thread = std::thread([&m] { m.prompt_loop(); });
+  m.decode_thread = std::thread([&m] { m.decode_loop(); });
+  m.compute_thread = std::thread([&m] { m.compute_loop(); });
+}
+
+StreamRunner::~StreamRunner() { stop(); }
+
+void StreamRunner::stop() {
+  auto& m = *impl_;
+  m.running = false;
+  m.inputs.close();
+  m.prompt_cv.notify_all();
+  for (auto* t : {&m.compute_thread, &m.decode_thread, &m.prompt_thread})
+    if (t->joinable()) t->join();
+  m.outputs.close();
+}
+
+void StreamRunner::push(const torch::Tensor& frame) {
+  const auto& o = impl_->o;
+  if (frame.scalar_type() != torch::kUInt8 || frame.dim() != 3 || frame.size(0) != 3 || frame.size(1) != o.height || frame.size(2) != o.width)
+    throw Error("stream: frames must be uint8 [3, " + std::to_string(o.height) + ", " + std::to_string(o.width) + "]");
+  ++impl_->frames_in;
+  impl_->inputs.push({frame.contiguous(), Clock::now()});
+}
+
+std::optional<StreamFrame> StreamRunner::pop(std::chrono::milliseconds timeout) { return impl_->outputs.pop(timeout); }
+
+void StreamRunner::set_prompt(const std::string& prompt, const std::string& negative_prompt) {
+  std::lock_guard lock(impl_->prompt_mutex);
+  impl_->pending_prompt = {prompt, negative_prompt};
+  impl_->prompt_cv.notify_one();
+}
+
+StreamStats StreamRunner::stats() const {
+  const auto& m = *impl_;
+  StreamStats s;
+  s.frames_in = m.frames_in;
+  s.inputs_dropped = m.inputs.dropped();
+  s.frames_skipped = m.frames_skipped;
+  s.calls = m.calls;
+  s.frames_out = m.frames_out;
+  s.outputs_dropped = m.outputs.dropped();
+  std::lock_guard lock(m.stats_mutex);
+  for (const auto& [stage, v] : m.samples) {
+    if (v.empty()) continue;
+    std::vector<double> values(v.begin(), v.end());
+    s.stages[stage] = {percentile(values, 50), percentile(values, 90), static_cast<std::int64_t>(values.size())};
+  }
+  if (s.frames_out > 1) {
+    const double secs = std::chrono::duration<double>(Clock::now() - m.first_output).count();
+    if (secs > 0) s.output_fps = static_cast<double>(s.frames_out - 1) / secs;
+  }
+  return s;
+}
+
+}  // namespace streamgen
