@@ -34,6 +34,7 @@ TEST_P(StreamGolden, EveryCallMatches) {
   const auto cfg = nlohmann::json::parse(golden.metadata().at("config"));
   o.model = test::data_path(cfg["model"].get<std::string>());
   o.taesd = test::data_path("taesd");
+  o.decode = golden.contains("out_images");
   const auto out = replay_stream_case(o);
 
   const bool batched = cfg["use_denoising_batch"].get<bool>();
@@ -60,6 +61,10 @@ TEST_P(StreamGolden, EveryCallMatches) {
       }
     };
     if (golden.contains("x0_batch")) check_rows(out.at("x0_batch")[i], golden.tensor("x0_batch")[i], "x0_batch");
+    if (golden.contains("out_images")) {
+      const auto di = compare_tensors(out.at("out_images")[i], golden.tensor("out_images")[i]);
+      EXPECT_TRUE(di.within(real == n ? kStreamTol : kZeroStartTol)) << "out_images rel " << di.rel;
+    }
     if (golden.contains("stock_after")) check_rows(out.at("stock_after")[i], golden.tensor("stock_after")[i], "stock");
   }
 }
@@ -68,7 +73,7 @@ INSTANTIATE_TEST_SUITE_P(Configs, StreamGolden,
                          ::testing::Values("i2i_32-45_none", "i2i_32-45_self_g1.2_d1.0", "i2i_32-45_initialize_g1.4_d0.5", "i2i_32-45_full_g1.4",
                                            "i2i_0-16-32-45_self_g1.4_d0.5", "i2i_0-16-32-45_full_g1.2", "i2i_0-16-32-45_initialize_g1.4_d0.5",
                                            "i2i_35_self_g1.4_d0.5", "i2i_35_initialize_g1.2_d1.0", "i2i_35_full_g1.4",
-                                           "i2i_32-45_self_g1.4_d0.5_noaddnoise", "t2i_0-16-32-45_none", "turbo_t2i_0_none_batch2",
+                                           "i2i_32-45_self_g1.4_d0.5", "i2i_32-45_self_g1.4_d0.5_noaddnoise", "t2i_0-16-32-45_none", "turbo_t2i_0_none_batch2",
                                            "seq_i2i_32-45_none", "seq_t2i_0-16-32-45_none", "ssf_i2i_32-45_self_g1.2_d1.0",
                                            "promptchange_32-45_self_g1.4_d0.5", "promptchange_0-16-32-45_initialize_g1.2_d1.0"),
                          [](const auto& info) {
