@@ -212,5 +212,37 @@ TEST(Cli, ReplayReproducesAStreamCase) {
   EXPECT_NE(r.out.find("no __metadata__.config"), std::string::npos) << r.out;
 }
 
+TEST(Cli, Img2ImgAndTxt2ImgStreamOverFolders) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "in");
+  const auto frames = SafetensorsFile::open(test::data_path("stream/frames_128.safetensors")).tensor("frames_u8");
+  for (int i = 0; i < 3; ++i) write_png(dir / "in" / ("f" + std::to_string(i) + ".png"), frames[i]);
+  std::filesystem::copy_file(test::data_path("astronaut_512.png"), dir / "in" / "z_big.png");  // resized to fit
+  const std::string models = " --model " + test::data_path("tiny-sd15").string() + " --taesd " + test::data_path("taesd").string();
+  auto r = run("-q img2img" + models + " -i " + (dir / "in").string() + " -o " + (dir / "out").string() +
+               " -p 'oil painting' -W 128 -H 128 --cfg self --t-index 32,45 --ssf 0.98");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("4 frames in, 4 out"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("unet"), std::string::npos) << r.out;
+  for (int i = 0; i < 4; ++i) {
+    const auto png = dir / "out" / ("frame_0000" + std::to_string(i) + ".png");
+    ASSERT_TRUE(std::filesystem::exists(png)) << png;
+    EXPECT_EQ(read_image(png).sizes(), (std::vector<std::int64_t>{1, 3, 128, 128}));
+  }
+  EXPECT_EQ(read_png_text(dir / "out" / "frame_00000.png").at("prompt"), "oil painting");
+
+  r = run("-q txt2img-stream" + models + " -o " + (dir / "t2i").string() + " -p x -W 64 -H 64 -n 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "t2i" / "frame_00002.png"));
+
+  std::filesystem::create_directories(dir / "empty");
+  r = run("img2img" + models + " -i " + (dir / "empty").string() + " -o " + (dir / "o2").string() + " -p x");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("holds no PNG, JPEG or BMP images"), std::string::npos) << r.out;
+  r = run("img2img" + models + " -i " + (dir / "in").string() + " -o " + (dir / "o3").string() + " -p x --cfg double");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("unknown cfg type 'double'"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace streamgen

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace streamgen {
 
@@ -13,6 +14,9 @@ namespace streamgen {
 void write_png(const std::filesystem::path& path, const torch::Tensor& image_u8, const std::map<std::string, std::string>& text = {});
 // uint8 [1, 3, H, W] RGB.
 torch::Tensor read_image(const std::filesystem::path& path);
+// The images of a folder (PNG, JPEG, BMP; sorted by name), or the one image file given.
+std::vector<std::filesystem::path> list_images(const std::filesystem::path& source);
+
 // The tEXt chunks of a PNG file.
 std::map<std::string, std::string> read_png_text(const std::filesystem::path& path);
 

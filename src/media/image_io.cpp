@@ -5,7 +5,9 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <random>
 
@@ -99,6 +101,21 @@ torch::Tensor read_image(const std::filesystem::path& path) {
   auto t = torch::from_blob(data, {h, w, 3}, torch::kUInt8).permute({2, 0, 1}).unsqueeze(0).contiguous();
   stbi_image_free(data);
   return t;
+}
+
+std::vector<std::filesystem::path> list_images(const std::filesystem::path& source) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(source, ec)) return {source};
+  if (!std::filesystem::is_directory(source, ec)) throw Error("input '" + source.string() + "' does not exist");
+  std::vector<std::filesystem::path> out;
+  for (const auto& e : std::filesystem::directory_iterator(source, ec)) {
+    auto ext = e.path().extension().string();
+    for (auto& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (e.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp")) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  if (out.empty()) throw Error("input folder '" + source.string() + "' holds no PNG, JPEG or BMP images");
+  return out;
 }
 
 std::map<std::string, std::string> read_png_text(const std::filesystem::path& path) {
