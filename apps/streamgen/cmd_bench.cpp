@@ -102,6 +102,8 @@ void register_bench(CLI::App& app) {
   add_model_bench(cmd, "unet", "UNet2DConditionModel at real size, random weights (SD-Turbo = sd21)",
                   "Latent sizes (default 32,64)", &bench_unet, true);
   add_model_bench(cmd, "taesd", "TAESD encode and decode, random weights", "Image sizes (default 256,512)", &bench_taesd, false);
+  add_model_bench(cmd, "stream", "Stream Batch vs sequential, RCFG self vs full, SSF skip rate, end-to-end img2img FPS",
+                  "Image sizes (default 256,512)", &bench_stream, true);
   add_model_bench(cmd, "text-encoder", "CLIP text encoder on 77 tokens, random weights", "", &bench_text_encoder, true);
 
   cmd->add_subcommand("list", "List the benchmarks")->callback([cmd] {

@@ -58,6 +58,14 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& options);
 std::vector<BenchRow> bench_taesd(const ModelBenchOptions& options);
 std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& options);
 
+// UNet configs of the real models for benchmarks: "sd15" or "sd21" (SD 2.1 / SD-Turbo).
+nlohmann::json unet_preset(const std::string& preset);
+
+// The stream: Stream Batch vs the sequential loop (4 steps), RCFG self vs full (4 steps), the
+// similarity filter on a static clip, and end-to-end img2img (TAESD encode + UNet + TAESD decode)
+// at 1 and 2 steps. Sizes are image sizes (default 256,512).
+std::vector<BenchRow> bench_stream(const ModelBenchOptions& options);
+
 struct SafetensorsBenchOptions {
   std::uint64_t size_mb = 1024;
   std::int64_t tensors = 64;

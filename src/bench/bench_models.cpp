@@ -18,6 +18,8 @@
 namespace streamgen {
 namespace {
 
+}  // namespace
+
 // diffusers' configs of the real models (only the fields that differ from our defaults).
 nlohmann::json unet_preset(const std::string& preset) {
   if (preset == "sd15")
@@ -29,6 +31,8 @@ nlohmann::json unet_preset(const std::string& preset) {
             {"use_linear_projection", true}};
   throw Error("unknown preset '" + preset + "' (expected sd15 or sd21)");
 }
+
+namespace {
 
 ClipTextConfig text_preset(const std::string& preset) {
   ClipTextConfig c;
