@@ -205,6 +205,42 @@ TEST(Stream, FrameBufferDelayLine) {
   }
 }
 
+TEST(Stream, SelfAndInitializeWithOneSlotAndTwoRows) {
+  // No upstream golden covers n = 1 with RCFG or F = 2 (upstream is wrong there); the expectation is
+  // derived from the maths of the spec (4.2): with the reference ring R = z, the virtual residual
+  // of the single slot is exactly its SDEdit noise N, so eps = delta N + gamma (eps_c - delta N);
+  // for initialize it is the real negative prediction (here the toy model's constant 0.1 as well).
+  const double gamma = 1.4, delta = 0.5, eps_c = 0.1;
+  const LcmScheduler sched;
+  const auto t = sched.timesteps(50)[35];
+  const double a = std::sqrt(static_cast<double>(sched.alpha_prod(t))), b = std::sqrt(1.0 - sched.alpha_prod(t));
+  const double cs = sched.scalings(t).c_skip, co = sched.scalings(t).c_out;
+  for (const auto cfg : {CfgType::Self, CfgType::Initialize}) {
+    StreamDiffusionConfig c;
+    c.t_index_list = {35};
+    c.frame_buffer_size = 2;
+    c.cfg = cfg;
+    c.guidance_scale = gamma;
+    c.delta = delta;
+    const double noise = 0.3;
+    StreamDiffusion s(constant_unet(static_cast<float>(eps_c)), sched, c, torch::full({1, 4, 8, 8}, noise));
+    s.set_embeddings(torch::zeros({1, 77, 32}), torch::zeros({1, 77, 32}));
+    for (int call = 0; call < 3; ++call) {
+      const double z0 = 0.5 + call, z1 = -1.0 - call;  // two different frames per call
+      const auto z = torch::stack({torch::full({4, 8, 8}, z0), torch::full({4, 8, 8}, z1)}).to(torch::kFloat32);
+      const auto out = s.step(z);
+      for (int f = 0; f < 2; ++f) {
+        const double zf = f == 0 ? z0 : z1;
+        const double x = a * zf + b * noise;
+        const double residual = cfg == CfgType::Self ? noise : eps_c;
+        const double eps = delta * residual + gamma * (eps_c - delta * residual);
+        const double want = co * (x - b * eps) / a + cs * x;
+        EXPECT_NEAR(out.latents[f].mean().item<double>(), want, 1e-5 * std::abs(want) + 1e-6) << "call " << call << " row " << f;
+      }
+    }
+  }
+}
+
 TEST(Stream, WarmupModes) {
   StreamDiffusionConfig c;
   c.t_index_list = {0, 16, 32, 45};
