@@ -58,8 +58,10 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& options);
 std::vector<BenchRow> bench_taesd(const ModelBenchOptions& options);
 std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& options);
 
-// UNet configs of the real models for benchmarks: "sd15" or "sd21" (SD 2.1 / SD-Turbo).
+// UNet configs of the real models for benchmarks: "sd15" or "sd21" (SD 2.1 / SD-Turbo, the
+// default when `preset` is empty).
 nlohmann::json unet_preset(const std::string& preset);
+std::string preset_or_default(const std::string& preset);
 
 // The stream: Stream Batch vs the sequential loop (4 steps), RCFG self vs full (4 steps), the
 // similarity filter on a static clip, and end-to-end img2img (TAESD encode + UNet + TAESD decode)

@@ -24,6 +24,9 @@ struct TimingOptions {
   double min_seconds = 0.5;  // keep running until both min_runs and min_seconds are reached
 };
 
+// Exactly `runs` timed calls after `warmup` untimed ones.
+inline TimingOptions fixed_runs(int runs, int warmup = 1) { return {warmup, runs, runs, 0.0}; }
+
 Timing time_runs(const std::function<void()>& fn, const TimingOptions& options = {});
 
 }  // namespace streamgen

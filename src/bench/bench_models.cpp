@@ -21,6 +21,8 @@ namespace {
 }  // namespace
 
 // diffusers' configs of the real models (only the fields that differ from our defaults).
+std::string preset_or_default(const std::string& preset) { return preset.empty() ? std::string("sd21") : preset; }
+
 nlohmann::json unet_preset(const std::string& preset) {
   if (preset == "sd15")
     return {{"block_out_channels", {320, 640, 1280, 1280}}, {"attention_head_dim", 8}, {"cross_attention_dim", 768}};
@@ -87,12 +89,7 @@ BenchRow measure(BenchRow row, const std::function<void()>& fn, int runs, double
     fn();
     flops = counter.flops();
   }
-  TimingOptions t;
-  t.warmup = 0;  // the counted call above warmed up
-  t.min_runs = runs;
-  t.max_runs = runs;
-  t.min_seconds = 0;
-  const auto timing = time_runs(fn, t);
+  const auto timing = time_runs(fn, fixed_runs(runs, /*warmup=*/0));  // the counted call above warmed up
   add_timing(row, timing);
   row["gflop"] = flops / 1e9;
   row["gflops"] = flops / 1e9 / (timing.median_ms / 1e3);
@@ -104,7 +101,7 @@ BenchRow measure(BenchRow row, const std::function<void()>& fn, int runs, double
 
 std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
   torch::NoGradGuard no_grad;
-  const auto preset = o.preset.empty() ? std::string("sd21") : o.preset;
+  const auto preset = preset_or_default(o.preset);
   const auto cfg = UNet2DConditionConfig::from_json(unet_preset(preset), preset + " preset");
   const auto sizes = o.sizes.empty() ? std::vector<std::int64_t>{32, 64} : o.sizes;
   std::vector<BenchRow> rows;
@@ -164,7 +161,7 @@ std::vector<BenchRow> bench_taesd(const ModelBenchOptions& o) {
 
 std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& o) {
   torch::NoGradGuard no_grad;
-  const auto preset = o.preset.empty() ? std::string("sd21") : o.preset;
+  const auto preset = preset_or_default(o.preset);
   std::vector<BenchRow> rows;
   for (auto dtype : o.dtypes) {
     ClipTextModel te(text_preset(preset));

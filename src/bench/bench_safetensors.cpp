@@ -54,10 +54,7 @@ std::vector<BenchRow> bench_safetensors(const SafetensorsBenchOptions& options) 
   } cleanup{path, options.keep_file};
 
   const double gb = static_cast<double>(std::filesystem::file_size(path)) / 1e9;
-  TimingOptions topt;
-  topt.min_runs = options.runs;
-  topt.max_runs = options.runs;
-  topt.min_seconds = 0;
+  const auto topt = fixed_runs(options.runs);
 
   std::vector<BenchRow> rows;
   auto add_row = [&](const std::string& mode, const Timing& t, double peak_gbps, std::int64_t zero_copy) {

@@ -14,14 +14,7 @@ namespace {
 constexpr std::int64_t kContextTokens = 77;
 constexpr int kStaticClipFrames = 100;
 
-Timing time_steps(StreamDiffusion& s, const torch::Tensor& z, int runs) {
-  TimingOptions t;
-  t.warmup = 1;
-  t.min_runs = runs;
-  t.max_runs = runs;
-  t.min_seconds = 0;
-  return time_runs([&] { s.step(z); }, t);
-}
+Timing time_steps(StreamDiffusion& s, const torch::Tensor& z, int runs) { return time_runs([&] { s.step(z); }, fixed_runs(runs)); }
 
 StreamDiffusion make_stream(UNet2DConditionModel unet, std::vector<std::int64_t> t_index, CfgType cfg, bool batched, std::int64_t latent,
                             const torch::Tensor& ctx) {
@@ -39,7 +32,7 @@ StreamDiffusion make_stream(UNet2DConditionModel unet, std::vector<std::int64_t>
 
 std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
   torch::NoGradGuard no_grad;
-  const auto preset = o.preset.empty() ? std::string("sd21") : o.preset;
+  const auto preset = preset_or_default(o.preset);
   const auto cfg = UNet2DConditionConfig::from_json(unet_preset(preset), preset + " preset");
   const auto sizes = o.sizes.empty() ? std::vector<std::int64_t>{256, 512} : o.sizes;
   std::vector<BenchRow> rows;
@@ -102,10 +95,6 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
       for (const auto& t_index : std::vector<std::vector<std::int64_t>>{{35}, {32, 45}}) {
         auto s = make_stream(unet, t_index, CfgType::Self, true, latent, ctx);
         const auto frame = torch::randint(0, 256, {1, 3, size, size}, torch::kUInt8);
-        TimingOptions t;
-        t.min_runs = o.runs;
-        t.max_runs = o.runs;
-        t.min_seconds = 0;
         const auto total = time_runs(
             [&] {
               const auto x = image_u8_to_unit_range(frame).to(o.device, dtype);
@@ -113,7 +102,7 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
               const auto out = s.step(lat);
               unit_range_to_image_u8(taesd->decode(out.latents.to(o.device, dtype)).to(torch::kCPU));
             },
-            t);
+            fixed_runs(o.runs));
         auto row = base_row("stream_img2img_e2e");
         row["steps"] = static_cast<std::int64_t>(t_index.size());
         add_timing(row, total);
