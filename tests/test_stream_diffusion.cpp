@@ -70,7 +70,8 @@ TEST_P(StreamGolden, EveryCallMatches) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, StreamGolden,
-                         ::testing::Values("i2i_32-45_none", "i2i_32-45_self_g1.2_d1.0", "i2i_32-45_initialize_g1.4_d0.5", "i2i_32-45_full_g1.4",
+                         ::testing::Values("i2i_32-45_none", "i2i_0-16-32-45_none", "i2i_0-16-32-45_self_g1.2_d1.0", "i2i_32-45_full_g1.2",
+                                           "i2i_32-45_initialize_g1.2_d1.0", "i2i_35_none", "i2i_32-45_self_g1.2_d1.0", "i2i_32-45_initialize_g1.4_d0.5", "i2i_32-45_full_g1.4",
                                            "i2i_0-16-32-45_self_g1.4_d0.5", "i2i_0-16-32-45_full_g1.2", "i2i_0-16-32-45_initialize_g1.4_d0.5",
                                            "i2i_35_self_g1.4_d0.5", "i2i_35_initialize_g1.2_d1.0", "i2i_35_full_g1.4",
                                            "i2i_32-45_self_g1.4_d0.5", "i2i_32-45_self_g1.4_d0.5_noaddnoise", "t2i_0-16-32-45_none", "turbo_t2i_0_none_batch2",
