@@ -104,6 +104,39 @@ TEST(StreamRunner, PromptChangeTakesEffectWithoutReset) {
   EXPECT_EQ(runner.stats().stages.at("text_encoder").count, 2);
 }
 
+TEST(StreamRunner, PromptBlendMovesGraduallyToTheNewPrompt) {
+  auto steady = [](StreamRunner& r, int count) {
+    torch::Tensor last;
+    for (int i = 0; i < count; ++i) {
+      r.push(frame(0));
+      auto f = r.pop(10s);
+      EXPECT_TRUE(f.has_value());
+      if (f) last = f->image_u8.to(torch::kFloat32);
+    }
+    return last;
+  };
+  auto wait_encoded = [](StreamRunner& r, int count) {
+    for (int i = 0; i < 1000 && r.stats().stages.at("text_encoder").count < count; ++i) std::this_thread::sleep_for(10ms);
+  };
+  const std::string target = "a watercolor portrait of a cat wearing a hat";
+  StreamRunner direct(tiny_options());
+  steady(direct, 3);
+  direct.set_prompt(target);
+  wait_encoded(direct, 2);
+  const auto end = steady(direct, 8);
+
+  StreamRunner blended(tiny_options());
+  const auto start = steady(blended, 3);
+  blended.set_prompt(target, "", 4);
+  wait_encoded(blended, 2);
+  const auto first = steady(blended, 1);
+  const auto settled = steady(blended, 7);
+  // The first blended frame sits between the two prompts; once the blend is over it is the new prompt's.
+  EXPECT_GT((first - start).abs().sum().item<double>(), 0);
+  EXPECT_GT((first - end).abs().sum().item<double>(), 0);
+  EXPECT_TRUE(torch::equal(settled, end));
+}
+
 TEST(StreamRunner, Txt2ImgStreamAndBadFrames) {
   auto o = tiny_options();
   o.stream.txt2img = true;

@@ -68,7 +68,9 @@ class StreamRunner {
   void push(const torch::Tensor& frame_u8);
   std::optional<StreamFrame> pop(std::chrono::milliseconds timeout);
   // Encoded off the hot path; takes effect from the next call, with no reset and no blank frame.
-  void set_prompt(const std::string& prompt, const std::string& negative_prompt = "");
+  // blend_frames > 1 moves the embeddings linearly from the current prompt to the new one over that
+  // many calls instead of switching at once.
+  void set_prompt(const std::string& prompt, const std::string& negative_prompt = "", int blend_frames = 0);
   StreamStats stats() const;
   void stop();
 

@@ -41,6 +41,14 @@ struct ToDecode {
 
 struct Embeddings {
   torch::Tensor cond, uncond;
+  int blend_frames = 0;
+};
+
+// Linear interpolation between two prompts' embeddings over a number of calls.
+struct PromptBlend {
+  torch::Tensor from_cond, from_uncond, to_cond, to_uncond;
+  int step = 0, total = 0;
+  bool active() const { return step < total; }
 };
 
 }  // namespace
@@ -65,6 +73,7 @@ struct StreamRunner::Impl {
   std::mutex prompt_mutex;
   std::condition_variable prompt_cv;
   std::optional<std::pair<std::string, std::string>> pending_prompt;
+  int pending_blend = 0;
   std::pair<std::string, std::string> current_prompt;
 
   mutable std::mutex stats_mutex;
@@ -87,7 +96,7 @@ struct StreamRunner::Impl {
     if (s.size() > kTimingWindow) s.pop_front();
   }
 
-  std::shared_ptr<const Embeddings> encode_prompt(const std::string& prompt, const std::string& negative) {
+  std::shared_ptr<Embeddings> encode_prompt(const std::string& prompt, const std::string& negative) {
     torch::NoGradGuard no_grad;
     const auto t0 = Clock::now();
     auto e = std::make_shared<Embeddings>();
@@ -102,16 +111,19 @@ struct StreamRunner::Impl {
   void prompt_loop() {
     while (true) {
       std::pair<std::string, std::string> job;
+      int blend = 0;
       {
         std::unique_lock lock(prompt_mutex);
         prompt_cv.wait(lock, [&] { return !running || pending_prompt.has_value(); });
         if (!running) return;
         job = *pending_prompt;
+        blend = pending_blend;
         pending_prompt.reset();
         if (job == current_prompt) continue;  // the text encoder runs only when the prompt changes
       }
       try {
         auto e = encode_prompt(job.first, job.second);
+        e->blend_frames = blend;
         std::lock_guard lock(embeddings_mutex);
         embeddings = std::move(e);
         ++embeddings_version;
@@ -125,6 +137,8 @@ struct StreamRunner::Impl {
   void compute_loop() {
     torch::NoGradGuard no_grad;
     std::uint64_t seen_version = 0;
+    torch::Tensor cond, uncond;  // what the stream uses now
+    PromptBlend blend;
     const auto& c = o.compute;
     const auto F = o.stream.frame_buffer_size;
     const auto latent_shape = std::vector<std::int64_t>{F, 4, o.height / 8, o.width / 8};
@@ -153,9 +167,22 @@ struct StreamRunner::Impl {
         {
           std::lock_guard lock(embeddings_mutex);
           if (embeddings_version != seen_version) {  // a new prompt: read once, between calls
-            stream->set_embeddings(embeddings->cond, embeddings->uncond);
+            if (embeddings->blend_frames > 1 && cond.defined()) {
+              blend = {cond, uncond, embeddings->cond, embeddings->uncond, 0, embeddings->blend_frames};
+            } else {
+              blend = {};
+              cond = embeddings->cond;
+              uncond = embeddings->uncond;
+            }
             seen_version = embeddings_version;
+            if (!blend.active()) stream->set_embeddings(cond, uncond);
           }
+        }
+        if (blend.active()) {
+          const double w = static_cast<double>(++blend.step) / blend.total;
+          cond = torch::lerp(blend.from_cond, blend.to_cond, w);
+          uncond = torch::lerp(blend.from_uncond, blend.to_uncond, w);
+          stream->set_embeddings(cond, uncond);
         }
         const auto t0 = Clock::now();
         const auto out = stream->step(z);
@@ -266,9 +293,10 @@ void StreamRunner::push(const torch::Tensor& frame) {
 
 std::optional<StreamFrame> StreamRunner::pop(std::chrono::milliseconds timeout) { return impl_->outputs.pop(timeout); }
 
-void StreamRunner::set_prompt(const std::string& prompt, const std::string& negative_prompt) {
+void StreamRunner::set_prompt(const std::string& prompt, const std::string& negative_prompt, int blend_frames) {
   std::lock_guard lock(impl_->prompt_mutex);
   impl_->pending_prompt = {prompt, negative_prompt};
+  impl_->pending_blend = blend_frames;
   impl_->prompt_cv.notify_one();
 }
 
