@@ -242,6 +242,22 @@ TEST(Stream, SelfAndInitializeWithOneSlotAndTwoRows) {
   }
 }
 
+TEST(Stream, VPredictionModels) {
+  // A v-prediction model that outputs v = 0 predicts x0 = A x, so one slot returns
+  // (c_out A + c_skip) (A z + B N).
+  LcmSchedulerConfig sc;
+  sc.prediction_type = "v_prediction";
+  const LcmScheduler sched(sc);
+  StreamDiffusionConfig c;
+  c.t_index_list = {35};
+  StreamDiffusion s(constant_unet(0.0f), sched, c, torch::full({1, 4, 8, 8}, 0.3f));
+  s.set_embeddings(torch::zeros({1, 77, 32}));
+  const auto t = s.timesteps()[0];
+  const double a = std::sqrt(static_cast<double>(sched.alpha_prod(t))), b = std::sqrt(1.0 - sched.alpha_prod(t));
+  const double want = (sched.scalings(t).c_out * a + sched.scalings(t).c_skip) * (a * 0.7 + b * 0.3);
+  EXPECT_NEAR(s.step(torch::full({1, 4, 8, 8}, 0.7f)).latents.mean().item<double>(), want, 1e-5);
+}
+
 TEST(Stream, WarmupModes) {
   StreamDiffusionConfig c;
   c.t_index_list = {0, 16, 32, 45};

@@ -77,7 +77,8 @@ StreamDiffusion::Output StreamDiffusion::step_sequential(const torch::Tensor& z,
   std::vector<torch::Tensor> x0s;
   for (std::int64_t k = 0; k < n; ++k) {
     const auto rows = [&](const torch::Tensor& t) { return t.narrow(0, k * F, F); };
-    const auto eps = unet_rows(x, rows(t_rows_), cond);
+    auto eps = unet_rows(x, rows(t_rows_), cond);
+    if (scheduler_.config().prediction_type == "v_prediction") eps = rows(B_) * x + rows(A_) * eps;
     const auto x0 = rows(c_out_) * ((x - rows(B_) * eps) / rows(A_)) + rows(c_skip_) * x;
     x0s.push_back(x0);
     if (k + 1 < n) {
@@ -142,16 +143,23 @@ StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const 
   // Explicit form: the virtual residual noise of every row, (x - A R) / B.
   if (residual && !recursive) stock_ = (X - A_ * R) / B_;
 
-  // 4-5. One UNet call for every slot (+ negative rows).
+  // 4-5. One UNet call for every slot (+ negative rows). v-prediction outputs become epsilon first
+  // (eps = B x + A v), so guidance and RCFG work in one space for both kinds of model.
+  const bool v_pred = scheduler_.config().prediction_type == "v_prediction";
+  auto predict = [&](const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx, const torch::Tensor& a, const torch::Tensor& b) {
+    const auto out = unet_rows(x, t, ctx);
+    return v_pred ? b * x + a * out : out;
+  };
   const auto cond = cond_.expand({rows, -1, -1});
   torch::Tensor eps;
   if (guided && config_.cfg == CfgType::Full) {
-    const auto pred = unet_rows(torch::cat({X, X}), torch::cat({t_rows_, t_rows_}), torch::cat({uncond_.expand({rows, -1, -1}), cond}));
+    const auto pred = predict(torch::cat({X, X}), torch::cat({t_rows_, t_rows_}), torch::cat({uncond_.expand({rows, -1, -1}), cond}),
+                              torch::cat({A_, A_}), torch::cat({B_, B_}));
     const auto eps_u = pred.narrow(0, 0, rows), eps_c = pred.narrow(0, rows, rows);
     eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
   } else if (guided && config_.cfg == CfgType::Initialize) {
-    const auto pred = unet_rows(torch::cat({X.narrow(0, 0, F), X}), torch::cat({t_rows_.narrow(0, 0, F), t_rows_}),
-                                torch::cat({uncond_.expand({F, -1, -1}), cond}));
+    const auto pred = predict(torch::cat({X.narrow(0, 0, F), X}), torch::cat({t_rows_.narrow(0, 0, F), t_rows_}),
+                              torch::cat({uncond_.expand({F, -1, -1}), cond}), torch::cat({A_.narrow(0, 0, F), A_}), torch::cat({B_.narrow(0, 0, F), B_}));
     // The real negative pass on the newest rows: its x0 becomes their reference.
     const auto eps_u0 = pred.narrow(0, 0, F);
     stock_ = torch::cat({eps_u0, stock_.narrow(0, F, rows - F)});
@@ -159,7 +167,7 @@ StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const 
     const auto eps_c = pred.narrow(0, F, rows), eps_u = config_.delta * stock_;
     eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
   } else {
-    const auto eps_c = unet_rows(X, t_rows_, cond);
+    const auto eps_c = predict(X, t_rows_, cond, A_, B_);
     if (guided && config_.cfg == CfgType::Self) {
       const auto eps_u = config_.delta * stock_;
       eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
