@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <mutex>
 #include <thread>
 
 #include "streamgen/bounded_queue.h"
@@ -65,6 +66,29 @@ TEST(StreamRunner, FramesInImagesOutWithStageTimings) {
     EXPECT_TRUE(s.stages.count(stage)) << stage;
   runner.stop();
   EXPECT_FALSE(runner.pop(10ms).has_value());
+}
+
+TEST(StreamRunner, OutputCallback) {
+  StreamRunner runner(tiny_options());
+  std::mutex m;
+  std::vector<std::int64_t> seen;
+  runner.set_output_callback([&](const StreamFrame& f) {
+    std::lock_guard lock(m);
+    seen.push_back(f.index);
+  });
+  for (int i = 0; i < 3; ++i) {
+    runner.push(frame(i));
+    for (int w = 0; w < 1000; ++w) {
+      {
+        std::lock_guard lock(m);
+        if (static_cast<int>(seen.size()) > i) break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  runner.stop();
+  EXPECT_EQ(seen, (std::vector<std::int64_t>{0, 1, 2}));
+  EXPECT_FALSE(runner.pop(10ms).has_value());  // delivered to the callback, not queued
 }
 
 TEST(StreamRunner, OverloadDropsInputsInsteadOfQueueing) {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -67,6 +68,9 @@ class StreamRunner {
   // An RGB uint8 frame [3, H, W] of the configured size (img2img). Never blocks.
   void push(const torch::Tensor& frame_u8);
   std::optional<StreamFrame> pop(std::chrono::milliseconds timeout);
+  // Called on the decode thread for every output instead of queueing it for pop(); keep it short
+  // (hand the frame to your own sink). An empty function restores the queue.
+  void set_output_callback(std::function<void(const StreamFrame&)> callback);
   // Encoded off the hot path; takes effect from the next call, with no reset and no blank frame.
   // blend_frames > 1 moves the embeddings linearly from the current prompt to the new one over that
   // many calls instead of switching at once.

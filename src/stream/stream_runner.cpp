@@ -80,6 +80,8 @@ struct StreamRunner::Impl {
   std::map<std::string, std::deque<double>> samples;
   std::atomic<std::uint64_t> frames_in{0}, frames_skipped{0}, calls{0}, frames_out{0};
   Clock::time_point first_output{};
+  std::mutex callback_mutex;
+  std::function<void(const StreamFrame&)> callback;
   std::atomic<bool> running{true};
   std::thread compute_thread, decode_thread, prompt_thread;
 
@@ -229,7 +231,15 @@ struct StreamRunner::Impl {
             if (frames_out == 0) first_output = now;
           }
           ++frames_out;
-          outputs.push(std::move(frame));
+          std::function<void(const StreamFrame&)> cb;
+          {
+            std::lock_guard lock(callback_mutex);
+            cb = callback;
+          }
+          if (cb)
+            cb(frame);
+          else
+            outputs.push(std::move(frame));
         }
       }
     } catch (const std::exception& e) {
@@ -292,6 +302,11 @@ void StreamRunner::push(const torch::Tensor& frame) {
 }
 
 std::optional<StreamFrame> StreamRunner::pop(std::chrono::milliseconds timeout) { return impl_->outputs.pop(timeout); }
+
+void StreamRunner::set_output_callback(std::function<void(const StreamFrame&)> callback) {
+  std::lock_guard lock(impl_->callback_mutex);
+  impl_->callback = std::move(callback);
+}
 
 void StreamRunner::set_prompt(const std::string& prompt, const std::string& negative_prompt, int blend_frames) {
   std::lock_guard lock(impl_->prompt_mutex);
