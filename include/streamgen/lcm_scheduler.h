@@ -5,6 +5,7 @@
 // and DDPM forward noising. Stateless: the stream buffer decides which timesteps are in flight.
 #include <torch/types.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -24,6 +25,8 @@ struct LcmSchedulerConfig {
   // Reads a scheduler_config.json of any diffusers scheduler class (StreamDiffusion builds an LCM
   // scheduler from e.g. SD-Turbo's Euler config); fields LCM does not use are ignored.
   static LcmSchedulerConfig from_json(const nlohmann::json& j, const std::string& source = "scheduler_config.json");
+  // A pipeline's scheduler/ folder: its scheduler_config.json, or the defaults when there is none.
+  static LcmSchedulerConfig from_folder(const std::filesystem::path& dir);
 };
 
 class LcmScheduler {

@@ -13,7 +13,6 @@
 #include "streamgen/component_run.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
-#include "streamgen/json_file.h"
 #include "streamgen/lcm_scheduler.h"
 #include "streamgen/progress.h"
 #include "streamgen/unet_2d_condition.h"
@@ -42,12 +41,7 @@ Txt2ImgResult txt2img(const Txt2ImgOptions& o) {
   r.text_ms = ms_since(t0);
 
   auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), c);
-  const auto scheduler_dir = resolve_component_dir(o.model, "scheduler");
-  std::error_code ec;
-  const auto scheduler_config = std::filesystem::is_regular_file(scheduler_dir / "scheduler_config.json", ec)
-                                    ? LcmSchedulerConfig::from_json(read_json_file(scheduler_dir / "scheduler_config.json"))
-                                    : LcmSchedulerConfig{};
-  const LcmScheduler scheduler(scheduler_config);
+  const LcmScheduler scheduler(LcmSchedulerConfig::from_folder(resolve_component_dir(o.model, "scheduler")));
 
   AutoencoderTiny taesd{nullptr};
   AutoencoderKL vae{nullptr};

@@ -6,6 +6,7 @@
 
 #include "streamgen/config_json.h"
 #include "streamgen/error.h"
+#include "streamgen/json_file.h"
 
 namespace streamgen {
 
@@ -27,6 +28,13 @@ LcmSchedulerConfig LcmSchedulerConfig::from_json(const nlohmann::json& j, const 
   if (c.num_train_timesteps < 2 || c.original_inference_steps < 1 || c.original_inference_steps > c.num_train_timesteps)
     throw Error(source + ": num_train_timesteps / original_inference_steps out of range");
   return c;
+}
+
+LcmSchedulerConfig LcmSchedulerConfig::from_folder(const std::filesystem::path& dir) {
+  const auto path = dir / "scheduler_config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return {};
+  return from_json(read_json_file(path), path.string());
 }
 
 LcmScheduler::LcmScheduler(LcmSchedulerConfig config) : config_(std::move(config)) {

@@ -16,7 +16,6 @@
 #include "streamgen/component_run.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
-#include "streamgen/json_file.h"
 #include "streamgen/timing.h"
 
 namespace streamgen {
@@ -260,11 +259,7 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
   m.text_encoder = load_clip_text_model(resolve_component_dir(o.model, "text_encoder"), o.compute);
   m.taesd = load_autoencoder_tiny(o.taesd, o.compute);
   auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), o.compute);
-  const auto scheduler_dir = resolve_component_dir(o.model, "scheduler");
-  std::error_code ec;
-  const auto scheduler = std::filesystem::is_regular_file(scheduler_dir / "scheduler_config.json", ec)
-                             ? LcmScheduler(LcmSchedulerConfig::from_json(read_json_file(scheduler_dir / "scheduler_config.json")))
-                             : LcmScheduler{};
+  const LcmScheduler scheduler(LcmSchedulerConfig::from_folder(resolve_component_dir(o.model, "scheduler")));
   m.generator = at::detail::createCPUGenerator(o.seed);
   const auto n = static_cast<std::int64_t>(o.stream.t_index_list.size());
   // Noise policy: one N_k per slot, shared by the slot's rows (temporal stability), from the seed.
