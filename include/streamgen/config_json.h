@@ -17,4 +17,11 @@ T config_value(const nlohmann::json& j, const char* key, T fallback, const std::
   }
 }
 
+// The same for a field that must be present.
+template <typename T>
+T config_required(const nlohmann::json& j, const char* key, const std::string& source) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) throw FormatError(source + ": config has no '" + key + "'");
+  return config_value<T>(j, key, T{}, source);
+}
+
 }  // namespace streamgen

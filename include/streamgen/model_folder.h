@@ -39,9 +39,7 @@ ComponentSource component_source(const std::filesystem::path& dir, const std::st
 // Only the weights of a component folder (no config.json needed).
 std::filesystem::path find_component_weights(const std::filesystem::path& dir, const std::string& variant = "");
 
-}  // namespace streamgen
-
-namespace streamgen {
 // A checkpoint given as a .safetensors file, a sharded *.index.json, or a component folder.
 WeightSet open_weights(const std::filesystem::path& path, const std::string& variant = "");
+
 }  // namespace streamgen

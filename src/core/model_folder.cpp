@@ -66,12 +66,10 @@ ComponentSource component_source(const std::filesystem::path& dir, const std::st
   return s;
 }
 
-}  // namespace streamgen
-
-namespace streamgen {
 WeightSet open_weights(const std::filesystem::path& path, const std::string& variant) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return WeightSet::open(find_component_weights(path, variant));
   return WeightSet::open(path);
 }
+
 }  // namespace streamgen

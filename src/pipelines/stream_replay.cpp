@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "streamgen/autoencoder_tiny.h"
+#include "streamgen/config_json.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
 #include "streamgen/safetensors.h"
@@ -10,19 +11,6 @@
 #include "streamgen/stream_diffusion.h"
 
 namespace streamgen {
-namespace {
-
-template <typename T>
-T field(const nlohmann::json& cfg, const char* key, const std::string& source) {
-  if (!cfg.contains(key)) throw FormatError(source + ": config has no '" + key + "'");
-  try {
-    return cfg[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw FormatError(source + ": config field '" + key + "' has the wrong type (" + cfg[key].dump() + ")");
-  }
-}
-
-}  // namespace
 
 TensorMap replay_stream_case(const StreamReplayOptions& o) {
   torch::NoGradGuard no_grad;
@@ -35,23 +23,23 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(src + ": __metadata__.config is not JSON: " + e.what());
   }
-  const auto mode = field<std::string>(cfg, "mode", src);
+  const auto mode = config_required<std::string>(cfg, "mode", src);
   const bool turbo = mode == "turbo";
   StreamDiffusionConfig c;
-  c.t_index_list = field<std::vector<std::int64_t>>(cfg, "t_index_list", src);
+  c.t_index_list = config_required<std::vector<std::int64_t>>(cfg, "t_index_list", src);
   c.num_inference_steps = cfg.value("num_inference_steps", 50);
-  c.cfg = parse_cfg_type(field<std::string>(cfg, "cfg_type", src));
-  c.guidance_scale = field<double>(cfg, "guidance_scale", src);
-  c.delta = field<double>(cfg, "delta", src);
-  c.do_add_noise = field<bool>(cfg, "do_add_noise", src);
-  c.use_denoising_batch = field<bool>(cfg, "use_denoising_batch", src);
+  c.cfg = parse_cfg_type(config_required<std::string>(cfg, "cfg_type", src));
+  c.guidance_scale = config_required<double>(cfg, "guidance_scale", src);
+  c.delta = config_required<double>(cfg, "delta", src);
+  c.do_add_noise = config_required<bool>(cfg, "do_add_noise", src);
+  c.use_denoising_batch = config_required<bool>(cfg, "use_denoising_batch", src);
   c.txt2img = mode == "txt2img" || turbo;
   c.frame_buffer_size = turbo ? cfg.value("turbo_batch", 1) : cfg.value("frame_buffer_size", 1);
   if (mode != "img2img" && !c.txt2img) throw FormatError(src + ": unknown mode '" + mode + "'");
   // The cases were recorded with upstream's behaviour: zero start and the recursive RCFG state.
   c.warmup = Warmup::Zeros;
   c.rcfg_form = RcfgForm::Recursive;
-  const auto calls = field<std::int64_t>(cfg, "calls", src);
+  const auto calls = config_required<std::int64_t>(cfg, "calls", src);
 
   auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), o.compute);
   const auto n = static_cast<std::int64_t>(c.t_index_list.size());
@@ -59,7 +47,7 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
   if (file.contains("init_noise")) {
     noise = file.tensor("init_noise");
   } else if (c.txt2img) {
-    noise = torch::zeros({n, unet->config.in_channels, field<std::int64_t>(cfg, "height", src) / 8, field<std::int64_t>(cfg, "width", src) / 8});
+    noise = torch::zeros({n, unet->config.in_channels, config_required<std::int64_t>(cfg, "height", src) / 8, config_required<std::int64_t>(cfg, "width", src) / 8});
   } else {
     throw FormatError(src + ": img2img case without init_noise");
   }
@@ -70,7 +58,7 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
   torch::Tensor frames;
   if (!c.txt2img || o.decode) taesd = load_autoencoder_tiny(o.taesd, o.compute);
   if (!c.txt2img) {
-    const auto frames_path = o.frames ? *o.frames : o.case_file.parent_path() / field<std::string>(cfg, "frames_file", src);
+    const auto frames_path = o.frames ? *o.frames : o.case_file.parent_path() / config_required<std::string>(cfg, "frames_file", src);
     frames = SafetensorsFile::open(frames_path).tensor("frames_u8");
   }
   std::vector<std::int64_t> frame_indices;
@@ -83,8 +71,8 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
   if (cfg.contains("ssf_threshold")) {
     uniform = file.tensor("ssf_uniform").to(torch::kFloat64);
     SimilarityFilterOptions so;
-    so.threshold = field<double>(cfg, "ssf_threshold", src);
-    so.max_skip = field<int>(cfg, "ssf_max_skip_frame", src);
+    so.threshold = config_required<double>(cfg, "ssf_threshold", src);
+    so.max_skip = config_required<int>(cfg, "ssf_max_skip_frame", src);
     so.upstream_counter = true;  // the cases were recorded with upstream's counter
     ssf.emplace(so, [&] { return uniform[call].item<double>(); });
   }
