@@ -60,6 +60,7 @@ struct StreamRunner::Impl {
   std::unique_ptr<StreamDiffusion> stream;
   std::optional<SimilarityFilter> ssf;
   at::Generator generator;
+  std::int64_t latent_channels = 4;  // the UNet's in_channels
 
   BoundedQueue<Input> inputs;
   BoundedQueue<ToDecode> to_decode{kDecodeQueueCapacity};
@@ -142,7 +143,7 @@ struct StreamRunner::Impl {
     PromptBlend blend;
     const auto& c = o.compute;
     const auto F = o.stream.frame_buffer_size;
-    const auto latent_shape = std::vector<std::int64_t>{F, 4, o.height / 8, o.width / 8};
+    const auto latent_shape = std::vector<std::int64_t>{F, latent_channels, o.height / 8, o.width / 8};
     try {
       while (running) {
         Clock::time_point pushed = Clock::now();
@@ -261,9 +262,10 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
   auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), o.compute);
   const LcmScheduler scheduler(LcmSchedulerConfig::from_folder(resolve_component_dir(o.model, "scheduler")));
   m.generator = at::detail::createCPUGenerator(o.seed);
+  m.latent_channels = unet->config.in_channels;
   const auto n = static_cast<std::int64_t>(o.stream.t_index_list.size());
   // Noise policy: one N_k per slot, shared by the slot's rows (temporal stability), from the seed.
-  const auto noise = torch::randn({n, unet->config.in_channels, o.height / 8, o.width / 8}, m.generator);
+  const auto noise = torch::randn({n, m.latent_channels, o.height / 8, o.width / 8}, m.generator);
   m.stream = std::make_unique<StreamDiffusion>(unet, scheduler, o.stream, noise);
   m.stream->seed(o.seed);
   if (o.ssf) m.ssf.emplace(*o.ssf, o.seed);
