@@ -1,4 +1,5 @@
 // Stream benchmarks with random weights at real sizes (SD-Turbo UNet, TAESD).
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "streamgen/autoencoder_tiny.h"
@@ -14,7 +15,14 @@ namespace {
 constexpr std::int64_t kContextTokens = 77;
 constexpr int kStaticClipFrames = 100;
 
-Timing time_steps(StreamDiffusion& s, const torch::Tensor& z, int runs) { return time_runs([&] { s.step(z); }, fixed_runs(runs)); }
+Timing time_steps(StreamDiffusion& s, const torch::Tensor& z, int runs, const torch::Device& device) {
+  return time_runs(
+      [&] {
+        s.step(z);
+        if (device.is_cuda()) torch::cuda::synchronize();  // CUDA kernels return before they finish
+      },
+      fixed_runs(runs));
+}
 
 StreamDiffusion make_stream(UNet2DConditionModel unet, std::vector<std::int64_t> t_index, CfgType cfg, bool batched, std::int64_t latent,
                             const torch::Tensor& ctx) {
@@ -71,7 +79,7 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
       {
         auto batched = make_stream(unet, {0, 16, 32, 45}, CfgType::None, true, latent, ctx);
         auto sequential = make_stream(unet, {0, 16, 32, 45}, CfgType::None, false, latent, ctx);
-        const auto tb = time_steps(batched, z, o.runs), ts = time_steps(sequential, z, o.runs);
+        const auto tb = time_steps(batched, z, o.runs, o.device), ts = time_steps(sequential, z, o.runs, o.device);
         auto row = base_row("stream_batch_vs_sequential");
         row["steps"] = 4;
         add_timing(row, tb);
@@ -83,7 +91,7 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
       {
         auto self = make_stream(unet, {0, 16, 32, 45}, CfgType::Self, true, latent, ctx);
         auto full = make_stream(unet, {0, 16, 32, 45}, CfgType::Full, true, latent, ctx);
-        const auto t_self = time_steps(self, z, o.runs), t_full = time_steps(full, z, o.runs);
+        const auto t_self = time_steps(self, z, o.runs, o.device), t_full = time_steps(full, z, o.runs, o.device);
         auto row = base_row("stream_rcfg_self_vs_full");
         row["steps"] = 4;
         add_timing(row, t_self);

@@ -1,6 +1,7 @@
 #include "streamgen/attention.h"
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +22,18 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
   const auto d = q.size(2) / heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const bool reduced = q.scalar_type() != torch::kFloat32 && q.scalar_type() != torch::kFloat64;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  if (q.is_cuda()) {
+    // PyTorch 2.x fuses the whole attention on CUDA (FlashAttention / memory-efficient kernels):
+    // the score matrix never reaches memory and the softmax accumulates in fp32, which is what
+    // `upcast` asks for.
+    auto split = [&](const torch::Tensor& t, std::int64_t l) { return t.view({n, l, heads, d}).transpose(1, 2); };
+    const auto o = additive_mask.defined()
+                       ? at::scaled_dot_product_attention(split(q, lq), split(k, lk), split(v, lk), additive_mask.to(q.scalar_type()), 0.0, false, scale)
+                       : at::scaled_dot_product_attention(split(q, lq), split(k, lk), split(v, lk), {}, 0.0, false, scale);
+    return o.transpose(1, 2).reshape({n, lq, heads * d});
+  }
+#endif
   // [N, L, H*D] -> [N*H, L, D]
   auto heads_first = [&](const torch::Tensor& t, std::int64_t l) { return t.view({n, l, heads, d}).transpose(1, 2).reshape({n * heads, l, d}); };
   const auto qh = heads_first(q, lq);
