@@ -9,6 +9,8 @@
 #                                  usr/share/cmake for fmt, spdlog, CLI11, nlohmann-json, GTest,
 #                                  ICU and stb)
 #   STREAMGEN_CUDA_BENCH=0         skip the benchmarks
+#   STREAMGEN_CUDA_BUILD_ONLY=1    configure and build, nothing else
+#   STREAMGEN_CUDA_TARGET=T        build only target T (default: all)
 # Each phase writes its log to REPORT_DIR; the script carries on after a failed phase so that one
 # run reports everything, and exits non-zero if any phase failed.
 set -uo pipefail
@@ -40,16 +42,17 @@ if [ -n "${STREAMGEN_DEPS_PREFIX:-}" ]; then
   args+=("-Dfmt_DIR=$lib/cmake/fmt" "-Dspdlog_DIR=$lib/cmake/spdlog" "-DGTest_DIR=$lib/cmake/GTest"
          "-DCLI11_DIR=$p/share/cmake/CLI11" "-Dnlohmann_json_DIR=$p/share/cmake/nlohmann_json"
          "-DICU_ROOT=$p" "-DICU_INCLUDE_DIR=$p/include" "-DICU_UC_LIBRARY_RELEASE=$lib/libicuuc.so" "-DSTB_LIBRARY=$lib/libstb.so"
-         "-DCMAKE_CXX_FLAGS=-isystem $p/include" "-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath,$lib -Wl,-rpath-link,$lib")
+         "-DCMAKE_CXX_FLAGS=-I$p/include" "-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath,$lib -Wl,-rpath-link,$lib")
   export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 
 phase configure 300 cmake -S . -B build-cuda "${args[@]}"
-phase build 900 cmake --build build-cuda -j "$(nproc)" -- -k 0
+phase build 900 cmake --build build-cuda -j "$(nproc)" --target "${STREAMGEN_CUDA_TARGET:-all}" -- -k 0
 if [[ " ${failed[*]} " == *" build "* ]]; then
   grep -E "error|Error" "$report/build.log" | head -60
   exit 1
 fi
+[ "${STREAMGEN_CUDA_BUILD_ONLY:-0}" = 1 ] && exit 0
 
 cli=build-cuda/bin/streamgen
 phase info 60 "$cli" info

@@ -20,7 +20,10 @@ LcmScheduler scheduler() { return LcmScheduler(LcmSchedulerConfig::from_json(gol
 
 TEST(LcmScheduler, AlphasCumprodMatchesFloat32Reference) {
   const auto ref = torch::tensor(golden()["alphas_cumprod"].get<std::vector<double>>()).to(torch::kFloat32);
-  EXPECT_TRUE(torch::equal(scheduler().alphas_cumprod(), ref)) << "max diff " << (scheduler().alphas_cumprod() - ref).abs().max().item<float>();
+  // A float32 cumulative product: LibTorch 1.13 reproduces the reference bit for bit, 2.x's
+  // vectorised cumprod differs in the last bit (6e-8 measured), so the bound is a few ulps.
+  const auto d = compare_tensors(scheduler().alphas_cumprod(), ref);
+  EXPECT_TRUE(d.within(1e-6)) << "rel " << d.rel << " max diff " << d.max_abs;
 }
 
 TEST(LcmScheduler, TimestepsForEveryStepCountAndStrength) {
@@ -40,15 +43,15 @@ TEST(LcmScheduler, ScalingsAndStreamSlotConstants) {
   const auto s = scheduler();
   for (const auto& row : golden()["scalings"]) {
     const auto c = s.scalings(row["t"].get<std::int64_t>());
-    EXPECT_EQ(c.c_skip, row["c_skip"].get<float>()) << row.dump();
-    EXPECT_EQ(c.c_out, row["c_out"].get<float>()) << row.dump();
+    EXPECT_FLOAT_EQ(c.c_skip, row["c_skip"].get<float>()) << row.dump();
+    EXPECT_FLOAT_EQ(c.c_out, row["c_out"].get<float>()) << row.dump();
   }
   for (const auto& list : golden()["stream"])
     for (const auto& slot : list["slots"]) {
       const auto t = slot["T"].get<std::int64_t>();
-      EXPECT_EQ(s.alpha_prod(t), slot["alpha_prod"].get<float>());
-      EXPECT_EQ(std::sqrt(s.alpha_prod(t)), slot["sqrt_alpha_prod"].get<float>());
-      EXPECT_EQ(std::sqrt(1.0f - s.alpha_prod(t)), slot["sqrt_one_minus_alpha_prod"].get<float>());
+      EXPECT_FLOAT_EQ(s.alpha_prod(t), slot["alpha_prod"].get<float>());
+      EXPECT_FLOAT_EQ(std::sqrt(s.alpha_prod(t)), slot["sqrt_alpha_prod"].get<float>());
+      EXPECT_FLOAT_EQ(std::sqrt(1.0f - s.alpha_prod(t)), slot["sqrt_one_minus_alpha_prod"].get<float>());
     }
 }
 

@@ -41,7 +41,9 @@ TEST_P(StreamGolden, EveryCallMatches) {
   const auto n = static_cast<std::int64_t>(cfg["t_index_list"].size());
   const std::int64_t calls = cfg["calls"];
   const bool turbo = cfg["mode"] == "turbo";
-  if (golden.contains("ssf_processed")) EXPECT_TRUE(torch::equal(out.at("ssf_processed"), golden.tensor("ssf_processed")));
+  if (golden.contains("ssf_processed")) {
+    EXPECT_TRUE(torch::equal(out.at("ssf_processed"), golden.tensor("ssf_processed")));
+  }
   std::int64_t processed = 0;
   for (std::int64_t i = 0; i < calls; ++i) {
     SCOPED_TRACE("call " + std::to_string(i));
@@ -106,7 +108,11 @@ TEST(SimilarityFilter, EveryGoldenDecision) {
       const auto d = ssf.check(image_u8_to_unit_range(x[i].unsqueeze(0)));
       decisions += d.process ? 'P' : 's';
       const auto& step = c["steps"][static_cast<std::size_t>(i)];
-      if (!step["cos_f32"].is_null()) EXPECT_NEAR(d.cos, step["cos_f32"].get<double>(), 1e-6) << "frame " << i;
+      // A float32 reduction over 49k elements: its summation order differs between LibTorch versions
+      // (2e-6 seen under 2.11), far below any threshold the decisions depend on.
+      if (!step["cos_f32"].is_null()) {
+        EXPECT_NEAR(d.cos, step["cos_f32"].get<double>(), 1e-5) << "frame " << i;
+      }
       EXPECT_EQ(d.skip_count, step["skip_count"].get<int>()) << "frame " << i;
     }
     EXPECT_EQ(decisions, c["decisions"].get<std::string>());
@@ -201,7 +207,9 @@ TEST(Stream, FrameBufferDelayLine) {
     const auto frames = torch::randn({2, 4, 8, 8});
     const auto out = s.step(frames);
     ASSERT_EQ(out.latents.size(0), 2);  // F frames leave per call
-    if (previous.defined()) EXPECT_TRUE(compare_tensors(out.latents, previous * factor).within(1e-6)) << "call " << call;
+    if (previous.defined()) {
+      EXPECT_TRUE(compare_tensors(out.latents, previous * factor).within(1e-6)) << "call " << call;
+    }
     previous = frames;
   }
 }

@@ -1,4 +1,6 @@
 #pragma once
+#include <ftw.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -18,9 +20,11 @@ class TempDir {
     path_ = std::filesystem::temp_directory_path() / ("streamgen-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
     std::filesystem::create_directories(path_);
   }
+  // Removed with POSIX nftw rather than std::filesystem::remove_all: PyTorch 2.x's libtorch.so
+  // exports its own copy of remove_all, which interposes libstdc++'s and jumps to a null
+  // pointer (seen with torch 2.11 and GCC 13 on the GPU machine).
   ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16, FTW_DEPTH | FTW_PHYS);
   }
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
