@@ -14,6 +14,8 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libicu-dev                   # Unicode categories, NFC and case mapping for the CLIP tokenizer
   libstb-dev                   # PNG/JPEG reading and PNG writing
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev   # video files and cameras
+  libboost-dev                 # Beast + Asio: the HTTP/WebSocket server
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev        # libFuzzer for the header fuzz test
 )

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "streamgen/image_io.h"
+#include "streamgen/media.h"
 #include "streamgen/safetensors.h"
 #include "test_util.h"
 
@@ -242,6 +243,43 @@ TEST(Cli, Img2ImgAndTxt2ImgStreamOverFolders) {
   r = run("img2img" + models + " -i " + (dir / "in").string() + " -o " + (dir / "o3").string() + " -p x --cfg double");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("unknown cfg type 'double'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, Img2ImgFromVideoToVideoAndThroughPipes) {
+  test::TempDir dir;
+  const std::string models = " --model " + test::data_path("tiny-sd21").string() + " --taesd " + test::data_path("taesd").string();
+  {
+    auto sink = open_sink((dir / "in.mp4").string(), SinkOptions{12, {}, "", 20});
+    for (int i = 0; i < 6; ++i) sink->write(torch::randint(0, 256, {3, 48, 80}, torch::kUInt8));
+    sink->close();
+  }
+  auto r = run("-q img2img" + models + " -i " + (dir / "in.mp4").string() + " -o " + (dir / "out.mkv").string() + " -p x -W 64 -H 64");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("6 frames in, 6 out"), std::string::npos) << r.out;
+  auto out = open_source((dir / "out.mkv").string());
+  EXPECT_EQ(out->info().width, 64);
+  EXPECT_NEAR(out->info().fps, 12, 1e-6);  // the input's rate
+  int n = 0;
+  while (out->next()) ++n;
+  EXPECT_EQ(n, 6);
+
+  // Raw RGB24 in on stdin, raw out on stdout: 3 frames of 40x24 in, 3 of 64x64 out.
+  test::write_bytes(dir / "in.rgb", std::string(3 * 40 * 24 * 3, '\x40'));
+  const std::string cmd = "cat " + (dir / "in.rgb").string() + " | " + STREAMGEN_CLI + " -q img2img" + models +
+                          " -i - --input-size 40x24 -o - -p x -W 64 -H 64 2>/dev/null | wc -c";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[64] = {};
+  const auto got = std::fread(buf, 1, sizeof buf - 1, p);
+  ::pclose(p);
+  EXPECT_EQ(std::stol(std::string(buf, got)), 3 * 64 * 64 * 3);
+
+  r = run("img2img" + models + " -i - -o " + (dir / "o").string() + " -p x < /dev/null");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--input-size"), std::string::npos) << r.out;
+  r = run("img2img" + models + " -i " + (dir / "nothing.mp4").string() + " -o " + (dir / "o").string() + " -p x");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("nothing.mp4': no such file"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -1,13 +1,17 @@
-// streamgen img2img / txt2img-stream: the StreamDiffusion stream on image folders (video files and
-// cameras arrive with the media layer).
+// streamgen img2img / txt2img-stream: the StreamDiffusion stream from a video file, camera, image
+// folder or pipe to a video file, PNG folder or pipe.
 #include <fmt/core.h>
+#include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <iostream>
 
 #include "commands.h"
 #include "streamgen/error.h"
 #include "streamgen/image_io.h"
 #include "streamgen/image_tensor.h"
+#include "streamgen/media.h"
+#include "streamgen/media_pipeline.h"
 #include "streamgen/progress.h"
 #include "streamgen/stream_runner.h"
 
@@ -29,7 +33,7 @@ struct StreamArgs {
 void add_stream_options(CLI::App* cmd, StreamArgs& a) {
   cmd->add_option("--model", a.model, "Diffusers pipeline folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--taesd", a.taesd, "TAESD folder (the stream's encoder and decoder)")->required()->check(CLI::ExistingPath);
-  cmd->add_option("--output,-o", a.output, "Output folder for frame_NNNNN.png")->required();
+  cmd->add_option("--output,-o", a.output, "Video file (.mp4 .mkv .webm ...), folder for frame_NNNNN.png, or - (raw RGB24 on stdout)")->required();
   cmd->add_option("--prompt,-p", a.prompt, "The prompt")->required();
   cmd->add_option("--negative-prompt", a.negative, "Negative prompt (cfg full / initialize)");
   cmd->add_option("--t-index", a.t_index, "Slots: indices into the 50-step LCM schedule, ascending")->delimiter(',')->capture_default_str();
@@ -60,12 +64,17 @@ StreamRunnerOptions runner_options(const StreamArgs& a) {
   return o;
 }
 
+// Ctrl-C ends a run cleanly: the source stops, queued frames are written, the video is finalised.
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) { g_interrupted = true; }
+
+// Status lines go to stderr so that '-o -' can carry frames on stdout.
 void print_stats(const StreamStats& s) {
-  std::cout << fmt::format("{} frames in, {} out, {} skipped by the similarity filter, {} inputs dropped; {:.2f} FPS output\n", s.frames_in,
+  std::cerr << fmt::format("{} frames in, {} out, {} skipped by the similarity filter, {} inputs dropped; {:.2f} FPS output\n", s.frames_in,
                            s.frames_out, s.frames_skipped, s.inputs_dropped, s.output_fps);
-  std::cout << fmt::format("{:<14} {:>10} {:>10} {:>7}\n", "stage", "median ms", "p90 ms", "count");
-  for (const auto& [stage, t] : s.stages) std::cout << fmt::format("{:<14} {:>10.1f} {:>10.1f} {:>7}\n", stage, t.median_ms, t.p90_ms, t.count);
-  std::cout.flush();
+  std::cerr << fmt::format("{:<14} {:>10} {:>10} {:>7}\n", "stage", "median ms", "p90 ms", "count");
+  for (const auto& [stage, t] : s.stages) std::cerr << fmt::format("{:<14} {:>10.1f} {:>10.1f} {:>7}\n", stage, t.median_ms, t.p90_ms, t.count);
+  std::cerr.flush();
 }
 
 std::map<std::string, std::string> png_text(const StreamArgs& a, const std::string& mode) {
@@ -79,61 +88,103 @@ std::map<std::string, std::string> png_text(const StreamArgs& a, const std::stri
 
 void register_stream_commands(CLI::App& app) {
   auto i2i = std::make_shared<StreamArgs>();
-  auto input = std::make_shared<std::string>();
-  auto ssf = std::make_shared<double>(1.0);
-  auto ssf_max = std::make_shared<int>(10);
-  auto* cmd = app.add_subcommand("img2img", "Run the StreamDiffusion stream over a folder of frames");
+  struct MediaArgs {
+    std::string input, input_size;
+    double ssf = 1.0, fps = 0;
+    int ssf_max = 10;
+    bool realtime = false;
+    std::int64_t max_frames = -1;
+  };
+  auto m = std::make_shared<MediaArgs>();
+  auto* cmd = app.add_subcommand("img2img", "Run the StreamDiffusion stream on a video, camera, image folder or pipe");
   add_stream_options(cmd, *i2i);
-  cmd->add_option("--input,-i", *input, "Folder of PNG/JPEG frames (sorted by name), or one image")->required();
+  cmd->add_option("--input,-i", m->input,
+                  "Video file, camera:/dev/videoN, image file, folder or glob of images, or - (raw RGB24 on stdin, with --input-size)")
+      ->required();
+  cmd->add_option("--input-size", m->input_size, "WxH of raw frames read from stdin");
   cmd->add_option("--cfg", i2i->cfg, "none | self | initialize | full")->capture_default_str();
   cmd->add_option("--fit", i2i->fit, "crop | pad | stretch to the frame size")->capture_default_str();
-  cmd->add_option("--ssf", *ssf, "Similarity filter threshold (1 = off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--ssf-max-skip", *ssf_max, "At most this many skips in a row")->capture_default_str()->check(CLI::Range(0, 1000));
-  cmd->callback([i2i, input, ssf, ssf_max] {
-    const auto files = list_images(*input);
-    const auto fit = parse_fit(i2i->fit);
+  cmd->add_option("--ssf", m->ssf, "Similarity filter threshold (1 = off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--ssf-max-skip", m->ssf_max, "At most this many skips in a row")->capture_default_str()->check(CLI::Range(0, 1000));
+  cmd->add_flag("--realtime", m->realtime, "Pace a file to its frame rate and drop frames the model cannot keep up with (cameras always are)");
+  cmd->add_option("--fps", m->fps, "Frame rate of an output video (default: the input's, else 30)")->check(CLI::Range(0.1, 1000.0));
+  cmd->add_option("--max-frames", m->max_frames, "Stop after this many input frames")->check(CLI::Range(1, 100000000));
+  cmd->callback([i2i, m] {
+    SourceOptions so;
+    if (!m->input_size.empty()) std::tie(so.raw_width, so.raw_height) = parse_size(m->input_size);
+    so.raw_fps = m->fps;
+    auto source = open_source(m->input, so);
+    const auto& info = source->info();
+    SinkOptions sk;
+    sk.fps = m->fps > 0 ? m->fps : info.fps > 0 ? info.fps : 30;
+    sk.png_text = png_text(*i2i, "img2img");
+    auto sink = open_sink(i2i->output, sk);
+    spdlog::info("input {} ({}, {}x{}{}), output {}", info.spec, info.kind, info.width, info.height,
+                 info.fps > 0 ? fmt::format(", {:.2f} fps", info.fps) : "", sink->description());
+
     auto o = runner_options(*i2i);
-    if (*ssf < 1.0) o.ssf = SimilarityFilterOptions{*ssf, *ssf_max, false};
-    std::filesystem::create_directories(i2i->output);
+    if (m->ssf < 1.0) o.ssf = SimilarityFilterOptions{m->ssf, m->ssf_max, false};
     StreamRunner runner(o);
-    ProgressBar bar("img2img", static_cast<std::int64_t>(files.size()), "frame");
-    const auto text = png_text(*i2i, "img2img");
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      // Offline over files: one frame in, its output out, so nothing is dropped.
-      runner.push(fit_image(read_image(files[i]), o.width, o.height, fit)[0]);
-      const auto frame = runner.pop(kOutputTimeout);
-      if (!frame) throw streamgen::Error("the stream stopped before frame " + std::to_string(i) + " (see the log)");
-      write_png(std::filesystem::path(i2i->output) / fmt::format("frame_{:05d}.png", i), frame->image_u8, text);
-      bar.advance();
-    }
-    bar.finish();
+
+    MediaPipelineOptions po;
+    po.width = o.width;
+    po.height = o.height;
+    po.fit = parse_fit(i2i->fit);
+    po.realtime = m->realtime;
+    po.max_frames = m->max_frames;
+    po.stop = &g_interrupted;
+    std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
+    std::int64_t total = info.frame_count;
+    if (m->max_frames > 0) total = total < 0 ? m->max_frames : std::min(total, m->max_frames);
+    const bool live = info.live || m->realtime;
+    std::optional<ProgressBar> bar;  // live runs print FPS and latency instead
+    if (!live) bar.emplace("img2img", total, "frame");
+    po.on_frame = [&](std::int64_t) { bar->advance(); };
+    po.on_status = [&](const StreamStats& s) {
+      const auto lat = s.stages.count("latency") ? s.stages.at("latency").median_ms : 0.0;
+      std::cerr << fmt::format("\r{} out, {:.2f} FPS, latency {:.0f} ms, {} inputs dropped   ", s.frames_out, s.output_fps, lat, s.inputs_dropped);
+      std::cerr.flush();
+    };
+    const auto r = run_media_pipeline(*source, runner, *sink, po);
+    if (bar) bar->finish();
     runner.stop();
+    if (r.live) std::cerr << "\n";
     print_stats(runner.stats());
+    if (r.sink_dropped > 0) spdlog::warn("{} frames were dropped because {} could not keep up", r.sink_dropped, sink->description());
+    if (g_interrupted) spdlog::info("interrupted: {} frames written to {}", r.frames_written, sink->description());
   });
 
   auto t2i = std::make_shared<StreamArgs>();
   auto frames = std::make_shared<std::int64_t>(8);
+  auto t2i_fps = std::make_shared<double>(8);
   t2i->t_index = {0, 16, 32, 45};
   t2i->cfg = "none";
   auto* tcmd = app.add_subcommand("txt2img-stream", "Generate a stream of images from a prompt (Stream Batch txt2img)");
   add_stream_options(tcmd, *t2i);
   tcmd->add_option("--frames,-n", *frames, "How many images")->capture_default_str()->check(CLI::Range(1, 100000));
   tcmd->add_option("--cfg", t2i->cfg, "none | full")->capture_default_str();
-  tcmd->callback([t2i, frames] {
+  tcmd->add_option("--fps", *t2i_fps, "Frame rate of an output video")->capture_default_str()->check(CLI::Range(0.1, 1000.0));
+  tcmd->callback([t2i, frames, t2i_fps] {
     auto o = runner_options(*t2i);
     o.stream.txt2img = true;
     o.stream.warmup = Warmup::Suppress;  // no pictures from a half-filled pipeline
     o.output_capacity = 2;
-    std::filesystem::create_directories(t2i->output);
+    SinkOptions sk;
+    sk.fps = *t2i_fps;
+    sk.png_text = png_text(*t2i, "txt2img-stream");
+    auto sink = open_sink(t2i->output, sk);
     StreamRunner runner(o);
     ProgressBar bar("txt2img", *frames, "frame");
-    const auto text = png_text(*t2i, "txt2img-stream");
-    for (std::int64_t i = 0; i < *frames; ++i) {
+    std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
+    for (std::int64_t i = 0; i < *frames && !g_interrupted; ++i) {
       const auto frame = runner.pop(kOutputTimeout);
       if (!frame) throw streamgen::Error("the stream stopped before image " + std::to_string(i) + " (see the log)");
-      write_png(std::filesystem::path(t2i->output) / fmt::format("frame_{:05d}.png", i), frame->image_u8, text);
+      sink->write(frame->image_u8);
       bar.advance();
     }
+    sink->close();
     bar.finish();
     runner.stop();
     print_stats(runner.stats());
