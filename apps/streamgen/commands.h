@@ -12,6 +12,7 @@ void register_bench(CLI::App& app);
 void register_txt2img(CLI::App& app);
 void register_replay(CLI::App& app);
 void register_stream_commands(CLI::App& app);
+void register_serve(CLI::App& app);
 
 // --device / --dtype / --threads, parsed as text and resolved by resolve().
 struct ComputeArgs {

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   streamgen::cli::register_txt2img(app);
   streamgen::cli::register_replay(app);
   streamgen::cli::register_stream_commands(app);
+  streamgen::cli::register_serve(app);
 
   try {
     app.parse(argc, argv);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace streamgen {
@@ -14,6 +15,10 @@ namespace streamgen {
 void write_png(const std::filesystem::path& path, const torch::Tensor& image_u8, const std::map<std::string, std::string>& text = {});
 // uint8 [1, 3, H, W] RGB.
 torch::Tensor read_image(const std::filesystem::path& path);
+// PNG/JPEG/BMP bytes in memory -> uint8 [1, 3, H, W]; `what` names the data in errors.
+torch::Tensor decode_image(std::string_view bytes, const std::string& what);
+// uint8 [3, H, W] or [1, 3, H, W] -> JPEG bytes (quality 1-100).
+std::string encode_jpeg(const torch::Tensor& image_u8, int quality = 85);
 // The images of a folder (PNG, JPEG, BMP; sorted by name), or the one image file given.
 std::vector<std::filesystem::path> list_images(const std::filesystem::path& source);
 

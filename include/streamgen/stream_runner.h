@@ -18,15 +18,36 @@
 #include <optional>
 #include <string>
 
+#include "streamgen/autoencoder_tiny.h"
+#include "streamgen/clip_text_model.h"
+#include "streamgen/clip_tokenizer.h"
 #include "streamgen/device.h"
+#include "streamgen/lcm_scheduler.h"
 #include "streamgen/similarity_filter.h"
 #include "streamgen/stream_diffusion.h"
+#include "streamgen/unet_2d_condition.h"
 
 namespace streamgen {
+
+// The models one stream needs, loaded once and shared read-only by any number of runners (the
+// server's sessions): inference never mutates them.
+struct StreamModels {
+  ClipTokenizer tokenizer;
+  ClipTextModel text_encoder{nullptr};
+  UNet2DConditionModel unet{nullptr};
+  AutoencoderTiny taesd{nullptr};
+  LcmSchedulerConfig scheduler;
+  ComputeOptions compute;
+
+  // `model`: diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler); `taesd`: TAESD folder.
+  static std::shared_ptr<StreamModels> load(const std::filesystem::path& model, const std::filesystem::path& taesd,
+                                                  const ComputeOptions& compute);
+};
 
 struct StreamRunnerOptions {
   std::filesystem::path model;  // diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler)
   std::filesystem::path taesd;  // TAESD folder: the stream's encoder and decoder
+  std::shared_ptr<StreamModels> models;  // already loaded: model, taesd and compute are then not read
   StreamDiffusionConfig stream;
   ComputeOptions compute;
   std::string prompt;

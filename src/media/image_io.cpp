@@ -9,6 +9,7 @@
 #include <array>
 #include <cctype>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "streamgen/error.h"
@@ -93,14 +94,27 @@ void write_png(const std::filesystem::path& path, const torch::Tensor& image, co
   }
 }
 
-torch::Tensor read_image(const std::filesystem::path& path) {
-  const auto bytes = read_file(path);
+torch::Tensor decode_image(std::string_view bytes, const std::string& what) {
+  if (bytes.empty() || bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) throw Error("cannot decode " + what + ": empty or too large");
   int w = 0, h = 0, channels = 0;
   auto* data = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &w, &h, &channels, 3);
-  if (!data) throw Error("cannot decode image '" + path.string() + "': " + stbi_failure_reason());
+  if (!data) throw Error("cannot decode " + what + ": " + stbi_failure_reason());
   auto t = torch::from_blob(data, {h, w, 3}, torch::kUInt8).permute({2, 0, 1}).unsqueeze(0).contiguous();
   stbi_image_free(data);
   return t;
+}
+
+torch::Tensor read_image(const std::filesystem::path& path) { return decode_image(read_file(path), "image '" + path.string() + "'"); }
+
+std::string encode_jpeg(const torch::Tensor& image_u8, int quality) {
+  const auto img = image_u8.dim() == 4 ? image_u8[0] : image_u8;
+  if (img.scalar_type() != torch::kUInt8 || img.dim() != 3 || img.size(0) != 3) throw Error("encode_jpeg: expected uint8 [3, H, W]");
+  const auto hwc = img.permute({1, 2, 0}).contiguous();
+  std::string out;
+  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<std::size_t>(size)); };
+  if (!stbi_write_jpg_to_func(sink, &out, static_cast<int>(hwc.size(1)), static_cast<int>(hwc.size(0)), 3, hwc.data_ptr(), std::clamp(quality, 1, 100)))
+    throw Error("JPEG encoding failed");
+  return out;
 }
 
 std::vector<std::filesystem::path> list_images(const std::filesystem::path& source) {

@@ -54,9 +54,7 @@ struct PromptBlend {
 
 struct StreamRunner::Impl {
   StreamRunnerOptions o;
-  ClipTokenizer tokenizer;
-  ClipTextModel text_encoder{nullptr};
-  AutoencoderTiny taesd{nullptr};
+  std::shared_ptr<StreamModels> models;
   std::unique_ptr<StreamDiffusion> stream;
   std::optional<SimilarityFilter> ssf;
   at::Generator generator;
@@ -87,7 +85,6 @@ struct StreamRunner::Impl {
 
   explicit Impl(StreamRunnerOptions options)
       : o(std::move(options)),
-        tokenizer(ClipTokenizer::from_folder(resolve_component_dir(o.model, "tokenizer"))),
         inputs(o.input_capacity),
         outputs(o.output_capacity) {}
 
@@ -102,8 +99,8 @@ struct StreamRunner::Impl {
     torch::NoGradGuard no_grad;
     const auto t0 = Clock::now();
     auto e = std::make_shared<Embeddings>();
-    const auto ids = tokenizer.encode_batch({prompt, negative}).to(o.compute.device);
-    const auto hidden = text_encoder->forward(ids).last_hidden_state.to(torch::kCPU, torch::kFloat32);
+    const auto ids = models->tokenizer.encode_batch({prompt, negative}).to(o.compute.device);
+    const auto hidden = models->text_encoder->forward(ids).last_hidden_state.to(torch::kCPU, torch::kFloat32);
     e->cond = hidden.narrow(0, 0, 1);
     e->uncond = hidden.narrow(0, 1, 1);
     record("text_encoder", ms_between(t0, Clock::now()));
@@ -163,7 +160,7 @@ struct StreamRunner::Impl {
             continue;
           }
           t0 = Clock::now();
-          z = taesd->encode(x.to(c.device, c.dtype)).to(torch::kCPU, torch::kFloat32);
+          z = models->taesd->encode(x.to(c.device, c.dtype)).to(torch::kCPU, torch::kFloat32);
           record("encode", ms_between(t0, Clock::now()));
         }
         {
@@ -216,7 +213,7 @@ struct StreamRunner::Impl {
           frames.push_back({last, 0, true, 0});
         } else {
           const auto t0 = Clock::now();
-          const auto images = unit_range_to_image_u8(taesd->decode(item->latents.to(o.compute.device, o.compute.dtype)).to(torch::kCPU));
+          const auto images = unit_range_to_image_u8(models->taesd->decode(item->latents.to(o.compute.device, o.compute.dtype)).to(torch::kCPU));
           record("decode", ms_between(t0, Clock::now()));
           for (std::int64_t f = 0; f < images.size(0); ++f) frames.push_back({images[f], 0, false, 0});
           last = images[images.size(0) - 1];
@@ -250,17 +247,28 @@ struct StreamRunner::Impl {
   }
 };
 
+std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& model, const std::filesystem::path& taesd,
+                                                      const ComputeOptions& compute) {
+  auto m = std::make_shared<StreamModels>(StreamModels{ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer"))});
+  m->text_encoder = load_clip_text_model(resolve_component_dir(model, "text_encoder"), compute);
+  m->unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), compute);
+  m->taesd = load_autoencoder_tiny(taesd, compute);
+  m->scheduler = LcmSchedulerConfig::from_folder(resolve_component_dir(model, "scheduler"));
+  m->compute = compute;
+  return m;
+}
+
 StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
   auto& m = *impl_;
-  const auto& o = m.o;
+  auto& o = m.o;
   if (o.width % 8 != 0 || o.height % 8 != 0 || o.width <= 0 || o.height <= 0)
     throw Error("stream: width and height must be positive multiples of 8, got " + std::to_string(o.width) + "x" + std::to_string(o.height));
   if (!o.stream.txt2img && o.stream.frame_buffer_size != 1)
     throw Error("stream: the live runner takes one frame per call so far (frame_buffer_size 1)");
-  m.text_encoder = load_clip_text_model(resolve_component_dir(o.model, "text_encoder"), o.compute);
-  m.taesd = load_autoencoder_tiny(o.taesd, o.compute);
-  auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), o.compute);
-  const LcmScheduler scheduler(LcmSchedulerConfig::from_folder(resolve_component_dir(o.model, "scheduler")));
+  m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute);
+  o.compute = m.models->compute;
+  auto unet = m.models->unet;
+  const LcmScheduler scheduler(m.models->scheduler);
   m.generator = at::detail::createCPUGenerator(o.seed);
   m.latent_channels = unet->config.in_channels;
   const auto n = static_cast<std::int64_t>(o.stream.t_index_list.size());

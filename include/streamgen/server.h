@@ -1,0 +1,53 @@
+#pragma once
+// `streamgen serve`: HTTP + WebSocket server (Boost.Beast) with the web page, one stream per browser
+// session over models loaded once.
+//
+// Routes: GET /            the page (HTML/JS/CSS built into the binary)
+//         GET /healthz     "ok"
+//         GET /metrics     Prometheus text format: sessions, frames, drops, per-stage latency
+//         GET /ws          WebSocket, one session:
+//   client -> server  text   {"type":"config", "prompt", "negative_prompt", "mode": "img2img"|"txt2img",
+//                             "guidance", "delta", "t_index": [..], "seed", "blend_frames"}
+//                             (a prompt change hot-swaps; other changes restart the session's stream)
+//                     binary a JPEG/PNG frame (img2img)
+//   server -> client  binary a JPEG frame
+//                     text   {"type":"ready"|"config"|"stats"|"error"|"busy", ...}
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "streamgen/stream_runner.h"
+
+namespace streamgen {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  unsigned short port = 8080;         // 0: any free port (see Server::port())
+  int max_sessions = 4;
+  std::size_t max_message_bytes = 4u << 20;
+  int jpeg_quality = 85;
+  StreamRunnerOptions stream;         // defaults for new sessions; stream.models is loaded if empty
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts serving on background threads; throws streamgen::Error if the address is taken.
+  void start();
+  unsigned short port() const;
+  // Blocks until stop() (from another thread or a signal handler's flag watcher).
+  void wait();
+  void stop();
+  std::string metrics_text() const;
+
+  struct Impl;  // opaque; public so that the connection classes in server.cpp can name it
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace streamgen

@@ -1,0 +1,160 @@
+// The streamgen page: frames from the camera or a video go to the server over one WebSocket,
+// generated JPEG frames come back and are shown as they arrive.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  ws: null, width: 512, height: 512, source: null, stream: null, running: false,
+  inFlight: [], received: 0, times: [], lastUrl: null, promptTimer: null,
+};
+const MAX_IN_FLIGHT = 2;  // frames sent but not answered: more only adds latency
+
+function setStatus(text) { $('status').textContent = text; }
+function showMessage(text) { $('message').textContent = text || ''; }
+
+function tIndexFromStrength(strength) {
+  // Strength s denoises the last s of the 50-step schedule: one slot at index round(50 * (1 - s)).
+  return [Math.min(49, Math.max(0, Math.round(50 * (1 - strength))))];
+}
+
+function config() {
+  return {
+    type: 'config',
+    prompt: $('prompt').value,
+    guidance: Number($('guidance').value),
+    delta: Number($('delta').value),
+    t_index: tIndexFromStrength(Number($('strength').value)),
+    seed: Number($('seed').value) || 0,
+  };
+}
+
+function send(obj) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+}
+
+function connect() {
+  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  ws.binaryType = 'blob';
+  state.ws = ws;
+  ws.onopen = () => setStatus('connected');
+  ws.onclose = (e) => {
+    setStatus(e.code === 1013 ? 'server busy' : 'disconnected');
+    state.running = false;
+  };
+  ws.onmessage = (e) => (typeof e.data === 'string' ? onText(JSON.parse(e.data)) : onFrame(e.data));
+}
+
+function onText(msg) {
+  if (msg.type === 'ready' || msg.type === 'config') {
+    state.width = msg.width;
+    state.height = msg.height;
+    document.body.dataset.prompt = msg.prompt;  // what the server is using now
+    setStatus(`session ${msg.session} · ${msg.mode} · ${msg.width}×${msg.height}`);
+    if (msg.type === 'ready') send(config());
+  } else if (msg.type === 'stats') {
+    const lat = msg.stages && msg.stages.latency;
+    if (lat) $('latency').textContent = lat.median_ms.toFixed(0);
+  } else if (msg.type === 'busy') {
+    showMessage(msg.message);
+  } else if (msg.type === 'error') {
+    showMessage(msg.message);
+  }
+}
+
+function onFrame(blob) {
+  state.inFlight.shift();
+  state.received += 1;
+  const now = performance.now();
+  state.times.push(now);
+  while (state.times.length > 30) state.times.shift();
+  if (state.times.length > 1) {
+    const fps = (state.times.length - 1) * 1000 / (now - state.times[0]);
+    $('fps').textContent = fps.toFixed(1);
+  }
+  $('received').textContent = String(state.received);
+  const url = URL.createObjectURL(blob);
+  $('output').src = url;
+  if (state.lastUrl) URL.revokeObjectURL(state.lastUrl);
+  state.lastUrl = url;
+  document.body.dataset.received = String(state.received);
+}
+
+// Centre-crop the playing video into the model's frame size and send it as JPEG.
+function pump() {
+  if (!state.running) return;
+  const video = $('source');
+  if (video.readyState >= 2 && state.inFlight.length < MAX_IN_FLIGHT && state.ws.readyState === WebSocket.OPEN) {
+    const canvas = $('grab');
+    canvas.width = state.width;
+    canvas.height = state.height;
+    const side = Math.min(video.videoWidth, video.videoHeight * state.width / state.height);
+    const sh = side * state.height / state.width;
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(video, (video.videoWidth - side) / 2, (video.videoHeight - sh) / 2, side, sh, 0, 0, state.width, state.height);
+    state.inFlight.push(performance.now());
+    canvas.toBlob((blob) => { if (blob) state.ws.send(blob); }, 'image/jpeg', 0.85);
+  }
+  // A frame that never comes back (skipped, dropped) must not stall the loop for ever.
+  if (state.inFlight.length && performance.now() - state.inFlight[0] > 3000) state.inFlight.shift();
+  requestAnimationFrame(pump);
+}
+
+function stopSource() {
+  state.running = false;
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  $('source').srcObject = null;
+  $('stop').disabled = true;
+}
+
+async function startCamera() {
+  stopSource();
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (err) {
+    showMessage(`camera: ${err.message}`);
+    return;
+  }
+  $('source').srcObject = state.stream;
+  await $('source').play();
+  startImg2Img();
+}
+
+async function startFile(file) {
+  stopSource();
+  const video = $('source');
+  video.src = URL.createObjectURL(file);
+  await video.play();
+  startImg2Img();
+}
+
+function startImg2Img() {
+  send({ ...config(), mode: 'img2img' });
+  state.running = true;
+  $('stop').disabled = false;
+  showMessage('');
+  requestAnimationFrame(pump);
+}
+
+function startTxt2Img() {
+  stopSource();
+  send({ ...config(), mode: 'txt2img' });
+  $('stop').disabled = false;
+}
+
+$('camera').onclick = startCamera;
+$('file').onchange = (e) => e.target.files[0] && startFile(e.target.files[0]);
+$('txt2img').onclick = startTxt2Img;
+$('stop').onclick = () => { stopSource(); send({ type: 'config', mode: 'img2img' }); };
+// The prompt hot-swaps as the user types (debounced): no restart, no blank frame.
+$('prompt').oninput = () => {
+  clearTimeout(state.promptTimer);
+  state.promptTimer = setTimeout(() => send({ type: 'config', prompt: $('prompt').value }), 250);
+};
+for (const id of ['guidance', 'delta', 'strength']) {
+  $(id).oninput = () => { $(`${id}-value`).textContent = $(id).value; };
+  $(id).onchange = () => send(config());
+}
+$('seed').onchange = () => send(config());
+
+connect();
