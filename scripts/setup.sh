@@ -18,6 +18,7 @@ PACKAGES=(
   libboost-dev                 # Beast + Asio: the HTTP/WebSocket server
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev        # libFuzzer for the header fuzz test
+  chromium                     # the real-browser end-to-end test (driven by playwright-core from npm)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -44,6 +45,15 @@ if [ -e "$blas" ] && command -v update-alternatives >/dev/null; then
   if [ "$current" != "$(readlink -f $blas)" ]; then
     as_root update-alternatives --set libblas.so.3-x86_64-linux-gnu "$blas" || true
   fi
+fi
+
+# playwright-core for the browser test, at the version package-lock.json pins (it drives Debian's
+# chromium; no browser is downloaded). npm comes from Debian when the machine has no Node.js.
+if ! command -v npm >/dev/null && [ "${STREAMGEN_SKIP_APT:-0}" != 1 ]; then
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+fi
+if command -v npm >/dev/null && [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) || echo "setup: npm ci failed; the browser test will report itself skipped"
 fi
 
 generator=()

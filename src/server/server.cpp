@@ -115,10 +115,9 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) {
-      if (ec == websocket::error::message_too_big) {
-        spdlog::warn("session {}: message over {} bytes; closing", id_, server_->o.max_message_bytes);
+      if (ec == websocket::error::message_too_big) {  // Beast fails the connection with close code 1009 itself
+        spdlog::warn("session {}: message over {} bytes; closing the session", id_, server_->o.max_message_bytes);
         count_rejected();
-        ws_.async_close(websocket::close_reason(websocket::close_code::too_big, "message too big"), [self = shared_from_this()](beast::error_code) {});
       }
       end();
       return;
@@ -519,20 +518,15 @@ void Server::stop() {
     beast::error_code ignored;
     m.acceptor.close(ignored);
   });
-  std::vector<std::shared_ptr<WsSession>> live;
-  {
-    std::lock_guard lock(m.mutex);
-    live.assign(m.sessions.begin(), m.sessions.end());
-  }
-  for (const auto& s : live)
-    if (auto r = s->runner()) r->stop();
   m.ioc.stop();
   for (auto& t : m.threads)
     if (t.joinable()) t.join();
+  std::set<std::shared_ptr<WsSession>> ending;
   {
     std::lock_guard lock(m.mutex);
-    m.sessions.clear();
+    ending.swap(m.sessions);
   }
+  ending.clear();  // each session's stream stops as its last reference goes
   m.stopped_cv.notify_all();
 }
 

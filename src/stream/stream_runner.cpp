@@ -81,6 +81,7 @@ struct StreamRunner::Impl {
   std::mutex callback_mutex;
   std::function<void(const StreamFrame&)> callback;
   std::atomic<bool> running{true};
+  std::mutex stop_mutex;
   std::thread compute_thread, decode_thread, prompt_thread;
 
   explicit Impl(StreamRunnerOptions options)
@@ -249,7 +250,8 @@ struct StreamRunner::Impl {
 
 std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& model, const std::filesystem::path& taesd,
                                                       const ComputeOptions& compute) {
-  auto m = std::make_shared<StreamModels>(StreamModels{ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer"))});
+  auto m = std::make_shared<StreamModels>(StreamModels{ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer")), nullptr, nullptr,
+                                                       nullptr, LcmSchedulerConfig{}, compute});
   m->text_encoder = load_clip_text_model(resolve_component_dir(model, "text_encoder"), compute);
   m->unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), compute);
   m->taesd = load_autoencoder_tiny(taesd, compute);
@@ -290,6 +292,7 @@ StreamRunner::~StreamRunner() { stop(); }
 
 void StreamRunner::stop() {
   auto& m = *impl_;
+  std::lock_guard stopping(m.stop_mutex);  // callable from several threads at once (a server shutting down)
   m.running = false;
   m.inputs.close();
   m.prompt_cv.notify_all();

@@ -1,0 +1,281 @@
+// `streamgen serve` over loopback with a real WebSocket client: frames in -> frames out, prompt
+// hot-swap, separate sessions, malformed and oversized messages, admission control, HTTP routes.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <nlohmann/json.hpp>
+
+#include "streamgen/error.h"
+#include "streamgen/image_io.h"
+#include "streamgen/server.h"
+#include "test_util.h"
+
+namespace streamgen {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+
+ServerOptions tiny_server(int max_sessions = 2) {
+  ServerOptions o;
+  o.port = 0;
+  o.max_sessions = max_sessions;
+  o.stream.model = test::data_path("tiny-sd21");
+  o.stream.taesd = test::data_path("taesd");
+  o.stream.width = o.stream.height = 64;
+  o.stream.prompt = "a cat";
+  o.stream.stream.t_index_list = {32, 45};
+  o.stream.stream.cfg = CfgType::Self;
+  o.stream.output_capacity = 2;
+  return o;
+}
+
+std::string jpeg_frame(std::uint64_t seed) {
+  torch::manual_seed(seed);
+  return encode_jpeg(torch::randint(0, 256, {3, 80, 96}, torch::kUInt8), 90);
+}
+
+// A WebSocket client with blocking calls; a read gives up after 20 s instead of hanging the suite.
+class Client {
+ public:
+  explicit Client(unsigned short port) : ws_(ioc_) {
+    ws_.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    ws_.handshake("127.0.0.1", "/ws");
+  }
+  void send_text(const std::string& s) {
+    ws_.text(true);
+    ws_.write(net::buffer(s));
+  }
+  void send_json(const json& j) { send_text(j.dump()); }
+  void send_binary(const std::string& s) {
+    ws_.binary(true);
+    ws_.write(net::buffer(s));
+  }
+  // The next text message of this type (others, e.g. stats, are skipped); frames are kept for next_frame().
+  json next_json(const std::string& type) {
+    for (int i = 0; i < 200; ++i) {
+      auto [text, data] = read();
+      if (!text) {
+        frames_.push_back(data);
+        continue;
+      }
+      auto j = json::parse(data);
+      if (j["type"] == type) return j;
+      if (j["type"] == "error" && type != "error") ADD_FAILURE() << "unexpected error: " << data;
+    }
+    ADD_FAILURE() << "no '" << type << "' message";
+    return {};
+  }
+  torch::Tensor next_frame() {
+    while (frames_.empty()) {
+      auto [text, data] = read();
+      if (!text) return decode_image(data, "frame");
+    }
+    auto f = frames_.front();
+    frames_.erase(frames_.begin());
+    return decode_image(f, "frame");
+  }
+  // Reads until the server closes; returns the close code, or -1 if the connection was dropped
+  // without a close frame reaching us (a server may reset a connection it refuses to read further).
+  int wait_close() {
+    try {
+      while (true) read();
+    } catch (const beast::system_error& e) {
+      if (e.code() != websocket::error::closed) return -1;
+    }
+    return ws_.reason().code;
+  }
+  void close() { ws_.close(websocket::close_code::normal); }
+
+ private:
+  std::pair<bool, std::string> read() {
+    beast::flat_buffer b;
+    beast::error_code ec;
+    bool done = false;
+    ws_.async_read(b, [&](beast::error_code e, std::size_t) {
+      ec = e;
+      done = true;
+    });
+    ioc_.restart();
+    ioc_.run_for(std::chrono::seconds(20));
+    if (!done) {
+      ws_.next_layer().cancel();
+      ioc_.restart();
+      ioc_.run();
+      throw std::runtime_error("no message from the server within 20 s");
+    }
+    if (ec) throw beast::system_error(ec);
+    return {ws_.got_text(), beast::buffers_to_string(b.data())};
+  }
+  net::io_context ioc_;
+  websocket::stream<tcp::socket> ws_;
+  std::vector<std::string> frames_;
+};
+
+std::pair<int, std::string> http_get(unsigned short port, const std::string& target) {
+  net::io_context ioc;
+  tcp::socket s(ioc);
+  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  http::request<http::empty_body> req(http::verb::get, target, 11);
+  req.set(http::field::host, "127.0.0.1");
+  http::write(s, req);
+  beast::flat_buffer b;
+  http::response<http::string_body> res;
+  http::read(s, b, res);
+  return {static_cast<int>(res.result_int()), res.body()};
+}
+
+TEST(Server, FramesInFramesOutAndPromptHotSwap) {
+  Server server(tiny_server());
+  server.start();
+  Client c(server.port());
+  const auto ready = c.next_json("ready");
+  EXPECT_EQ(ready["prompt"], "a cat");
+  EXPECT_EQ(ready["width"], 64);
+  c.send_binary(jpeg_frame(1));
+  const auto out = c.next_frame();
+  EXPECT_EQ(out.sizes(), (std::vector<std::int64_t>{1, 3, 64, 64}));
+
+  c.send_json({{"type", "config"}, {"prompt", "a dog"}});
+  const auto cfg = c.next_json("config");
+  EXPECT_EQ(cfg["prompt"], "a dog");
+  EXPECT_FALSE(cfg["restarted"].get<bool>());  // a prompt change is a hot swap
+  c.send_binary(jpeg_frame(2));
+  EXPECT_EQ(c.next_frame().size(3), 64);
+
+  c.send_json({{"type", "config"}, {"guidance", 1.5}, {"t_index", {20, 40}}});
+  EXPECT_TRUE(c.next_json("config")["restarted"].get<bool>());
+  c.send_binary(jpeg_frame(3));
+  EXPECT_EQ(c.next_frame().size(2), 64);
+  c.close();
+}
+
+TEST(Server, TwoSessionsGetTheirOwnStreams) {
+  Server server(tiny_server());
+  server.start();
+  Client a(server.port()), b(server.port());
+  const auto ra = a.next_json("ready"), rb = b.next_json("ready");
+  EXPECT_NE(ra["session"], rb["session"]);
+  a.send_json({{"type", "config"}, {"prompt", "a red house"}, {"seed", 1}});
+  b.send_json({{"type", "config"}, {"prompt", "a blue boat"}, {"seed", 7}});
+  a.next_json("config");
+  b.next_json("config");
+  const auto frame = jpeg_frame(4);
+  torch::Tensor fa, fb;
+  for (int i = 0; i < 3; ++i) {  // past the two-slot warm-up; one at a time, as the latest frame wins
+    a.send_binary(frame);
+    b.send_binary(frame);
+    fa = a.next_frame();
+    fb = b.next_frame();
+  }
+  EXPECT_FALSE(torch::equal(fa, fb)) << "two sessions with different prompts and seeds gave the same image";
+  // Only frames sent by a session come back to it: b sends nothing more, a sends one.
+  a.send_binary(frame);
+  a.next_frame();
+  const auto m = http_get(server.port(), "/metrics").second;
+  EXPECT_NE(m.find("streamgen_sessions_active 2"), std::string::npos) << m;
+  EXPECT_NE(m.find("streamgen_frames_in_total 7"), std::string::npos) << m;
+}
+
+TEST(Server, MalformedMessagesAreRejectedAndTheSessionSurvives) {
+  Server server(tiny_server());
+  server.start();
+  Client c(server.port());
+  c.next_json("ready");
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"not json", "JSON object"},
+      {R"({"prompt": "x"})", "with a \"type\""},
+      {R"({"type": "dance"})", "unknown message type 'dance'"},
+      {R"({"type": "config", "guidance": "high"})", "\"guidance\" must be a number"},
+      {R"({"type": "config", "guidance": 99})", "\"guidance\" must be in [0, 20]"},
+      {R"({"type": "config", "t_index": [60]})", "t_index"},
+      {R"({"type": "config", "mode": "video"})", "\"mode\" must be"},
+  };
+  for (const auto& [msg, want] : bad) {
+    c.send_text(msg);
+    const auto e = c.next_json("error");
+    EXPECT_NE(e["message"].get<std::string>().find(want), std::string::npos) << msg << " -> " << e.dump();
+  }
+  c.send_binary("definitely not an image");
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("cannot decode the frame"), std::string::npos);
+  c.send_binary(jpeg_frame(5));  // still serving
+  EXPECT_EQ(c.next_frame().size(1), 3);
+  const auto m = http_get(server.port(), "/metrics").second;
+  EXPECT_NE(m.find("streamgen_messages_rejected_total 8"), std::string::npos) << m;
+}
+
+TEST(Server, OversizedMessageClosesOnlyThatSession) {
+  auto o = tiny_server();
+  o.max_message_bytes = 64 * 1024;
+  Server server(o);
+  server.start();
+  Client c(server.port());
+  c.next_json("ready");
+  c.send_binary(std::string(100 * 1024, 'x'));
+  const int code = c.wait_close();
+  EXPECT_TRUE(code == static_cast<int>(websocket::close_code::too_big) || code == -1) << code;
+  Client d(server.port());
+  d.next_json("ready");
+  d.send_binary(jpeg_frame(6));
+  EXPECT_EQ(d.next_frame().size(3), 64);
+  EXPECT_NE(http_get(server.port(), "/metrics").second.find("streamgen_messages_rejected_total 1"), std::string::npos);
+}
+
+TEST(Server, SessionsBeyondTheLimitAreToldTheServerIsBusy) {
+  Server server(tiny_server(1));
+  server.start();
+  auto a = std::make_unique<Client>(server.port());
+  a->next_json("ready");
+  Client b(server.port());
+  const auto busy = b.next_json("busy");
+  EXPECT_NE(busy["message"].get<std::string>().find("busy"), std::string::npos);
+  EXPECT_EQ(b.wait_close(), static_cast<int>(websocket::close_code::try_again_later));  // 1013
+  a->close();
+  a.reset();
+  // The slot frees when the first session ends.
+  for (int i = 0; i < 50; ++i) {
+    if (http_get(server.port(), "/metrics").second.find("streamgen_sessions_active 0") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  Client c(server.port());
+  c.next_json("ready");
+  EXPECT_NE(http_get(server.port(), "/metrics").second.find("streamgen_sessions_rejected_total{reason=\"busy\"} 1"), std::string::npos);
+}
+
+TEST(Server, HttpRoutes) {
+  Server server(tiny_server());
+  server.start();
+  EXPECT_EQ(http_get(server.port(), "/healthz"), (std::pair<int, std::string>{200, "ok\n"}));
+  const auto page = http_get(server.port(), "/");
+  EXPECT_EQ(page.first, 200);
+  EXPECT_NE(page.second.find("<script src=\"/app.js\">"), std::string::npos);
+  EXPECT_EQ(http_get(server.port(), "/app.js").first, 200);
+  EXPECT_EQ(http_get(server.port(), "/style.css").first, 200);
+  EXPECT_EQ(http_get(server.port(), "/../etc/passwd").first, 404);
+  const auto m = http_get(server.port(), "/metrics");
+  EXPECT_EQ(m.first, 200);
+  EXPECT_NE(m.second.find("# TYPE streamgen_frames_dropped_total counter"), std::string::npos);
+}
+
+TEST(Server, AddressInUseIsAClearError) {
+  Server a(tiny_server());
+  a.start();
+  auto o = tiny_server();
+  o.port = a.port();
+  Server b(o);
+  try {
+    b.start();
+    ADD_FAILURE() << "bound twice";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot listen on 127.0.0.1:" + std::to_string(a.port())), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace streamgen
