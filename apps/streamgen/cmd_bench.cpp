@@ -99,6 +99,14 @@ void register_bench(CLI::App& app) {
     print_bench_rows(std::cout, bench_safetensors(st->options), st->json);
   });
 
+  auto media = std::make_shared<std::pair<MediaBenchOptions, bool>>();
+  auto* media_cmd = cmd->add_subcommand("media", "Decode -> fit -> encode throughput with no model (video files, JPEG frames)");
+  media_cmd->add_option("--frames", media->first.frames, "Frames in the generated clip")->capture_default_str()->check(CLI::Range(1, 100000));
+  media_cmd->add_option("--sizes", media->first.sizes, "Model frame sizes")->capture_default_str();
+  media_cmd->add_option("--runs", media->first.runs, "Timed passes (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
+  media_cmd->add_flag("--json", media->second, "One JSON object per configuration per line");
+  media_cmd->callback([media] { print_bench_rows(std::cout, bench_media(media->first), media->second); });
+
   add_model_bench(cmd, "unet", "UNet2DConditionModel at real size, random weights (SD-Turbo = sd21)",
                   "Latent sizes (default 32,64)", &bench_unet, true);
   add_model_bench(cmd, "taesd", "TAESD encode and decode, random weights", "Image sizes (default 256,512)", &bench_taesd, false);

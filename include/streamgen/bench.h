@@ -80,4 +80,15 @@ struct SafetensorsBenchOptions {
 // resident (the ceiling), through the mmap zero-copy path, and through read(2) into a buffer.
 std::vector<BenchRow> bench_safetensors(const SafetensorsBenchOptions& options);
 
+struct MediaBenchOptions {
+  std::int64_t frames = 120;                  // length of the generated 640x480 H.264 clip
+  std::vector<std::int64_t> sizes{256, 512};  // model frame sizes to fit to
+  std::filesystem::path dir = std::filesystem::temp_directory_path();
+  int runs = 3;
+};
+
+// Decode, decode + fit, decode + fit + H.264 encode of a generated clip, and JPEG encode + decode
+// (the server's per-frame path): frames per second with no model in the loop.
+std::vector<BenchRow> bench_media(const MediaBenchOptions& options);
+
 }  // namespace streamgen
