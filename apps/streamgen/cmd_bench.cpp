@@ -107,6 +107,27 @@ void register_bench(CLI::App& app) {
   media_cmd->add_flag("--json", media->second, "One JSON object per configuration per line");
   media_cmd->callback([media] { print_bench_rows(std::cout, bench_media(media->first), media->second); });
 
+  struct ServeArgs {
+    ServeBenchOptions options;
+    std::string model, taesd;
+    ComputeArgs compute;
+    bool json = false;
+  };
+  auto serve = std::make_shared<ServeArgs>();
+  auto* serve_cmd = cmd->add_subcommand("serve", "Server overhead: FPS and latency through the WebSocket vs the same stream in-process");
+  serve_cmd->add_option("--model", serve->model, "Diffusers pipeline folder")->required()->check(CLI::ExistingDirectory);
+  serve_cmd->add_option("--taesd", serve->taesd, "TAESD folder")->required()->check(CLI::ExistingPath);
+  serve_cmd->add_option("--size", serve->options.size, "Frame size (square, multiple of 8)")->capture_default_str()->check(CLI::Range(8, 2048));
+  serve_cmd->add_option("--frames", serve->options.frames, "Timed frames per path")->capture_default_str()->check(CLI::Range(1, 100000));
+  serve_cmd->add_flag("--json", serve->json, "One JSON object per configuration per line");
+  serve->compute.add_to(*serve_cmd);
+  serve_cmd->callback([serve] {
+    serve->options.model = serve->model;
+    serve->options.taesd = serve->taesd;
+    serve->options.compute = serve->compute.resolve();
+    print_bench_rows(std::cout, bench_serve(serve->options), serve->json);
+  });
+
   add_model_bench(cmd, "unet", "UNet2DConditionModel at real size, random weights (SD-Turbo = sd21)",
                   "Latent sizes (default 32,64)", &bench_unet, true);
   add_model_bench(cmd, "taesd", "TAESD encode and decode, random weights", "Image sizes (default 256,512)", &bench_taesd, false);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "streamgen/device.h"
 #include "streamgen/timing.h"
 
 namespace streamgen {
@@ -90,5 +91,16 @@ struct MediaBenchOptions {
 // Decode, decode + fit, decode + fit + H.264 encode of a generated clip, and JPEG encode + decode
 // (the server's per-frame path): frames per second with no model in the loop.
 std::vector<BenchRow> bench_media(const MediaBenchOptions& options);
+
+struct ServeBenchOptions {
+  std::filesystem::path model, taesd;  // a pipeline folder and a TAESD folder (real or tests/data's tiny ones)
+  std::int64_t size = 256;
+  int frames = 30;
+  ComputeOptions compute;
+};
+
+// One stream driven in-process (StreamRunner push/pop) and through `streamgen serve` over loopback
+// (JPEG frames on a WebSocket), one frame in flight: FPS lost and latency added by the server.
+std::vector<BenchRow> bench_serve(const ServeBenchOptions& options);
 
 }  // namespace streamgen
