@@ -263,6 +263,12 @@ TEST(Cli, Img2ImgFromVideoToVideoAndThroughPipes) {
   while (out->next()) ++n;
   EXPECT_EQ(n, 6);
 
+  // Four frames per UNet call over six input frames: the last call is padded, six frames written.
+  r = run("-q img2img" + models + " -i " + (dir / "in.mp4").string() + " -o " + (dir / "f4").string() + " -p x -W 64 -H 64 --frame-buffer-size 4");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "f4" / "frame_00005.png"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "f4" / "frame_00006.png"));
+
   // Raw RGB24 in on stdin, raw out on stdout: 3 frames of 40x24 in, 3 of 64x64 out.
   test::write_bytes(dir / "in.rgb", std::string(3 * 40 * 24 * 3, '\x40'));
   const std::string cmd = "cat " + (dir / "in.rgb").string() + " | " + STREAMGEN_CLI + " -q img2img" + models +

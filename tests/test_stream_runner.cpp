@@ -68,6 +68,36 @@ TEST(StreamRunner, FramesInImagesOutWithStageTimings) {
   EXPECT_FALSE(runner.pop(10ms).has_value());
 }
 
+TEST(StreamRunner, FrameBufferOfTwoTakesAndGivesTwoFramesPerCall) {
+  auto o = tiny_options();
+  o.stream.frame_buffer_size = 2;
+  o.input_capacity = 8;  // this test feeds faster than real time and wants every frame
+  o.output_capacity = 8;
+  auto run = [&] {
+    StreamRunner runner(o);
+    for (int i = 0; i < 6; ++i) runner.push(frame(i));
+    std::vector<torch::Tensor> out;
+    for (int i = 0; i < 6; ++i) {
+      auto f = runner.pop(20s);
+      if (!f) break;
+      EXPECT_EQ(f->index, i);
+      out.push_back(f->image_u8);
+    }
+    const auto s = runner.stats();
+    EXPECT_EQ(s.calls, 3u);  // six frames, two per UNet call
+    EXPECT_EQ(s.frames_out, 6u);
+    return out;
+  };
+  const auto a = run(), b = run();
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "frame " << i << " is not reproducible";
+  EXPECT_FALSE(torch::equal(a[4], a[5]));  // the two frames of a call are different frames
+
+  o.ssf = SimilarityFilterOptions{0.98, 10, false};
+  EXPECT_THROW(StreamRunner{o}, Error);
+}
+
 TEST(StreamRunner, OutputCallback) {
   StreamRunner runner(tiny_options());
   std::mutex m;

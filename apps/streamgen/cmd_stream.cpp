@@ -26,7 +26,7 @@ struct StreamArgs {
   std::vector<std::int64_t> t_index{32, 45};
   double guidance = 1.2, delta = 1.0;
   std::uint64_t seed = 2;
-  std::int64_t width = 512, height = 512;
+  std::int64_t width = 512, height = 512, frame_buffer = 1;
   ComputeArgs compute;
 };
 
@@ -42,6 +42,9 @@ void add_stream_options(CLI::App* cmd, StreamArgs& a) {
   cmd->add_option("--seed", a.seed, "Noise seed")->capture_default_str();
   cmd->add_option("-W,--width", a.width, "Frame width (multiple of 8)")->capture_default_str();
   cmd->add_option("-H,--height", a.height, "Frame height (multiple of 8)")->capture_default_str();
+  cmd->add_option("--frame-buffer-size", a.frame_buffer, "Frames per UNet call (F): more throughput, more latency")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
   a.compute.add_to(*cmd);
 }
 
@@ -59,8 +62,9 @@ StreamRunnerOptions runner_options(const StreamArgs& a) {
   o.stream.cfg = parse_cfg_type(a.cfg);
   o.stream.guidance_scale = a.guidance;
   o.stream.delta = a.delta;
-  o.input_capacity = 1;
-  o.output_capacity = 1;
+  o.stream.frame_buffer_size = a.frame_buffer;
+  o.input_capacity = static_cast<std::size_t>(a.frame_buffer);  // one call's frames
+  o.output_capacity = static_cast<std::size_t>(a.frame_buffer);
   return o;
 }
 
@@ -132,6 +136,7 @@ void register_stream_commands(CLI::App& app) {
     po.fit = parse_fit(i2i->fit);
     po.realtime = m->realtime;
     po.max_frames = m->max_frames;
+    po.frames_per_call = o.stream.frame_buffer_size;
     po.stop = &g_interrupted;
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);

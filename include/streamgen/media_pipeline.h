@@ -19,6 +19,7 @@ struct MediaPipelineOptions {
   bool realtime = false;                   // pace a file source to its frame rate (live mode)
   std::size_t sink_queue = 8;              // live mode: frames waiting for the writer
   std::int64_t max_frames = -1;            // stop after this many input frames (-1: all)
+  std::int64_t frames_per_call = 1;        // the runner's frame_buffer_size; its input queue must hold this many
   const std::atomic<bool>* stop = nullptr; // set from a signal handler to end the run cleanly
   std::function<void(std::int64_t frames_done)> on_frame;  // progress (offline: per output)
   std::function<void(const StreamStats&)> on_status;       // live: about twice a second

@@ -24,16 +24,29 @@ torch::Tensor fit_frame(const VideoFrame& f, const MediaPipelineOptions& o) { re
 
 MediaPipelineResult run_offline(FrameSource& source, StreamRunner& runner, FrameSink& sink, const MediaPipelineOptions& o) {
   MediaPipelineResult r;
-  while (!stop_requested(o) && (o.max_frames < 0 || r.frames_read < o.max_frames)) {
-    auto f = source.next();
-    if (!f) break;
-    ++r.frames_read;
-    runner.push(fit_frame(*f, o));
-    const auto out = runner.pop(kOfflineOutputTimeout);
-    if (!out) throw Error("the stream stopped before output " + std::to_string(r.frames_written) + " (see the log)");
-    sink.write(out->image_u8);
-    ++r.frames_written;
-    if (o.on_frame) o.on_frame(r.frames_written);
+  const auto per_call = static_cast<std::size_t>(std::max<std::int64_t>(1, o.frames_per_call));
+  while (!stop_requested(o)) {
+    // One call's worth of frames in, as many out; the runner's input queue holds them all.
+    std::vector<torch::Tensor> group;
+    while (group.size() < per_call && (o.max_frames < 0 || r.frames_read < o.max_frames)) {
+      auto f = source.next();
+      if (!f) break;
+      ++r.frames_read;
+      group.push_back(fit_frame(*f, o));
+    }
+    if (group.empty()) break;
+    const auto real = group.size();
+    while (group.size() < per_call) group.push_back(group.back());  // the source ended mid-call: pad, then drop the extra outputs
+    for (const auto& g : group) runner.push(g);
+    for (std::size_t i = 0; i < per_call; ++i) {
+      const auto out = runner.pop(kOfflineOutputTimeout);
+      if (!out) throw Error("the stream stopped before output " + std::to_string(r.frames_written) + " (see the log)");
+      if (i >= real) continue;
+      sink.write(out->image_u8);
+      ++r.frames_written;
+      if (o.on_frame) o.on_frame(r.frames_written);
+    }
+    if (real < per_call) break;
   }
   return r;
 }

@@ -149,11 +149,17 @@ struct StreamRunner::Impl {
         if (o.stream.txt2img) {
           z = torch::randn(latent_shape, generator);
         } else {
-          auto in = inputs.pop(kPollInterval);
-          if (!in) continue;
-          pushed = in->pushed;
+          // F frames make one call (frame_buffer_size); latency counts from the oldest of them.
+          std::vector<torch::Tensor> batch;
+          while (running && static_cast<std::int64_t>(batch.size()) < F) {
+            auto in = inputs.pop(kPollInterval);
+            if (!in) continue;
+            if (batch.empty()) pushed = in->pushed;
+            batch.push_back(in->image_u8.unsqueeze(0));
+          }
+          if (static_cast<std::int64_t>(batch.size()) < F) continue;  // stopping
           auto t0 = Clock::now();
-          const auto x = image_u8_to_unit_range(in->image_u8.unsqueeze(0));
+          const auto x = image_u8_to_unit_range(torch::cat(batch));
           record("preprocess", ms_between(t0, Clock::now()));
           if (ssf && !ssf->check(x).process) {
             ++frames_skipped;
@@ -265,8 +271,9 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
   auto& o = m.o;
   if (o.width % 8 != 0 || o.height % 8 != 0 || o.width <= 0 || o.height <= 0)
     throw Error("stream: width and height must be positive multiples of 8, got " + std::to_string(o.width) + "x" + std::to_string(o.height));
-  if (!o.stream.txt2img && o.stream.frame_buffer_size != 1)
-    throw Error("stream: the live runner takes one frame per call so far (frame_buffer_size 1)");
+  if (o.stream.frame_buffer_size < 1) throw Error("stream: frame_buffer_size must be at least 1");
+  if (o.ssf && o.stream.frame_buffer_size != 1)
+    throw Error("stream: the similarity filter decides frame by frame; use it with frame_buffer_size 1");
   m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute);
   o.compute = m.models->compute;
   auto unet = m.models->unet;
