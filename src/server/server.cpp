@@ -44,7 +44,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
-  std::mutex mutex;
+  mutable std::mutex mutex;
   std::condition_variable stopped_cv;
   bool stopped = false;
   std::set<std::shared_ptr<WsSession>> sessions;  // admitted sessions
@@ -436,7 +436,7 @@ std::string Server::Impl::metrics() const {
   std::vector<std::shared_ptr<WsSession>> live;
   std::uint64_t in, out, skipped, drop_in, drop_out, drop_send, total, busy, rejected;
   {
-    std::lock_guard lock(const_cast<std::mutex&>(mutex));
+    std::lock_guard lock(mutex);
     live.assign(sessions.begin(), sessions.end());
     in = ended_in, out = ended_out, skipped = ended_skipped, drop_in = ended_drop_in, drop_out = ended_drop_out, drop_send = send_dropped;
     total = sessions_total, busy = rejected_busy, rejected = messages_rejected;
