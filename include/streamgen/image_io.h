@@ -19,6 +19,8 @@ torch::Tensor read_image(const std::filesystem::path& path);
 torch::Tensor decode_image(std::string_view bytes, const std::string& what);
 // uint8 [3, H, W] or [1, 3, H, W] -> JPEG bytes (quality 1-100).
 std::string encode_jpeg(const torch::Tensor& image_u8, int quality = 85);
+// PNG, JPEG or BMP by its extension (any case): the files list_images and the media layer take.
+bool is_image_file(const std::filesystem::path& path);
 // The images of a folder (PNG, JPEG, BMP; sorted by name), or the one image file given.
 std::vector<std::filesystem::path> list_images(const std::filesystem::path& source);
 

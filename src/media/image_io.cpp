@@ -117,16 +117,19 @@ std::string encode_jpeg(const torch::Tensor& image_u8, int quality) {
   return out;
 }
 
+bool is_image_file(const std::filesystem::path& path) {
+  auto ext = path.extension().string();
+  for (auto& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
 std::vector<std::filesystem::path> list_images(const std::filesystem::path& source) {
   std::error_code ec;
   if (std::filesystem::is_regular_file(source, ec)) return {source};
   if (!std::filesystem::is_directory(source, ec)) throw Error("input '" + source.string() + "' does not exist");
   std::vector<std::filesystem::path> out;
-  for (const auto& e : std::filesystem::directory_iterator(source, ec)) {
-    auto ext = e.path().extension().string();
-    for (auto& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (e.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp")) out.push_back(e.path());
-  }
+  for (const auto& e : std::filesystem::directory_iterator(source, ec))
+    if (e.is_regular_file() && is_image_file(e.path())) out.push_back(e.path());
   std::sort(out.begin(), out.end());
   if (out.empty()) throw Error("input folder '" + source.string() + "' holds no PNG, JPEG or BMP images");
   return out;

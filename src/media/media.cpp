@@ -20,17 +20,6 @@ namespace streamgen {
 namespace fs = std::filesystem;
 namespace {
 
-std::string lower_extension(const fs::path& p) {
-  auto ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return ext;
-}
-
-bool is_image_file(const fs::path& p) {
-  const auto ext = lower_extension(p);
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
-}
-
 bool has_glob_chars(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
 
 class ImageSource final : public FrameSource {

@@ -441,16 +441,16 @@ std::string Server::Impl::metrics() const {
     in = ended_in, out = ended_out, skipped = ended_skipped, drop_in = ended_drop_in, drop_out = ended_drop_out, drop_send = send_dropped;
     total = sessions_total, busy = rejected_busy, rejected = messages_rejected;
   }
-  std::string per_session;
+  std::string fps, lat;  // per-session samples of the two gauges
   for (const auto& s : live) {
     drop_send += s->send_dropped();
     const auto r = s->runner();
     if (!r) continue;
     const auto st = r->stats();
     in += st.frames_in, out += st.frames_out, skipped += st.frames_skipped, drop_in += st.inputs_dropped, drop_out += st.outputs_dropped;
-    per_session += fmt::format("streamgen_output_fps{{session=\"{}\"}} {:.3f}\n", s->id(), st.output_fps);
+    fps += fmt::format("streamgen_output_fps{{session=\"{}\"}} {:.3f}\n", s->id(), st.output_fps);
     for (const auto& [stage, t] : st.stages)
-      per_session += fmt::format("streamgen_stage_latency_ms{{session=\"{}\",stage=\"{}\",quantile=\"0.5\"}} {:.3f}\n"
+      lat += fmt::format("streamgen_stage_latency_ms{{session=\"{}\",stage=\"{}\",quantile=\"0.5\"}} {:.3f}\n"
                                  "streamgen_stage_latency_ms{{session=\"{}\",stage=\"{}\",quantile=\"0.9\"}} {:.3f}\n",
                                  s->id(), stage, t.median_ms, s->id(), stage, t.p90_ms);
   }
@@ -470,13 +470,6 @@ std::string Server::Impl::metrics() const {
          fmt::format("streamgen_frames_dropped_total{{where=\"input\"}} {}\nstreamgen_frames_dropped_total{{where=\"output\"}} {}\n"
                      "streamgen_frames_dropped_total{{where=\"send\"}} {}\n",
                      drop_in, drop_out, drop_send));
-  std::string fps, lat;
-  for (std::size_t start = 0; start < per_session.size();) {
-    const auto end = per_session.find('\n', start) + 1;
-    const auto line = per_session.substr(start, end - start);
-    (line.rfind("streamgen_output_fps", 0) == 0 ? fps : lat) += line;
-    start = end;
-  }
   metric("streamgen_output_fps", "gauge", "Output frames per second, per session.", fps);
   metric("streamgen_stage_latency_ms", "gauge", "Per-stage latency over the last frames, per session.", lat);
   return m;
