@@ -2,7 +2,9 @@
 // Strict loading of checkpoints into torch::nn::Module trees by exact parameter/buffer names.
 #include <torch/nn/module.h>
 
+#include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,5 +54,10 @@ std::string apply_renames(const std::string& key, const std::vector<KeyRename>& 
 // converting to the module tensor's dtype and device. In strict mode throws StateDictError that
 // lists all missing, unexpected and shape-mismatched tensors at once; nothing is copied then.
 LoadReport load_state_dict(torch::nn::Module& module, const TensorSource& weights, const LoadOptions& options = {});
+
+// The reverse: every parameter (converted to `dtype`) and buffer of the module, by its name, into
+// one safetensors file, written atomically.
+void save_state_dict(const torch::nn::Module& module, const std::filesystem::path& file, torch::ScalarType dtype = torch::kFloat32,
+                     const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace streamgen

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "streamgen/error.h"
+#include "streamgen/safetensors.h"
 
 namespace streamgen {
 
@@ -89,6 +90,14 @@ LoadReport load_state_dict(torch::nn::Module& module, const TensorSource& weight
     report.loaded.push_back(name);
   }
   return report;
+}
+
+void save_state_dict(const torch::nn::Module& module, const std::filesystem::path& file, torch::ScalarType dtype,
+                     const std::map<std::string, std::string>& metadata) {
+  NamedTensors tensors;
+  for (const auto& item : module.named_parameters()) tensors.emplace_back(item.key(), item.value().detach().to(torch::kCPU, dtype).contiguous());
+  for (const auto& item : module.named_buffers()) tensors.emplace_back(item.key(), item.value().detach().to(torch::kCPU).contiguous());
+  save_safetensors(file, tensors, metadata);
 }
 
 }  // namespace streamgen

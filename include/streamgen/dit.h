@@ -1,0 +1,130 @@
+#pragma once
+// The StreamDiT denoiser (../shared/docs/streamdit.md §11): an adaLN-Zero DiT over a buffer of
+// frames, with a per-frame flow-time embedding, 3D window self-attention (Swin-style half-window
+// shift on odd blocks, optional region mask for wrapped voxels), cross-attention to caption tokens
+// and factorised (t, h, w) position tables. Parameter names follow facebookresearch/DiT
+// (x_embedder, t_embedder.mlp, blocks.N.adaLN_modulation.1, final_layer.linear); StreamDiT has no
+// public checkpoint, so these are the names of the checkpoints this project writes.
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <array>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "streamgen/caption_encoder.h"
+#include "streamgen/device.h"
+
+namespace streamgen {
+
+struct StreamDiTConfig {
+  std::int64_t in_channels = 3;   // 3 for pixel space, the TAE's latent channels otherwise
+  std::int64_t patch_size = 4;    // spatial patch; the temporal patch is always 1 (per-frame τ)
+  std::int64_t hidden_size = 128;
+  std::int64_t depth = 4;
+  std::int64_t num_heads = 4;
+  double mlp_ratio = 4.0;
+  std::int64_t max_frames = 16;   // buffer frames B: the temporal position table
+  std::int64_t sample_height = 32;  // frame size the model was trained on (pixels or latents)
+  std::int64_t sample_width = 32;
+  std::array<std::int64_t, 3> window{8, 4, 4};  // [F_w, H_w, W_w] in tokens
+  bool shift_mask = true;  // Swin region mask for voxels wrapped around by the cyclic shift
+  std::int64_t frequency_embedding_size = 256;
+  CaptionEncoderConfig text;
+
+  std::int64_t grid_height() const { return sample_height / patch_size; }
+  std::int64_t grid_width() const { return sample_width / patch_size; }
+  // Throws streamgen::Error for inconsistent values (sizes not divisible by the patch, window
+  // larger than the token grid, heads not dividing the width, ...).
+  void validate(const std::string& source = "StreamDiT config") const;
+  static StreamDiTConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+  nlohmann::json to_json() const;
+};
+
+// ---- windows (exposed for tests) ------------------------------------------------------------
+struct WindowLayout {
+  std::array<std::int64_t, 3> grid{};    // [F, H, W] tokens
+  std::array<std::int64_t, 3> window{};  // effective window (clamped to the grid, Swin's rule)
+  std::array<std::int64_t, 3> shift{};   // 0, or half the window in each dimension
+  std::int64_t windows() const { return (grid[0] / window[0]) * (grid[1] / window[1]) * (grid[2] / window[2]); }
+  std::int64_t tokens_per_window() const { return window[0] * window[1] * window[2]; }
+};
+// The layout for a token grid; `shifted` asks for the half-window shift (dimensions whose window
+// covers the whole grid are not shifted). Throws when the grid is not divisible by the window.
+WindowLayout make_window_layout(std::array<std::int64_t, 3> grid, std::array<std::int64_t, 3> window, bool shifted);
+// x [batch, F, H, W, D] -> [batch * windows, F_w*H_w*W_w, D] (window-major within each batch item).
+torch::Tensor window_partition(const torch::Tensor& x, const WindowLayout& layout);
+// The inverse of window_partition.
+torch::Tensor window_unpartition(const torch::Tensor& windows, const WindowLayout& layout, std::int64_t batch);
+// Additive mask [windows, L, L]: 0 where two voxels of a window came from the same region of the
+// rolled grid, a large negative number where the roll wrapped one of them around (Swin). An
+// undefined tensor when the layout is not shifted.
+torch::Tensor shifted_window_mask(const WindowLayout& layout);
+
+// ---- modules --------------------------------------------------------------------------------
+struct TimestepEmbedderImpl : torch::nn::Module {
+  TimestepEmbedderImpl(std::int64_t hidden, std::int64_t frequency_size);
+  // tau [batch, F] in [0, 1] -> [batch, F, hidden] from sinusoid(1000·τ).
+  torch::Tensor forward(const torch::Tensor& tau);
+  std::int64_t frequency_size;
+  torch::nn::Sequential mlp{nullptr};
+};
+TORCH_MODULE(TimestepEmbedder);
+
+struct StreamDiTBlockImpl : torch::nn::Module {
+  StreamDiTBlockImpl(const StreamDiTConfig& c);
+  // x [batch, F, H, W, D], e [batch, F, D] (per-frame time embedding), text [batch, M, D]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& text, const WindowLayout& layout,
+                        const torch::Tensor& mask);
+  torch::nn::LayerNorm norm1{nullptr}, norm_cross{nullptr}, norm2{nullptr};
+  SelfAttention attn{nullptr};
+  CrossAttention cross_attn{nullptr};
+  Mlp mlp{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};
+};
+TORCH_MODULE(StreamDiTBlock);
+
+struct StreamDiTFinalLayerImpl : torch::nn::Module {
+  StreamDiTFinalLayerImpl(std::int64_t hidden, std::int64_t out);
+  // x [batch, F, S, D], e [batch, F, D] -> [batch, F, S, out]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& e);
+  torch::nn::LayerNorm norm_final{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};
+  torch::nn::Linear linear{nullptr};
+};
+TORCH_MODULE(StreamDiTFinalLayer);
+
+struct StreamDiTImpl : torch::nn::Module {
+  explicit StreamDiTImpl(StreamDiTConfig config);
+  // tokens [batch, M] (CaptionTokenizer ids) -> text states [batch, M, D]
+  torch::Tensor encode_text(const torch::Tensor& tokens);
+  // x [batch, F, C, H, W] (slot 0 oldest), tau [batch, F], text [batch or 1, M, D]
+  // -> velocity [batch, F, C, H, W]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& text);
+  // DiT's initialisation: xavier linears, zero adaLN and output layers, 0.02-normal tables.
+  void initialize_weights();
+
+  StreamDiTConfig config;
+  CaptionTokenizer tokenizer;
+  torch::nn::Linear x_embedder{nullptr};
+  torch::Tensor pos_embed_t, pos_embed_h, pos_embed_w;  // [max_frames, D], [grid_h, D], [grid_w, D]
+  TimestepEmbedder t_embedder{nullptr};
+  CaptionEncoder text_encoder{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  StreamDiTFinalLayer final_layer{nullptr};
+};
+TORCH_MODULE(StreamDiT);
+
+// A model folder: config.json + model.safetensors (+ anything else, e.g. the model card).
+StreamDiT load_stream_dit(const std::filesystem::path& folder, const ComputeOptions& compute = {});
+// Writes config.json and model.safetensors (in `dtype`, default: as the parameters are) atomically.
+void save_stream_dit(StreamDiT& model, const std::filesystem::path& folder, torch::ScalarType dtype = torch::kFloat32,
+                     const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace streamgen

@@ -1,0 +1,115 @@
+#pragma once
+// Training StreamDiT with buffered flow matching over mixed partitions
+// (../shared/docs/streamdit.md §2–§5): the batch construction, the data sources and the trainer
+// (AdamW, warm-up + cosine, gradient clipping, EMA, accumulation, resumable checkpoints, progress
+// and a CSV loss log).
+#include <torch/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "streamgen/dit.h"
+#include "streamgen/flow_matching.h"
+#include "streamgen/procedural_video.h"
+
+namespace streamgen {
+
+struct ClipBatch {
+  torch::Tensor video;  // [batch, F, C, H, W], slot 0 oldest
+  std::vector<std::string> captions;
+};
+
+// Where training clips come from. `next` must be a pure function of the engine's state, so that a
+// run seeded per step is reproducible and resumable.
+class ClipSource {
+ public:
+  virtual ~ClipSource() = default;
+  virtual ClipBatch next(std::int64_t batch, std::mt19937_64& rng) = 0;
+  virtual std::string describe() const = 0;
+};
+
+class ProceduralClipSource : public ClipSource {
+ public:
+  ProceduralClipSource(ProceduralVideoOptions options, std::int64_t frames) : options_(options), frames_(frames) {}
+  ClipBatch next(std::int64_t batch, std::mt19937_64& rng) override;
+  std::string describe() const override;
+
+ private:
+  ProceduralVideoOptions options_;
+  std::int64_t frames_;
+};
+
+// One buffered-flow-matching batch: inputs, targets and which frames count in the loss.
+struct FlowMatchingBatch {
+  torch::Tensor noisy;      // X_τ [batch, F, C, H, W]
+  torch::Tensor tau;        // [batch, F]
+  torch::Tensor target;     // V [batch, F, C, H, W]
+  torch::Tensor loss_mask;  // [batch, F] 1 for denoised frames, 0 for reference frames
+  torch::Tensor tokens;     // [batch, M] caption ids (null caption for dropped ones)
+  std::vector<std::int64_t> chunk_sizes;  // c drawn per example
+};
+
+struct FlowMatchingRecipe {
+  ChunkMix mix = ChunkMix::powers_of_two(16);
+  std::int64_t reference_frames = 0;  // K
+  double text_dropout = 0.1;          // share of captions replaced by the null caption
+  double tau_power = 1.0;             // τ = u^p (spec §4: 1 = the paper's linear schedule)
+  double sigma_min = kFlowSigmaMin;
+};
+
+FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
+                                           std::mt19937_64& rng, at::Generator& noise);
+
+// Mean squared error over the frames the mask keeps. prediction/target [b, F, ...], mask [b, F].
+torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask);
+
+struct DiTTrainOptions {
+  std::filesystem::path out;  // checkpoint folder
+  std::int64_t steps = 2500;
+  std::int64_t batch = 8;
+  std::int64_t accumulate = 1;  // micro-batches per optimiser step
+  double lr = 3e-4;
+  std::int64_t warmup = 100;
+  double min_lr_ratio = 0.1;  // cosine decays to lr·this
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.99;
+  double grad_clip = 1.0;
+  double ema_decay = 0.999;
+  std::uint64_t seed = 0;
+  std::int64_t checkpoint_every = 250;
+  std::int64_t log_every = 10;
+  bool resume = false;
+  FlowMatchingRecipe recipe;
+  std::string command_line;  // recorded in the checkpoint for the model card
+};
+
+struct TrainStepInfo {
+  std::int64_t step = 0;  // 1-based, after the update
+  double loss = 0, lr = 0, grad_norm = 0, samples_per_second = 0;
+};
+
+struct DiTTrainSummary {
+  std::int64_t first_step = 0, last_step = 0;
+  double final_loss = 0;  // mean over the last log interval
+  double seconds = 0;
+};
+
+// learning rate at step (0-based): linear warm-up, then cosine to lr·min_lr_ratio.
+double dit_learning_rate(const DiTTrainOptions& o, std::int64_t step);
+
+// Trains `config` from scratch into `options.out`, or continues the run found there with
+// `options.resume` (the model config, step, weights, EMA and optimiser state come from the
+// folder; each step's randomness depends only on (seed, step), so a resumed run follows the same
+// curve). `on_step` sees every optimiser step.
+DiTTrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, const DiTTrainOptions& options,
+                                 const std::function<void(const TrainStepInfo&)>& on_step = {});
+
+// The per-step random engine: a SplitMix64 mix of (seed, step, stream), stable across runs.
+std::uint64_t step_seed(std::uint64_t seed, std::uint64_t step, std::uint64_t stream = 0);
+
+}  // namespace streamgen

@@ -1,0 +1,283 @@
+#include "streamgen/dit_trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "streamgen/error.h"
+#include "streamgen/json_file.h"
+#include "streamgen/progress.h"
+#include "streamgen/state_dict.h"
+#include "streamgen/weight_set.h"
+
+namespace streamgen {
+
+std::uint64_t step_seed(std::uint64_t seed, std::uint64_t step, std::uint64_t stream) {
+  auto mix = [](std::uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  return mix(mix(mix(seed) ^ step) ^ stream);
+}
+
+ClipBatch ProceduralClipSource::next(std::int64_t batch, std::mt19937_64& rng) {
+  ClipBatch out;
+  std::vector<torch::Tensor> videos;
+  for (std::int64_t i = 0; i < batch; ++i) {
+    auto clip = make_procedural_clip(options_, frames_, rng);
+    videos.push_back(clip.frames);
+    out.captions.push_back(std::move(clip.caption));
+  }
+  out.video = torch::stack(videos);
+  return out;
+}
+
+std::string ProceduralClipSource::describe() const {
+  return fmt::format("procedural shapes, {} frames of {}x{}, {}–{} objects", frames_, options_.width, options_.height, options_.min_objects,
+                     options_.max_objects);
+}
+
+FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
+                                           std::mt19937_64& rng, at::Generator& noise) {
+  const auto& x1 = clips.video;
+  if (x1.dim() != 5) throw Error(fmt::format("flow matching batch: video must be [batch, F, C, H, W], got [{}]", fmt::join(x1.sizes(), ", ")));
+  const auto b = x1.size(0), frames = x1.size(1);
+  if (static_cast<std::int64_t>(clips.captions.size()) != b)
+    throw Error(fmt::format("flow matching batch: {} captions for {} clips", clips.captions.size(), b));
+  const auto denoised = frames - recipe.reference_frames;
+  recipe.mix.validate(denoised);
+
+  FlowMatchingBatch out;
+  auto tau = torch::empty({b, frames}, torch::kFloat32);
+  auto mask = torch::ones({b, frames}, torch::kFloat32);
+  if (recipe.reference_frames > 0) mask.narrow(1, 0, recipe.reference_frames).zero_();
+  std::vector<std::string> captions;
+  for (std::int64_t i = 0; i < b; ++i) {
+    const auto c = recipe.mix.pick(uniform01(rng), denoised);
+    const auto partition = BufferPartition::for_chunk_size(frames, c, recipe.reference_frames);
+    std::vector<double> draws(static_cast<std::size_t>(partition.chunks));
+    for (auto& d : draws) d = uniform01(rng);
+    const auto levels = training_levels(partition, draws, recipe.tau_power);
+    for (std::int64_t f = 0; f < frames; ++f) tau[i][f] = levels[static_cast<std::size_t>(f)];
+    out.chunk_sizes.push_back(c);
+    captions.push_back(uniform01(rng) < recipe.text_dropout ? std::string{} : clips.captions[static_cast<std::size_t>(i)]);
+  }
+  const auto x0 = at::randn(x1.sizes(), noise, x1.options());
+  out.noisy = flow_interpolate(x1, x0, tau.to(x1.device()), recipe.sigma_min);
+  out.target = flow_velocity(x1, x0, recipe.sigma_min);
+  out.tau = tau.to(x1.device());
+  out.loss_mask = mask.to(x1.device());
+  out.tokens = tokenizer.encode_batch(captions);
+  return out;
+}
+
+torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask) {
+  const auto per_frame = (prediction.to(torch::kFloat32) - target.to(torch::kFloat32)).pow(2).flatten(2).mean(2);  // [b, F]
+  return (per_frame * mask).sum() / mask.sum().clamp_min(1.0);
+}
+
+double dit_learning_rate(const DiTTrainOptions& o, std::int64_t step) {
+  if (o.warmup > 0 && step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
+  const double span = static_cast<double>(std::max<std::int64_t>(1, o.steps - o.warmup));
+  const double progress = std::clamp(static_cast<double>(step - o.warmup) / span, 0.0, 1.0);
+  const double floor = o.lr * o.min_lr_ratio;
+  return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunFiles {
+  fs::path dir, training, weights, optimizer, state, loss_log;
+  explicit RunFiles(const fs::path& out)
+      : dir(out),
+        training(out / "training"),
+        weights(out / "training" / "weights.safetensors"),
+        optimizer(out / "training" / "optimizer.pt"),
+        state(out / "training" / "state.json"),
+        loss_log(out / "loss.csv") {}
+};
+
+void copy_parameters(torch::nn::Module& to, const torch::nn::Module& from) {
+  torch::NoGradGuard no_grad;
+  const auto src = from.parameters();
+  auto dst = to.parameters();
+  for (std::size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+}
+
+void update_ema(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
+  torch::NoGradGuard no_grad;
+  const auto src = model.parameters();
+  auto dst = ema.parameters();
+  for (std::size_t i = 0; i < dst.size(); ++i) dst[i].mul_(decay).add_(src[i], 1.0 - decay);
+}
+
+void load_weights(torch::nn::Module& module, const fs::path& file) { load_state_dict(module, WeightSet::open(file)); }
+
+// Keeps the loss log consistent with a resumed checkpoint: rows past `step` came from work that
+// was lost with the interrupted run.
+void truncate_loss_log(const fs::path& log, std::int64_t step) {
+  std::ifstream in(log);
+  if (!in) return;
+  std::stringstream kept;
+  std::string line;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header || line.empty()) {
+      kept << line << "\n";
+      header = false;
+      continue;
+    }
+    if (std::stoll(line.substr(0, line.find(','))) <= step) kept << line << "\n";
+  }
+  in.close();
+  write_text_file(log, kept.str());
+}
+
+void save_optimizer(torch::optim::AdamW& optimizer, const fs::path& path) {
+  auto tmp = path;
+  tmp += ".tmp";
+  torch::save(optimizer, tmp.string());
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot rename '" + tmp.string() + "': " + ec.message());
+}
+
+}  // namespace
+
+DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& data, const DiTTrainOptions& o,
+                                 const std::function<void(const TrainStepInfo&)>& on_step) {
+  if (o.out.empty()) throw Error("training needs an output folder");
+  if (o.steps < 1 || o.batch < 1 || o.accumulate < 1) throw Error("training: steps, batch and accumulate must be >= 1");
+  const RunFiles files(o.out);
+  std::error_code ec;
+  const bool has_run = fs::exists(files.state, ec);
+  if (has_run && !o.resume)
+    throw Error("'" + o.out.string() + "' already holds a training run (training/state.json); pass --resume to continue it or choose another folder");
+  if (o.resume && !has_run) throw Error("nothing to resume in '" + o.out.string() + "': no training/state.json");
+
+  StreamDiTConfig config = requested;
+  std::int64_t start = 0;
+  nlohmann::json state;
+  if (o.resume) {
+    state = read_json_file(files.state);
+    config = StreamDiTConfig::from_json(read_json_file(files.dir / "config.json"), (files.dir / "config.json").string());
+    start = state.at("step").get<std::int64_t>();
+    if (state.value("seed", o.seed) != o.seed)
+      spdlog::warn("resuming with seed {} although the run was started with seed {}: the curve will differ", o.seed,
+                   state.value("seed", std::uint64_t{0}));
+  }
+  torch::manual_seed(o.seed);  // the initial weights
+  StreamDiT model(config);
+  StreamDiT ema(config);
+  copy_parameters(*ema, *model);
+  ema->eval();
+  for (auto& p : ema->parameters()) p.set_requires_grad(false);
+
+  torch::optim::AdamW optimizer(model->parameters(),
+                                torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(o.weight_decay).eps(1e-8));
+  if (o.resume) {
+    load_weights(*model, files.weights);
+    load_weights(*ema, files.dir / "model.safetensors");
+    torch::load(optimizer, files.optimizer.string());
+    truncate_loss_log(files.loss_log, start);
+    spdlog::info("resuming '{}' at step {} of {}", o.out.string(), start, o.steps);
+  }
+  fs::create_directories(files.training, ec);
+  if (ec) throw Error("cannot create '" + files.training.string() + "': " + ec.message());
+  if (!fs::exists(files.loss_log)) write_text_file(files.loss_log, "step,loss,lr,grad_norm,samples_per_s,elapsed_s\n");
+  std::ofstream log(files.loss_log, std::ios::app);
+
+  auto checkpoint = [&](std::int64_t step) {
+    nlohmann::json meta = {{"step", step},
+                           {"seed", o.seed},
+                           {"steps", o.steps},
+                           {"batch", o.batch},
+                           {"accumulate", o.accumulate},
+                           {"lr", o.lr},
+                           {"warmup", o.warmup},
+                           {"ema_decay", o.ema_decay},
+                           {"chunk_sizes", o.recipe.mix.chunk_sizes},
+                           {"full_share", o.recipe.mix.full_share},
+                           {"reference_frames", o.recipe.reference_frames},
+                           {"text_dropout", o.recipe.text_dropout},
+                           {"data", data.describe()},
+                           {"command", o.command_line}};
+    save_stream_dit(ema, files.dir, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
+    save_state_dict(*model, files.weights, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "raw"}});
+    save_optimizer(optimizer, files.optimizer);
+    write_json_file(files.state, meta);  // last: a state.json always names complete files
+  };
+
+  model->train();
+  DiTTrainSummary summary;
+  summary.first_step = start;
+  const auto t0 = std::chrono::steady_clock::now();
+  ProgressBar bar("train", o.steps, "step");
+  bar.set(start);
+  double interval_loss = 0;
+  std::int64_t interval_steps = 0;
+  auto last = std::chrono::steady_clock::now();
+  for (std::int64_t step = start; step < o.steps; ++step) {
+    const double lr = dit_learning_rate(o, step);
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    optimizer.zero_grad();
+    double loss_sum = 0;
+    for (std::int64_t micro = 0; micro < o.accumulate; ++micro) {
+      std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(micro)));
+      auto noise = at::detail::createCPUGenerator(step_seed(o.seed, static_cast<std::uint64_t>(step), 1000 + static_cast<std::uint64_t>(micro)));
+      const auto clips = data.next(o.batch, rng);
+      const auto fm = make_flow_matching_batch(clips, model->tokenizer, o.recipe, rng, noise);
+      const auto prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
+      const auto loss = masked_flow_loss(prediction, fm.target, fm.loss_mask) / static_cast<double>(o.accumulate);
+      loss.backward();
+      loss_sum += loss.item<double>();
+    }
+    if (!std::isfinite(loss_sum))
+      throw Error(fmt::format("training diverged at step {}: loss is {} (lower --lr or raise --warmup; the last checkpoint is in '{}')", step + 1,
+                              loss_sum, o.out.string()));
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
+    optimizer.step();
+    // EMA warm-up (as in timm's ModelEmaV2 schedules): early averages follow the weights closely.
+    const double decay = std::min(o.ema_decay, (1.0 + static_cast<double>(step)) / (10.0 + static_cast<double>(step)));
+    update_ema(*ema, *model, decay);
+
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - last).count();
+    last = now;
+    TrainStepInfo info{step + 1, loss_sum, lr, grad_norm, static_cast<double>(o.batch * o.accumulate) / std::max(dt, 1e-9)};
+    interval_loss += loss_sum;
+    ++interval_steps;
+    if (on_step) on_step(info);
+    const double elapsed = std::chrono::duration<double>(now - t0).count();
+    log << fmt::format("{},{:.6f},{:.3e},{:.4f},{:.2f},{:.1f}\n", info.step, info.loss, lr, grad_norm, info.samples_per_second, elapsed);
+    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
+      log.flush();
+      summary.final_loss = interval_loss / static_cast<double>(interval_steps);
+      bar.set_postfix(fmt::format("loss={:.4f} lr={:.1e} {:.1f} samples/s", summary.final_loss, lr, info.samples_per_second));
+      interval_loss = 0;
+      interval_steps = 0;
+    }
+    bar.advance();
+    if ((step + 1) % o.checkpoint_every == 0 || step + 1 == o.steps) {
+      log.flush();
+      checkpoint(step + 1);
+    }
+  }
+  if (interval_steps > 0) summary.final_loss = interval_loss / static_cast<double>(interval_steps);
+  bar.finish();
+  summary.last_step = o.steps;
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return summary;
+}
+
+}  // namespace streamgen

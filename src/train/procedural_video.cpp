@@ -1,0 +1,154 @@
+#include "streamgen/procedural_video.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "streamgen/error.h"
+
+namespace streamgen {
+
+double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+namespace {
+
+double uniform(std::mt19937_64& rng, double lo, double hi) { return lo + (hi - lo) * uniform01(rng); }
+int pick(std::mt19937_64& rng, std::size_t n) { return static_cast<int>(std::min<double>(uniform01(rng) * static_cast<double>(n), static_cast<double>(n - 1))); }
+
+// Anti-aliased coverage in [0, 1] of a pixel centred at (px, py) from a signed distance (negative
+// inside), with a one-pixel ramp.
+float coverage(double signed_distance) { return static_cast<float>(std::clamp(0.5 - signed_distance, 0.0, 1.0)); }
+
+double signed_distance(const MovingObject& o, double px, double py) {
+  const double dx = px - o.x, dy = py - o.y;
+  switch (o.shape) {
+    case ShapeKind::Circle:
+      return std::hypot(dx, dy) - o.radius;
+    case ShapeKind::Square: {
+      const double half = o.radius * 0.85;  // similar area to the circle
+      return std::max(std::abs(dx), std::abs(dy)) - half;
+    }
+    case ShapeKind::Triangle: {
+      // Upward equilateral triangle around its centroid (image y grows downward): the largest
+      // signed distance to its three edge lines, each at the inradius from the centre.
+      const double inradius = o.radius * 1.15 / 2, n = std::sqrt(3.0) / 2;
+      const double bottom = dy - inradius;
+      const double upper_left = -n * dx - 0.5 * dy - inradius;
+      const double upper_right = n * dx - 0.5 * dy - inradius;
+      return std::max({bottom, upper_left, upper_right});
+    }
+  }
+  return 1e9;
+}
+
+}  // namespace
+
+const std::vector<std::string>& ProceduralPalette::colour_names() {
+  static const std::vector<std::string> names{"red", "green", "blue", "yellow", "magenta", "cyan"};
+  return names;
+}
+const std::vector<std::array<float, 3>>& ProceduralPalette::colours() {
+  static const std::vector<std::array<float, 3>> rgb{{0.95f, 0.15f, 0.15f}, {0.15f, 0.85f, 0.2f}, {0.2f, 0.35f, 1.0f},
+                                                     {0.95f, 0.9f, 0.1f},   {0.9f, 0.2f, 0.9f},   {0.1f, 0.9f, 0.95f}};
+  return rgb;
+}
+const std::vector<std::string>& ProceduralPalette::shape_names() {
+  static const std::vector<std::string> names{"circle", "square", "triangle"};
+  return names;
+}
+const std::vector<std::string>& ProceduralPalette::direction_names() {
+  static const std::vector<std::string> names{"left", "right", "up", "down"};
+  return names;
+}
+std::vector<std::string> ProceduralPalette::vocabulary() {
+  std::vector<std::string> v{"a", "and", "moving"};
+  for (const auto* list : {&colour_names(), &shape_names(), &direction_names()}) v.insert(v.end(), list->begin(), list->end());
+  return v;
+}
+
+int MovingObject::direction() const {
+  if (std::abs(vx) >= std::abs(vy)) return vx < 0 ? 0 : 1;
+  return vy < 0 ? 2 : 3;
+}
+
+ProceduralScene::ProceduralScene(const ProceduralVideoOptions& o, std::mt19937_64& rng) : options_(o) {
+  if (o.width < 8 || o.height < 8) throw Error(fmt::format("procedural video: frames of {}x{} are too small (at least 8x8)", o.width, o.height));
+  if (o.min_objects < 1 || o.max_objects < o.min_objects) throw Error("procedural video: need 1 <= min_objects <= max_objects");
+  for (auto& c : background_) c = static_cast<float>(uniform(rng, 0.0, o.max_background));
+  const int count = o.min_objects + pick(rng, static_cast<std::size_t>(o.max_objects - o.min_objects + 1));
+  for (int i = 0; i < count; ++i) {
+    MovingObject m;
+    m.colour = pick(rng, ProceduralPalette::colours().size());
+    m.shape = static_cast<ShapeKind>(pick(rng, 3));
+    m.radius = uniform(rng, o.min_radius, o.max_radius);
+    m.x = uniform(rng, m.radius, static_cast<double>(o.width) - m.radius);
+    m.y = uniform(rng, m.radius, static_cast<double>(o.height) - m.radius);
+    const double speed = uniform(rng, o.min_speed, o.max_speed), angle = uniform(rng, 0.0, 2.0 * M_PI);
+    m.vx = speed * std::cos(angle);
+    m.vy = speed * std::sin(angle);
+    objects_.push_back(m);
+  }
+}
+
+torch::Tensor ProceduralScene::render() const {
+  const auto h = options_.height, w = options_.width;
+  auto img = torch::empty({3, h, w}, torch::kFloat32);
+  auto* p = img.data_ptr<float>();
+  const auto plane = h * w;
+  for (std::int64_t y = 0; y < h; ++y) {
+    for (std::int64_t x = 0; x < w; ++x) {
+      std::array<float, 3> rgb = background_;
+      for (const auto& o : objects_) {
+        const float a = coverage(signed_distance(o, static_cast<double>(x) + 0.5, static_cast<double>(y) + 0.5));
+        if (a <= 0.f) continue;
+        const auto& c = ProceduralPalette::colours()[static_cast<std::size_t>(o.colour)];
+        for (int ch = 0; ch < 3; ++ch) rgb[ch] = rgb[ch] * (1.f - a) + c[ch] * a;
+      }
+      for (int ch = 0; ch < 3; ++ch) p[ch * plane + y * w + x] = rgb[ch] * 2.f - 1.f;
+    }
+  }
+  return img;
+}
+
+void ProceduralScene::advance() {
+  const double w = static_cast<double>(options_.width), h = static_cast<double>(options_.height);
+  for (auto& o : objects_) {
+    o.x += o.vx;
+    o.y += o.vy;
+    // Elastic bounce: reflect the overshoot back inside and flip the velocity.
+    if (o.x < o.radius) o.x = 2 * o.radius - o.x, o.vx = std::abs(o.vx);
+    if (o.x > w - o.radius) o.x = 2 * (w - o.radius) - o.x, o.vx = -std::abs(o.vx);
+    if (o.y < o.radius) o.y = 2 * o.radius - o.y, o.vy = std::abs(o.vy);
+    if (o.y > h - o.radius) o.y = 2 * (h - o.radius) - o.y, o.vy = -std::abs(o.vy);
+  }
+}
+
+std::string ProceduralScene::caption() const {
+  std::string text;
+  for (const auto& o : objects_) {
+    if (!text.empty()) text += " and ";
+    text += ProceduralPalette::colour_names()[static_cast<std::size_t>(o.colour)] + " " +
+            ProceduralPalette::shape_names()[static_cast<std::size_t>(o.shape)] + " moving " +
+            ProceduralPalette::direction_names()[static_cast<std::size_t>(o.direction())];
+  }
+  return text;
+}
+
+ProceduralClip make_procedural_clip(const ProceduralVideoOptions& options, std::int64_t frames, std::mt19937_64& rng) {
+  if (frames < 1) throw Error("procedural video: a clip needs at least one frame");
+  ProceduralScene scene(options, rng);
+  ProceduralClip clip;
+  clip.caption = scene.caption();
+  std::vector<torch::Tensor> images;
+  for (std::int64_t f = 0; f < frames; ++f) {
+    images.push_back(scene.render());
+    clip.states.push_back(scene.objects());
+    scene.advance();
+  }
+  clip.frames = torch::stack(images);
+  return clip;
+}
+
+}  // namespace streamgen
