@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <csignal>
 #include <iostream>
 #include <thread>
 
@@ -11,12 +10,6 @@
 #include "streamgen/server.h"
 
 namespace streamgen::cli {
-namespace {
-
-std::atomic<bool> g_stop{false};
-extern "C" void on_stop_signal(int) { g_stop = true; }
-
-}  // namespace
 
 void register_serve(CLI::App& app) {
   struct Args {
@@ -60,9 +53,8 @@ void register_serve(CLI::App& app) {
     server.start();
     // Printed on stdout (flushed) so that scripts and tests can read the port when --port 0.
     std::cout << fmt::format("serving on http://{}:{}/", o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host, server.port()) << std::endl;
-    std::signal(SIGINT, on_stop_signal);
-    std::signal(SIGTERM, on_stop_signal);
-    while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto& stop = interrupt_flag();
+    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     spdlog::info("stopping");
     server.stop();
   });

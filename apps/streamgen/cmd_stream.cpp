@@ -3,7 +3,6 @@
 #include <fmt/core.h>
 #include <spdlog/spdlog.h>
 
-#include <csignal>
 #include <iostream>
 
 #include "commands.h"
@@ -67,10 +66,6 @@ StreamRunnerOptions runner_options(const StreamArgs& a) {
   o.output_capacity = static_cast<std::size_t>(a.frame_buffer);
   return o;
 }
-
-// Ctrl-C ends a run cleanly: the source stops, queued frames are written, the video is finalised.
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_interrupt(int) { g_interrupted = true; }
 
 // Status lines go to stderr so that '-o -' can carry frames on stdout.
 void print_stats(const StreamStats& s) {
@@ -137,9 +132,7 @@ void register_stream_commands(CLI::App& app) {
     po.realtime = m->realtime;
     po.max_frames = m->max_frames;
     po.frames_per_call = o.stream.frame_buffer_size;
-    po.stop = &g_interrupted;
-    std::signal(SIGINT, on_interrupt);
-    std::signal(SIGTERM, on_interrupt);
+    po.stop = &interrupt_flag();
     std::int64_t total = info.frame_count;
     if (m->max_frames > 0) total = total < 0 ? m->max_frames : std::min(total, m->max_frames);
     const bool live = info.live || m->realtime;
@@ -157,7 +150,7 @@ void register_stream_commands(CLI::App& app) {
     if (r.live) std::cerr << "\n";
     print_stats(runner.stats());
     if (r.sink_dropped > 0) spdlog::warn("{} frames were dropped because {} could not keep up", r.sink_dropped, sink->description());
-    if (g_interrupted) spdlog::info("interrupted: {} frames written to {}", r.frames_written, sink->description());
+    if (interrupt_flag()) spdlog::info("interrupted: {} frames written to {}", r.frames_written, sink->description());
   });
 
   auto t2i = std::make_shared<StreamArgs>();
@@ -181,8 +174,7 @@ void register_stream_commands(CLI::App& app) {
     auto sink = open_sink(t2i->output, sk);
     StreamRunner runner(o);
     ProgressBar bar("txt2img", *frames, "frame");
-    std::signal(SIGINT, on_interrupt);
-    std::signal(SIGTERM, on_interrupt);
+    const auto& g_interrupted = interrupt_flag();
     for (std::int64_t i = 0; i < *frames && !g_interrupted; ++i) {
       const auto frame = runner.pop(kOutputTimeout);
       if (!frame) throw streamgen::Error("the stream stopped before image " + std::to_string(i) + " (see the log)");

@@ -2,6 +2,8 @@
 // Each subcommand registers itself on the root app; its file parses options and calls the library.
 #include <CLI/CLI.hpp>
 
+#include <atomic>
+
 #include "streamgen/device.h"
 
 namespace streamgen::cli {
@@ -13,6 +15,7 @@ void register_txt2img(CLI::App& app);
 void register_replay(CLI::App& app);
 void register_stream_commands(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_dit(CLI::App& app);
 
 // --device / --dtype / --threads, parsed as text and resolved by resolve().
 struct ComputeArgs {
@@ -22,6 +25,14 @@ struct ComputeArgs {
   void add_to(CLI::App& cmd, bool with_dtype = true);
   ComputeOptions resolve() const;
 };
+
+// Ctrl-C / SIGTERM end a run cleanly (queued frames written, videos finalised): installs the
+// handlers once and returns the flag they set.
+const std::atomic<bool>& interrupt_flag();
+
+// The command line as typed (quoted where needed), recorded in checkpoints and model cards.
+void set_command_line(int argc, char** argv);
+const std::string& command_line();
 
 // Exit status for "ran fine but the answer is no" (e.g. tensors differ beyond --tol).
 inline constexpr int kExitMismatch = 1;

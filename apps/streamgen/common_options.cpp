@@ -1,6 +1,37 @@
 #include "commands.h"
 
+#include <csignal>
+
 namespace streamgen::cli {
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) { g_interrupted = true; }
+}  // namespace
+
+namespace {
+std::string g_command_line;
+}  // namespace
+
+void set_command_line(int argc, char** argv) {
+  g_command_line.clear();
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i > 0) g_command_line += ' ';
+    g_command_line += arg.find_first_of(" \t\"'") == std::string::npos ? arg : "'" + arg + "'";
+  }
+}
+
+const std::string& command_line() { return g_command_line; }
+
+const std::atomic<bool>& interrupt_flag() {
+  static const bool installed = [] {
+    std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
+    return true;
+  }();
+  (void)installed;
+  return g_interrupted;
+}
 
 void ComputeArgs::add_to(CLI::App& cmd, bool with_dtype) {
   cmd.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();

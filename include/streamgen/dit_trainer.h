@@ -113,3 +113,18 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data
 std::uint64_t step_seed(std::uint64_t seed, std::uint64_t step, std::uint64_t stream = 0);
 
 }  // namespace streamgen
+
+namespace streamgen {
+
+// Held-out flow-matching loss (spec §15 metric 1): per chunk size c and per τ bucket, each from
+// `batches` batches of fresh data drawn with `seed` (different from training's per-step seeds).
+struct FlowLossReport {
+  double overall = 0;
+  std::vector<std::pair<std::int64_t, double>> by_chunk_size;  // (c, loss)
+  std::vector<double> by_tau_bucket;                           // bucket i covers [i/n, (i+1)/n)
+  std::vector<std::int64_t> frames_per_bucket;
+};
+FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const FlowMatchingRecipe& recipe, std::int64_t batches,
+                                  std::int64_t batch_size, std::uint64_t seed, std::int64_t tau_buckets = 10);
+
+}  // namespace streamgen

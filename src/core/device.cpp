@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <sched.h>
 
@@ -75,6 +76,25 @@ torch::Tensor match_memory_format(const torch::Tensor& x, const torch::Tensor& c
 void tune_memory_allocator() {
   mallopt(M_MMAP_MAX, 0);                    // large blocks come from the heap...
   mallopt(M_TRIM_THRESHOLD, 64 << 30);       // ...and stay there for the next step
+}
+
+namespace {
+// OpenBLAS's C API, looked up at run time: LibTorch may be linked against MKL or another BLAS.
+using BlasSetThreads = void (*)(int);
+using BlasGetThreads = int (*)();
+}  // namespace
+
+ScopedBlasThreads::ScopedBlasThreads(int threads) {
+  auto get = reinterpret_cast<BlasGetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  auto set = reinterpret_cast<BlasSetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!get || !set) return;
+  previous_ = get();
+  set(threads);
+}
+
+ScopedBlasThreads::~ScopedBlasThreads() {
+  if (previous_ < 1) return;
+  if (auto set = reinterpret_cast<BlasSetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(previous_);
 }
 
 int available_cpus() {

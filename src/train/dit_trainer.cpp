@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "streamgen/device.h"
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
 #include "streamgen/progress.h"
@@ -165,6 +166,7 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
     throw Error("'" + o.out.string() + "' already holds a training run (training/state.json); pass --resume to continue it or choose another folder");
   if (o.resume && !has_run) throw Error("nothing to resume in '" + o.out.string() + "': no training/state.json");
 
+  const ScopedBlasThreads blas_threads(1);
   StreamDiTConfig config = requested;
   std::int64_t start = 0;
   nlohmann::json state;
@@ -278,6 +280,60 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
   summary.last_step = o.steps;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return summary;
+}
+
+}  // namespace streamgen
+
+namespace streamgen {
+
+FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const FlowMatchingRecipe& recipe, std::int64_t batches,
+                                  std::int64_t batch_size, std::uint64_t seed, std::int64_t tau_buckets) {
+  torch::NoGradGuard no_grad;
+  const ScopedBlasThreads blas_threads(1);
+  model->eval();
+  FlowLossReport report;
+  std::vector<double> bucket_sum(static_cast<std::size_t>(tau_buckets), 0.0);
+  report.frames_per_bucket.assign(static_cast<std::size_t>(tau_buckets), 0);
+  std::map<std::int64_t, std::pair<double, std::int64_t>> by_c;
+  double total = 0;
+  std::int64_t frames_counted = 0;
+  const auto& w = model->pos_embed_t;
+  for (std::int64_t i = 0; i < batches; ++i) {
+    std::mt19937_64 rng(step_seed(seed, static_cast<std::uint64_t>(i), 7));
+    auto noise = at::detail::createCPUGenerator(step_seed(seed, static_cast<std::uint64_t>(i), 8));
+    const auto clips = data.next(batch_size, rng);
+    auto recipe_no_dropout = recipe;
+    recipe_no_dropout.text_dropout = 0;
+    const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe_no_dropout, rng, noise);
+    const auto prediction = model->forward(fm.noisy.to(w.device(), w.scalar_type()), fm.tau, model->encode_text(fm.tokens));
+    const auto per_frame = (prediction.to(torch::kCPU, torch::kFloat32) - fm.target).pow(2).flatten(2).mean(2);  // [b, F]
+    const auto tau = fm.tau.to(torch::kCPU);
+    const auto mask = fm.loss_mask.to(torch::kCPU);
+    for (std::int64_t b = 0; b < per_frame.size(0); ++b) {
+      double clip_sum = 0;
+      std::int64_t clip_frames = 0;
+      for (std::int64_t f = 0; f < per_frame.size(1); ++f) {
+        if (mask[b][f].item<float>() == 0.f) continue;
+        const double l = per_frame[b][f].item<double>();
+        const auto bucket = std::min<std::int64_t>(tau_buckets - 1, static_cast<std::int64_t>(tau[b][f].item<double>() * static_cast<double>(tau_buckets)));
+        bucket_sum[static_cast<std::size_t>(bucket)] += l;
+        ++report.frames_per_bucket[static_cast<std::size_t>(bucket)];
+        clip_sum += l;
+        ++clip_frames;
+      }
+      auto& entry = by_c[fm.chunk_sizes[static_cast<std::size_t>(b)]];
+      entry.first += clip_sum;
+      entry.second += clip_frames;
+      total += clip_sum;
+      frames_counted += clip_frames;
+    }
+  }
+  report.overall = total / static_cast<double>(std::max<std::int64_t>(1, frames_counted));
+  for (const auto& [c, sum_count] : by_c)
+    report.by_chunk_size.emplace_back(c, sum_count.first / static_cast<double>(std::max<std::int64_t>(1, sum_count.second)));
+  for (std::size_t i = 0; i < bucket_sum.size(); ++i)
+    report.by_tau_bucket.push_back(report.frames_per_bucket[i] ? bucket_sum[i] / static_cast<double>(report.frames_per_bucket[i]) : 0.0);
+  return report;
 }
 
 }  // namespace streamgen

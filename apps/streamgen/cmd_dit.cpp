@@ -1,0 +1,207 @@
+// streamgen dit train | stream: StreamDiT (buffered flow matching, streaming text-to-video).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "commands.h"
+#include "streamgen/dit_stream.h"
+#include "streamgen/dit_trainer.h"
+#include "streamgen/error.h"
+#include "streamgen/json_file.h"
+#include "streamgen/media.h"
+#include "streamgen/progress.h"
+
+namespace streamgen::cli {
+namespace {
+
+void register_train(CLI::App& dit) {
+  struct Args {
+    std::string out, config;
+    std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
+    std::vector<std::int64_t> window{8, 4, 4};
+    bool no_shift_mask = false;
+    std::string chunk_sizes = "1,2,4,8,16";
+    DiTTrainOptions train;
+    ComputeArgs compute;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = dit.add_subcommand("train", "Train a StreamDiT teacher with buffered flow matching over mixed chunk sizes on procedural video");
+  cmd->add_option("--out,-o", a->out, "Checkpoint folder (config.json + model.safetensors with the EMA weights, training/, loss.csv)")->required();
+  cmd->add_flag("--resume", a->train.resume, "Continue the run in --out (weights, EMA, optimiser, step)");
+  cmd->add_option("--config", a->config, "A StreamDiT config.json to start from (the size flags below are then ignored)")->check(CLI::ExistingFile);
+  cmd->add_option("--size", a->size, "Frame size in pixels (square)")->capture_default_str()->check(CLI::Range(8, 1024));
+  cmd->add_option("--frames", a->frames, "Buffer frames B")->capture_default_str()->check(CLI::Range(1, 256));
+  cmd->add_option("--hidden", a->hidden, "Transformer width")->capture_default_str();
+  cmd->add_option("--depth", a->depth, "Blocks")->capture_default_str();
+  cmd->add_option("--heads", a->heads, "Attention heads")->capture_default_str();
+  cmd->add_option("--patch", a->patch, "Spatial patch size")->capture_default_str();
+  cmd->add_option("--window", a->window, "Attention window in tokens: frames height width")->expected(3)->capture_default_str();
+  cmd->add_flag("--no-shift-mask", a->no_shift_mask, "Let shifted windows attend across the wrap-around");
+  cmd->add_option("--steps", a->train.steps, "Optimiser steps")->capture_default_str();
+  cmd->add_option("--batch", a->train.batch, "Clips per micro-batch")->capture_default_str();
+  cmd->add_option("--accumulate", a->train.accumulate, "Micro-batches per optimiser step")->capture_default_str();
+  cmd->add_option("--lr", a->train.lr, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--warmup", a->train.warmup, "Linear warm-up steps")->capture_default_str();
+  cmd->add_option("--ema", a->train.ema_decay, "EMA decay")->capture_default_str();
+  cmd->add_option("--seed", a->train.seed, "Seed of the weights, the data and the noise")->capture_default_str();
+  cmd->add_option("--checkpoint-every", a->train.checkpoint_every, "Steps between checkpoints")->capture_default_str();
+  cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes c of the mixed training")->capture_default_str();
+  cmd->add_option("--t2v-share", a->train.recipe.mix.full_share, "Probability of c = B (plain T2V)")->capture_default_str();
+  cmd->add_option("--reference-frames", a->train.recipe.reference_frames, "K clean reference frames")->capture_default_str();
+  cmd->add_option("--text-dropout", a->train.recipe.text_dropout, "Share of null captions (enables CFG)")->capture_default_str();
+  a->compute.add_to(*cmd, /*with_dtype=*/false);
+  cmd->callback([a] {
+    a->compute.resolve();
+    StreamDiTConfig config;
+    if (!a->config.empty()) {
+      config = StreamDiTConfig::from_json(read_json_file(a->config), a->config);
+    } else {
+      config.sample_height = config.sample_width = a->size;
+      config.max_frames = a->frames;
+      config.hidden_size = a->hidden;
+      config.depth = a->depth;
+      config.num_heads = a->heads;
+      config.patch_size = a->patch;
+      std::copy(a->window.begin(), a->window.end(), config.window.begin());
+      config.shift_mask = !a->no_shift_mask;
+      config.text.vocabulary = ProceduralPalette::vocabulary();
+      config.validate("dit train");
+    }
+    if (a->train.resume) config = StreamDiTConfig::from_json(read_json_file(std::filesystem::path(a->out) / "config.json"), a->out + "/config.json");
+    a->train.out = a->out;
+    a->train.recipe.mix = ChunkMix::parse(a->chunk_sizes, config.max_frames - a->train.recipe.reference_frames, a->train.recipe.mix.full_share);
+    a->train.command_line = command_line();
+    ProceduralVideoOptions video;
+    video.width = config.sample_width;
+    video.height = config.sample_height;
+    ProceduralClipSource data(video, config.max_frames);
+    StreamDiT probe(config);
+    std::int64_t params = 0;
+    for (const auto& p : probe->parameters()) params += p.numel();
+    spdlog::info("training StreamDiT ({:.2f}M parameters, {} blocks of width {}, window [{}, {}, {}]) on {}; {} steps of {}x{} clips",
+                 static_cast<double>(params) / 1e6, config.depth, config.hidden_size, config.window[0], config.window[1], config.window[2],
+                 data.describe(), a->train.steps, a->train.batch, a->train.accumulate);
+    const auto summary = train_stream_dit(config, data, a->train);
+    std::cout << fmt::format("trained steps {}..{} in {} (final loss {:.4f}); model in {}\n", summary.first_step, summary.last_step,
+                             format_duration(summary.seconds), summary.final_loss, a->out)
+              << std::flush;
+  });
+}
+
+void register_stream(CLI::App& dit) {
+  struct Args {
+    std::string model, prompt, output, output_size;
+    std::vector<std::string> prompt_at;
+    std::int64_t frames = 128;
+    double fps = 16;
+    StreamDiTOptions sampler;
+    ComputeArgs compute;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = dit.add_subcommand("stream", "Stream text-to-video from a StreamDiT model; the prompt can change while it plays");
+  cmd->add_option("--model", a->model, "StreamDiT folder (config.json + model.safetensors)")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--prompt,-p", a->prompt, "The caption to start with")->required();
+  cmd->add_option("--prompt-at", a->prompt_at, "FRAME:PROMPT — switch the prompt once FRAME frames are out (repeatable)");
+  cmd->add_option("--frames,-n", a->frames, "Frames to write (-1: until Ctrl-C)")->capture_default_str();
+  cmd->add_option("--output,-o", a->output, "Video file (.mp4 .mkv .webm ...), a folder for PNGs, or - for raw RGB24 on stdout")->required();
+  cmd->add_option("--output-size", a->output_size, "Resize frames for the output, e.g. 256x256 (default: the model's size)");
+  cmd->add_option("--fps", a->fps, "Frame rate written into the video")->capture_default_str();
+  cmd->add_option("--chunk-size,-c", a->sampler.chunk_frames, "Frames per chunk c (one step emits c frames)")->capture_default_str();
+  cmd->add_option("--micro-steps,-s", a->sampler.micro_steps, "Euler steps per chunk s")->capture_default_str();
+  cmd->add_option("--reference-frames", a->sampler.reference_frames, "K clean reference frames")->capture_default_str();
+  cmd->add_option("--guidance,-g", a->sampler.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
+  cmd->add_option("--init-steps", a->sampler.init_steps, "Steps of the T2V start (0: s·N)")->capture_default_str();
+  cmd->add_option("--seed", a->sampler.seed, "Noise seed")->capture_default_str();
+  a->compute.add_to(*cmd);
+  cmd->callback([a] {
+    const auto compute = a->compute.resolve();
+    std::vector<PromptChange> changes;
+    for (const auto& text : a->prompt_at) changes.push_back(parse_prompt_change(text));
+    StreamDiTSampler sampler(load_stream_dit(a->model, compute), a->sampler);
+    sampler.set_prompt(a->prompt);
+    DiTStreamOptions o;
+    o.frames = a->frames;
+    o.prompt_changes = changes;
+    if (!a->output_size.empty()) std::tie(o.output_width, o.output_height) = parse_size(a->output_size);
+    o.stop = &interrupt_flag();
+    SinkOptions so;
+    so.fps = a->fps;
+    so.png_text = {{"prompt", a->prompt}, {"seed", std::to_string(a->sampler.seed)}};
+    auto sink = open_sink(a->output, so);
+    const auto& p = sampler.partition();
+    spdlog::info("StreamDiT {}, guidance {}: {} NFE per chunk of {} frames -> {}", p.describe(), a->sampler.guidance,
+                 p.micro_steps * (a->sampler.guidance == 1.0 ? 1 : 2), p.chunk_frames, sink->description());
+    ProgressBar bar("dit stream", a->frames, "frame");
+    o.on_chunk = [&](const DiTStreamStats& s) {
+      bar.set(s.frames);
+      bar.set_postfix(fmt::format("{:.1f} ms/step, first frame {:.2f} s", s.step_ms, s.first_frame_s));
+    };
+    const auto stats = run_dit_stream(sampler, *sink, o);
+    sink->close();
+    bar.set(stats.frames);
+    bar.finish();
+    std::cerr << fmt::format("{} frames ({} chunks) in {:.2f} s: {:.1f} FPS output, first frame after {:.2f} s, {} NFE ({} for the start, "
+                             "{:.2f} per frame after it), {:.1f} ms per step\n",
+                             stats.frames, stats.chunks, stats.seconds, stats.fps, stats.first_frame_s, stats.nfe, stats.init_nfe,
+                             static_cast<double>(stats.nfe - stats.init_nfe) / static_cast<double>(std::max<std::int64_t>(1, stats.frames)),
+                             stats.step_ms);
+    if (interrupt_flag()) spdlog::info("interrupted: {} frames written to {}", stats.frames, sink->description());
+  });
+}
+
+void register_eval(CLI::App& dit) {
+  struct Args {
+    std::string model, chunk_sizes = "1,2,4,8,16";
+    std::int64_t batches = 16, batch = 8;
+    std::uint64_t seed = 1234567;
+    bool json = false;
+    ComputeArgs compute;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = dit.add_subcommand("eval", "Held-out flow-matching loss of a StreamDiT model per chunk size and per flow-time bucket");
+  cmd->add_option("--model", a->model, "StreamDiT folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes to draw from (uniformly)")->capture_default_str();
+  cmd->add_option("--batches", a->batches, "Batches of held-out clips")->capture_default_str();
+  cmd->add_option("--batch", a->batch, "Clips per batch")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the held-out data (keep it away from training seeds)")->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print one JSON object");
+  a->compute.add_to(*cmd);
+  cmd->callback([a] {
+    const auto compute = a->compute.resolve();
+    auto model = load_stream_dit(a->model, compute);
+    const auto& c = model->config;
+    ProceduralVideoOptions video;
+    video.width = c.sample_width;
+    video.height = c.sample_height;
+    ProceduralClipSource data(video, c.max_frames);
+    FlowMatchingRecipe recipe;
+    recipe.mix = ChunkMix::parse(a->chunk_sizes, c.max_frames, 0.0);
+    recipe.mix.full_share = 1.0 / static_cast<double>(recipe.mix.chunk_sizes.size());
+    const auto r = evaluate_flow_loss(model, data, recipe, a->batches, a->batch, a->seed);
+    if (a->json) {
+      nlohmann::json j = {{"overall", r.overall}, {"by_tau_bucket", r.by_tau_bucket}};
+      for (const auto& [size, loss] : r.by_chunk_size) j["by_chunk_size"][std::to_string(size)] = loss;
+      std::cout << j.dump() << "\n";
+      return;
+    }
+    std::cout << fmt::format("held-out flow-matching loss: {:.4f} over {} clips\n", r.overall, a->batches * a->batch);
+    for (const auto& [size, loss] : r.by_chunk_size) std::cout << fmt::format("  c = {:<3} {:.4f}\n", size, loss);
+    for (std::size_t i = 0; i < r.by_tau_bucket.size(); ++i)
+      std::cout << fmt::format("  tau in [{:.1f}, {:.1f})  {:.4f}  ({} frames)\n", static_cast<double>(i) / 10, static_cast<double>(i + 1) / 10,
+                               r.by_tau_bucket[i], r.frames_per_bucket[i]);
+  });
+}
+
+}  // namespace
+
+void register_dit(CLI::App& app) {
+  auto* dit = app.add_subcommand("dit", "StreamDiT: streaming text-to-video (train, stream, eval)");
+  dit->require_subcommand(1);
+  register_train(*dit);
+  register_stream(*dit);
+  register_eval(*dit);
+}
+
+}  // namespace streamgen::cli

@@ -1,0 +1,136 @@
+#include "streamgen/dit_stream.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <thread>
+
+#include "streamgen/bounded_queue.h"
+#include "streamgen/device.h"
+#include "streamgen/error.h"
+#include "streamgen/image_tensor.h"
+
+namespace streamgen {
+
+PromptChange parse_prompt_change(const std::string& text) {
+  const auto colon = text.find(':');
+  if (colon == std::string::npos || colon == 0)
+    throw Error(fmt::format("--prompt-at '{}': expected FRAME:PROMPT, e.g. 64:\"blue square moving up\"", text));
+  PromptChange change;
+  try {
+    std::size_t used = 0;
+    change.frame = std::stoll(text.substr(0, colon), &used);
+    if (used != colon || change.frame < 0) throw std::invalid_argument("frame");
+  } catch (const std::exception&) {
+    throw Error(fmt::format("--prompt-at '{}': '{}' is not a frame number", text, text.substr(0, colon)));
+  }
+  change.prompt = text.substr(colon + 1);
+  return change;
+}
+
+torch::Tensor dit_frames_to_u8(const torch::Tensor& frames, std::int64_t width, std::int64_t height) {
+  auto x = frames.detach().to(torch::kCPU, torch::kFloat32);
+  if (x.size(1) != 3) throw Error(fmt::format("StreamDiT frames have {} channels; decoding latents needs the autoencoder", x.size(1)));
+  if ((width > 0 && width != x.size(3)) || (height > 0 && height != x.size(2)))
+    x = torch::nn::functional::interpolate(
+        x, torch::nn::functional::InterpolateFuncOptions().size(std::vector<std::int64_t>{height, width}).mode(torch::kBilinear).align_corners(false));
+  return unit_range_to_image_u8(x);
+}
+
+DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const DiTStreamOptions& o) {
+  using clock = std::chrono::steady_clock;
+  const ScopedBlasThreads blas_threads(1);
+  auto changes = o.prompt_changes;
+  std::stable_sort(changes.begin(), changes.end(), [](const PromptChange& a, const PromptChange& b) { return a.frame < b.frame; });
+  std::size_t next_change = 0;
+
+  // The writer thread: conversion to uint8 and the sink (video encoding) off the DiT loop.
+  BoundedQueue<torch::Tensor> queue(4, QueuePolicy::Block);
+  std::exception_ptr writer_error;
+  std::atomic<std::int64_t> written{0};
+  std::atomic<double> first_frame_s{0};
+  const auto t0 = clock::now();
+  std::thread writer([&] {
+    try {
+      while (true) {
+        auto chunk = queue.pop(std::chrono::milliseconds(100));
+        if (!chunk) {
+          if (queue.closed() && queue.size() == 0) break;
+          continue;
+        }
+        const auto u8 = dit_frames_to_u8(*chunk, o.output_width, o.output_height);
+        for (std::int64_t f = 0; f < u8.size(0); ++f) {
+          sink.write(u8[f]);
+          if (written.fetch_add(1) == 0) first_frame_s = std::chrono::duration<double>(clock::now() - t0).count();
+        }
+      }
+    } catch (...) {
+      writer_error = std::current_exception();
+      queue.close();
+    }
+  });
+
+  DiTStreamStats stats;
+  double dit_seconds = 0;
+  std::int64_t frames_out = 0;
+  auto finish = [&] {
+    queue.close();
+    writer.join();
+  };
+  try {
+    auto apply_changes = [&] {
+      while (next_change < changes.size() && changes[next_change].frame <= frames_out) sampler.set_prompt(changes[next_change++].prompt);
+    };
+    apply_changes();
+    auto push = [&](torch::Tensor frames) {
+      if (o.frames >= 0) frames = frames.narrow(0, 0, std::min<std::int64_t>(frames.size(0), o.frames - frames_out));
+      frames_out += frames.size(0);
+      if (frames.size(0) > 0 && !queue.push(frames)) {
+        if (writer_error) std::rethrow_exception(writer_error);
+      }
+    };
+    if (!sampler.started()) {
+      const auto s0 = clock::now();
+      const auto references = sampler.start();
+      dit_seconds += std::chrono::duration<double>(clock::now() - s0).count();
+      if (references.defined()) push(references);
+    }
+    while ((o.frames < 0 || frames_out < o.frames) && !(o.stop && o.stop->load())) {
+      apply_changes();
+      const auto s0 = clock::now();
+      auto chunk = sampler.step();
+      dit_seconds += std::chrono::duration<double>(clock::now() - s0).count();
+      push(chunk);
+      if (writer_error) std::rethrow_exception(writer_error);
+      stats.chunks = sampler.chunks_emitted();
+      stats.nfe = sampler.nfe();
+      stats.init_nfe = sampler.init_nfe();
+      stats.frames = written.load();
+      stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+      stats.first_frame_s = first_frame_s.load();
+      stats.step_ms = 1000.0 * dit_seconds / static_cast<double>(std::max<std::int64_t>(1, stats.chunks));
+      if (stats.frames > 1 && stats.seconds > stats.first_frame_s)
+        stats.fps = static_cast<double>(stats.frames - 1) / (stats.seconds - stats.first_frame_s);
+      if (o.on_chunk) o.on_chunk(stats);
+    }
+  } catch (...) {
+    finish();
+    throw;
+  }
+  finish();
+  if (writer_error) std::rethrow_exception(writer_error);
+  stats.frames = written.load();
+  stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  stats.first_frame_s = first_frame_s.load();
+  if (stats.frames > 1 && stats.seconds > stats.first_frame_s)
+    stats.fps = static_cast<double>(stats.frames - 1) / (stats.seconds - stats.first_frame_s);
+  stats.chunks = sampler.chunks_emitted();
+  stats.nfe = sampler.nfe();
+  stats.init_nfe = sampler.init_nfe();
+  return stats;
+}
+
+}  // namespace streamgen
