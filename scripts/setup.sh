@@ -16,6 +16,7 @@ PACKAGES=(
   libstb-dev                   # PNG/JPEG reading and PNG writing
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev   # video files and cameras
   libboost-dev                 # Beast + Asio: the HTTP/WebSocket server
+  libgloo-dev                  # headers of the Gloo backend LibTorch's c10d uses for data-parallel training
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev        # libFuzzer for the header fuzz test
   chromium                     # the real-browser end-to-end test (driven by playwright-core from npm)

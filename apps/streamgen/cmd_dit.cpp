@@ -2,11 +2,18 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
 #include "streamgen/dit_stream.h"
+#include "streamgen/distributed.h"
 #include "streamgen/dit_trainer.h"
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
@@ -16,6 +23,48 @@
 namespace streamgen::cli {
 namespace {
 
+// --nproc N: runs this same command as N local processes (ranks 0..N-1 on 127.0.0.1) and waits
+// for them; the exit status is the first failure's.
+int launch_local_ranks(int nproc, int port) {
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < nproc; ++rank) {
+    std::vector<std::string> args;
+    const auto& given = command_arguments();
+    // The launcher's own options are replaced by each rank's.
+    const std::vector<std::string> replaced{"--nproc", "--world-size", "--rank", "--master-addr", "--master-port"};
+    for (std::size_t i = 0; i < given.size(); ++i) {
+      const auto eq = given[i].find('=');
+      const auto name = given[i].substr(0, eq);
+      if (std::find(replaced.begin(), replaced.end(), name) != replaced.end()) {
+        if (eq == std::string::npos) ++i;  // skip its value too
+        continue;
+      }
+      args.push_back(given[i]);
+    }
+    for (const auto& extra : {std::string("--world-size"), std::to_string(nproc), std::string("--rank"), std::to_string(rank),
+                              std::string("--master-addr"), std::string("127.0.0.1"), std::string("--master-port"), std::to_string(port)})
+      args.push_back(extra);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    if (::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0)
+      throw Error(fmt::format("--nproc: cannot start rank {}: {}", rank, std::strerror(errno)));
+    children.push_back(pid);
+  }
+  int status_out = 0;
+  for (std::size_t rank = 0; rank < children.size(); ++rank) {
+    int status = 0;
+    ::waitpid(children[rank], &status, 0);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code != 0) {
+      spdlog::error("rank {} exited with status {}", rank, code);
+      if (status_out == 0) status_out = code;
+    }
+  }
+  return status_out;
+}
+
 void register_train(CLI::App& dit) {
   struct Args {
     std::string out, config;
@@ -24,6 +73,7 @@ void register_train(CLI::App& dit) {
     bool no_shift_mask = false;
     std::string chunk_sizes = "1,2,4,8,16";
     DiTTrainOptions train;
+    int nproc = 0;
     ComputeArgs compute;
   };
   auto a = std::make_shared<Args>();
@@ -51,8 +101,20 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--t2v-share", a->train.recipe.mix.full_share, "Probability of c = B (plain T2V)")->capture_default_str();
   cmd->add_option("--reference-frames", a->train.recipe.reference_frames, "K clean reference frames")->capture_default_str();
   cmd->add_option("--text-dropout", a->train.recipe.text_dropout, "Share of null captions (enables CFG)")->capture_default_str();
+  cmd->add_option("--world-size", a->train.distributed.world_size, "Data-parallel processes in the run (c10d, Gloo)")->capture_default_str();
+  cmd->add_option("--rank", a->train.distributed.rank, "This process's rank")->capture_default_str();
+  cmd->add_option("--master-addr", a->train.distributed.master_addr, "Address of rank 0's rendezvous store")->capture_default_str();
+  cmd->add_option("--master-port", a->train.distributed.master_port, "Port of the rendezvous store")->capture_default_str();
+  cmd->add_option("--nproc", a->nproc, "Start N local data-parallel processes (each gets batch/N clips and threads/N cores)");
   a->compute.add_to(*cmd, /*with_dtype=*/false);
   cmd->callback([a] {
+    if (a->nproc > 1) {
+      if (!distributed_available()) throw Error("--nproc needs LibTorch's c10d with Gloo; this build has none (install libgloo-dev and rebuild)");
+      if (a->compute.threads == 0) spdlog::info("--nproc {}: each process uses one thread per core unless --threads says otherwise", a->nproc);
+      const int code = launch_local_ranks(a->nproc, a->train.distributed.master_port);
+      if (code != 0) throw ExitCode{code};
+      return;
+    }
     a->compute.resolve();
     StreamDiTConfig config;
     if (!a->config.empty()) {
@@ -80,10 +142,12 @@ void register_train(CLI::App& dit) {
     StreamDiT probe(config);
     std::int64_t params = 0;
     for (const auto& p : probe->parameters()) params += p.numel();
-    spdlog::info("training StreamDiT ({:.2f}M parameters, {} blocks of width {}, window [{}, {}, {}]) on {}; {} steps of {}x{} clips",
+    if (a->train.distributed.rank == 0)
+      spdlog::info("training StreamDiT ({:.2f}M parameters, {} blocks of width {}, window [{}, {}, {}]) on {}; {} steps of {}x{} clips",
                  static_cast<double>(params) / 1e6, config.depth, config.hidden_size, config.window[0], config.window[1], config.window[2],
                  data.describe(), a->train.steps, a->train.batch, a->train.accumulate);
     const auto summary = train_stream_dit(config, data, a->train);
+    if (a->train.distributed.rank != 0) return;
     std::cout << fmt::format("trained steps {}..{} in {} (final loss {:.4f}); model in {}\n", summary.first_step, summary.last_step,
                              format_duration(summary.seconds), summary.final_loss, a->out)
               << std::flush;

@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 
 #include <atomic>
+#include <string>
+#include <vector>
 
 #include "streamgen/device.h"
 
@@ -33,6 +35,7 @@ const std::atomic<bool>& interrupt_flag();
 // The command line as typed (quoted where needed), recorded in checkpoints and model cards.
 void set_command_line(int argc, char** argv);
 const std::string& command_line();
+const std::vector<std::string>& command_arguments();  // argv as given
 
 // Exit status for "ran fine but the answer is no" (e.g. tensors differ beyond --tol).
 inline constexpr int kExitMismatch = 1;

@@ -10,10 +10,12 @@ extern "C" void on_interrupt(int) { g_interrupted = true; }
 
 namespace {
 std::string g_command_line;
+std::vector<std::string> g_arguments;
 }  // namespace
 
 void set_command_line(int argc, char** argv) {
   g_command_line.clear();
+  g_arguments.assign(argv, argv + argc);
   for (int i = 0; i < argc; ++i) {
     const std::string arg = argv[i];
     if (i > 0) g_command_line += ' ';
@@ -22,6 +24,7 @@ void set_command_line(int argc, char** argv) {
 }
 
 const std::string& command_line() { return g_command_line; }
+const std::vector<std::string>& command_arguments() { return g_arguments; }
 
 const std::atomic<bool>& interrupt_flag() {
   static const bool installed = [] {

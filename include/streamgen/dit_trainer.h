@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "streamgen/dit.h"
+#include "streamgen/distributed.h"
 #include "streamgen/flow_matching.h"
 #include "streamgen/procedural_video.h"
 
@@ -65,6 +66,13 @@ struct FlowMatchingRecipe {
 FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
                                            std::mt19937_64& rng, at::Generator& noise);
 
+// The batch of examples [first, first + count) of a global batch, each example's clip, chunk size,
+// levels, caption dropout and noise drawn from its own engine seeded by (seed, step, micro,
+// index): any split of the batch over processes sees the same examples.
+FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
+                                             std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t first,
+                                             std::int64_t count);
+
 // Mean squared error over the frames the mask keeps. prediction/target [b, F, ...], mask [b, F].
 torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask);
 
@@ -85,6 +93,7 @@ struct DiTTrainOptions {
   std::int64_t log_every = 10;
   bool resume = false;
   FlowMatchingRecipe recipe;
+  DistributedOptions distributed;  // world_size > 1: data-parallel over c10d/Gloo, batch split by rank
   std::string command_line;  // recorded in the checkpoint for the model card
 };
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "streamgen/device.h"
+#include "streamgen/distributed.h"
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
 #include "streamgen/progress.h"
@@ -78,6 +79,38 @@ FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const Caption
   out.loss_mask = mask.to(x1.device());
   out.tokens = tokenizer.encode_batch(captions);
   return out;
+}
+
+FlowMatchingBatch concat_batches(const std::vector<FlowMatchingBatch>& parts) {
+  FlowMatchingBatch out;
+  std::vector<torch::Tensor> noisy, tau, target, mask, tokens;
+  for (const auto& p : parts) {
+    noisy.push_back(p.noisy);
+    tau.push_back(p.tau);
+    target.push_back(p.target);
+    mask.push_back(p.loss_mask);
+    tokens.push_back(p.tokens);
+    out.chunk_sizes.insert(out.chunk_sizes.end(), p.chunk_sizes.begin(), p.chunk_sizes.end());
+  }
+  out.noisy = torch::cat(noisy);
+  out.tau = torch::cat(tau);
+  out.target = torch::cat(target);
+  out.loss_mask = torch::cat(mask);
+  out.tokens = torch::cat(tokens);
+  return out;
+}
+
+FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
+                                             std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t first,
+                                             std::int64_t count) {
+  std::vector<FlowMatchingBatch> parts;
+  for (std::int64_t e = first; e < first + count; ++e) {
+    const auto stream = (micro << 20) + static_cast<std::uint64_t>(e);
+    std::mt19937_64 rng(step_seed(seed, step, stream));
+    auto noise = at::detail::createCPUGenerator(step_seed(seed, step, stream | (std::uint64_t{1} << 60)));
+    parts.push_back(make_flow_matching_batch(data.next(1, rng), tokenizer, recipe, rng, noise));
+  }
+  return concat_batches(parts);
 }
 
 torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask) {
@@ -178,6 +211,17 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
       spdlog::warn("resuming with seed {} although the run was started with seed {}: the curve will differ", o.seed,
                    state.value("seed", std::uint64_t{0}));
   }
+  const auto& dist = o.distributed;
+  std::unique_ptr<DataParallelGroup> group;
+  if (dist.world_size > 1) {
+    if (o.batch % dist.world_size != 0)
+      throw Error(fmt::format("data parallel: the batch of {} clips does not split over {} processes", o.batch, dist.world_size));
+    group = std::make_unique<DataParallelGroup>(dist);
+  }
+  const std::int64_t rank = dist.world_size > 1 ? dist.rank : 0;
+  const std::int64_t per_rank = o.batch / std::max(1, dist.world_size);
+  const bool leader = rank == 0;
+
   torch::manual_seed(o.seed);  // the initial weights
   StreamDiT model(config);
   StreamDiT ema(config);
@@ -194,10 +238,14 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
     truncate_loss_log(files.loss_log, start);
     spdlog::info("resuming '{}' at step {} of {}", o.out.string(), start, o.steps);
   }
-  fs::create_directories(files.training, ec);
-  if (ec) throw Error("cannot create '" + files.training.string() + "': " + ec.message());
-  if (!fs::exists(files.loss_log)) write_text_file(files.loss_log, "step,loss,lr,grad_norm,samples_per_s,elapsed_s\n");
-  std::ofstream log(files.loss_log, std::ios::app);
+  if (group) group->broadcast(model->parameters());  // identical starting points, whatever the seeds did
+  std::ofstream log;
+  if (leader) {
+    fs::create_directories(files.training, ec);
+    if (ec) throw Error("cannot create '" + files.training.string() + "': " + ec.message());
+    if (!fs::exists(files.loss_log)) write_text_file(files.loss_log, "step,loss,lr,grad_norm,samples_per_s,elapsed_s\n");
+    log.open(files.loss_log, std::ios::app);
+  }
 
   auto checkpoint = [&](std::int64_t step) {
     nlohmann::json meta = {{"step", step},
@@ -213,6 +261,7 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
                            {"reference_frames", o.recipe.reference_frames},
                            {"text_dropout", o.recipe.text_dropout},
                            {"data", data.describe()},
+                           {"world_size", dist.world_size},
                            {"command", o.command_line}};
     save_stream_dit(ema, files.dir, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
     save_state_dict(*model, files.weights, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "raw"}});
@@ -224,7 +273,8 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
   DiTTrainSummary summary;
   summary.first_step = start;
   const auto t0 = std::chrono::steady_clock::now();
-  ProgressBar bar("train", o.steps, "step");
+  std::ostream discard(nullptr);  // ranks other than 0 stay quiet
+  ProgressBar bar("train", o.steps, "step", leader ? nullptr : &discard, leader ? std::nullopt : std::optional<bool>(false));
   bar.set(start);
   double interval_loss = 0;
   std::int64_t interval_steps = 0;
@@ -235,14 +285,17 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
     optimizer.zero_grad();
     double loss_sum = 0;
     for (std::int64_t micro = 0; micro < o.accumulate; ++micro) {
-      std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(micro)));
-      auto noise = at::detail::createCPUGenerator(step_seed(o.seed, static_cast<std::uint64_t>(step), 1000 + static_cast<std::uint64_t>(micro)));
-      const auto clips = data.next(o.batch, rng);
-      const auto fm = make_flow_matching_batch(clips, model->tokenizer, o.recipe, rng, noise);
+      // This rank's slice of the global batch; every example is seeded by (seed, step, micro, index).
+      const auto fm = seeded_flow_matching_batch(data, model->tokenizer, o.recipe, o.seed, static_cast<std::uint64_t>(step),
+                                                 static_cast<std::uint64_t>(micro), rank * per_rank, per_rank);
       const auto prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
       const auto loss = masked_flow_loss(prediction, fm.target, fm.loss_mask) / static_cast<double>(o.accumulate);
       loss.backward();
       loss_sum += loss.item<double>();
+    }
+    if (group) {
+      group->average_gradients(model->parameters());
+      loss_sum = group->average(loss_sum);
     }
     if (!std::isfinite(loss_sum))
       throw Error(fmt::format("training diverged at step {}: loss is {} (lower --lr or raise --warmup; the last checkpoint is in '{}')", step + 1,
@@ -256,21 +309,21 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
     const auto now = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(now - last).count();
     last = now;
-    TrainStepInfo info{step + 1, loss_sum, lr, grad_norm, static_cast<double>(o.batch * o.accumulate) / std::max(dt, 1e-9)};
+    TrainStepInfo info{step + 1, loss_sum, lr, grad_norm, static_cast<double>(o.batch * o.accumulate) / std::max(dt, 1e-9)};  // global samples
     interval_loss += loss_sum;
     ++interval_steps;
     if (on_step) on_step(info);
     const double elapsed = std::chrono::duration<double>(now - t0).count();
-    log << fmt::format("{},{:.6f},{:.3e},{:.4f},{:.2f},{:.1f}\n", info.step, info.loss, lr, grad_norm, info.samples_per_second, elapsed);
+    if (leader) log << fmt::format("{},{:.6f},{:.3e},{:.4f},{:.2f},{:.1f}\n", info.step, info.loss, lr, grad_norm, info.samples_per_second, elapsed);
     if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
-      log.flush();
+      if (leader) log.flush();
       summary.final_loss = interval_loss / static_cast<double>(interval_steps);
       bar.set_postfix(fmt::format("loss={:.4f} lr={:.1e} {:.1f} samples/s", summary.final_loss, lr, info.samples_per_second));
       interval_loss = 0;
       interval_steps = 0;
     }
     bar.advance();
-    if ((step + 1) % o.checkpoint_every == 0 || step + 1 == o.steps) {
+    if (leader && ((step + 1) % o.checkpoint_every == 0 || step + 1 == o.steps)) {
       log.flush();
       checkpoint(step + 1);
     }
