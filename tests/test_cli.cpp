@@ -8,9 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "streamgen/distributed.h"
 #include "streamgen/image_io.h"
 #include "streamgen/media.h"
 #include "streamgen/safetensors.h"
+#include "streamgen/tensor_compare.h"
+#include "streamgen/weight_set.h"
 #include "test_util.h"
 
 namespace streamgen {
@@ -286,6 +289,77 @@ TEST(Cli, Img2ImgFromVideoToVideoAndThroughPipes) {
   r = run("img2img" + models + " -i " + (dir / "nothing.mp4").string() + " -o " + (dir / "o").string() + " -p x");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("nothing.mp4': no such file"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+const char* kTinyDiT = " --size 16 --frames 8 --hidden 32 --heads 2 --depth 2 --window 4 2 2 --batch 4 --warmup 1 --seed 3 ";
+
+TEST(CliDiT, TwoDataParallelProcessesMatchOneProcess) {
+  if (!distributed_available()) GTEST_SKIP() << "this LibTorch build has no c10d/Gloo";
+  test::TempDir dir;
+  const auto one = (dir / "one").string(), two = (dir / "two").string();
+  auto r = run("-q dit train --out " + one + kTinyDiT + "--steps 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  // 2 ranks on loopback, each with half of the same global batch.
+  const int port = 29500 + static_cast<int>(::getpid() % 400);
+  r = run("-q dit train --out " + two + kTinyDiT + "--steps 3 --nproc 2 --threads 1 --master-port " + std::to_string(port));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto a = WeightSet::open(std::filesystem::path(one) / "training" / "weights.safetensors");
+  const auto b = WeightSet::open(std::filesystem::path(two) / "training" / "weights.safetensors");
+  ASSERT_EQ(a.names(), b.names());
+  for (const auto& name : a.names()) {
+    const auto diff = compare_tensors(b.tensor(name), a.tensor(name));
+    EXPECT_TRUE(diff.within(1e-5) || diff.max_abs < 1e-7) << name << " rel " << diff.rel;
+  }
+  EXPECT_EQ(test::read_bytes(std::filesystem::path(one) / "loss.csv").substr(0, 60), test::read_bytes(std::filesystem::path(two) / "loss.csv").substr(0, 60));
+}
+
+TEST(CliDiT, TrainResumeStreamAndEval) {
+  test::TempDir dir;
+  const auto model = (dir / "m").string();
+  auto r = run("dit train --out " + model + kTinyDiT + "--steps 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("trained steps 0..2"), std::string::npos) << r.out;
+  r = run("dit train --out " + model + kTinyDiT + "--steps 3");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--resume"), std::string::npos) << r.out;
+  r = run("-q dit train --out " + model + " --resume --steps 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("trained steps 2..3"), std::string::npos) << r.out;
+
+  const auto video = (dir / "out.mp4").string();
+  r = run("dit stream --model " + model + " --prompt 'red circle moving left' --prompt-at '6:blue square moving up' -n 10 -c 2 -s 2 "
+          "--output-size 32x32 --fps 8 -o " + video);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("10 frames"), std::string::npos) << r.out;
+  auto source = open_source(video);
+  std::int64_t frames = 0;
+  while (auto f = source->next()) {
+    EXPECT_EQ(f->rgb.size(2), 32);
+    ++frames;
+  }
+  EXPECT_EQ(frames, 10);
+
+  r = run("dit stream --model " + model + " --prompt 'purple circle' -n 2 -o " + (dir / "pngs").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("no 'purple'"), std::string::npos) << r.out;  // unknown words are named
+  r = run("dit stream --model " + model + " --prompt x --prompt-at nonsense -n 2 -o " + (dir / "pngs").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("FRAME:PROMPT"), std::string::npos) << r.out;
+  r = run("dit stream --model " + model + " --prompt x -c 3 -n 2 -o " + (dir / "pngs").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("B = K + N·c"), std::string::npos) << r.out;
+
+  r = run("dit eval --model " + model + " --chunk-sizes 1,8 --batches 1 --batch 2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_GT(j["overall"].get<double>(), 0.0);
+  EXPECT_TRUE(j["by_chunk_size"].is_object());
 }
 
 }  // namespace

@@ -71,7 +71,7 @@ void register_train(CLI::App& dit) {
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
     std::vector<std::int64_t> window{8, 4, 4};
     bool no_shift_mask = false;
-    std::string chunk_sizes = "1,2,4,8,16";
+    std::string chunk_sizes;  // default: every power of two up to B - K
     DiTTrainOptions train;
     int nproc = 0;
     ComputeArgs compute;
@@ -97,7 +97,7 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--ema", a->train.ema_decay, "EMA decay")->capture_default_str();
   cmd->add_option("--seed", a->train.seed, "Seed of the weights, the data and the noise")->capture_default_str();
   cmd->add_option("--checkpoint-every", a->train.checkpoint_every, "Steps between checkpoints")->capture_default_str();
-  cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes c of the mixed training")->capture_default_str();
+  cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes c of the mixed training, e.g. 1,2,4,8,16 (default: every power of two up to B - K)");
   cmd->add_option("--t2v-share", a->train.recipe.mix.full_share, "Probability of c = B (plain T2V)")->capture_default_str();
   cmd->add_option("--reference-frames", a->train.recipe.reference_frames, "K clean reference frames")->capture_default_str();
   cmd->add_option("--text-dropout", a->train.recipe.text_dropout, "Share of null captions (enables CFG)")->capture_default_str();
@@ -133,7 +133,9 @@ void register_train(CLI::App& dit) {
     }
     if (a->train.resume) config = StreamDiTConfig::from_json(read_json_file(std::filesystem::path(a->out) / "config.json"), a->out + "/config.json");
     a->train.out = a->out;
-    a->train.recipe.mix = ChunkMix::parse(a->chunk_sizes, config.max_frames - a->train.recipe.reference_frames, a->train.recipe.mix.full_share);
+    const auto denoised = config.max_frames - a->train.recipe.reference_frames;
+    const auto share = a->train.recipe.mix.full_share;
+    a->train.recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(denoised, share) : ChunkMix::parse(a->chunk_sizes, denoised, share);
     a->train.command_line = command_line();
     ProceduralVideoOptions video;
     video.width = config.sample_width;
@@ -217,7 +219,7 @@ void register_stream(CLI::App& dit) {
 
 void register_eval(CLI::App& dit) {
   struct Args {
-    std::string model, chunk_sizes = "1,2,4,8,16";
+    std::string model, chunk_sizes;
     std::int64_t batches = 16, batch = 8;
     std::uint64_t seed = 1234567;
     bool json = false;
@@ -226,7 +228,7 @@ void register_eval(CLI::App& dit) {
   auto a = std::make_shared<Args>();
   auto* cmd = dit.add_subcommand("eval", "Held-out flow-matching loss of a StreamDiT model per chunk size and per flow-time bucket");
   cmd->add_option("--model", a->model, "StreamDiT folder")->required()->check(CLI::ExistingDirectory);
-  cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes to draw from (uniformly)")->capture_default_str();
+  cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes to draw from, uniformly (default: every power of two up to B)");
   cmd->add_option("--batches", a->batches, "Batches of held-out clips")->capture_default_str();
   cmd->add_option("--batch", a->batch, "Clips per batch")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the held-out data (keep it away from training seeds)")->capture_default_str();
@@ -241,8 +243,8 @@ void register_eval(CLI::App& dit) {
     video.height = c.sample_height;
     ProceduralClipSource data(video, c.max_frames);
     FlowMatchingRecipe recipe;
-    recipe.mix = ChunkMix::parse(a->chunk_sizes, c.max_frames, 0.0);
-    recipe.mix.full_share = 1.0 / static_cast<double>(recipe.mix.chunk_sizes.size());
+    recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(c.max_frames) : ChunkMix::parse(a->chunk_sizes, c.max_frames);
+    recipe.mix.full_share = 1.0 / static_cast<double>(recipe.mix.chunk_sizes.size());  // every size equally often
     const auto r = evaluate_flow_loss(model, data, recipe, a->batches, a->batch, a->seed);
     if (a->json) {
       nlohmann::json j = {{"overall", r.overall}, {"by_tau_bucket", r.by_tau_bucket}};
