@@ -357,9 +357,15 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
 
   r = run("dit eval --model " + model + " --chunk-sizes 1,8 --batches 1 --batch 2 --json");
   ASSERT_EQ(r.code, 0) << r.out;
-  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
-  EXPECT_GT(j["overall"].get<double>(), 0.0);
-  EXPECT_TRUE(j["by_chunk_size"].is_object());
+  auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_GT(j["loss"]["overall"].get<double>(), 0.0);
+  EXPECT_TRUE(j["loss"]["by_chunk_size"].is_object());
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 2 --stream-frames 12 -c 2 -s 1 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["streams"]["generated"]["frames_per_stream"], 12);
+  EXPECT_NEAR(j["streams"]["generated"]["nfe_per_frame"].get<double>(), 0.5, 1e-9);  // s = 1, c = 2
+  EXPECT_GT(j["streams"]["real"]["caption_accuracy"].get<double>(), 0.5);
 }
 
 }  // namespace

@@ -384,3 +384,57 @@ TEST(Attention, GroupedMasksMatchBetweenInferenceAndAutogradPaths) {
 
 }  // namespace
 }  // namespace streamgen
+
+#include "streamgen/dit_eval.h"
+#include "streamgen/dit_metrics.h"
+
+namespace streamgen {
+namespace {
+
+TEST(DiTMetrics, DetectsRenderedObjectsByPaletteAndShape) {
+  ProceduralVideoOptions o;
+  o.min_objects = o.max_objects = 1;
+  o.min_radius = o.max_radius = 7;
+  int right_shape = 0, total = 0;
+  std::mt19937_64 rng(21);
+  for (int i = 0; i < 30; ++i) {
+    ProceduralScene scene(o, rng);
+    const auto found = detect_objects(scene.render());
+    const auto& truth = scene.objects()[0];
+    ASSERT_EQ(found.size(), 1u) << scene.caption();
+    EXPECT_EQ(found[0].colour, truth.colour);
+    EXPECT_NEAR(found[0].x, truth.x, 1.0);
+    EXPECT_NEAR(found[0].y, truth.y, 1.5);  // the triangle's pixel centroid sits below its circumcentre
+    right_shape += found[0].shape == truth.shape;
+    ++total;
+  }
+  EXPECT_GE(right_shape, total - 2);
+}
+
+TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
+  const auto objects = parse_shape_caption("red circle moving left and blue square moving up");
+  ASSERT_EQ(objects.size(), 2u);
+  EXPECT_EQ(objects[0].colour, 0);
+  EXPECT_EQ(objects[0].shape, static_cast<int>(ShapeKind::Circle));
+  EXPECT_EQ(objects[0].direction, 0);
+  EXPECT_EQ(objects[1].colour, 2);
+  EXPECT_EQ(objects[1].direction, 2);
+  StreamEvalOptions o;
+  o.streams = 24;
+  o.frames = 32;
+  const auto real = evaluate_real_streams(32, 32, 2, o);
+  EXPECT_GT(real.caption_accuracy, 0.85);
+  EXPECT_NEAR(real.seam_ratio, 1.0, 0.15);       // real video has no chunk seams
+  EXPECT_GT(real.dynamic_degree, 0.5);           // speeds are drawn from 0.5..2 px/frame
+  EXPECT_LT(real.dynamic_degree, 2.2);
+  EXPECT_NEAR(real.drift_brightness, 1.0, 0.05);
+  // A static video (every frame the first) has no motion; noise has no objects.
+  std::mt19937_64 rng(3);
+  const auto clip = make_procedural_clip(ProceduralVideoOptions{}, 16, rng);
+  const auto still = clip.frames.narrow(0, 0, 1).expand({16, 3, 32, 32});
+  EXPECT_EQ(video_statistics(still, 2).dynamic_degree, 0.0);
+  EXPECT_LT(score_caption(torch::rand({16, 3, 32, 32}) * 2 - 1, clip.caption).overall(), 0.5);
+}
+
+}  // namespace
+}  // namespace streamgen

@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/distributed.h"
+#include "streamgen/dit_eval.h"
 #include "streamgen/dit_trainer.h"
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
@@ -217,46 +218,97 @@ void register_stream(CLI::App& dit) {
   });
 }
 
+nlohmann::json quality_json(const StreamQuality& q) {
+  return {{"caption_accuracy", q.caption_accuracy}, {"colour_accuracy", q.colour_accuracy}, {"shape_accuracy", q.shape_accuracy},
+          {"direction_accuracy", q.direction_accuracy}, {"seam_ratio", q.seam_ratio}, {"dynamic_degree", q.dynamic_degree},
+          {"drift_brightness", q.drift_brightness}, {"drift_contrast", q.drift_contrast}, {"drift_caption", q.drift_caption},
+          {"streams", q.streams}, {"frames_per_stream", q.frames_per_stream}, {"nfe_per_frame", q.nfe_per_frame}};
+}
+
 void register_eval(CLI::App& dit) {
   struct Args {
     std::string model, chunk_sizes;
     std::int64_t batches = 16, batch = 8;
     std::uint64_t seed = 1234567;
+    StreamEvalOptions streams;
+    StreamDiTOptions sampler;
     bool json = false;
     ComputeArgs compute;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = dit.add_subcommand("eval", "Held-out flow-matching loss of a StreamDiT model per chunk size and per flow-time bucket");
+  a->streams.streams = 0;
+  auto* cmd = dit.add_subcommand("eval", "Held-out flow-matching loss per chunk size and flow time; with --streams, generated streams scored "
+                                         "against real video (caption accuracy, seams, motion, drift)");
   cmd->add_option("--model", a->model, "StreamDiT folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes to draw from, uniformly (default: every power of two up to B)");
-  cmd->add_option("--batches", a->batches, "Batches of held-out clips")->capture_default_str();
+  cmd->add_option("--batches", a->batches, "Batches of held-out clips for the loss (0: skip it)")->capture_default_str();
   cmd->add_option("--batch", a->batch, "Clips per batch")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the held-out data (keep it away from training seeds)")->capture_default_str();
+  cmd->add_option("--streams", a->streams.streams, "Generated streams to score (0: none)")->capture_default_str();
+  cmd->add_option("--stream-frames", a->streams.frames, "Frames per scored stream")->capture_default_str();
+  cmd->add_option("--chunk-size,-c", a->sampler.chunk_frames, "Sampler: frames per chunk")->capture_default_str();
+  cmd->add_option("--micro-steps,-s", a->sampler.micro_steps, "Sampler: Euler steps per chunk")->capture_default_str();
+  cmd->add_option("--guidance,-g", a->sampler.guidance, "Sampler: CFG scale")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print one JSON object");
   a->compute.add_to(*cmd);
   cmd->callback([a] {
     const auto compute = a->compute.resolve();
     auto model = load_stream_dit(a->model, compute);
     const auto& c = model->config;
-    ProceduralVideoOptions video;
-    video.width = c.sample_width;
-    video.height = c.sample_height;
-    ProceduralClipSource data(video, c.max_frames);
-    FlowMatchingRecipe recipe;
-    recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(c.max_frames) : ChunkMix::parse(a->chunk_sizes, c.max_frames);
-    recipe.mix.full_share = 1.0 / static_cast<double>(recipe.mix.chunk_sizes.size());  // every size equally often
-    const auto r = evaluate_flow_loss(model, data, recipe, a->batches, a->batch, a->seed);
-    if (a->json) {
-      nlohmann::json j = {{"overall", r.overall}, {"by_tau_bucket", r.by_tau_bucket}};
-      for (const auto& [size, loss] : r.by_chunk_size) j["by_chunk_size"][std::to_string(size)] = loss;
-      std::cout << j.dump() << "\n";
-      return;
+    nlohmann::json j;
+    if (a->batches > 0) {
+      ProceduralVideoOptions video;
+      video.width = c.sample_width;
+      video.height = c.sample_height;
+      ProceduralClipSource data(video, c.max_frames);
+      FlowMatchingRecipe recipe;
+      recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(c.max_frames) : ChunkMix::parse(a->chunk_sizes, c.max_frames);
+      recipe.mix.full_share = 1.0 / static_cast<double>(recipe.mix.chunk_sizes.size());  // every size equally often
+      const auto r = evaluate_flow_loss(model, data, recipe, a->batches, a->batch, a->seed);
+      j["loss"] = {{"overall", r.overall}, {"by_tau_bucket", r.by_tau_bucket}};
+      for (const auto& [size, loss] : r.by_chunk_size) j["loss"]["by_chunk_size"][std::to_string(size)] = loss;
+      if (!a->json) {
+        std::cout << fmt::format("held-out flow-matching loss: {:.4f} over {} clips\n", r.overall, a->batches * a->batch);
+        for (const auto& [size, loss] : r.by_chunk_size) std::cout << fmt::format("  c = {:<3} {:.4f}\n", size, loss);
+        for (std::size_t i = 0; i < r.by_tau_bucket.size(); ++i)
+          std::cout << fmt::format("  tau in [{:.1f}, {:.1f})  {:.4f}  ({} frames)\n", static_cast<double>(i) / 10,
+                                   static_cast<double>(i + 1) / 10, r.by_tau_bucket[i], r.frames_per_bucket[i]);
+      }
     }
-    std::cout << fmt::format("held-out flow-matching loss: {:.4f} over {} clips\n", r.overall, a->batches * a->batch);
-    for (const auto& [size, loss] : r.by_chunk_size) std::cout << fmt::format("  c = {:<3} {:.4f}\n", size, loss);
-    for (std::size_t i = 0; i < r.by_tau_bucket.size(); ++i)
-      std::cout << fmt::format("  tau in [{:.1f}, {:.1f})  {:.4f}  ({} frames)\n", static_cast<double>(i) / 10, static_cast<double>(i + 1) / 10,
-                               r.by_tau_bucket[i], r.frames_per_bucket[i]);
+    if (a->streams.streams > 0) {
+      ProgressBar bar("eval streams", a->streams.streams * a->streams.frames, "frame");
+      a->streams.on_frames = [&](std::int64_t done, std::int64_t) { bar.set(done); };
+      const auto generated = evaluate_generated_streams(
+          [&](std::uint64_t seed) {
+            auto o = a->sampler;
+            o.seed = seed;
+            return StreamDiTSampler(model, o);
+          },
+          c.sample_width, c.sample_height, a->streams);
+      bar.finish();
+      const auto real = evaluate_real_streams(c.sample_width, c.sample_height, a->sampler.chunk_frames, a->streams);
+      j["streams"] = {{"generated", quality_json(generated)}, {"real", quality_json(real)},
+                      {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance}}}};
+      if (!a->json) {
+        std::cout << fmt::format("{} streams of {} frames, c = {}, s = {}, guidance {} ({:.2f} NFE per frame):\n", generated.streams,
+                                 generated.frames_per_stream, a->sampler.chunk_frames, a->sampler.micro_steps, a->sampler.guidance,
+                                 generated.nfe_per_frame);
+        std::cout << fmt::format("  {:<22} {:>10} {:>10} {:>8}\n", "metric", "generated", "real", "ratio");
+        auto row = [](const char* name, double g, double r) {
+          std::cout << fmt::format("  {:<22} {:>10.3f} {:>10.3f} {:>8.2f}\n", name, g, r, r != 0 ? g / r : 0.0);
+        };
+        row("caption accuracy", generated.caption_accuracy, real.caption_accuracy);
+        row("  colour", generated.colour_accuracy, real.colour_accuracy);
+        row("  shape", generated.shape_accuracy, real.shape_accuracy);
+        row("  direction", generated.direction_accuracy, real.direction_accuracy);
+        row("seam ratio", generated.seam_ratio, real.seam_ratio);
+        row("dynamic degree px/f", generated.dynamic_degree, real.dynamic_degree);
+        row("drift brightness", generated.drift_brightness, real.drift_brightness);
+        row("drift contrast", generated.drift_contrast, real.drift_contrast);
+        row("drift caption", generated.drift_caption, real.drift_caption);
+      }
+    }
+    if (a->json) std::cout << j.dump() << "\n";
   });
 }
 

@@ -1,0 +1,51 @@
+#pragma once
+// Evaluation of generated shape videos without pretrained networks (../shared/docs/streamdit.md
+// §15, metrics 2–3): objects are found by the known palette (colour threshold + connected
+// components), which gives their colour, shape (fill ratio of the bounding box) and centroid
+// track; from these come caption accuracy, dynamic degree (centroid speed), seam ratio and drift.
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "streamgen/procedural_video.h"
+
+namespace streamgen {
+
+struct DetectedObject {
+  int colour = 0;
+  ShapeKind shape = ShapeKind::Circle;
+  double x = 0, y = 0;  // centroid in pixels
+  std::int64_t area = 0;
+};
+
+// frame [3, H, W] in [-1, 1]. Components smaller than `min_area` pixels are noise.
+std::vector<DetectedObject> detect_objects(const torch::Tensor& frame, std::int64_t min_area = 6);
+
+// What a caption asks for: "red circle moving left and blue square moving up".
+struct CaptionedObject {
+  int colour = -1;
+  int shape = -1;      // ShapeKind, -1 when not named
+  int direction = -1;  // 0 left, 1 right, 2 up, 3 down, -1 when not named
+};
+std::vector<CaptionedObject> parse_shape_caption(const std::string& caption);
+
+struct CaptionScore {
+  double colour = 0, shape = 0, direction = 0;  // fraction of captioned objects right
+  double overall() const { return (colour + shape + direction) / 3.0; }
+};
+// Scores frames [F, 3, H, W] against the caption: colour = the object's colour is present in at
+// least half the frames; shape = the majority shape of that colour; direction = the dominant axis
+// and sign of its centroid motion over the first `direction_frames` frames.
+CaptionScore score_caption(const torch::Tensor& frames, const std::string& caption, std::int64_t direction_frames = 6);
+
+struct VideoStatistics {
+  double dynamic_degree = 0;  // mean centroid speed, pixels per frame
+  double seam_ratio = 0;      // mean |x_t - x_{t-1}| at chunk boundaries / inside chunks
+  double brightness = 0, contrast = 0;  // mean and standard deviation of the pixels
+};
+// frames [F, 3, H, W]; chunk boundaries every `chunk_frames` frames (<= 1: seam ratio left 0).
+VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames);
+
+}  // namespace streamgen

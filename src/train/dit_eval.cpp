@@ -1,0 +1,116 @@
+#include "streamgen/dit_eval.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <random>
+
+#include "streamgen/dit_trainer.h"
+
+namespace streamgen {
+namespace {
+
+// Accumulates one stream's frames into the report.
+struct Accumulator {
+  const StreamEvalOptions& o;
+  std::int64_t chunk_frames;
+  double colour = 0, shape = 0, direction = 0, seam = 0, dynamic = 0;
+  double drift_b = 0, drift_c = 0, drift_cap = 0;
+  std::int64_t n = 0, seams = 0;
+
+  void add(const torch::Tensor& frames, const std::string& caption) {
+    const auto f = frames.size(0), w = std::min(o.window, f);
+    const auto first = score_caption(frames.narrow(0, 0, w), caption);
+    colour += first.colour;
+    shape += first.shape;
+    direction += first.direction;
+    const auto stats = video_statistics(frames, chunk_frames);
+    if (stats.seam_ratio > 0) seam += stats.seam_ratio, ++seams;
+    dynamic += stats.dynamic_degree;
+    // Drift: the last window against the reference span at the start (colour + shape only: the
+    // direction in a caption describes the start of the motion, bounces change it later).
+    const auto ref_frames = std::max(w, std::min(o.drift_reference_frames, f / 2));
+    const auto ref = frames.narrow(0, 0, ref_frames), last = frames.narrow(0, f - w, w);
+    const auto ref_stats = video_statistics(ref, 0), last_stats = video_statistics(last, 0);
+    auto ratio = [](double a, double b) { return std::abs(b) > 1e-9 ? a / b : 1.0; };
+    drift_b += ratio(last_stats.brightness, ref_stats.brightness);
+    drift_c += ratio(last_stats.contrast, ref_stats.contrast);
+    const auto ref_cap = score_caption(ref, caption), last_cap = score_caption(last, caption);
+    drift_cap += ratio((last_cap.colour + last_cap.shape) / 2, (ref_cap.colour + ref_cap.shape) / 2);
+    ++n;
+  }
+
+  StreamQuality report(std::int64_t frames) const {
+    StreamQuality q;
+    const double d = static_cast<double>(std::max<std::int64_t>(1, n));
+    q.colour_accuracy = colour / d;
+    q.shape_accuracy = shape / d;
+    q.direction_accuracy = direction / d;
+    q.caption_accuracy = (q.colour_accuracy + q.shape_accuracy + q.direction_accuracy) / 3;
+    q.seam_ratio = seams > 0 ? seam / static_cast<double>(seams) : 0;
+    q.dynamic_degree = dynamic / d;
+    q.drift_brightness = drift_b / d;
+    q.drift_contrast = drift_c / d;
+    q.drift_caption = drift_cap / d;
+    q.streams = n;
+    q.frames_per_stream = frames;
+    return q;
+  }
+};
+
+ProceduralVideoOptions scene_options(std::int64_t width, std::int64_t height) {
+  ProceduralVideoOptions v;
+  v.width = width;
+  v.height = height;
+  return v;
+}
+
+}  // namespace
+
+StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(std::uint64_t)>& make_sampler, std::int64_t width,
+                                         std::int64_t height, const StreamEvalOptions& o) {
+  std::int64_t chunk = 1;
+  Accumulator acc{o, 0};
+  std::int64_t nfe = 0, counted = 0;
+  for (std::int64_t i = 0; i < o.streams; ++i) {
+    std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
+    const auto caption = ProceduralScene(scene_options(width, height), rng).caption();
+    auto sampler = make_sampler(step_seed(o.seed, static_cast<std::uint64_t>(i), 78));
+    chunk = sampler.partition().chunk_frames;
+    acc.chunk_frames = chunk;
+    sampler.set_prompt(caption);
+    std::vector<torch::Tensor> frames;
+    const auto refs = sampler.start();
+    if (refs.defined()) frames.push_back(refs);
+    std::int64_t have = refs.defined() ? refs.size(0) : 0;
+    while (have < o.frames) {
+      frames.push_back(sampler.step());
+      have += frames.back().size(0);
+      if (o.on_frames) o.on_frames(i * o.frames + std::min(have, o.frames), o.streams * o.frames);
+    }
+    nfe += sampler.nfe() - sampler.init_nfe();
+    counted += have;
+    acc.add(torch::cat(frames).narrow(0, 0, o.frames).clamp(-1, 1), caption);
+  }
+  auto q = acc.report(o.frames);
+  q.nfe_per_frame = static_cast<double>(nfe) / static_cast<double>(std::max<std::int64_t>(1, counted));
+  return q;
+}
+
+StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std::int64_t chunk_frames, const StreamEvalOptions& o) {
+  Accumulator acc{o, chunk_frames};
+  for (std::int64_t i = 0; i < o.streams; ++i) {
+    std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
+    ProceduralScene scene(scene_options(width, height), rng);
+    const auto caption = scene.caption();
+    std::vector<torch::Tensor> frames;
+    for (std::int64_t f = 0; f < o.frames; ++f) {
+      frames.push_back(scene.render());
+      scene.advance();
+    }
+    acc.add(torch::stack(frames), caption);
+  }
+  return acc.report(o.frames);
+}
+
+}  // namespace streamgen

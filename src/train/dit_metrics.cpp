@@ -1,0 +1,198 @@
+#include "streamgen/dit_metrics.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <map>
+#include <sstream>
+
+namespace streamgen {
+namespace {
+
+// A pixel belongs to a palette colour when every channel is within this distance (in [0, 1]).
+constexpr float kColourTolerance = 0.3f;
+
+ShapeKind shape_from_fill(double fill) {
+  // Fill ratio of the bounding box: square ~1, disc pi/4 ~0.79, triangle ~0.5.
+  if (fill > 0.9) return ShapeKind::Square;
+  if (fill > 0.64) return ShapeKind::Circle;
+  return ShapeKind::Triangle;
+}
+
+int index_of(const std::vector<std::string>& list, const std::string& word) {
+  const auto it = std::find(list.begin(), list.end(), word);
+  return it == list.end() ? -1 : static_cast<int>(it - list.begin());
+}
+
+}  // namespace
+
+std::vector<DetectedObject> detect_objects(const torch::Tensor& frame, std::int64_t min_area) {
+  const auto img = ((frame.detach().to(torch::kCPU, torch::kFloat32) + 1) / 2).contiguous();
+  const auto h = img.size(1), w = img.size(2), plane = h * w;
+  const float* p = img.data_ptr<float>();
+  const auto& palette = ProceduralPalette::colours();
+  std::vector<DetectedObject> found;
+  std::vector<std::uint8_t> seen(static_cast<std::size_t>(plane));
+  std::vector<std::int64_t> stack;
+  for (std::size_t c = 0; c < palette.size(); ++c) {
+    auto matches = [&](std::int64_t i) {
+      for (int ch = 0; ch < 3; ++ch)
+        if (std::abs(p[ch * plane + i] - palette[c][static_cast<std::size_t>(ch)]) > kColourTolerance) return false;
+      return true;
+    };
+    std::fill(seen.begin(), seen.end(), 0);
+    for (std::int64_t start = 0; start < plane; ++start) {
+      if (seen[static_cast<std::size_t>(start)] || !matches(start)) continue;
+      // 4-connected flood fill.
+      std::int64_t area = 0, x0 = w, x1 = -1, y0 = h, y1 = -1;
+      double sx = 0, sy = 0;
+      stack.assign(1, start);
+      seen[static_cast<std::size_t>(start)] = 1;
+      while (!stack.empty()) {
+        const auto i = stack.back();
+        stack.pop_back();
+        const auto y = i / w, x = i % w;
+        ++area;
+        sx += static_cast<double>(x) + 0.5;
+        sy += static_cast<double>(y) + 0.5;
+        x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+        const std::array<std::int64_t, 4> next{y > 0 ? i - w : -1, y + 1 < h ? i + w : -1, x > 0 ? i - 1 : -1, x + 1 < w ? i + 1 : -1};
+        for (auto n : next)
+          if (n >= 0 && !seen[static_cast<std::size_t>(n)] && matches(n)) {
+            seen[static_cast<std::size_t>(n)] = 1;
+            stack.push_back(n);
+          }
+      }
+      if (area < min_area) continue;
+      const double box = static_cast<double>((x1 - x0 + 1) * (y1 - y0 + 1));
+      found.push_back({static_cast<int>(c), shape_from_fill(static_cast<double>(area) / box), sx / static_cast<double>(area),
+                       sy / static_cast<double>(area), area});
+    }
+  }
+  return found;
+}
+
+std::vector<CaptionedObject> parse_shape_caption(const std::string& caption) {
+  std::vector<CaptionedObject> objects;
+  std::stringstream in(caption);
+  std::string word;
+  CaptionedObject current;
+  auto flush = [&] {
+    if (current.colour >= 0 || current.shape >= 0) objects.push_back(current);
+    current = {};
+  };
+  while (in >> word) {
+    std::transform(word.begin(), word.end(), word.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    if (word == "and") {
+      flush();
+    } else if (int c = index_of(ProceduralPalette::colour_names(), word); c >= 0) {
+      if (current.colour >= 0) flush();
+      current.colour = c;
+    } else if (int s = index_of(ProceduralPalette::shape_names(), word); s >= 0) {
+      current.shape = s;
+    } else if (int d = index_of(ProceduralPalette::direction_names(), word); d >= 0) {
+      current.direction = d;
+    }
+  }
+  flush();
+  return objects;
+}
+
+CaptionScore score_caption(const torch::Tensor& frames, const std::string& caption, std::int64_t direction_frames) {
+  const auto wanted = parse_shape_caption(caption);
+  CaptionScore score;
+  if (wanted.empty()) return score;
+  const auto f = frames.size(0);
+  std::vector<std::vector<DetectedObject>> per_frame;
+  for (std::int64_t i = 0; i < f; ++i) per_frame.push_back(detect_objects(frames[i]));
+  double colour_ok = 0, shape_ok = 0, direction_ok = 0, shapes_asked = 0, directions_asked = 0;
+  for (const auto& want : wanted) {
+    // The largest component of the wanted colour in each frame stands for the object.
+    std::vector<const DetectedObject*> track;
+    std::int64_t present = 0;
+    std::map<int, int> shape_votes;
+    for (const auto& objects : per_frame) {
+      const DetectedObject* best = nullptr;
+      for (const auto& o : objects)
+        if (o.colour == want.colour && (!best || o.area > best->area)) best = &o;
+      track.push_back(best);
+      if (best) {
+        ++present;
+        ++shape_votes[static_cast<int>(best->shape)];
+      }
+    }
+    const bool colour_present = 2 * present >= f;
+    colour_ok += colour_present;
+    if (want.shape >= 0) {
+      ++shapes_asked;
+      int majority = -1, votes = 0;
+      for (const auto& [shape, n] : shape_votes)
+        if (n > votes) majority = shape, votes = n;
+      shape_ok += colour_present && majority == want.shape;
+    }
+    if (want.direction >= 0) {
+      ++directions_asked;
+      const DetectedObject* first = nullptr;
+      const DetectedObject* last = nullptr;
+      for (std::int64_t i = 0; i < std::min<std::int64_t>(f, direction_frames); ++i)
+        if (track[static_cast<std::size_t>(i)]) {
+          if (!first) first = track[static_cast<std::size_t>(i)];
+          last = track[static_cast<std::size_t>(i)];
+        }
+      if (first && last && first != last) {
+        const MovingObject motion{0, ShapeKind::Circle, 0, 0, last->x - first->x, last->y - first->y, 1};
+        direction_ok += motion.direction() == want.direction;
+      }
+    }
+  }
+  const double n = static_cast<double>(wanted.size());
+  score.colour = colour_ok / n;
+  score.shape = shapes_asked > 0 ? shape_ok / shapes_asked : 1.0;
+  score.direction = directions_asked > 0 ? direction_ok / directions_asked : 1.0;
+  return score;
+}
+
+VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames) {
+  VideoStatistics s;
+  const auto x = frames.detach().to(torch::kCPU, torch::kFloat32);
+  const auto f = x.size(0);
+  s.brightness = x.mean().item<double>();
+  s.contrast = x.std().item<double>();
+  if (f < 2) return s;
+  const auto diffs = (x.narrow(0, 1, f - 1) - x.narrow(0, 0, f - 1)).abs().flatten(1).mean(1);  // diffs[i] = |x_{i+1} - x_i|
+  if (chunk_frames > 1) {
+    double at_seams = 0, inside = 0;
+    std::int64_t n_seams = 0, n_inside = 0;
+    for (std::int64_t i = 0; i + 1 < f; ++i) {
+      const double d = diffs[i].item<double>();
+      if ((i + 1) % chunk_frames == 0) at_seams += d, ++n_seams;
+      else inside += d, ++n_inside;
+    }
+    if (n_seams > 0 && n_inside > 0 && inside > 0)
+      s.seam_ratio = (at_seams / static_cast<double>(n_seams)) / (inside / static_cast<double>(n_inside));
+  }
+  // Dynamic degree: centroid displacement of each colour's largest object between frames.
+  double moved = 0;
+  std::int64_t moves = 0;
+  std::vector<DetectedObject> previous = detect_objects(x[0]);
+  for (std::int64_t i = 1; i < f; ++i) {
+    auto current = detect_objects(x[i]);
+    for (const auto& c : current)
+      for (const auto& p : previous)
+        if (p.colour == c.colour) {
+          const double d = std::hypot(c.x - p.x, c.y - p.y);
+          if (d < 8.0) {  // a plausible per-frame move; larger jumps are different objects
+            moved += d;
+            ++moves;
+          }
+          break;
+        }
+    previous = std::move(current);
+  }
+  s.dynamic_degree = moves > 0 ? moved / static_cast<double>(moves) : 0.0;
+  return s;
+}
+
+}  // namespace streamgen
