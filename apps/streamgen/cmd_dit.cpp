@@ -71,7 +71,7 @@ void register_train(CLI::App& dit) {
     std::string out, config;
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
     std::vector<std::int64_t> window{8, 4, 4};
-    bool no_shift_mask = false;
+    bool no_shift_mask = false, no_text_modulation = false;
     std::string chunk_sizes;  // default: every power of two up to B - K
     DiTTrainOptions train;
     int nproc = 0;
@@ -90,6 +90,7 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--patch", a->patch, "Spatial patch size")->capture_default_str();
   cmd->add_option("--window", a->window, "Attention window in tokens: frames height width")->expected(3)->capture_default_str();
   cmd->add_flag("--no-shift-mask", a->no_shift_mask, "Let shifted windows attend across the wrap-around");
+  cmd->add_flag("--no-text-modulation", a->no_text_modulation, "Caption through cross-attention only (no pooled caption in the adaLN input)");
   cmd->add_option("--steps", a->train.steps, "Optimiser steps")->capture_default_str();
   cmd->add_option("--batch", a->train.batch, "Clips per micro-batch")->capture_default_str();
   cmd->add_option("--accumulate", a->train.accumulate, "Micro-batches per optimiser step")->capture_default_str();
@@ -129,6 +130,7 @@ void register_train(CLI::App& dit) {
       config.patch_size = a->patch;
       std::copy(a->window.begin(), a->window.end(), config.window.begin());
       config.shift_mask = !a->no_shift_mask;
+      config.text_modulation = !a->no_text_modulation;
       config.text.vocabulary = ProceduralPalette::vocabulary();
       config.validate("dit train");
     }

@@ -36,6 +36,12 @@ struct StreamDiTConfig {
   std::array<std::int64_t, 3> window{8, 4, 4};  // [F_w, H_w, W_w] in tokens
   bool shift_mask = true;  // Swin region mask for voxels wrapped around by the cyclic shift
   std::int64_t frequency_embedding_size = 256;
+  // Decision (not in the paper): the mean caption state, through a small MLP (y_embedder), is
+  // added to every frame's time embedding, as DiT adds its class embedding, so the caption also
+  // steers every adaLN modulation. Measured on the tiny teacher: with cross-attention alone the
+  // caption barely changed predictions after 2,500 steps (x1 error 0.1326 right vs 0.1359 null
+  // caption at tau = 0.05).
+  bool text_modulation = true;
   CaptionEncoderConfig text;
 
   std::int64_t grid_height() const { return sample_height / patch_size; }
@@ -115,6 +121,7 @@ struct StreamDiTImpl : torch::nn::Module {
   torch::nn::Linear x_embedder{nullptr};
   torch::Tensor pos_embed_t, pos_embed_h, pos_embed_w;  // [max_frames, D], [grid_h, D], [grid_w, D]
   TimestepEmbedder t_embedder{nullptr};
+  torch::nn::Sequential y_embedder{nullptr};  // only with config.text_modulation
   CaptionEncoder text_encoder{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   StreamDiTFinalLayer final_layer{nullptr};

@@ -76,6 +76,7 @@ StreamDiTConfig StreamDiTConfig::from_json(const nlohmann::json& j, const std::s
   if (window.size() != 3) throw Error(source + ": 'window' must list 3 sizes [frames, height, width]");
   std::copy(window.begin(), window.end(), c.window.begin());
   c.shift_mask = config_value(j, "shift_mask", c.shift_mask, source);
+  c.text_modulation = config_value(j, "text_modulation", false, source);  // absent: a checkpoint from before the option
   c.frequency_embedding_size = config_value(j, "frequency_embedding_size", c.frequency_embedding_size, source);
   c.text.vocabulary = config_value(j, "vocabulary", c.text.vocabulary, source);
   c.text.max_tokens = config_value(j, "max_text_tokens", c.text.max_tokens, source);
@@ -98,6 +99,7 @@ nlohmann::json StreamDiTConfig::to_json() const {
           {"sample_width", sample_width},
           {"window", std::vector<std::int64_t>(window.begin(), window.end())},
           {"shift_mask", shift_mask},
+          {"text_modulation", text_modulation},
           {"frequency_embedding_size", frequency_embedding_size},
           {"vocabulary", text.vocabulary},
           {"max_text_tokens", text.max_tokens},
@@ -223,6 +225,8 @@ StreamDiTImpl::StreamDiTImpl(StreamDiTConfig c) : config(std::move(c)), tokenize
   pos_embed_h = register_parameter("pos_embed_h", torch::zeros({config.grid_height(), d}));
   pos_embed_w = register_parameter("pos_embed_w", torch::zeros({config.grid_width(), d}));
   t_embedder = register_module("t_embedder", TimestepEmbedder(d, config.frequency_embedding_size));
+  if (config.text_modulation)
+    y_embedder = register_module("y_embedder", torch::nn::Sequential(torch::nn::Linear(d, d), torch::nn::SiLU(), torch::nn::Linear(d, d)));
   text_encoder = register_module("text_encoder", CaptionEncoder(config.text, d));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < config.depth; ++i) blocks->push_back(StreamDiTBlock(config));
@@ -280,8 +284,9 @@ torch::Tensor StreamDiTImpl::forward(const torch::Tensor& x, const torch::Tensor
   const auto patches = x.view({b, f, config.in_channels, h, p, w, p}).permute({0, 1, 3, 5, 2, 4, 6}).reshape({b, f, h, w, -1});
   auto tokens = x_embedder(patches) + pos_embed_t.narrow(0, 0, f).view({1, f, 1, 1, d}) + pos_embed_h.narrow(0, 0, h).view({1, 1, h, 1, d}) +
                 pos_embed_w.narrow(0, 0, w).view({1, 1, 1, w, d});
-  const auto e = t_embedder(tau.to(x.device()));  // [b, F, D]
   const auto context = text.expand({b, text.size(1), d});
+  auto e = t_embedder(tau.to(x.device()));  // [b, F, D]
+  if (y_embedder) e = e + y_embedder->forward(context.mean(1)).unsqueeze(1);
 
   const std::array<std::int64_t, 3> grid{f, h, w};
   const WindowLayout plain = make_window_layout(grid, config.window, false);
