@@ -128,6 +128,39 @@ void register_bench(CLI::App& app) {
     print_bench_rows(std::cout, bench_serve(serve->options), serve->json);
   });
 
+  using DiTBench = std::vector<BenchRow> (*)(const DiTBenchOptions&);
+  auto add_dit_bench = [cmd](const std::string& name, const std::string& description, DiTBench bench, bool reduced) {
+    struct DiTArgs {
+      DiTBenchOptions options;
+      std::string model;
+      std::vector<std::string> dtypes{"fp32", "bf16"};
+      bool json = false;
+      ComputeArgs compute;
+    };
+    auto a = std::make_shared<DiTArgs>();
+    auto* sub = cmd->add_subcommand(name, description);
+    if (!reduced) sub->add_option("--model", a->model, "StreamDiT folder (default: random weights of the tiny configuration)")->check(CLI::ExistingDirectory);
+    if (reduced) {
+      sub->add_option("--depth", a->options.depth, "Blocks to run (time scaled to 28)")->capture_default_str()->check(CLI::Range(1, 28));
+      sub->add_option("--frames", a->options.frames, "Latent frames to run (time scaled to 16)")->capture_default_str()->check(CLI::Range(1, 16));
+    }
+    if (name == "dit-train") sub->add_option("--batch", a->options.batch, "Clips per step")->capture_default_str()->check(CLI::Range(1, 256));
+    sub->add_option("--dtypes", a->dtypes, "fp32, bf16, fp16")->delimiter(',')->capture_default_str();
+    sub->add_option("--runs", a->options.runs, "Timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
+    sub->add_flag("--json", a->json, "One JSON object per configuration per line");
+    a->compute.add_to(*sub, /*with_dtype=*/false);
+    sub->callback([a, bench] {
+      a->options.device = a->compute.resolve().device;
+      a->options.model = a->model;
+      a->options.dtypes.clear();
+      for (const auto& d : a->dtypes) a->options.dtypes.push_back(parse_dtype(d));
+      print_bench_rows(std::cout, bench(a->options), a->json);
+    });
+  };
+  add_dit_bench("dit-stream", "StreamDiT streaming: teacher (CFG / none) vs student settings, FPS, NFE per frame, first frame", &bench_dit_stream, false);
+  add_dit_bench("dit-train", "StreamDiT training step (samples/s, GFLOP/s) and forward per dtype", &bench_dit_train, false);
+  add_dit_bench("dit-4b", "The paper's 4B StreamDiT at a reduced depth/frames, scaled to seconds per NFE", &bench_dit_4b, true);
+
   add_model_bench(cmd, "unet", "UNet2DConditionModel at real size, random weights (SD-Turbo = sd21)",
                   "Latent sizes (default 32,64)", &bench_unet, true);
   add_model_bench(cmd, "taesd", "TAESD encode and decode, random weights", "Image sizes (default 256,512)", &bench_taesd, false);

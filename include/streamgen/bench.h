@@ -104,3 +104,30 @@ struct ServeBenchOptions {
 std::vector<BenchRow> bench_serve(const ServeBenchOptions& options);
 
 }  // namespace streamgen
+
+namespace streamgen {
+
+struct DiTBenchOptions {
+  std::filesystem::path model;  // a StreamDiT folder; empty: random weights of the tiny configuration
+  std::vector<torch::ScalarType> dtypes{torch::kFloat32, torch::kBFloat16};
+  torch::Device device{torch::kCPU};
+  int runs = 5;
+  std::int64_t batch = 8;     // dit-train
+  std::int64_t depth = 1;     // dit-4b: blocks actually run (the time is scaled to the full depth)
+  std::int64_t frames = 2;    // dit-4b: latent frames actually run (the paper: 16)
+};
+
+// Streaming with the teacher (c = 2, s = 4, CFG 3 and without CFG) and the student setting
+// (c = 2, s = 1, no CFG): output FPS, ms per step, NFE per frame, time to first frame.
+std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& options);
+// One optimiser step (forward, backward, AdamW) on a batch of procedural clips: samples/s and
+// achieved GFLOP/s (forward FLOPs counted, backward taken as twice the forward); plus forward-only
+// rows per dtype.
+std::vector<BenchRow> bench_dit_train(const DiTBenchOptions& options);
+// The paper's 4B configuration (width 3072, 28 blocks, 24 heads, patch 1x2x2 on a 16x64x64x16
+// latent, window [8, 16, 16]) with random weights, run at a reduced depth / frame count; the
+// measured time is scaled linearly to seconds per NFE of the full model (attention inside a window
+// is linear in the number of windows, so the scaling holds while frames stay a multiple of F_w).
+std::vector<BenchRow> bench_dit_4b(const DiTBenchOptions& options);
+
+}  // namespace streamgen

@@ -1,0 +1,185 @@
+// StreamDiT benchmarks: streaming (teacher vs student settings), training steps, and the paper's
+// 4B configuration at a reduced size.
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "streamgen/bench.h"
+#include "streamgen/device.h"
+#include "streamgen/dit_trainer.h"
+#include "streamgen/flop_counter.h"
+#include "streamgen/stream_dit.h"
+#include "streamgen/timing.h"
+
+namespace streamgen {
+namespace {
+
+StreamDiTConfig tiny_config() {
+  StreamDiTConfig c;  // the defaults are the tiny configuration of the spec
+  c.text.vocabulary = ProceduralPalette::vocabulary();
+  return c;
+}
+
+StreamDiT bench_model(const DiTBenchOptions& o, torch::ScalarType dtype) {
+  if (!o.model.empty()) return load_stream_dit(o.model, {o.device, dtype});
+  torch::manual_seed(0);
+  StreamDiT m(tiny_config());
+  torch::NoGradGuard no_grad;
+  for (auto& p : m->parameters()) p.normal_(0.0, 0.02);  // non-zero adaLN so every path computes
+  prepare_for_inference(*m, o.device, dtype);
+  return m;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
+  const ScopedBlasThreads blas_threads(1);
+  struct Setting {
+    const char* name;
+    std::int64_t c, s;
+    double guidance;
+  };
+  const Setting settings[] = {{"teacher_cfg", 2, 4, 3.0}, {"teacher", 2, 4, 1.0}, {"student", 2, 1, 1.0}};
+  std::vector<BenchRow> rows;
+  for (auto dtype : o.dtypes) {
+    auto model = bench_model(o, dtype);
+    for (const auto& st : settings) {
+      StreamDiTOptions so;
+      so.chunk_frames = st.c;
+      so.micro_steps = st.s;
+      so.guidance = st.guidance;
+      so.init_steps = st.s == 1 ? 0 : 0;
+      StreamDiTSampler sampler(model, so);
+      sampler.set_prompt("red circle moving left and blue square moving up");
+      const auto t0 = std::chrono::steady_clock::now();
+      sampler.step();  // the start plus the first chunk: what a viewer waits for
+      const double ttff = seconds_since(t0);
+      const auto before = sampler.nfe();
+      const auto t = time_runs([&] { sampler.step(); }, fixed_runs(o.runs, 0));
+      BenchRow row;
+      row["name"] = "dit_stream";
+      row["setting"] = st.name;
+      row["dtype"] = dtype_label(dtype);
+      row["c"] = st.c;
+      row["s"] = st.s;
+      row["guidance"] = st.guidance;
+      add_timing(row, t);
+      row["nfe_per_frame"] = static_cast<double>(sampler.nfe() - before) / static_cast<double>(o.runs * st.c);
+      row["first_frame_s"] = ttff;
+      row["fps"] = 1000.0 * static_cast<double>(st.c) / t.median_ms;
+      rows.push_back(row);
+    }
+  }
+  return rows;
+}
+
+std::vector<BenchRow> bench_dit_train(const DiTBenchOptions& o) {
+  const ScopedBlasThreads blas_threads(1);
+  std::vector<BenchRow> rows;
+  const auto config = o.model.empty() ? tiny_config() : load_stream_dit(o.model)->config;
+  ProceduralVideoOptions video;
+  video.width = config.sample_width;
+  video.height = config.sample_height;
+  ProceduralClipSource data(video, config.max_frames);
+  FlowMatchingRecipe recipe;
+  recipe.mix = ChunkMix::powers_of_two(config.max_frames);
+  torch::manual_seed(0);
+  StreamDiT model(config);
+  model->to(o.device);
+  const auto batch = seeded_flow_matching_batch(data, model->tokenizer, recipe, 0, 0, 0, 0, o.batch);
+  const auto noisy = batch.noisy.to(o.device), tau = batch.tau.to(o.device), target = batch.target.to(o.device),
+             mask = batch.loss_mask.to(o.device);
+  double forward_flops = 0;
+  {
+    torch::NoGradGuard no_grad;
+    FlopCounter counter;
+    model->forward(noisy, tau, model->encode_text(batch.tokens));
+    forward_flops = counter.flops();
+  }
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-4));
+  const auto t = time_runs(
+      [&] {
+        optimizer.zero_grad();
+        masked_flow_loss(model->forward(noisy, tau, model->encode_text(batch.tokens)), target, mask).backward();
+        optimizer.step();
+      },
+      fixed_runs(o.runs));
+  BenchRow row;
+  row["name"] = "dit_train_step";
+  row["dtype"] = "fp32";
+  row["batch"] = o.batch;
+  add_timing(row, t);
+  row["samples_per_s"] = 1000.0 * static_cast<double>(o.batch) / t.median_ms;
+  row["gflop"] = 3 * forward_flops / 1e9;
+  row["gflops"] = 3 * forward_flops / (t.median_ms * 1e6);
+  rows.push_back(row);
+  for (auto dtype : o.dtypes) {
+    StreamDiT m(config);
+    prepare_for_inference(*m, o.device, dtype);
+    torch::NoGradGuard no_grad;
+    const auto x = noisy.to(dtype);
+    const auto text = m->encode_text(batch.tokens);
+    const auto tf = time_runs([&] { m->forward(x, tau, text); }, fixed_runs(o.runs));
+    BenchRow f;
+    f["name"] = "dit_forward";
+    f["dtype"] = dtype_label(dtype);
+    f["batch"] = o.batch;
+    add_timing(f, tf);
+    f["samples_per_s"] = 1000.0 * static_cast<double>(o.batch) / tf.median_ms;
+    f["gflop"] = forward_flops / 1e9;
+    f["gflops"] = forward_flops / (tf.median_ms * 1e6);
+    rows.push_back(f);
+  }
+  return rows;
+}
+
+std::vector<BenchRow> bench_dit_4b(const DiTBenchOptions& o) {
+  constexpr std::int64_t kDepth = 28, kFrames = 16;
+  StreamDiTConfig c;
+  c.in_channels = 16;
+  c.patch_size = 2;
+  c.hidden_size = 3072;
+  c.num_heads = 24;
+  c.depth = o.depth;
+  c.max_frames = std::max<std::int64_t>(o.frames, 1);
+  c.sample_height = c.sample_width = 64;
+  c.window = {std::min<std::int64_t>(8, c.max_frames), 16, 16};
+  c.text.vocabulary = ProceduralPalette::vocabulary();
+  c.text.num_heads = 24;
+  std::vector<BenchRow> rows;
+  for (auto dtype : o.dtypes) {
+    torch::manual_seed(0);
+    StreamDiT m(c);
+    prepare_for_inference(*m, o.device, dtype);
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({1, c.max_frames, 16, 64, 64}).to(o.device, dtype);
+    const auto tau = torch::rand({1, c.max_frames}).to(o.device);
+    const auto text = m->encode_text(m->tokenizer.encode_batch({"red circle"}));
+    double flops = 0;
+    {
+      FlopCounter counter;
+      m->forward(x, tau, text);
+      flops = counter.flops();
+    }
+    const auto t = time_runs([&] { m->forward(x, tau, text); }, fixed_runs(o.runs));
+    const double scale = static_cast<double>(kDepth * kFrames) / static_cast<double>(o.depth * c.max_frames);
+    BenchRow row;
+    row["name"] = "dit_4b_nfe";
+    row["dtype"] = dtype_label(dtype);
+    row["depth_run"] = o.depth;
+    row["frames_run"] = c.max_frames;
+    add_timing(row, t);
+    row["gflops"] = flops / (t.median_ms * 1e6);
+    row["full_s_per_nfe"] = t.median_ms * scale / 1000.0;
+    row["full_tflop_per_nfe"] = flops * scale / 1e12;
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+}  // namespace streamgen
