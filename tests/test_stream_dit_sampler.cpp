@@ -286,3 +286,39 @@ TEST(DiTTrainer, ResumedRunFollowsTheSameCurve) {
 
 }  // namespace
 }  // namespace streamgen
+
+#include "streamgen/image_tensor.h"
+#include "streamgen/media.h"
+
+namespace streamgen {
+namespace {
+
+TEST(DiTTrainer, VideoFolderSourceCutsCaptionedClips) {
+  test::TempDir dir;
+  std::mt19937_64 rng(1);
+  for (const char* name : {"red_ball.mp4", "other.mkv"}) {
+    SinkOptions so;
+    so.fps = 8;
+    auto sink = open_sink((dir / name).string(), so);
+    const auto clip = make_procedural_clip(ProceduralVideoOptions{}, 12, rng);
+    const auto u8 = unit_range_to_image_u8(clip.frames);
+    for (std::int64_t f = 0; f < 12; ++f) sink->write(u8[f]);
+    sink->close();
+  }
+  test::write_bytes(dir / "other.txt", "Green square, slowly\n");
+  test::write_bytes(dir / "notes.md", "not a video");
+  VideoFolderClipSource source(dir.path(), 8, 16, 16);
+  EXPECT_EQ(source.videos(), 2u);
+  std::mt19937_64 pick(2);
+  const auto batch = source.next(6, pick);
+  EXPECT_EQ(batch.video.sizes(), (std::vector<std::int64_t>{6, 8, 3, 16, 16}));
+  EXPECT_GE(batch.video.min().item<float>(), -1.f);
+  for (const auto& c : batch.captions) EXPECT_TRUE(c == "red ball" || c == "Green square, slowly") << c;
+  EXPECT_EQ(source.caption_words(), (std::vector<std::string>{"ball", "green", "red", "slowly", "square"}));
+  EXPECT_EQ(source.longest_caption(), 3);
+  EXPECT_THROW(VideoFolderClipSource(dir.path(), 40, 16, 16), Error);  // no video is long enough
+  EXPECT_THROW(VideoFolderClipSource(dir / "missing", 8, 16, 16), Error);
+}
+
+}  // namespace
+}  // namespace streamgen

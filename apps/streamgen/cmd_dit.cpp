@@ -68,7 +68,7 @@ int launch_local_ranks(int nproc, int port) {
 
 void register_train(CLI::App& dit) {
   struct Args {
-    std::string out, config;
+    std::string out, config, data;
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
     std::vector<std::int64_t> window{8, 4, 4};
     bool no_shift_mask = false, no_text_modulation = false;
@@ -81,6 +81,8 @@ void register_train(CLI::App& dit) {
   auto* cmd = dit.add_subcommand("train", "Train a StreamDiT teacher with buffered flow matching over mixed chunk sizes on procedural video");
   cmd->add_option("--out,-o", a->out, "Checkpoint folder (config.json + model.safetensors with the EMA weights, training/, loss.csv)")->required();
   cmd->add_flag("--resume", a->train.resume, "Continue the run in --out (weights, EMA, optimiser, step)");
+  cmd->add_option("--data", a->data, "A folder of your own videos (captions from <name>.txt or the file name); default: procedural shapes")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--config", a->config, "A StreamDiT config.json to start from (the size flags below are then ignored)")->check(CLI::ExistingFile);
   cmd->add_option("--size", a->size, "Frame size in pixels (square)")->capture_default_str()->check(CLI::Range(8, 1024));
   cmd->add_option("--frames", a->frames, "Buffer frames B")->capture_default_str()->check(CLI::Range(1, 256));
@@ -140,10 +142,21 @@ void register_train(CLI::App& dit) {
     const auto share = a->train.recipe.mix.full_share;
     a->train.recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(denoised, share) : ChunkMix::parse(a->chunk_sizes, denoised, share);
     a->train.command_line = command_line();
-    ProceduralVideoOptions video;
-    video.width = config.sample_width;
-    video.height = config.sample_height;
-    ProceduralClipSource data(video, config.max_frames);
+    std::unique_ptr<ClipSource> source;
+    if (!a->data.empty()) {
+      auto videos = std::make_unique<VideoFolderClipSource>(a->data, config.max_frames, config.sample_width, config.sample_height);
+      if (a->config.empty() && !a->train.resume) {  // the caption vocabulary is the words of these captions
+        config.text.vocabulary = videos->caption_words();
+        config.text.max_tokens = std::max<std::int64_t>(config.text.max_tokens, videos->longest_caption());
+      }
+      source = std::move(videos);
+    } else {
+      ProceduralVideoOptions video;
+      video.width = config.sample_width;
+      video.height = config.sample_height;
+      source = std::make_unique<ProceduralClipSource>(video, config.max_frames);
+    }
+    auto& data = *source;
     StreamDiT probe(config);
     std::int64_t params = 0;
     for (const auto& p : probe->parameters()) params += p.numel();

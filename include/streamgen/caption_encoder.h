@@ -25,6 +25,9 @@ struct CaptionEncoderConfig {
   std::int64_t vocab_size() const { return static_cast<std::int64_t>(vocabulary.size()) + 2; }
 };
 
+// Lower-cased runs of letters and digits: the words the tokenizer sees.
+std::vector<std::string> split_caption_words(const std::string& text);
+
 class CaptionTokenizer {
  public:
   static constexpr std::int64_t kPad = 0;

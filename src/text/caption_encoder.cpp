@@ -6,9 +6,7 @@
 #include <cctype>
 
 namespace streamgen {
-namespace {
-
-std::vector<std::string> words_of(const std::string& text) {
+std::vector<std::string> split_caption_words(const std::string& text) {
   std::vector<std::string> words;
   std::string word;
   for (char ch : text) {
@@ -24,14 +22,12 @@ std::vector<std::string> words_of(const std::string& text) {
   return words;
 }
 
-}  // namespace
-
 CaptionTokenizer::CaptionTokenizer(const CaptionEncoderConfig& config)
     : vocabulary_(config.vocabulary), max_tokens_(config.max_tokens) {}
 
 std::vector<std::int64_t> CaptionTokenizer::encode(const std::string& text) const {
   std::vector<std::int64_t> ids(static_cast<std::size_t>(max_tokens_), kPad);
-  const auto words = words_of(text);
+  const auto words = split_caption_words(text);
   for (std::size_t i = 0; i < words.size() && i < ids.size(); ++i) {
     const auto it = std::find(vocabulary_.begin(), vocabulary_.end(), words[i]);
     ids[i] = it == vocabulary_.end() ? kUnknown : 2 + static_cast<std::int64_t>(it - vocabulary_.begin());
@@ -51,7 +47,7 @@ torch::Tensor CaptionTokenizer::encode_batch(const std::vector<std::string>& cap
 
 std::vector<std::string> CaptionTokenizer::unknown_words(const std::string& text) const {
   std::vector<std::string> unknown;
-  const auto words = words_of(text);
+  const auto words = split_caption_words(text);
   for (std::size_t i = 0; i < words.size(); ++i)
     if (static_cast<std::int64_t>(i) >= max_tokens_ || std::find(vocabulary_.begin(), vocabulary_.end(), words[i]) == vocabulary_.end())
       unknown.push_back(words[i]);
