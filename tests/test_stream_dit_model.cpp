@@ -376,7 +376,8 @@ TEST(Attention, GroupedMasksMatchBetweenInferenceAndAutogradPaths) {
   }
   const auto qg = q.clone().requires_grad_(true);
   const auto slow = multi_head_attention(qg, k, v, 2, mask);
-  EXPECT_TRUE(compare_tensors(fast, slow.detach()).within(1e-6));
+  const auto d = compare_tensors(fast, slow.detach());
+  EXPECT_TRUE(d.within(1e-6)) << d.rel << " " << d.max_abs;
   torch::NoGradGuard no_grad;
   const auto row4 = multi_head_attention(q.narrow(0, 4, 1), k.narrow(0, 4, 1), v.narrow(0, 4, 1), 2, mask[1]);
   EXPECT_TRUE(compare_tensors(fast.narrow(0, 4, 1), row4).within(1e-6));

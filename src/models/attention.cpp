@@ -45,7 +45,11 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
     return o.transpose(1, 2).reshape({n, lq, heads * d});
   }
 #endif
-  if (torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) {
+  // LibTorch 1.13's CPU kernel for tiny batched products (head dim x Lq x Lk < 400) reads the
+  // uninitialised output of baddbmm / bmm_out (NaN seen in the scores of 5-token windows with 4-dim
+  // heads), and chunking buys nothing at that size: such problems take the plain path.
+  const bool tiny = d * lq * lk < 400;
+  if (tiny || (torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad()))) {
     // Training: out= kernels do not record autograd, so the whole score matrix is built at once.
     auto split = [&](const torch::Tensor& t, std::int64_t l) { return t.view({n, l, heads, d}).transpose(1, 2); };
     auto scores = torch::matmul(split(q, lq), split(k, lk).transpose(-2, -1)) * scale;  // [N, H, Lq, Lk]
@@ -71,8 +75,8 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
     auto scores = torch::baddbmm(torch::empty({n * heads, len, lk}, qh.options()), qh.narrow(1, start, len), kt, /*beta=*/0, /*alpha=*/scale);
     if (upcast && reduced) scores = scores.to(torch::kFloat32);
     if (mask.defined()) {
-      if (grouped_mask)  // [N*H, len, Lk] viewed as [N/G, G, H, len, Lk]
-        scores.view({n / groups, groups, heads, len, lk}).add_(mask.narrow(1, start, len).unsqueeze(1));
+      if (grouped_mask)  // [N*H, len, Lk] viewed as [N, H, len, Lk]; row i takes mask i % G
+        scores.view({n, heads, len, lk}).add_(batched_mask(mask.scalar_type()).narrow(2, start, len));
       else
         scores.add_(mask.narrow(0, start, len));
     }

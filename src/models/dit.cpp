@@ -28,6 +28,17 @@ torch::nn::Sequential modulation(std::int64_t dim, std::int64_t chunks) {
 // [batch, F, D] -> [batch, F, 1, 1, D]: one value per frame, broadcast over its tokens.
 torch::Tensor per_frame(const torch::Tensor& m) { return m.unsqueeze(2).unsqueeze(2); }
 
+// [positions, dim]: sin of position / 10000^(2i/dim) in the first half, cos in the second.
+torch::Tensor sincos_table(std::int64_t positions, std::int64_t dim) {
+  const auto half = dim / 2;
+  const auto omega = torch::pow(10000.0, -torch::arange(half, torch::kFloat64) / static_cast<double>(std::max<std::int64_t>(1, half)));
+  const auto args = torch::arange(positions, torch::kFloat64).unsqueeze(1) * omega.unsqueeze(0);
+  auto table = torch::zeros({positions, dim}, torch::kFloat64);
+  table.narrow(1, 0, half).copy_(torch::sin(args));
+  table.narrow(1, half, half).copy_(torch::cos(args));
+  return table.to(torch::kFloat32);
+}
+
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
   return x * (1 + scale) + shift;
 }
@@ -242,7 +253,10 @@ void StreamDiTImpl::initialize_weights() {
       if (linear->bias.defined()) linear->bias.zero_();
     }
   }
-  for (auto* t : {&pos_embed_t, &pos_embed_h, &pos_embed_w}) t->normal_(0.0, 0.02);
+  // The position tables start as 1-D sin-cos tables (DiT's fixed embedding, factorised): with the
+  // usual 0.02-normal start tokens barely knew where they were, and the tiny teacher's samples from
+  // noise came out as patch-wise unrelated fragments.
+  for (auto* t : {&pos_embed_t, &pos_embed_h, &pos_embed_w}) t->copy_(sincos_table(t->size(0), t->size(1)));
   text_encoder->token_embedding->weight.normal_(0.0, 0.02);
   text_encoder->position_embedding.normal_(0.0, 0.02);
   for (std::size_t i : {0, 2}) t_embedder->mlp[i]->as<torch::nn::Linear>()->weight.normal_(0.0, 0.02);
