@@ -1,6 +1,10 @@
 // The CLI as users run it: real processes, exit codes and output.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <array>
@@ -297,6 +301,22 @@ TEST(Cli, Img2ImgFromVideoToVideoAndThroughPipes) {
 namespace streamgen {
 namespace {
 
+// A port the kernel just handed out, so parallel test runs do not collide on the rendezvous.
+int free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 29500;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  if (fd >= 0) ::close(fd);
+  return port;
+}
+
 const char* kTinyDiT = " --size 16 --frames 8 --hidden 32 --heads 2 --depth 2 --window 4 2 2 --batch 4 --warmup 1 --seed 3 ";
 
 TEST(CliDiT, TwoDataParallelProcessesMatchOneProcess) {
@@ -306,7 +326,7 @@ TEST(CliDiT, TwoDataParallelProcessesMatchOneProcess) {
   auto r = run("-q dit train --out " + one + kTinyDiT + "--steps 3");
   ASSERT_EQ(r.code, 0) << r.out;
   // 2 ranks on loopback, each with half of the same global batch.
-  const int port = 29500 + static_cast<int>(::getpid() % 400);
+  const int port = free_tcp_port();
   r = run("-q dit train --out " + two + kTinyDiT + "--steps 3 --nproc 2 --threads 1 --master-port " + std::to_string(port));
   ASSERT_EQ(r.code, 0) << r.out;
   const auto a = WeightSet::open(std::filesystem::path(one) / "training" / "weights.safetensors");
