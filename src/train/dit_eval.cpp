@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <random>
 
+#include "streamgen/device.h"
 #include "streamgen/dit_trainer.h"
 
 namespace streamgen {
@@ -69,6 +70,7 @@ ProceduralVideoOptions scene_options(std::int64_t width, std::int64_t height) {
 
 StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(std::uint64_t)>& make_sampler, std::int64_t width,
                                          std::int64_t height, const StreamEvalOptions& o) {
+  const ScopedBlasThreads blas_threads(1);
   std::int64_t chunk = 1;
   Accumulator acc{o, 0};
   std::int64_t nfe = 0, counted = 0;
