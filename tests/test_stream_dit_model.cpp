@@ -9,28 +9,13 @@
 #include "streamgen/flow_matching.h"
 #include "streamgen/procedural_video.h"
 #include "streamgen/tensor_compare.h"
+#include "dit_test_util.h"
 #include "test_util.h"
 
 namespace streamgen {
 namespace {
 
-// A model small enough for many forward passes per test: 16-frame buffers of 16x16 RGB, patch 4
-// -> a [16, 4, 4] token grid.
-StreamDiTConfig tiny_config() {
-  StreamDiTConfig c;
-  c.in_channels = 3;
-  c.patch_size = 4;
-  c.hidden_size = 32;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.max_frames = 16;
-  c.sample_height = 16;
-  c.sample_width = 16;
-  c.window = {8, 2, 2};
-  c.text.vocabulary = ProceduralPalette::vocabulary();
-  c.text.num_heads = 2;
-  return c;
-}
+StreamDiTConfig tiny_config() { return test::tiny_dit_config(); }
 
 // Random values everywhere, including the zero-initialised adaLN and output layers, so that every
 // path carries signal.

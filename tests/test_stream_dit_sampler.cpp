@@ -10,24 +10,13 @@
 #include "streamgen/dit_trainer.h"
 #include "streamgen/error.h"
 #include "streamgen/tensor_compare.h"
+#include "dit_test_util.h"
 #include "test_util.h"
 
 namespace streamgen {
 namespace {
 
-StreamDiTConfig small_config() {
-  StreamDiTConfig c;
-  c.hidden_size = 32;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.max_frames = 16;
-  c.sample_height = c.sample_width = 16;
-  c.patch_size = 4;
-  c.window = {8, 2, 2};
-  c.text.vocabulary = ProceduralPalette::vocabulary();
-  c.text.num_heads = 2;
-  return c;
-}
+StreamDiTConfig small_config() { return test::tiny_dit_config(); }
 
 StreamDiT random_model(std::uint64_t seed = 1) {
   StreamDiT m(small_config());

@@ -66,6 +66,13 @@ int launch_local_ranks(int nproc, int port) {
   return status_out;
 }
 
+// The sampler's partition and guidance, shared by `dit stream` and `dit eval`.
+void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
+  cmd.add_option("--chunk-size,-c", o.chunk_frames, "Frames per chunk c (one step emits c frames)")->capture_default_str();
+  cmd.add_option("--micro-steps,-s", o.micro_steps, "Euler steps per chunk s")->capture_default_str();
+  cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
+}
+
 void register_train(CLI::App& dit) {
   struct Args {
     std::string out, config, data;
@@ -190,10 +197,8 @@ void register_stream(CLI::App& dit) {
   cmd->add_option("--output,-o", a->output, "Video file (.mp4 .mkv .webm ...), a folder for PNGs, or - for raw RGB24 on stdout")->required();
   cmd->add_option("--output-size", a->output_size, "Resize frames for the output, e.g. 256x256 (default: the model's size)");
   cmd->add_option("--fps", a->fps, "Frame rate written into the video")->capture_default_str();
-  cmd->add_option("--chunk-size,-c", a->sampler.chunk_frames, "Frames per chunk c (one step emits c frames)")->capture_default_str();
-  cmd->add_option("--micro-steps,-s", a->sampler.micro_steps, "Euler steps per chunk s")->capture_default_str();
+  add_sampler_options(*cmd, a->sampler);
   cmd->add_option("--reference-frames", a->sampler.reference_frames, "K clean reference frames")->capture_default_str();
-  cmd->add_option("--guidance,-g", a->sampler.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
   cmd->add_option("--init-steps", a->sampler.init_steps, "Steps of the T2V start (0: s·N)")->capture_default_str();
   cmd->add_option("--seed", a->sampler.seed, "Noise seed")->capture_default_str();
   a->compute.add_to(*cmd);
@@ -261,9 +266,7 @@ void register_eval(CLI::App& dit) {
   cmd->add_option("--seed", a->seed, "Seed of the held-out data (keep it away from training seeds)")->capture_default_str();
   cmd->add_option("--streams", a->streams.streams, "Generated streams to score (0: none)")->capture_default_str();
   cmd->add_option("--stream-frames", a->streams.frames, "Frames per scored stream")->capture_default_str();
-  cmd->add_option("--chunk-size,-c", a->sampler.chunk_frames, "Sampler: frames per chunk")->capture_default_str();
-  cmd->add_option("--micro-steps,-s", a->sampler.micro_steps, "Sampler: Euler steps per chunk")->capture_default_str();
-  cmd->add_option("--guidance,-g", a->sampler.guidance, "Sampler: CFG scale")->capture_default_str();
+  add_sampler_options(*cmd, a->sampler);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   a->compute.add_to(*cmd);
   cmd->callback([a] {
