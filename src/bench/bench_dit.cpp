@@ -53,7 +53,6 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
       so.chunk_frames = st.c;
       so.micro_steps = st.s;
       so.guidance = st.guidance;
-      so.init_steps = st.s == 1 ? 0 : 0;
       StreamDiTSampler sampler(model, so);
       sampler.set_prompt("red circle moving left and blue square moving up");
       const auto t0 = std::chrono::steady_clock::now();

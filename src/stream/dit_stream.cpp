@@ -76,6 +76,17 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
   DiTStreamStats stats;
   double dit_seconds = 0;
   std::int64_t frames_out = 0;
+  auto update_stats = [&] {
+    stats.chunks = sampler.chunks_emitted();
+    stats.nfe = sampler.nfe();
+    stats.init_nfe = sampler.init_nfe();
+    stats.frames = written.load();
+    stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    stats.first_frame_s = first_frame_s.load();
+    stats.step_ms = 1000.0 * dit_seconds / static_cast<double>(std::max<std::int64_t>(1, stats.chunks));
+    if (stats.frames > 1 && stats.seconds > stats.first_frame_s)
+      stats.fps = static_cast<double>(stats.frames - 1) / (stats.seconds - stats.first_frame_s);
+  };
   auto finish = [&] {
     queue.close();
     writer.join();
@@ -105,15 +116,7 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
       dit_seconds += std::chrono::duration<double>(clock::now() - s0).count();
       push(chunk);
       if (writer_error) std::rethrow_exception(writer_error);
-      stats.chunks = sampler.chunks_emitted();
-      stats.nfe = sampler.nfe();
-      stats.init_nfe = sampler.init_nfe();
-      stats.frames = written.load();
-      stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-      stats.first_frame_s = first_frame_s.load();
-      stats.step_ms = 1000.0 * dit_seconds / static_cast<double>(std::max<std::int64_t>(1, stats.chunks));
-      if (stats.frames > 1 && stats.seconds > stats.first_frame_s)
-        stats.fps = static_cast<double>(stats.frames - 1) / (stats.seconds - stats.first_frame_s);
+      update_stats();
       if (o.on_chunk) o.on_chunk(stats);
     }
   } catch (...) {
@@ -122,14 +125,7 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
   }
   finish();
   if (writer_error) std::rethrow_exception(writer_error);
-  stats.frames = written.load();
-  stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-  stats.first_frame_s = first_frame_s.load();
-  if (stats.frames > 1 && stats.seconds > stats.first_frame_s)
-    stats.fps = static_cast<double>(stats.frames - 1) / (stats.seconds - stats.first_frame_s);
-  stats.chunks = sampler.chunks_emitted();
-  stats.nfe = sampler.nfe();
-  stats.init_nfe = sampler.init_nfe();
+  update_stats();
   return stats;
 }
 

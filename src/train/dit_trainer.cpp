@@ -435,12 +435,12 @@ FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const Flow
   double total = 0;
   std::int64_t frames_counted = 0;
   const auto& w = model->pos_embed_t;
+  auto recipe_no_dropout = recipe;  // held-out captions are never dropped
+  recipe_no_dropout.text_dropout = 0;
   for (std::int64_t i = 0; i < batches; ++i) {
     std::mt19937_64 rng(step_seed(seed, static_cast<std::uint64_t>(i), 7));
     auto noise = at::detail::createCPUGenerator(step_seed(seed, static_cast<std::uint64_t>(i), 8));
     const auto clips = data.next(batch_size, rng);
-    auto recipe_no_dropout = recipe;
-    recipe_no_dropout.text_dropout = 0;
     const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe_no_dropout, rng, noise);
     const auto prediction = model->forward(fm.noisy.to(w.device(), w.scalar_type()), fm.tau, model->encode_text(fm.tokens));
     const auto per_frame = (prediction.to(torch::kCPU, torch::kFloat32) - fm.target).pow(2).flatten(2).mean(2);  // [b, F]
