@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# The main job: sets up, builds, and serves the live stream page on http://127.0.0.1:8080/ (open it,
-# press "Start camera" or pick a video file; Ctrl-C stops the server).
-#
-# The model embedded in the repository is the tiny SD2.1/SD-Turbo-shaped pipeline from tests/data
-# with random UNet and text-encoder weights and the real TAESD: every stage of the stream runs for
-# real and fast on a CPU, but its pictures are abstract colour fields, not images of the prompt. For
-# real pictures point it at an SD-Turbo (or SD1.5 + LCM) diffusers folder and a TAESD folder:
+# The main job: sets up, builds, and serves the live page on http://127.0.0.1:8080/ with the
+# StreamDiT model shipped in models/ (text-to-video; type a caption and the video follows it).
+# Ctrl-C stops the server.
+#   scripts/demo.sh                 the live page (StreamDiT, models/streamdit-shapes-32)
+#   scripts/demo.sh --headless      no browser: writes dit-demo.mp4, a stream with a prompt change in it
+# A Stable Diffusion pipeline instead (camera / video img2img through TAESD):
 #   STREAMGEN_MODEL=/models/sd-turbo STREAMGEN_TAESD=/models/taesd STREAMGEN_SIZE=512 scripts/demo.sh
-# (a trained model of our own arrives with the StreamDiT work.)
-# Other settings: STREAMGEN_PORT (8080), STREAMGEN_DEVICE (cpu | cuda), STREAMGEN_DTYPE (fp32 | bf16 | fp16).
+#   (STREAMGEN_MODEL=tests/data/tiny-sd21 STREAMGEN_TAESD=tests/data/taesd is the embedded random-weight test pipeline)
+# Other settings: STREAMGEN_PORT (8080), STREAMGEN_DEVICE (cpu | cuda), STREAMGEN_DTYPE (bf16 | fp32 | fp16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-model=${STREAMGEN_MODEL:-tests/data/tiny-sd21}
-taesd=${STREAMGEN_TAESD:-tests/data/taesd}
-size=${STREAMGEN_SIZE:-256}
-if [ -z "${STREAMGEN_MODEL:-}" ]; then
-  echo "demo: serving the embedded tiny test pipeline (random weights: abstract colours, real stream). See scripts/demo.sh for a real model." >&2
+if [ "${1:-}" = "--headless" ]; then
+  exec scripts/dit_demo.sh
 fi
-exec build/bin/streamgen serve --model "$model" --taesd "$taesd" --port "${STREAMGEN_PORT:-8080}" -W "$size" -H "$size" \
-  --device "${STREAMGEN_DEVICE:-cpu}" --dtype "${STREAMGEN_DTYPE:-fp32}"
+scripts/setup.sh
+model=${STREAMGEN_MODEL:-models/streamdit-shapes-32}
+common=(--port "${STREAMGEN_PORT:-8080}" --device "${STREAMGEN_DEVICE:-cpu}")
+if [ -f "$model/config.json" ] && grep -q '"StreamDiT"' "$model/config.json"; then
+  echo "demo: live text-to-video from $model; open the URL below and type a caption (scripts/demo.sh --headless writes a video instead)" >&2
+  exec build/bin/streamgen serve --model "$model" "${common[@]}" --dtype "${STREAMGEN_DTYPE:-bf16}" -W "${STREAMGEN_SIZE:-256}" -H "${STREAMGEN_SIZE:-256}"
+fi
+size=${STREAMGEN_SIZE:-256}
+exec build/bin/streamgen serve --model "$model" --taesd "${STREAMGEN_TAESD:?set STREAMGEN_TAESD to the TAESD folder of this pipeline}" \
+  "${common[@]}" --dtype "${STREAMGEN_DTYPE:-fp32}" -W "$size" -H "$size"

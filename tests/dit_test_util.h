@@ -1,6 +1,8 @@
 #pragma once
 // The StreamDiT configuration the unit tests share: 16-frame buffers of 16x16 RGB with patch 4
 // (a [16, 4, 4] token grid), width 32, 2 blocks, small enough for many passes per test.
+#include <torch/torch.h>
+
 #include "streamgen/dit.h"
 #include "streamgen/procedural_video.h"
 
@@ -20,6 +22,15 @@ inline StreamDiTConfig tiny_dit_config() {
   c.text.vocabulary = ProceduralPalette::vocabulary();
   c.text.num_heads = 2;
   return c;
+}
+
+// Every parameter ~ N(0, 0.05): unlike a fresh (adaLN-Zero) model, it predicts non-zero velocities.
+inline StreamDiT random_tiny_dit(std::uint64_t seed = 1) {
+  StreamDiT m(tiny_dit_config());
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(static_cast<std::int64_t>(seed));
+  for (auto& p : m->parameters()) p.normal_(0.0, 0.05);
+  return m;
 }
 
 }  // namespace streamgen::test

@@ -10,6 +10,7 @@
 #include "streamgen/error.h"
 #include "streamgen/image_io.h"
 #include "streamgen/server.h"
+#include "dit_test_util.h"
 #include "test_util.h"
 
 namespace streamgen {
@@ -261,6 +262,52 @@ TEST(Server, HttpRoutes) {
   const auto m = http_get(server.port(), "/metrics");
   EXPECT_EQ(m.first, 200);
   EXPECT_NE(m.second.find("# TYPE streamgen_frames_dropped_total counter"), std::string::npos);
+}
+
+TEST(Server, TextToVideoSessionsStreamAndSwapPrompts) {
+  ServerOptions o;
+  o.port = 0;
+  DiTRunnerOptions d;
+  d.loaded = test::random_tiny_dit(4);
+  d.sampler.chunk_frames = 2;
+  d.sampler.micro_steps = 1;
+  d.prompt = "a red circle moving left";
+  d.width = d.height = 48;
+  d.fps = 0;
+  o.dit = d;
+  Server server(o);
+  server.start();
+  Client c(server.port());
+  const auto ready = c.next_json("ready");
+  EXPECT_EQ(ready["kind"], "dit");
+  EXPECT_EQ(ready["mode"], "t2v");
+  EXPECT_EQ(ready["width"], 48);
+  EXPECT_EQ(ready["vocabulary"].size(), test::tiny_dit_config().text.vocabulary.size());
+  // Frames come with no input at all.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(c.next_frame().sizes(), (std::vector<std::int64_t>{1, 3, 48, 48}));
+
+  c.send_json({{"type", "config"}, {"prompt", "a purple square moving up"}});
+  auto cfg = c.next_json("config");
+  EXPECT_FALSE(cfg["restarted"].get<bool>());  // hot swap
+  EXPECT_EQ(cfg["unknown_words"], json::array({"purple"}));
+  EXPECT_EQ(c.next_frame().size(2), 48);
+
+  c.send_json({{"type", "config"}, {"guidance", 2.5}, {"seed", 7}});
+  cfg = c.next_json("config");
+  EXPECT_TRUE(cfg["restarted"].get<bool>());
+  EXPECT_EQ(cfg["guidance"], 2.5);
+  EXPECT_EQ(c.next_frame().size(3), 48);
+
+  c.send_binary(jpeg_frame(1));
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("not frames"), std::string::npos);
+  c.send_json({{"type", "config"}, {"mode", "img2img"}});
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("\"t2v\""), std::string::npos);
+  c.send_json({{"type", "config"}, {"guidance", 0.5}});
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("[1, 20]"), std::string::npos);
+  EXPECT_EQ(c.next_frame().size(1), 3);  // still streaming
+  const auto m = http_get(server.port(), "/metrics").second;
+  EXPECT_NE(m.find("stage=\"dit\""), std::string::npos) << m;
+  c.close();
 }
 
 TEST(Server, AddressInUseIsAClearError) {

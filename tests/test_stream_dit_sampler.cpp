@@ -18,13 +18,7 @@ namespace {
 
 StreamDiTConfig small_config() { return test::tiny_dit_config(); }
 
-StreamDiT random_model(std::uint64_t seed = 1) {
-  StreamDiT m(small_config());
-  torch::NoGradGuard no_grad;
-  torch::manual_seed(static_cast<std::int64_t>(seed));
-  for (auto& p : m->parameters()) p.normal_(0.0, 0.05);
-  return m;
-}
+StreamDiT random_model(std::uint64_t seed = 1) { return test::random_tiny_dit(seed); }
 
 StreamDiTOptions teacher_options() {
   StreamDiTOptions o;

@@ -1,5 +1,6 @@
 // The streamgen page: frames from the camera or a video go to the server over one WebSocket,
-// generated JPEG frames come back and are shown as they arrive.
+// generated JPEG frames come back and are shown as they arrive. With a StreamDiT model the server
+// streams text-to-video on its own ("kind": "dit"): the page only sends the prompt, guidance and seed.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -18,6 +19,7 @@ function tIndexFromStrength(strength) {
 }
 
 function config() {
+  if (isDiT()) return { type: 'config', prompt: $('prompt').value, guidance: Number($('guidance').value), seed: Number($('seed').value) || 0 };
   return {
     type: 'config',
     prompt: $('prompt').value,
@@ -44,13 +46,35 @@ function connect() {
   ws.onmessage = (e) => (typeof e.data === 'string' ? onText(JSON.parse(e.data)) : onFrame(e.data));
 }
 
+function isDiT() { return document.body.dataset.kind === 'dit'; }
+
+// Text-to-video: the controls start from the server's settings instead of overriding them.
+function onDiTReady(msg) {
+  $('prompt').value = msg.prompt;
+  $('guidance').min = '1';
+  $('guidance').max = '8';
+  $('guidance').value = String(msg.guidance);
+  $('guidance-value').textContent = String(msg.guidance);
+  $('seed').value = String(msg.seed);
+  $('vocabulary').textContent = `This model knows these words: ${msg.vocabulary.join(' ')}. ` +
+    `Example: "a green triangle moving down and a red square moving left". The prompt changes the video as you type.`;
+}
+
 function onText(msg) {
   if (msg.type === 'ready' || msg.type === 'config') {
     state.width = msg.width;
     state.height = msg.height;
+    document.body.dataset.kind = msg.kind || 'sd';
     document.body.dataset.prompt = msg.prompt;  // what the server is using now
-    setStatus(`session ${msg.session} · ${msg.mode} · ${msg.width}×${msg.height}`);
-    if (msg.type === 'ready') send(config());
+    const detail = msg.kind === 'dit' ? `StreamDiT text-to-video · c=${msg.chunk_frames} s=${msg.micro_steps}` : msg.mode;
+    setStatus(`session ${msg.session} · ${detail} · ${msg.width}×${msg.height}`);
+    if (msg.kind === 'dit') {
+      if (msg.type === 'ready') onDiTReady(msg);
+      showMessage(msg.unknown_words && msg.unknown_words.length
+        ? `not in the model's vocabulary (ignored): ${msg.unknown_words.join(', ')}` : '');
+    } else if (msg.type === 'ready') {
+      send(config());
+    }
   } else if (msg.type === 'stats') {
     const lat = msg.stages && msg.stages.latency;
     if (lat) $('latency').textContent = lat.median_ms.toFixed(0);

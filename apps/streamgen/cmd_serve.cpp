@@ -7,43 +7,70 @@
 #include <thread>
 
 #include "commands.h"
+#include "streamgen/dit.h"
+#include "streamgen/error.h"
 #include "streamgen/server.h"
 
 namespace streamgen::cli {
 
 void register_serve(CLI::App& app) {
   struct Args {
-    std::string model, taesd, host = "127.0.0.1", prompt = "an oil painting, vivid colours";
+    std::string model, taesd, host = "127.0.0.1", prompt;
     int port = 8080, max_sessions = 4;
-    std::int64_t width = 512, height = 512;
+    std::int64_t width = 0, height = 0;  // 0: 512 for Stable Diffusion, 256 for StreamDiT
+    double fps = 24;
+    StreamDiTOptions dit;
     std::vector<std::int64_t> t_index{32, 45};
     ComputeArgs compute;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("serve", "Serve the web page: camera or video in the browser, generated frames back live");
-  cmd->add_option("--model", a->model, "Diffusers pipeline folder")->required()->check(CLI::ExistingDirectory);
-  cmd->add_option("--taesd", a->taesd, "TAESD folder (the stream's encoder and decoder)")->required()->check(CLI::ExistingPath);
+  a->dit.chunk_frames = 2;
+  a->dit.micro_steps = 1;  // the student's setting: one pass per emitted chunk
+  auto* cmd = app.add_subcommand("serve", "Serve the web page: camera or video in the browser, generated frames back live "
+                                          "(Stable Diffusion), or live text-to-video (StreamDiT)");
+  cmd->add_option("--model", a->model, "Diffusers pipeline folder, or a StreamDiT folder (text-to-video)")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--taesd", a->taesd, "TAESD folder (the stream's encoder and decoder; Stable Diffusion only)")->check(CLI::ExistingPath);
   cmd->add_option("--host", a->host, "Address to bind; anything but 127.0.0.1 exposes the server to the network")->capture_default_str();
   cmd->add_option("--port", a->port, "Port (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--max-sessions", a->max_sessions, "Browser sessions served at once; more get a 'busy' message")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  cmd->add_option("-W,--width", a->width, "Frame width (multiple of 8)")->capture_default_str();
-  cmd->add_option("-H,--height", a->height, "Frame height (multiple of 8)")->capture_default_str();
+  cmd->add_option("-W,--width", a->width, "Frame width (Stable Diffusion: the model's, a multiple of 8, default 512; StreamDiT: frames are resized to it, default 256)");
+  cmd->add_option("-H,--height", a->height, "Frame height (as --width)");
   cmd->add_option("--t-index", a->t_index, "Default slots (the page's strength slider overrides)")->delimiter(',')->capture_default_str();
-  cmd->add_option("--prompt,-p", a->prompt, "Prompt of a new session until the page sends its own")->capture_default_str();
+  cmd->add_option("--prompt,-p", a->prompt, "Prompt of a new session until the page sends its own (default: an example for the model)");
+  auto* dit_group = cmd->add_option_group("StreamDiT", "Text-to-video sessions (a StreamDiT --model)");
+  dit_group->add_option("--chunk-size,-c", a->dit.chunk_frames, "Frames per chunk c")->capture_default_str();
+  dit_group->add_option("--micro-steps,-s", a->dit.micro_steps, "Euler steps per chunk s")->capture_default_str();
+  dit_group->add_option("--guidance,-g", a->dit.guidance, "CFG scale (1: no CFG; the page's slider overrides)")->capture_default_str();
+  dit_group->add_option("--fps", a->fps, "Pace of the video sent to the page (0: as fast as it is made)")->capture_default_str();
   a->compute.add_to(*cmd);
   cmd->callback([a] {
     ServerOptions o;
     o.host = a->host;
     o.port = static_cast<unsigned short>(a->port);
     o.max_sessions = a->max_sessions;
+    if (is_stream_dit_folder(a->model)) {
+      DiTRunnerOptions d;
+      d.model = a->model;
+      d.compute = a->compute.resolve();
+      d.sampler = a->dit;
+      d.prompt = a->prompt.empty() ? "a red circle moving right" : a->prompt;
+      d.width = a->width > 0 ? a->width : 256;
+      d.height = a->height > 0 ? a->height : d.width;
+      d.fps = a->fps;
+      o.dit = d;
+      spdlog::info("StreamDiT model {}: text-to-video sessions, c = {}, s = {}, guidance {}, {} FPS", a->model, a->dit.chunk_frames,
+                   a->dit.micro_steps, a->dit.guidance, a->fps);
+    } else if (a->taesd.empty()) {
+      throw Error("--model " + a->model + " is a Stable Diffusion pipeline: it streams through TAESD, give its folder with --taesd");
+    }
     o.stream.model = a->model;
     o.stream.taesd = a->taesd;
     o.stream.compute = a->compute.resolve();
-    o.stream.width = a->width;
-    o.stream.height = a->height;
-    o.stream.prompt = a->prompt;
+    o.stream.width = a->width > 0 ? a->width : 512;
+    o.stream.height = a->height > 0 ? a->height : 512;
+    o.stream.prompt = a->prompt.empty() ? "an oil painting, vivid colours" : a->prompt;
     o.stream.stream.t_index_list = a->t_index;
     o.stream.stream.cfg = CfgType::Self;
     o.stream.input_capacity = 1;

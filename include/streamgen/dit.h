@@ -128,6 +128,9 @@ struct StreamDiTImpl : torch::nn::Module {
 };
 TORCH_MODULE(StreamDiT);
 
+// True when `folder` holds a config.json whose _class_name is StreamDiT (how `serve` tells a
+// StreamDiT folder from a diffusers pipeline).
+bool is_stream_dit_folder(const std::filesystem::path& folder);
 // A model folder: config.json + model.safetensors (+ anything else, e.g. the model card).
 StreamDiT load_stream_dit(const std::filesystem::path& folder, const ComputeOptions& compute = {});
 // Writes config.json and model.safetensors (in `dtype`, default: as the parameters are) atomically.

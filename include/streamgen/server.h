@@ -10,12 +10,17 @@
 //                             "guidance", "delta", "t_index": [..], "seed", "blend_frames"}
 //                             (a prompt change hot-swaps; other changes restart the session's stream)
 //                     binary a JPEG/PNG frame (img2img)
+//     with a StreamDiT model (ServerOptions::dit) the stream is text-to-video: "mode" is "t2v",
+//     config takes "prompt" (hot swap), "guidance" and "seed" (restart), and frames are refused;
+//     "ready"/"config" carry "kind": "dit" and the model's caption "vocabulary".
 //   server -> client  binary a JPEG frame
 //                     text   {"type":"ready"|"config"|"stats"|"error"|"busy", ...}
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "streamgen/dit_runner.h"
 #include "streamgen/stream_runner.h"
 
 namespace streamgen {
@@ -27,6 +32,7 @@ struct ServerOptions {
   std::size_t max_message_bytes = 4u << 20;
   int jpeg_quality = 85;
   StreamRunnerOptions stream;         // defaults for new sessions; stream.models is loaded if empty
+  std::optional<DiTRunnerOptions> dit;  // set: sessions stream this StreamDiT model instead (dit->loaded is loaded if empty)
 };
 
 class Server {

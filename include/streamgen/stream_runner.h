@@ -23,6 +23,7 @@
 #include "streamgen/clip_tokenizer.h"
 #include "streamgen/device.h"
 #include "streamgen/lcm_scheduler.h"
+#include "streamgen/live_stream.h"
 #include "streamgen/similarity_filter.h"
 #include "streamgen/stream_diffusion.h"
 #include "streamgen/unet_2d_condition.h"
@@ -60,44 +61,25 @@ struct StreamRunnerOptions {
   std::size_t output_capacity = 4;
 };
 
-struct StreamFrame {
-  torch::Tensor image_u8;  // [3, H, W]
-  std::int64_t index = 0;  // output counter
-  bool repeated = false;   // the similarity filter skipped the input; this repeats the last image
-  double latency_ms = 0;   // from push() of the input frame to this output (img2img)
-};
-
-struct StageTiming {
-  double median_ms = 0;
-  double p90_ms = 0;
-  std::int64_t count = 0;
-};
-
-struct StreamStats {
-  std::uint64_t frames_in = 0, inputs_dropped = 0, frames_skipped = 0, calls = 0, frames_out = 0, outputs_dropped = 0;
-  double output_fps = 0;
-  std::map<std::string, StageTiming> stages;  // preprocess, encode, unet, decode, text_encoder, latency
-};
-
-class StreamRunner {
+class StreamRunner : public LiveStream {
  public:
   explicit StreamRunner(StreamRunnerOptions options);
-  ~StreamRunner();
+  ~StreamRunner() override;
   StreamRunner(const StreamRunner&) = delete;
   StreamRunner& operator=(const StreamRunner&) = delete;
 
   // An RGB uint8 frame [3, H, W] of the configured size (img2img). Never blocks.
-  void push(const torch::Tensor& frame_u8);
-  std::optional<StreamFrame> pop(std::chrono::milliseconds timeout);
+  void push(const torch::Tensor& frame_u8) override;
+  std::optional<StreamFrame> pop(std::chrono::milliseconds timeout) override;
   // Called on the decode thread for every output instead of queueing it for pop(); keep it short
   // (hand the frame to your own sink). An empty function restores the queue.
-  void set_output_callback(std::function<void(const StreamFrame&)> callback);
+  void set_output_callback(std::function<void(const StreamFrame&)> callback) override;
   // Encoded off the hot path; takes effect from the next call, with no reset and no blank frame.
   // blend_frames > 1 moves the embeddings linearly from the current prompt to the new one over that
   // many calls instead of switching at once.
-  void set_prompt(const std::string& prompt, const std::string& negative_prompt = "", int blend_frames = 0);
-  StreamStats stats() const;
-  void stop();
+  void set_prompt(const std::string& prompt, const std::string& negative_prompt = "", int blend_frames = 0) override;
+  StreamStats stats() const override;
+  void stop() override;
 
  private:
   struct Impl;

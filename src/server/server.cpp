@@ -1,5 +1,5 @@
 // The HTTP + WebSocket server: Boost.Beast on an Asio io_context, one strand per connection; model
-// work happens on each session's StreamRunner threads, never on the I/O threads' hot path except
+// work happens on each session's stream threads (StreamRunner or DiTRunner), never on the I/O threads' hot path except
 // for JPEG decoding of incoming frames.
 #include "streamgen/server.h"
 
@@ -77,7 +77,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   }
 
   std::uint64_t id() const { return id_; }
-  std::shared_ptr<StreamRunner> runner() const {
+  std::shared_ptr<LiveStream> runner() const {
     std::lock_guard lock(runner_mutex_);
     return runner_;
   }
@@ -105,6 +105,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     }
     spdlog::info("session {} opened", id_);
     opts_ = server_->o.stream;
+    dit_ = server_->o.dit;
     try {
       restart_stream();
       send_text(config_message(true, "ready"));
@@ -145,6 +146,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   void handle_frame(const std::string& bytes) {
     auto r = runner();
     if (!r) throw Error("the stream is not running (see the last error)");
+    if (dit_) throw Error("this server streams text-to-video (StreamDiT): send a prompt, not frames");
     if (opts_.stream.txt2img) throw Error("frames are not used in txt2img mode");
     const auto image = decode_image(bytes, "the frame");
     r->push(fit_image(image, opts_.width, opts_.height, Fit::Crop)[0]);
@@ -180,6 +182,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   }
 
   void apply_config(const json& j) {
+    if (dit_) return apply_dit_config(j);
     auto next = opts_;
     if (j.contains("mode")) {
       const auto mode = text_field(j, "mode");
@@ -227,7 +230,55 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     send_text(config_message(restart, "config"));
   }
 
+  // Text-to-video: the prompt hot-swaps; guidance and seed start a new stream.
+  void apply_dit_config(const json& j) {
+    auto next = *dit_;
+    if (j.contains("mode") && text_field(j, "mode") != "t2v")
+      throw Error("this server streams text-to-video (StreamDiT): \"mode\" must be \"t2v\", got '" + text_field(j, "mode") + "'");
+    if (j.contains("guidance")) next.sampler.guidance = number<double>(j, "guidance", 1.0, 20.0);
+    if (j.contains("seed")) next.sampler.seed = number<std::uint64_t>(j, "seed", 0, 4294967295ull);
+    if (j.contains("prompt")) next.prompt = text_field(j, "prompt");
+    const bool restart = !runner() || next.sampler.guidance != dit_->sampler.guidance || next.sampler.seed != dit_->sampler.seed;
+    const bool prompt_changed = next.prompt != dit_->prompt;
+    const auto previous = *dit_;
+    dit_ = next;
+    if (restart) {
+      try {
+        restart_stream();
+      } catch (...) {
+        dit_ = previous;
+        restart_stream();
+        throw;
+      }
+    } else if (prompt_changed) {
+      runner()->set_prompt(dit_->prompt);
+    }
+    send_text(config_message(restart, "config"));
+  }
+
   json config_message(bool restarted, const char* type) const {
+    if (dit_) {
+      const auto r = std::dynamic_pointer_cast<DiTRunner>(runner());
+      json m = {{"type", type},
+                {"session", id_},
+                {"kind", "dit"},
+                {"mode", "t2v"},
+                {"prompt", dit_->prompt},
+                {"guidance", dit_->sampler.guidance},
+                {"seed", dit_->sampler.seed},
+                {"chunk_frames", dit_->sampler.chunk_frames},
+                {"micro_steps", dit_->sampler.micro_steps},
+                {"fps", dit_->fps},
+                {"restarted", restarted}};
+      if (r) {
+        const auto& c = r->config();
+        m["width"] = dit_->width > 0 ? dit_->width : c.sample_width;
+        m["height"] = dit_->height > 0 ? dit_->height : c.sample_height;
+        m["vocabulary"] = c.text.vocabulary;
+        m["unknown_words"] = r->unknown_words(dit_->prompt);
+      }
+      return m;
+    }
     return {{"type", type},
             {"session", id_},
             {"prompt", opts_.prompt},
@@ -238,11 +289,12 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
             {"seed", opts_.seed},
             {"width", opts_.width},
             {"height", opts_.height},
+            {"kind", "sd"},
             {"restarted", restarted}};
   }
 
   void restart_stream() {
-    std::shared_ptr<StreamRunner> old;
+    std::shared_ptr<LiveStream> old;
     {
       std::lock_guard lock(runner_mutex_);
       old = std::move(runner_);
@@ -251,7 +303,12 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       old->stop();
       add_to_totals(*old);
     }
-    auto r = std::make_shared<StreamRunner>(opts_);
+    stream_error_sent_ = false;
+    std::shared_ptr<LiveStream> r;
+    if (dit_)
+      r = std::make_shared<DiTRunner>(*dit_);
+    else
+      r = std::make_shared<StreamRunner>(opts_);
     std::weak_ptr<WsSession> weak = shared_from_this();
     const int quality = server_->o.jpeg_quality;
     // Runs on the runner's decode thread: JPEG encoding stays off the I/O threads.
@@ -265,7 +322,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     runner_ = std::move(r);
   }
 
-  void add_to_totals(const StreamRunner& r) {
+  void add_to_totals(const LiveStream& r) {
     const auto s = r.stats();
     std::lock_guard lock(server_->mutex);
     server_->ended_in += s.frames_in;
@@ -285,6 +342,12 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
                    {"inputs_dropped", s.inputs_dropped}, {"send_dropped", self->send_dropped_.load()}, {"skipped", s.frames_skipped}};
         for (const auto& [stage, t] : s.stages) st["stages"][stage] = {{"median_ms", t.median_ms}, {"p90_ms", t.p90_ms}};
         self->send_text(st);
+        if (const auto dit = std::dynamic_pointer_cast<DiTRunner>(r); dit && !self->stream_error_sent_) {
+          if (auto error = dit->error(); !error.empty()) {
+            self->send_error("the stream stopped: " + error);
+            self->stream_error_sent_ = true;
+          }
+        }
       }
       self->schedule_stats();
     });
@@ -343,7 +406,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     ended_ = true;
     timer_.cancel();
     if (busy_) return;
-    std::shared_ptr<StreamRunner> r;
+    std::shared_ptr<LiveStream> r;
     {
       std::lock_guard lock(runner_mutex_);
       r = std::move(runner_);
@@ -363,12 +426,13 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   beast::flat_buffer buffer_;
   net::steady_timer timer_{ws_.get_executor()};
   StreamRunnerOptions opts_;
+  std::optional<DiTRunnerOptions> dit_;  // set: this session streams StreamDiT text-to-video
   mutable std::mutex runner_mutex_;
-  std::shared_ptr<StreamRunner> runner_;
+  std::shared_ptr<LiveStream> runner_;
   std::deque<std::pair<std::string, bool>> outbox_;
   std::atomic<std::uint64_t> send_dropped_{0};
   std::uint64_t id_ = 0;
-  bool writing_ = false, busy_ = false, ended_ = false;
+  bool writing_ = false, busy_ = false, ended_ = false, stream_error_sent_ = false;
 };
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
@@ -477,7 +541,13 @@ std::string Server::Impl::metrics() const {
 
 Server::Server(ServerOptions options) : impl_(std::make_shared<Impl>(std::move(options))) {
   if (impl_->o.max_sessions < 1) throw Error("--max-sessions must be at least 1");
-  if (!impl_->o.stream.models) impl_->o.stream.models = StreamModels::load(impl_->o.stream.model, impl_->o.stream.taesd, impl_->o.stream.compute);
+  auto& o = impl_->o;
+  if (o.dit) {
+    if (!o.dit->loaded) o.dit->loaded = load_stream_dit(o.dit->model, o.dit->compute);
+    o.dit->loaded->eval();
+  } else if (!o.stream.models) {
+    o.stream.models = StreamModels::load(o.stream.model, o.stream.taesd, o.stream.compute);
+  }
 }
 
 Server::~Server() { stop(); }

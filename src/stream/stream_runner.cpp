@@ -16,14 +16,12 @@
 #include "streamgen/component_run.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
-#include "streamgen/timing.h"
 
 namespace streamgen {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kDecodeQueueCapacity = 2;
-constexpr std::size_t kTimingWindow = 512;  // samples kept per stage for the medians
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 
 double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
@@ -75,7 +73,7 @@ struct StreamRunner::Impl {
   std::pair<std::string, std::string> current_prompt;
 
   mutable std::mutex stats_mutex;
-  std::map<std::string, std::deque<double>> samples;
+  StageSamples stage_samples;
   std::atomic<std::uint64_t> frames_in{0}, frames_skipped{0}, calls{0}, frames_out{0};
   Clock::time_point first_output{};
   std::mutex callback_mutex;
@@ -89,12 +87,7 @@ struct StreamRunner::Impl {
         inputs(o.input_capacity),
         outputs(o.output_capacity) {}
 
-  void record(const std::string& stage, double ms) {
-    std::lock_guard lock(stats_mutex);
-    auto& s = samples[stage];
-    s.push_back(ms);
-    if (s.size() > kTimingWindow) s.pop_front();
-  }
+  void record(const std::string& stage, double ms) { stage_samples.record(stage, ms); }
 
   std::shared_ptr<Embeddings> encode_prompt(const std::string& prompt, const std::string& negative) {
     torch::NoGradGuard no_grad;
@@ -339,12 +332,8 @@ StreamStats StreamRunner::stats() const {
   s.calls = m.calls;
   s.frames_out = m.frames_out;
   s.outputs_dropped = m.outputs.dropped();
+  s.stages = m.stage_samples.summary();
   std::lock_guard lock(m.stats_mutex);
-  for (const auto& [stage, v] : m.samples) {
-    if (v.empty()) continue;
-    std::vector<double> values(v.begin(), v.end());
-    s.stages[stage] = {percentile(values, 50), percentile(values, 90), static_cast<std::int64_t>(values.size())};
-  }
   if (s.frames_out > 1) {
     const double secs = std::chrono::duration<double>(Clock::now() - m.first_output).count();
     if (secs > 0) s.output_fps = static_cast<double>(s.frames_out - 1) / secs;

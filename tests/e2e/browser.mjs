@@ -1,15 +1,19 @@
-// Real-browser end-to-end test of `streamgen serve`: starts the server on a free port with the tiny
-// test model, opens the page in Debian's headless Chromium with its fake camera, starts the camera,
-// waits for generated frames, changes the prompt, checks that the server switched to it and that the
-// frames changed, and saves a screenshot.
-//   node browser.mjs STREAMGEN_BINARY MODEL_DIR TAESD_DIR SCREENSHOT_PNG
+// Real-browser end-to-end test of `streamgen serve`: starts the server on a free port, opens the page
+// in Debian's headless Chromium and saves a screenshot.
+//   sd:  the tiny Stable Diffusion test pipeline; starts the fake camera, waits for generated frames,
+//        changes the prompt, checks that the server switched to it and that the frames changed.
+//   dit: a StreamDiT model (text-to-video); frames arrive with no input, the img2img controls are
+//        hidden, the vocabulary is shown, a prompt change is confirmed with no restart while frames
+//        keep coming, and words outside the vocabulary are named on the page.
+//   node browser.mjs sd  STREAMGEN_BINARY MODEL_DIR TAESD_DIR SCREENSHOT_PNG
+//   node browser.mjs dit STREAMGEN_BINARY MODEL_DIR - SCREENSHOT_PNG
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
-const [binary, model, taesd, screenshot] = process.argv.slice(2);
-if (!screenshot) {
-  console.error('usage: node browser.mjs STREAMGEN MODEL_DIR TAESD_DIR SCREENSHOT_PNG');
+const [mode, binary, model, taesd, screenshot] = process.argv.slice(2);
+if (!screenshot || !['sd', 'dit'].includes(mode)) {
+  console.error('usage: node browser.mjs sd|dit STREAMGEN MODEL_DIR TAESD_DIR|- SCREENSHOT_PNG');
   process.exit(2);
 }
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -21,8 +25,9 @@ function fail(message) {
 }
 
 function startServer() {
-  const server = spawn(binary, ['-q', 'serve', '--model', model, '--taesd', taesd, '--port', '0', '-W', '64', '-H', '64',
-    '--max-sessions', '2'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = mode === 'sd' ? ['--taesd', taesd, '-W', '64', '-H', '64'] : ['-W', '128', '-H', '128', '--dtype', 'bf16'];
+  const server = spawn(binary, ['-q', 'serve', '--model', model, '--port', '0', '--max-sessions', '2', ...args],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 60000);
@@ -33,6 +38,66 @@ function startServer() {
     });
     server.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
   });
+}
+
+// The shown frame's pixels (blob URLs are revoked as new frames arrive, so read the <img> itself).
+async function outputHash(page) {
+  const data = await page.$eval('#output', (img) => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    c.getContext('2d').drawImage(img, 0, 0);
+    return c.toDataURL('image/png');
+  });
+  return createHash('sha256').update(data).digest('hex');
+}
+
+const received = (page) => page.evaluate(() => Number(document.body.dataset.received || 0));
+
+async function imageToImage(page) {
+  // Camera -> frames arrive.
+  await page.click('#camera');
+  await page.waitForFunction(() => Number(document.body.dataset.received || 0) >= 5, null, { timeout: 60000 });
+  const before = await outputHash(page);
+  const fps = Number(await page.textContent('#fps'));
+  if (!(fps > 0)) fail(`no FPS shown (${fps})`);
+
+  // Prompt change: the server confirms the new prompt with no restart, frames keep coming and change.
+  const n = await received(page);
+  await page.fill('#prompt', 'a watercolour of a lighthouse');
+  await page.waitForFunction(() => document.body.dataset.prompt === 'a watercolour of a lighthouse', null, { timeout: 30000 });
+  await page.waitForFunction((k) => Number(document.body.dataset.received) >= k + 5, n, { timeout: 60000 });
+  const after = await outputHash(page);
+  if (after === before) fail('the output did not change after the prompt change');
+  const message = await page.textContent('#message');
+  if (message) fail(`the page shows an error: ${message}`);
+}
+
+async function textToVideo(page) {
+  // No input: the video starts by itself.
+  await page.waitForFunction(() => Number(document.body.dataset.received || 0) >= 10, null, { timeout: 60000 });
+  const status = await page.textContent('#status');
+  if (!status.includes('StreamDiT')) fail(`status does not name the model: ${status}`);
+  if (await page.isVisible('#camera')) fail('the camera button is shown for a text-to-video model');
+  const vocabulary = await page.textContent('#vocabulary');
+  if (!vocabulary.includes('circle')) fail(`vocabulary not shown: ${vocabulary}`);
+  const fps = Number(await page.textContent('#fps'));
+  if (!(fps > 0)) fail(`no FPS shown (${fps})`);
+  const before = await outputHash(page);
+
+  const n = await received(page);
+  const prompt = 'a blue square moving up';
+  await page.fill('#prompt', prompt);
+  await page.waitForFunction((p) => document.body.dataset.prompt === p, prompt, { timeout: 30000 });
+  await page.waitForFunction((k) => Number(document.body.dataset.received) >= k + 10, n, { timeout: 60000 });
+  if ((await outputHash(page)) === before) fail('the video did not move');
+  const message = await page.textContent('#message');
+  if (message) fail(`the page shows an error: ${message}`);
+
+  await page.fill('#prompt', 'a purple square moving up');
+  await page.waitForFunction(() => document.getElementById('message').textContent.includes('purple'), null, { timeout: 30000 });
+  await page.fill('#prompt', prompt);
+  await page.waitForFunction(() => document.getElementById('message').textContent === '', null, { timeout: 30000 });
 }
 
 const { server, url } = await startServer();
@@ -47,38 +112,11 @@ try {
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('session'), null, { timeout: 30000 });
 
-  // Camera -> frames arrive.
-  await page.click('#camera');
-  await page.waitForFunction(() => Number(document.body.dataset.received || 0) >= 5, null, { timeout: 60000 });
-  // The shown frame's pixels (blob URLs are revoked as new frames arrive, so read the <img> itself).
-  const outputHash = async () => {
-    const data = await page.$eval('#output', (img) => {
-      const c = document.createElement('canvas');
-      c.width = img.naturalWidth;
-      c.height = img.naturalHeight;
-      c.getContext('2d').drawImage(img, 0, 0);
-      return c.toDataURL('image/png');
-    });
-    return createHash('sha256').update(data).digest('hex');
-  };
-  const before = await outputHash();
-  const fps = Number(await page.textContent('#fps'));
-  if (!(fps > 0)) fail(`no FPS shown (${fps})`);
-
-  // Prompt change: the server confirms the new prompt with no restart, frames keep coming and change.
-  const received = Number(await page.evaluate(() => document.body.dataset.received));
-  await page.fill('#prompt', 'a watercolour of a lighthouse');
-  await page.waitForFunction(() => document.body.dataset.prompt === 'a watercolour of a lighthouse', null, { timeout: 30000 });
-  await page.waitForFunction((n) => Number(document.body.dataset.received) >= n + 5, received, { timeout: 60000 });
-  const after = await outputHash();
-  if (after === before) fail('the output did not change after the prompt change');
-  const message = await page.textContent('#message');
-  if (message) fail(`the page shows an error: ${message}`);
+  if (mode === 'sd') await imageToImage(page); else await textToVideo(page);
   await page.screenshot({ path: screenshot });
-
   const metrics = await (await fetch(`${url}metrics`)).text();
   if (!/streamgen_sessions_active 1/.test(metrics)) fail(`metrics do not show the session:\n${metrics}`);
-  console.log(`ok: ${await page.evaluate(() => document.body.dataset.received)} frames, ${fps} FPS, screenshot ${screenshot}`);
+  console.log(`ok (${mode}): ${await received(page)} frames, ${await page.textContent('#fps')} FPS, screenshot ${screenshot}`);
 } finally {
   await browser.close();
   server.kill('SIGINT');

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs browser.mjs, or exits 77 (CTest: skipped) naming what is missing.
-#   run.sh NODE STREAMGEN MODEL TAESD SCREENSHOT
+#   run.sh NODE sd|dit STREAMGEN MODEL TAESD|- SCREENSHOT
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 node=$1

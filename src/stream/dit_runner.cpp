@@ -1,0 +1,173 @@
+#include "streamgen/dit_runner.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <thread>
+
+#include "streamgen/bounded_queue.h"
+#include "streamgen/dit_stream.h"
+#include "streamgen/error.h"
+
+namespace streamgen {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+
+double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+
+struct MadeFrame {
+  torch::Tensor image_u8;
+  Clock::time_point step_started;
+};
+
+}  // namespace
+
+struct DiTRunner::Impl {
+  DiTRunnerOptions o;
+  StreamDiT model{nullptr};
+  std::unique_ptr<StreamDiTSampler> sampler;
+  BoundedQueue<MadeFrame> made;
+  BoundedQueue<StreamFrame> outputs;
+  StageSamples stages;
+
+  std::mutex callback_mutex;
+  std::function<void(const StreamFrame&)> callback;
+  mutable std::mutex state_mutex;
+  std::string error;
+  Clock::time_point first_output{};
+  std::atomic<std::uint64_t> chunks{0}, frames_out{0};
+  std::atomic<bool> running{true};
+  std::mutex stop_mutex;
+  std::thread compute_thread, pacer_thread;
+
+  explicit Impl(DiTRunnerOptions options)
+      : o(std::move(options)), made(o.ahead_frames ? o.ahead_frames : 1, QueuePolicy::Block), outputs(o.output_capacity) {}
+
+  void compute_loop() {
+    // Small GEMMs: OpenBLAS's own pool only fights LibTorch's workers here (see device.h).
+    const ScopedBlasThreads blas_threads(1);
+    try {
+      while (running) {
+        const auto t0 = Clock::now();
+        const auto chunk = sampler->step();
+        const auto t1 = Clock::now();
+        stages.record("dit", ms_between(t0, t1));
+        const auto u8 = dit_frames_to_u8(chunk, o.width, o.height);
+        stages.record("decode", ms_between(t1, Clock::now()));
+        ++chunks;
+        for (std::int64_t f = 0; f < u8.size(0); ++f)
+          if (!made.push({u8[f], t0})) return;  // closed: stopping
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("StreamDiT stream stopped: {}", e.what());
+      std::lock_guard lock(state_mutex);
+      error = e.what();
+    }
+    made.close();
+  }
+
+  void pacer_loop() {
+    const auto period = o.fps > 0 ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / o.fps)) : Clock::duration::zero();
+    auto due = Clock::now();
+    std::int64_t index = 0;
+    while (running) {
+      auto item = made.pop(kPollInterval);
+      if (!item) {
+        if (made.closed() && made.size() == 0) break;
+        continue;
+      }
+      // At least one period between frames; when the model is slower than the pace, frames go out
+      // as they come, with no burst to catch up.
+      if (due > Clock::now()) std::this_thread::sleep_until(due);
+      const auto now = Clock::now();
+      due = now + period;
+      StreamFrame frame{item->image_u8, index++, false, ms_between(item->step_started, now)};
+      stages.record("latency", frame.latency_ms);
+      {
+        std::lock_guard lock(state_mutex);
+        if (frames_out == 0) first_output = now;
+      }
+      ++frames_out;
+      std::function<void(const StreamFrame&)> cb;
+      {
+        std::lock_guard lock(callback_mutex);
+        cb = callback;
+      }
+      if (cb)
+        cb(frame);
+      else
+        outputs.push(std::move(frame));
+    }
+    outputs.close();
+  }
+};
+
+DiTRunner::DiTRunner(DiTRunnerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  auto& m = *impl_;
+  if (m.o.fps < 0) throw Error(fmt::format("StreamDiT stream: fps must be ≥ 0, got {}", m.o.fps));
+  if (m.o.width < 0 || m.o.height < 0) throw Error(fmt::format("StreamDiT stream: bad output size {}x{}", m.o.width, m.o.height));
+  m.model = m.o.loaded ? m.o.loaded : load_stream_dit(m.o.model, m.o.compute);
+  m.model->eval();
+  m.sampler = std::make_unique<StreamDiTSampler>(m.model, m.o.sampler);
+  set_prompt(m.o.prompt);
+  m.compute_thread = std::thread([&m] { m.compute_loop(); });
+  m.pacer_thread = std::thread([&m] { m.pacer_loop(); });
+}
+
+DiTRunner::~DiTRunner() { stop(); }
+
+void DiTRunner::stop() {
+  auto& m = *impl_;
+  std::lock_guard stopping(m.stop_mutex);
+  m.running = false;
+  m.made.close();
+  for (auto* t : {&m.compute_thread, &m.pacer_thread})
+    if (t->joinable()) t->join();
+  m.outputs.close();
+}
+
+void DiTRunner::push(const torch::Tensor&) {
+  throw Error("this stream makes video from text (StreamDiT): it takes a prompt, not frames");
+}
+
+std::optional<StreamFrame> DiTRunner::pop(std::chrono::milliseconds timeout) { return impl_->outputs.pop(timeout); }
+
+void DiTRunner::set_output_callback(std::function<void(const StreamFrame&)> callback) {
+  std::lock_guard lock(impl_->callback_mutex);
+  impl_->callback = std::move(callback);
+}
+
+void DiTRunner::set_prompt(const std::string& prompt, const std::string&, int) {
+  const auto t0 = Clock::now();
+  impl_->sampler->set_prompt(prompt);
+  impl_->stages.record("text_encoder", ms_between(t0, Clock::now()));
+}
+
+std::vector<std::string> DiTRunner::unknown_words(const std::string& prompt) const { return impl_->model->tokenizer.unknown_words(prompt); }
+
+const StreamDiTConfig& DiTRunner::config() const { return impl_->model->config; }
+
+std::string DiTRunner::error() const {
+  std::lock_guard lock(impl_->state_mutex);
+  return impl_->error;
+}
+
+StreamStats DiTRunner::stats() const {
+  const auto& m = *impl_;
+  StreamStats s;
+  s.calls = m.chunks;
+  s.frames_out = m.frames_out;
+  s.outputs_dropped = m.outputs.dropped();
+  s.stages = m.stages.summary();
+  std::lock_guard lock(m.state_mutex);
+  if (s.frames_out > 1) {
+    const double secs = std::chrono::duration<double>(Clock::now() - m.first_output).count();
+    if (secs > 0) s.output_fps = static_cast<double>(s.frames_out - 1) / secs;
+  }
+  return s;
+}
+
+}  // namespace streamgen
