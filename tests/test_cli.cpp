@@ -405,5 +405,19 @@ TEST(CliDiT, TheShippedModelLoadsAndStreams) {
   EXPECT_EQ(r.out.find("vocabulary has no"), std::string::npos) << r.out;  // the demo's prompts are in its vocabulary
 }
 
+TEST(CliDiT, VideoToVideoRestylesEveryInputFrame) {
+  const auto model = (test::data_path("..") / ".." / "models" / "streamdit-shapes-32").lexically_normal().string();
+  test::TempDir dir;
+  const auto src = (dir / "in.mp4").string(), out = (dir / "out").string();
+  ASSERT_EQ(run("dit stream --model " + model + " -p 'blue square moving up' -n 11 -s 1 -o " + src).code, 0);
+  const auto r = run("dit stream --model " + model + " -p 'red circle moving up' -i " + src + " --strength 0.5 -n -1 -s 1 -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("11 frames"), std::string::npos) << r.out;  // as many as came in
+  EXPECT_NE(r.out.find("entry level 0.500"), std::string::npos) << r.out;
+  const auto bad = run("dit stream --model " + model + " -p x --strength 0.5 -o " + out);
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("--input"), std::string::npos) << bad.out;
+}
+
 }  // namespace
 }  // namespace streamgen

@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <fstream>
+#include <tuple>
 
 #include "streamgen/dit_stream.h"
 #include "streamgen/dit_trainer.h"
@@ -122,6 +123,54 @@ TEST(StreamDiTSampler, ReferenceFramesAreEmittedFirstAndStayClean) {
   EXPECT_TRUE(torch::equal(out, s.buffer()[0].narrow(0, 0, 2)));
 }
 
+TEST(StreamDiTSampler, VideoToVideoKeepsTheChunksAboveTheEntryLevel) {
+  // Spec §8 with N = 8: σ = 0.5 -> m0 = 4, N_eff = 4, B_eff = 8, τ_in = 1/2; σ = 0.3 -> m0 = 6.
+  auto o = teacher_options();
+  o.strength = 0.5;
+  StreamDiTSampler half(random_model(), o);
+  EXPECT_EQ(half.start_frames(), 8);
+  EXPECT_DOUBLE_EQ(half.entry_level(), 0.5);
+  EXPECT_EQ(half.levels(0), (std::vector<double>{7 / 8., 7 / 8., 6 / 8., 6 / 8., 5 / 8., 5 / 8., 4 / 8., 4 / 8.}));
+  EXPECT_DOUBLE_EQ(half.levels(3)[6], 4 / 8. + 3 / 32.);
+  o.strength = 0.3;
+  StreamDiTSampler low(random_model(), o);
+  EXPECT_EQ(low.start_frames(), 4);
+  EXPECT_DOUBLE_EQ(low.entry_level(), 0.75);
+  o.strength = 0.01;
+  EXPECT_THROW(StreamDiTSampler(random_model(), o), Error);  // keeps no chunk
+  o.strength = 1.5;
+  EXPECT_THROW(StreamDiTSampler(random_model(), o), Error);
+}
+
+TEST(StreamDiTSampler, VideoToVideoInputsLeaveAtTheirLevelAfterNEffSteps) {
+  // At zero velocity (a fresh adaLN-Zero model) a frame keeps the value it entered with, so two
+  // runs with the same noise and different input videos differ by exactly level × (input change):
+  // chunk i of the start sits at (N − 1 − i)/N; a chunk fed at step j enters at τ_in and leaves at
+  // step j + N_eff.
+  auto o = teacher_options();
+  o.strength = 0.5;
+  torch::manual_seed(5);
+  const auto video_a = torch::rand({24, 3, 16, 16}) * 2 - 1, video_b = torch::rand({24, 3, 16, 16}) * 2 - 1;
+  StreamDiTSampler a(StreamDiT(small_config()), o), b(StreamDiT(small_config()), o);
+  a.start(video_a.narrow(0, 0, 8));
+  b.start(video_b.narrow(0, 0, 8));
+  EXPECT_EQ(a.init_nfe(), 0);
+  for (std::int64_t i = 0; i < 8; ++i) {  // step i feeds chunk 4 + i and emits chunk i
+    const auto out_a = a.step(video_a.narrow(0, 8 + 2 * i, 2)), out_b = b.step(video_b.narrow(0, 8 + 2 * i, 2));
+    const double level = i < 4 ? (7.0 - static_cast<double>(i)) / 8.0 : 0.5;
+    const auto want = level * (video_a.narrow(0, 2 * i, 2) - video_b.narrow(0, 2 * i, 2));
+    EXPECT_TRUE(compare_tensors(out_a - out_b, want).within(1e-5)) << "step " << i;
+  }
+  EXPECT_EQ(a.chunks_emitted(), 8);
+  EXPECT_THROW(a.step(), Error);                                     // video-to-video needs input
+  EXPECT_THROW(a.step(torch::zeros({3, 3, 16, 16})), Error);         // c = 2 frames
+  EXPECT_THROW(a.step(torch::zeros({2, 3, 8, 16})), Error);          // wrong size
+  StreamDiTSampler fresh(StreamDiT(small_config()), o);
+  EXPECT_THROW(fresh.start(), Error);                                // T2V start in V2V mode
+  EXPECT_THROW(fresh.step(video_a.narrow(0, 0, 2)), Error);          // not started
+  EXPECT_THROW(fresh.start(video_a.narrow(0, 0, 6)), Error);         // needs 8 frames
+}
+
 TEST(DiTStream, WritesTheRequestedFramesAndAppliesScheduledPrompts) {
   StreamDiTSampler sampler(random_model(), teacher_options());
   sampler.set_prompt("red circle moving left");
@@ -147,6 +196,45 @@ TEST(DiTStream, WritesTheRequestedFramesAndAppliesScheduledPrompts) {
 }
 
 // ---- training --------------------------------------------------------------------------------
+TEST(DiTStream, VideoToVideoBringsOutEveryInputFrameAndStopsWithTheInput) {
+  struct Frames : FrameSource {
+    std::int64_t left;
+    explicit Frames(std::int64_t n) : left(n) { info_.spec = "test frames"; }
+    std::optional<VideoFrame> next() override {
+      if (left == 0) return std::nullopt;
+      --left;
+      return VideoFrame{torch::randint(0, 256, {3, 24, 30}, torch::kUInt8), 0, 0};
+    }
+  };
+  struct Count : FrameSink {
+    std::int64_t frames = 0;
+    void write(const torch::Tensor&) override { ++frames; }
+    void close() override {}
+    std::string description() const override { return "count"; }
+  };
+  auto o = teacher_options();
+  o.strength = 0.5;  // N_eff = 4 chunks of 2: 8 frames in flight
+  for (const auto& [input, limit, want] : std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>>{
+           {13, -1, 13}, {13, 5, 5}, {3, -1, 3}, {40, 20, 20}}) {
+    StreamDiTSampler sampler(random_model(), o);
+    Frames source(input);
+    Count sink;
+    DiTStreamOptions so;
+    so.frames = limit;
+    so.input = &source;
+    const auto stats = run_dit_stream(sampler, sink, so);
+    EXPECT_EQ(sink.frames, want) << input << " frames in, limit " << limit;
+    EXPECT_EQ(stats.chunks, (want + 1) / 2) << input << " frames in, limit " << limit;
+  }
+  StreamDiTSampler sampler(random_model(), o);
+  Count sink;
+  EXPECT_THROW(run_dit_stream(sampler, sink, {}), Error);  // no input
+  Frames empty(0);
+  DiTStreamOptions so;
+  so.input = &empty;
+  EXPECT_THROW(run_dit_stream(sampler, sink, so), Error);
+}
+
 TEST(DiTTrainer, LearningRateWarmsUpThenDecays) {
   DiTTrainOptions o;
   o.steps = 100;

@@ -181,7 +181,7 @@ void register_train(CLI::App& dit) {
 
 void register_stream(CLI::App& dit) {
   struct Args {
-    std::string model, prompt, output, output_size;
+    std::string model, prompt, output, output_size, input;
     std::vector<std::string> prompt_at;
     std::int64_t frames = 128;
     double fps = 16;
@@ -193,10 +193,13 @@ void register_stream(CLI::App& dit) {
   cmd->add_option("--model", a->model, "StreamDiT folder (config.json + model.safetensors)")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--prompt,-p", a->prompt, "The caption to start with")->required();
   cmd->add_option("--prompt-at", a->prompt_at, "FRAME:PROMPT — switch the prompt once FRAME frames are out (repeatable)");
-  cmd->add_option("--frames,-n", a->frames, "Frames to write (-1: until Ctrl-C)")->capture_default_str();
+  cmd->add_option("--frames,-n", a->frames, "Frames to write (-1: until Ctrl-C, or the end of the --input)")->capture_default_str();
   cmd->add_option("--output,-o", a->output, "Video file (.mp4 .mkv .webm ...), a folder for PNGs, or - for raw RGB24 on stdout")->required();
   cmd->add_option("--output-size", a->output_size, "Resize frames for the output, e.g. 256x256 (default: the model's size)");
   cmd->add_option("--fps", a->fps, "Frame rate written into the video")->capture_default_str();
+  cmd->add_option("--input,-i", a->input, "Video-to-video: a video file, camera, image folder or - (raw RGB24) to restyle under the prompt");
+  cmd->add_option("--strength", a->sampler.strength, "Video-to-video: how far the input is noised, (0, 1] (1: as much as text-to-video)")
+      ->check(CLI::Range(0.0, 1.0));
   add_sampler_options(*cmd, a->sampler);
   cmd->add_option("--reference-frames", a->sampler.reference_frames, "K clean reference frames")->capture_default_str();
   cmd->add_option("--init-steps", a->sampler.init_steps, "Steps of the T2V start (0: s·N)")->capture_default_str();
@@ -206,9 +209,18 @@ void register_stream(CLI::App& dit) {
     const auto compute = a->compute.resolve();
     std::vector<PromptChange> changes;
     for (const auto& text : a->prompt_at) changes.push_back(parse_prompt_change(text));
+    if (!a->input.empty() && a->sampler.strength == 0) a->sampler.strength = 0.5;  // the spec's default
+    if (a->input.empty() && a->sampler.strength > 0) throw Error("--strength is for video-to-video: give the input video with --input");
     StreamDiTSampler sampler(load_stream_dit(a->model, compute), a->sampler);
     sampler.set_prompt(a->prompt);
     DiTStreamOptions o;
+    std::unique_ptr<FrameSource> input;
+    if (!a->input.empty()) {
+      input = open_source(a->input);
+      o.input = input.get();
+      spdlog::info("video-to-video from {}: strength {}, entry level {:.3f}, output {} frames behind the input", input->info().spec,
+                   a->sampler.strength, sampler.entry_level(), sampler.start_frames());
+    }
     o.frames = a->frames;
     o.prompt_changes = changes;
     if (!a->output_size.empty()) std::tie(o.output_width, o.output_height) = parse_size(a->output_size);

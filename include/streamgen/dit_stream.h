@@ -32,7 +32,11 @@ struct DiTStreamStats {
 };
 
 struct DiTStreamOptions {
-  std::int64_t frames = 256;  // output frames (-1: until *stop)
+  std::int64_t frames = 256;  // output frames (-1: until *stop, or the end of the input)
+  // Video-to-video (a sampler with strength > 0): the input video, fitted to the model's frame size.
+  // The stream ends with the input: the last chunk is repeated N_eff times to bring every input
+  // frame out, and output stops at the input's frame count.
+  FrameSource* input = nullptr;
   std::vector<PromptChange> prompt_changes;
   std::int64_t output_width = 0, output_height = 0;  // resize for the sink (0: the model's size)
   const std::atomic<bool>* stop = nullptr;
@@ -41,6 +45,9 @@ struct DiTStreamOptions {
 
 // Frames [F, C, H, W] in about [-1, 1] -> uint8 [F, 3, h, w], bilinearly resized when the size differs.
 torch::Tensor dit_frames_to_u8(const torch::Tensor& frames, std::int64_t width, std::int64_t height);
+// The next `count` frames of `source`, centre-cropped and resized to width x height, as float
+// [count, 3, H, W] in [-1, 1]; fewer at the end of the source (empty tensor when none are left).
+torch::Tensor read_dit_frames(FrameSource& source, std::int64_t count, std::int64_t width, std::int64_t height);
 
 DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const DiTStreamOptions& options);
 

@@ -27,6 +27,9 @@ struct StreamDiTOptions {
   std::int64_t init_steps = 0;        // T2V initialisation steps (0: T = s·N); N must divide it
   std::uint64_t seed = 0;             // the buffer's noise generator
   std::int64_t frame_height = 0, frame_width = 0;  // 0: the model's sample size
+  // Video-to-video (spec §8): 0 makes video from text; σ in (0, 1] noises input frames to the entry
+  // level τ_in = m0/N, m0 = round(N·(1 − σ)), and keeps only the N − m0 chunks at levels ≥ τ_in.
+  double strength = 0;
 };
 
 class StreamDiTSampler {
@@ -45,9 +48,21 @@ class StreamDiTSampler {
   // start() first if needed.
   torch::Tensor step();
 
+  // Video-to-video (strength > 0). start(video) fills the buffer from start_frames() input frames
+  // [F, C, H, W] in the model's space: references clean, chunk k noised to its level. Returns the
+  // references, like start(). step(chunk) advances like step() and lets the next c input frames
+  // enter at τ_in; the output lags the input by N_eff chunks.
+  bool video_to_video() const { return options_.strength > 0; }
+  std::int64_t start_frames() const { return partition_.reference_frames + v2v_chunks_ * partition_.chunk_frames; }
+  double entry_level() const;  // τ_in (0 for text-to-video)
+  torch::Tensor start(const torch::Tensor& video);
+  torch::Tensor step(const torch::Tensor& input_chunk);
+
   const BufferPartition& partition() const { return partition_; }
+  std::int64_t frame_height() const { return height_; }
+  std::int64_t frame_width() const { return width_; }
   // Levels the buffer holds before micro step j of the next step().
-  std::vector<double> levels(std::int64_t micro_step = 0) const { return stream_levels(partition_, micro_step); }
+  std::vector<double> levels(std::int64_t micro_step = 0) const { return buffer_levels(micro_step); }
   const torch::Tensor& buffer() const { return buffer_; }  // [1, B, C, H, W]
   std::int64_t nfe() const { return nfe_; }               // model passes so far (a CFG pair counts 2)
   std::int64_t init_nfe() const { return init_nfe_; }     // of which spent in start()
@@ -59,11 +74,15 @@ class StreamDiTSampler {
   torch::Tensor velocity(const torch::Tensor& x, const std::vector<double>& tau);
   torch::Tensor noise(std::int64_t frames);
   torch::Tensor text_snapshot() const;
+  torch::Tensor advance(const torch::Tensor& entering);  // micro steps, emit, shift, append `entering`
+  std::vector<double> buffer_levels(std::int64_t micro_step) const;
+  torch::Tensor check_input(const torch::Tensor& frames, std::int64_t count, const char* what) const;
 
   StreamDiT model_;
   StreamDiTOptions options_;
   BufferPartition partition_;
   std::int64_t channels_, height_, width_;
+  std::int64_t v2v_chunks_ = 0;  // N_eff: chunks kept in video-to-video (N for text-to-video)
   at::Generator generator_;
   torch::Tensor buffer_;
   torch::Tensor uncond_;  // null-caption states, for CFG

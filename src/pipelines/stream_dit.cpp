@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "streamgen/error.h"
 
 namespace streamgen {
@@ -18,6 +20,14 @@ StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) :
     throw Error(fmt::format("StreamDiT: {} initialisation steps cannot stop at the levels of {} chunks (use a multiple of {})", init,
                             partition_.chunks, partition_.chunks));
   options_.init_steps = init;
+  if (!(o.strength >= 0 && o.strength <= 1)) throw Error(fmt::format("StreamDiT: strength must be in [0, 1] (0: text-to-video), got {}", o.strength));
+  v2v_chunks_ = partition_.chunks;
+  if (o.strength > 0) {
+    const auto n = partition_.chunks;
+    v2v_chunks_ = n - static_cast<std::int64_t>(std::lround(static_cast<double>(n) * (1.0 - o.strength)));
+    if (v2v_chunks_ < 1)
+      throw Error(fmt::format("StreamDiT: strength {} keeps no chunk of {} (the smallest is {:.3g})", o.strength, n, 0.5 / static_cast<double>(n) + 1e-9));
+  }
   channels_ = c.in_channels;
   height_ = o.frame_height > 0 ? o.frame_height : c.sample_height;
   width_ = o.frame_width > 0 ? o.frame_width : c.sample_width;
@@ -75,7 +85,48 @@ torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vect
   return vu + options_.guidance * (vc - vu);
 }
 
+double StreamDiTSampler::entry_level() const {
+  return video_to_video() ? static_cast<double>(partition_.chunks - v2v_chunks_) / static_cast<double>(partition_.chunks) : 0.0;
+}
+
+std::vector<double> StreamDiTSampler::buffer_levels(std::int64_t micro_step) const {
+  auto tau = stream_levels(partition_, micro_step);
+  tau.resize(static_cast<std::size_t>(start_frames()));  // video-to-video keeps the first N_eff chunks
+  return tau;
+}
+
+torch::Tensor StreamDiTSampler::check_input(const torch::Tensor& frames, std::int64_t count, const char* what) const {
+  if (!frames.defined() || frames.dim() != 4 || frames.size(0) != count || frames.size(1) != channels_ || frames.size(2) != height_ ||
+      frames.size(3) != width_)
+    throw Error(fmt::format("StreamDiT video-to-video: {} must be [{}, {}, {}, {}], got {}", what, count, channels_, height_, width_,
+                            frames.defined() ? fmt::format("{}", fmt::join(frames.sizes(), "x")) : std::string("nothing")));
+  const auto& w = model_->pos_embed_t;
+  return frames.to(w.device(), w.scalar_type()).unsqueeze(0);
+}
+
+torch::Tensor StreamDiTSampler::start(const torch::Tensor& video) {
+  if (!video_to_video()) throw Error("StreamDiT: start(video) needs strength > 0 (video-to-video)");
+  torch::NoGradGuard no_grad;
+  const auto& p = partition_;
+  const auto z = check_input(video, start_frames(), "the first input frames");
+  const auto levels = buffer_levels(0);
+  const auto tau = torch::tensor(levels, torch::kFloat32).view({1, -1}).to(z.device(), z.scalar_type());
+  buffer_ = flow_interpolate(z, noise(start_frames()), tau);  // references sit at τ = 1: clean
+  init_nfe_ = 0;
+  return p.reference_frames > 0 ? buffer_.narrow(1, 0, p.reference_frames)[0].clone() : torch::Tensor{};
+}
+
+torch::Tensor StreamDiTSampler::step(const torch::Tensor& input_chunk) {
+  if (!video_to_video()) throw Error("StreamDiT: step(input) needs strength > 0 (video-to-video)");
+  if (!started()) throw Error("StreamDiT video-to-video: call start(video) with the first input frames before step(input)");
+  torch::NoGradGuard no_grad;
+  const auto z = check_input(input_chunk, partition_.chunk_frames, "an input chunk");
+  const auto tau = torch::full({1, partition_.chunk_frames}, entry_level(), torch::TensorOptions().dtype(z.scalar_type()).device(z.device()));
+  return advance(flow_interpolate(z, noise(partition_.chunk_frames), tau));
+}
+
 torch::Tensor StreamDiTSampler::start() {
+  if (video_to_video()) throw Error("StreamDiT: video-to-video starts from input frames: start(video)");
   torch::NoGradGuard no_grad;
   const auto& p = partition_;
   const auto b = p.buffer_frames(), steps = options_.init_steps, per_level = steps / p.chunks;
@@ -102,22 +153,27 @@ torch::Tensor StreamDiTSampler::start() {
 }
 
 torch::Tensor StreamDiTSampler::step() {
+  if (video_to_video()) throw Error("StreamDiT: video-to-video steps take the next input chunk: step(input)");
   if (!started()) start();
   torch::NoGradGuard no_grad;
+  return advance(noise(partition_.chunk_frames));
+}
+
+torch::Tensor StreamDiTSampler::advance(const torch::Tensor& entering) {
   const auto& p = partition_;
-  const auto k = p.reference_frames, c = p.chunk_frames, b = p.buffer_frames();
+  const auto k = p.reference_frames, c = p.chunk_frames, b = start_frames();
   const double t = static_cast<double>(p.total_steps());
   for (std::int64_t j = 0; j < p.micro_steps; ++j) {
-    const auto v = velocity(buffer_, stream_levels(p, j));
+    const auto v = velocity(buffer_, buffer_levels(j));
     auto denoised = buffer_.narrow(1, k, b - k);
     denoised.add_(v.narrow(1, k, b - k), 1.0 / t);
   }
   const auto emitted = buffer_.narrow(1, k, c)[0].clone();
-  // Shift by c: the emitted chunk's last K frames become the references, fresh noise enters.
+  // Shift by c: the emitted chunk's last K frames become the references, the new chunk enters.
   std::vector<torch::Tensor> parts;
   if (k > 0) parts.push_back(buffer_.narrow(1, c, k));
   parts.push_back(buffer_.narrow(1, k + c, b - k - c));
-  parts.push_back(noise(c));
+  parts.push_back(entering);
   buffer_ = torch::cat(parts, 1);
   ++chunks_emitted_;
   return emitted;

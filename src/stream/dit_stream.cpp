@@ -40,6 +40,16 @@ torch::Tensor dit_frames_to_u8(const torch::Tensor& frames, std::int64_t width, 
   return unit_range_to_image_u8(x);
 }
 
+torch::Tensor read_dit_frames(FrameSource& source, std::int64_t count, std::int64_t width, std::int64_t height) {
+  std::vector<torch::Tensor> frames;
+  while (static_cast<std::int64_t>(frames.size()) < count) {
+    auto f = source.next();
+    if (!f) break;
+    frames.push_back(image_u8_to_unit_range(fit_image(f->rgb.unsqueeze(0), width, height, Fit::Crop))[0]);
+  }
+  return frames.empty() ? torch::Tensor{} : torch::stack(frames);
+}
+
 DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const DiTStreamOptions& o) {
   using clock = std::chrono::steady_clock;
   const ScopedBlasThreads blas_threads(1);
@@ -96,23 +106,51 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
       while (next_change < changes.size() && changes[next_change].frame <= frames_out) sampler.set_prompt(changes[next_change++].prompt);
     };
     apply_changes();
+    // Video-to-video: input frames in, the output bounded by their count (see the header).
+    const bool v2v = sampler.video_to_video();
+    if (v2v && !o.input) throw Error("StreamDiT video-to-video (strength > 0) needs an input video");
+    std::int64_t input_frames = 0;
+    bool input_ended = false;
+    torch::Tensor last_chunk;
+    auto next_input = [&](std::int64_t count) {
+      auto frames = read_dit_frames(*o.input, count, sampler.frame_width(), sampler.frame_height());
+      const auto got = frames.defined() ? frames.size(0) : 0;
+      input_frames += got;
+      if (got == 0 && !last_chunk.defined()) throw Error("video-to-video: the input '" + o.input->info().spec + "' has no frames");
+      if (got < count) {  // the end of the input: pad with its last frame
+        input_ended = true;
+        const auto last = got > 0 ? frames[got - 1] : last_chunk[last_chunk.size(0) - 1];
+        const auto pad = last.unsqueeze(0).expand({count - got, last.size(0), last.size(1), last.size(2)});
+        frames = got > 0 ? torch::cat({frames, pad}) : pad.contiguous();
+      }
+      last_chunk = frames;
+      return frames;
+    };
+    // Output frame j is input frame j, so once the input has ended the stream stops at its length.
+    auto output_limit = [&] {
+      if (!input_ended) return o.frames;
+      return o.frames < 0 ? input_frames : std::min(o.frames, input_frames);
+    };
     auto push = [&](torch::Tensor frames) {
-      if (o.frames >= 0) frames = frames.narrow(0, 0, std::min<std::int64_t>(frames.size(0), o.frames - frames_out));
+      if (const auto l = output_limit(); l >= 0) frames = frames.narrow(0, 0, std::max<std::int64_t>(0, std::min<std::int64_t>(frames.size(0), l - frames_out)));
       frames_out += frames.size(0);
       if (frames.size(0) > 0 && !queue.push(frames)) {
         if (writer_error) std::rethrow_exception(writer_error);
       }
     };
     if (!sampler.started()) {
+      torch::Tensor first;
+      if (v2v) first = next_input(sampler.start_frames());
       const auto s0 = clock::now();
-      const auto references = sampler.start();
+      const auto references = v2v ? sampler.start(first) : sampler.start();
       dit_seconds += std::chrono::duration<double>(clock::now() - s0).count();
       if (references.defined()) push(references);
     }
-    while ((o.frames < 0 || frames_out < o.frames) && !(o.stop && o.stop->load())) {
+    while ((output_limit() < 0 || frames_out < output_limit()) && !(o.stop && o.stop->load())) {
       apply_changes();
+      const auto input = v2v ? next_input(sampler.partition().chunk_frames) : torch::Tensor{};
       const auto s0 = clock::now();
-      auto chunk = sampler.step();
+      auto chunk = v2v ? sampler.step(input) : sampler.step();
       dit_seconds += std::chrono::duration<double>(clock::now() - s0).count();
       push(chunk);
       if (writer_error) std::rethrow_exception(writer_error);
