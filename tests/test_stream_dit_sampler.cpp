@@ -123,6 +123,19 @@ TEST(StreamDiTSampler, ReferenceFramesAreEmittedFirstAndStayClean) {
   EXPECT_TRUE(torch::equal(out, s.buffer()[0].narrow(0, 0, 2)));
 }
 
+TEST(StreamDiTSampler, NoiseScaleScalesEveryNoiseThatEnters) {
+  // At zero velocity the buffer is the noise itself: a scale of 0.5 halves the start and every new chunk.
+  auto o = teacher_options();
+  StreamDiTSampler plain(StreamDiT(small_config()), o);
+  o.noise_scale = 0.5;
+  StreamDiTSampler cool(StreamDiT(small_config()), o);
+  plain.start();
+  cool.start();
+  EXPECT_TRUE(compare_tensors(cool.buffer(), 0.5 * plain.buffer()).within(1e-6));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(compare_tensors(cool.step(), 0.5 * plain.step()).within(1e-6));
+  EXPECT_TRUE(compare_tensors(cool.buffer(), 0.5 * plain.buffer()).within(1e-6));
+}
+
 TEST(StreamDiTSampler, VideoToVideoKeepsTheChunksAboveTheEntryLevel) {
   // Spec §8 with N = 8: σ = 0.5 -> m0 = 4, N_eff = 4, B_eff = 8, τ_in = 1/2; σ = 0.3 -> m0 = 6.
   auto o = teacher_options();

@@ -71,6 +71,9 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--chunk-size,-c", o.chunk_frames, "Frames per chunk c (one step emits c frames)")->capture_default_str();
   cmd.add_option("--micro-steps,-s", o.micro_steps, "Euler steps per chunk s")->capture_default_str();
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
+  cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 2.0));
 }
 
 void register_train(CLI::App& dit) {

@@ -30,6 +30,9 @@ struct StreamDiTOptions {
   // Video-to-video (spec §8): 0 makes video from text; σ in (0, 1] noises input frames to the entry
   // level τ_in = m0/N, m0 = round(N·(1 − σ)), and keeps only the N − m0 chunks at levels ≥ τ_in.
   double strength = 0;
+  // Temperature of the noise that enters the buffer (1: the training distribution). Below 1 trades
+  // variety for cleaner frames, as in other diffusion samplers.
+  double noise_scale = 1.0;
 };
 
 class StreamDiTSampler {

@@ -65,8 +65,9 @@ torch::Tensor StreamDiTSampler::text_snapshot() const {
 
 torch::Tensor StreamDiTSampler::noise(std::int64_t frames) {
   const auto& w = model_->pos_embed_t;
-  return at::randn({1, frames, channels_, height_, width_}, generator_, torch::TensorOptions().dtype(torch::kFloat32))
-      .to(w.device(), w.scalar_type());
+  auto n = at::randn({1, frames, channels_, height_, width_}, generator_, torch::TensorOptions().dtype(torch::kFloat32));
+  if (options_.noise_scale != 1.0) n.mul_(options_.noise_scale);
+  return n.to(w.device(), w.scalar_type());
 }
 
 torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vector<double>& tau) {
