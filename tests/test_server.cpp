@@ -305,7 +305,12 @@ TEST(Server, TextToVideoSessionsStreamAndSwapPrompts) {
   c.send_json({{"type", "config"}, {"guidance", 0.5}});
   EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("[1, 20]"), std::string::npos);
   EXPECT_EQ(c.next_frame().size(1), 3);  // still streaming
-  const auto m = http_get(server.port(), "/metrics").second;
+  // The restarted stream reports its DiT stage once its first step is done.
+  std::string m;
+  for (int i = 0; i < 200 && m.find("stage=\"dit\"") == std::string::npos; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    m = http_get(server.port(), "/metrics").second;
+  }
   EXPECT_NE(m.find("stage=\"dit\""), std::string::npos) << m;
   c.close();
 }

@@ -83,6 +83,17 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   }
   std::uint64_t send_dropped() const { return send_dropped_; }
 
+  // Server shutdown, after the I/O threads have stopped: pending handlers may keep this session
+  // object alive, but its stream's threads must end now (a text-to-video stream never idles).
+  void shutdown() {
+    std::shared_ptr<LiveStream> r;
+    {
+      std::lock_guard lock(runner_mutex_);
+      r = std::move(runner_);
+    }
+    if (r) r->stop();
+  }
+
  private:
   void on_accept(beast::error_code ec) {
     if (ec) return;
@@ -593,7 +604,8 @@ void Server::stop() {
     std::lock_guard lock(m.mutex);
     ending.swap(m.sessions);
   }
-  ending.clear();  // each session's stream stops as its last reference goes
+  for (const auto& session : ending) session->shutdown();
+  ending.clear();
   m.stopped_cv.notify_all();
 }
 
