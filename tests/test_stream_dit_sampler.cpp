@@ -7,6 +7,7 @@
 #include <fstream>
 #include <tuple>
 
+#include "streamgen/device.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/dit_trainer.h"
 #include "streamgen/error.h"
@@ -322,6 +323,48 @@ TEST(DiTTrainer, OverfitsOneClip) {
   }
   EXPECT_GT(first, 1.0);
   EXPECT_LT(last, 0.01 * first) << "first " << first << " last " << last;
+}
+
+TEST(DiTTrainer, Bf16AutocastTrainsWithFp32WeightsAndMatchesFp32) {
+  // The same overfitting run under bf16 autocast: its forward stays within bf16 accuracy of the
+  // fp32 forward, gradients and weights stay fp32, and it still memorises the clip.
+  torch::manual_seed(0);
+  auto config = small_config();
+  config.hidden_size = 64;
+  StreamDiT model(config);
+  ProceduralVideoOptions video;
+  video.width = video.height = 16;
+  std::mt19937_64 rng(3);
+  auto gen = at::detail::createCPUGenerator(4);
+  const auto clips = ProceduralClipSource(video, 16).next(1, rng);
+  FlowMatchingRecipe recipe;
+  recipe.text_dropout = 0;
+  const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe, rng, gen);
+  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(2e-3).weight_decay(0));
+  double first = 0, last = 0;
+  for (int step = 0; step < 150; ++step) {
+    opt.zero_grad();
+    torch::Tensor prediction;
+    {
+      const ScopedCpuAutocast autocast(true);
+      prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
+    }
+    if (step == 20) {
+      EXPECT_EQ(prediction.scalar_type(), torch::kBFloat16);  // the final linear ran in bf16
+      torch::NoGradGuard no_grad;
+      const auto reference = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
+      EXPECT_TRUE(compare_tensors(prediction.to(torch::kFloat32), reference).within(3e-2));
+    }
+    const auto loss = masked_flow_loss(prediction.to(torch::kFloat32), fm.target, fm.loss_mask);
+    loss.backward();
+    for (const auto& p : model->parameters()) ASSERT_EQ(p.grad().scalar_type(), torch::kFloat32);
+    opt.step();
+    (step == 0 ? first : last) = loss.item<double>();
+  }
+  for (const auto& p : model->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+  EXPECT_LT(last, 0.05 * first) << "first " << first << " last " << last;
+  // Autocast is off again outside the scope.
+  EXPECT_EQ(model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens)).scalar_type(), torch::kFloat32);
 }
 
 TEST(DiTTrainer, ResumedRunFollowsTheSameCurve) {

@@ -103,6 +103,7 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--window", a->window, "Attention window in tokens: frames height width")->expected(3)->capture_default_str();
   cmd->add_flag("--no-shift-mask", a->no_shift_mask, "Let shifted windows attend across the wrap-around");
   cmd->add_flag("--no-text-modulation", a->no_text_modulation, "Caption through cross-attention only (no pooled caption in the adaLN input)");
+  cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");
   cmd->add_option("--steps", a->train.steps, "Optimiser steps")->capture_default_str();
   cmd->add_option("--batch", a->train.batch, "Clips per micro-batch")->capture_default_str();
   cmd->add_option("--accumulate", a->train.accumulate, "Micro-batches per optimiser step")->capture_default_str();

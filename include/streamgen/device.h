@@ -55,6 +55,19 @@ class ScopedBlasThreads {
   int previous_ = -1;
 };
 
+// bf16 autocast on CPU for the scope (training's forward): matmuls and convolutions run in bf16
+// (oneDNN), norms and reductions stay fp32, parameters and gradients stay fp32. Not nestable.
+class ScopedCpuAutocast {
+ public:
+  explicit ScopedCpuAutocast(bool enabled);
+  ~ScopedCpuAutocast();
+  ScopedCpuAutocast(const ScopedCpuAutocast&) = delete;
+  ScopedCpuAutocast& operator=(const ScopedCpuAutocast&) = delete;
+
+ private:
+  bool enabled_ = false;
+};
+
 // Checks that the device exists in this build and on this machine; throws streamgen::Error.
 void check_device(const torch::Device& device);
 // Validates the combination, applies the thread count and logs a warning for slow choices

@@ -117,6 +117,7 @@ struct DiTTrainOptions {
   std::int64_t checkpoint_every = 250;
   std::int64_t log_every = 10;
   bool resume = false;
+  bool bf16_autocast = false;  // forward in bf16 autocast (CPU); parameters, optimiser and EMA stay fp32
   FlowMatchingRecipe recipe;
   DistributedOptions distributed;  // world_size > 1: data-parallel over c10d/Gloo, batch split by rank
   std::string command_line;  // recorded in the checkpoint for the model card

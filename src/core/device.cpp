@@ -1,5 +1,8 @@
 #include "streamgen/device.h"
 
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 #include <spdlog/spdlog.h>
@@ -95,6 +98,27 @@ ScopedBlasThreads::ScopedBlasThreads(int threads) {
 ScopedBlasThreads::~ScopedBlasThreads() {
   if (previous_ < 1) return;
   if (auto set = reinterpret_cast<BlasSetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(previous_);
+}
+
+ScopedCpuAutocast::ScopedCpuAutocast(bool enabled) : enabled_(enabled) {
+  if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+#else
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  at::autocast::set_cpu_enabled(true);
+#endif
+}
+
+ScopedCpuAutocast::~ScopedCpuAutocast() {
+  if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+#else
+  at::autocast::set_cpu_enabled(false);
+#endif
+  at::autocast::clear_cache();
 }
 
 int available_cpus() {

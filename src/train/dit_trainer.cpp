@@ -372,8 +372,12 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
       // This rank's slice of the global batch; every example is seeded by (seed, step, micro, index).
       const auto fm = seeded_flow_matching_batch(data, model->tokenizer, o.recipe, o.seed, static_cast<std::uint64_t>(step),
                                                  static_cast<std::uint64_t>(micro), rank * per_rank, per_rank);
-      const auto prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
-      const auto loss = masked_flow_loss(prediction, fm.target, fm.loss_mask) / static_cast<double>(o.accumulate);
+      torch::Tensor prediction;
+      {
+        const ScopedCpuAutocast autocast(o.bf16_autocast);
+        prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
+      }
+      const auto loss = masked_flow_loss(prediction.to(torch::kFloat32), fm.target, fm.loss_mask) / static_cast<double>(o.accumulate);
       loss.backward();
       loss_sum += loss.item<double>();
     }
