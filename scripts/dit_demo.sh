@@ -9,5 +9,5 @@ OUT="${1:-dit-demo.mp4}"
 MODEL="${STREAMGEN_DIT_MODEL:-models/streamdit-shapes-32}"
 scripts/setup.sh
 build/bin/streamgen dit stream --model "$MODEL" -p "red circle moving right" --prompt-at 64:"blue square moving up" \
-  -n 160 -c 2 -s 4 -g 3 --dtype bf16 --output-size 256x256 --fps 16 -o "$OUT"
+  -n 160 -c 2 -s 2 -g 1 --dtype bf16 --output-size 256x256 --fps 16 -o "$OUT"
 echo "wrote $OUT (160 frames; the prompt changes to 'blue square moving up' from frame 64)"
