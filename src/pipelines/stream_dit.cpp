@@ -26,7 +26,7 @@ StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) :
     const auto n = partition_.chunks;
     v2v_chunks_ = n - static_cast<std::int64_t>(std::lround(static_cast<double>(n) * (1.0 - o.strength)));
     if (v2v_chunks_ < 1)
-      throw Error(fmt::format("StreamDiT: strength {} keeps no chunk of {} (the smallest is {:.3g})", o.strength, n, 0.5 / static_cast<double>(n) + 1e-9));
+      throw Error(fmt::format("StreamDiT: strength {} keeps no chunk of {} (it must be above {:.3g})", o.strength, n, 0.5 / static_cast<double>(n)));
   }
   channels_ = c.in_channels;
   height_ = o.frame_height > 0 ? o.frame_height : c.sample_height;

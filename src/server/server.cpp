@@ -10,6 +10,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -227,13 +228,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     if (restart) {
       const auto previous = opts_;
       opts_ = next;
-      try {
-        restart_stream();
-      } catch (...) {
-        opts_ = previous;  // keep the last good configuration for the next attempt
-        restart_stream();
-        throw;
-      }
+      restart_or_restore([&] { opts_ = previous; });
     } else if (prompt_changed) {
       opts_ = next;
       runner()->set_prompt(opts_.prompt, opts_.negative_prompt, blend);
@@ -254,17 +249,23 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     const auto previous = *dit_;
     dit_ = next;
     if (restart) {
-      try {
-        restart_stream();
-      } catch (...) {
-        dit_ = previous;
-        restart_stream();
-        throw;
-      }
+      restart_or_restore([&] { dit_ = previous; });
     } else if (prompt_changed) {
       runner()->set_prompt(dit_->prompt);
     }
     send_text(config_message(restart, "config"));
+  }
+
+  // Restarts the stream with the current settings; if that fails, `restore` puts the last good
+  // settings back, the stream restarts with them (for the next attempt) and the error goes on.
+  void restart_or_restore(const std::function<void()>& restore) {
+    try {
+      restart_stream();
+    } catch (...) {
+      restore();
+      restart_stream();
+      throw;
+    }
   }
 
   json config_message(bool restarted, const char* type) const {
