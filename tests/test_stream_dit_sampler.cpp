@@ -295,23 +295,33 @@ TEST(DiTTrainer, BatchesFollowTheRecipe) {
   EXPECT_TRUE(compare_tensors(flow_interpolate(clips.video, x0, fm.tau), fm.noisy).within(1e-5));
 }
 
-TEST(DiTTrainer, OverfitsOneClip) {
-  // One clip, one noise draw, one τ draw: the mapping is deterministic and a small model must
-  // memorise it within a few hundred steps (measured: 1.69 -> 0.003 after 150 steps).
+// A fresh width-64 model and one clip with one noise and one τ draw: the overfitting runs' setup.
+struct OneClip {
+  StreamDiT model{nullptr};
+  FlowMatchingBatch fm;
+};
+OneClip one_clip(double min_radius, double max_radius) {
   torch::manual_seed(0);
   auto config = small_config();
   config.hidden_size = 64;
-  StreamDiT model(config);
+  OneClip o{StreamDiT(config), {}};
   ProceduralVideoOptions video;
   video.width = video.height = 16;
-  video.min_radius = 2;
-  video.max_radius = 4;
+  video.min_radius = min_radius;
+  video.max_radius = max_radius;
   std::mt19937_64 rng(3);
   auto gen = at::detail::createCPUGenerator(4);
   const auto clips = ProceduralClipSource(video, 16).next(1, rng);
   FlowMatchingRecipe recipe;
   recipe.text_dropout = 0;
-  const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe, rng, gen);
+  o.fm = make_flow_matching_batch(clips, o.model->tokenizer, recipe, rng, gen);
+  return o;
+}
+
+TEST(DiTTrainer, OverfitsOneClip) {
+  // One clip, one noise draw, one τ draw: the mapping is deterministic and a small model must
+  // memorise it within a few hundred steps (measured: 1.69 -> 0.003 after 150 steps).
+  auto [model, fm] = one_clip(2, 4);
   torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(2e-3).weight_decay(0));
   double first = 0, last = 0;
   for (int step = 0; step < 200; ++step) {
@@ -328,18 +338,7 @@ TEST(DiTTrainer, OverfitsOneClip) {
 TEST(DiTTrainer, Bf16AutocastTrainsWithFp32WeightsAndMatchesFp32) {
   // The same overfitting run under bf16 autocast: its forward stays within bf16 accuracy of the
   // fp32 forward, gradients and weights stay fp32, and it still memorises the clip.
-  torch::manual_seed(0);
-  auto config = small_config();
-  config.hidden_size = 64;
-  StreamDiT model(config);
-  ProceduralVideoOptions video;
-  video.width = video.height = 16;
-  std::mt19937_64 rng(3);
-  auto gen = at::detail::createCPUGenerator(4);
-  const auto clips = ProceduralClipSource(video, 16).next(1, rng);
-  FlowMatchingRecipe recipe;
-  recipe.text_dropout = 0;
-  const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe, rng, gen);
+  auto [model, fm] = one_clip(ProceduralVideoOptions{}.min_radius, ProceduralVideoOptions{}.max_radius);
   torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(2e-3).weight_decay(0));
   double first = 0, last = 0;
   for (int step = 0; step < 150; ++step) {
