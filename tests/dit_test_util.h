@@ -24,12 +24,13 @@ inline StreamDiTConfig tiny_dit_config() {
   return c;
 }
 
-// Every parameter ~ N(0, 0.05): unlike a fresh (adaLN-Zero) model, it predicts non-zero velocities.
-inline StreamDiT random_tiny_dit(std::uint64_t seed = 1) {
+// Every parameter ~ N(0, std): unlike a fresh (adaLN-Zero) model, it predicts non-zero velocities;
+// larger std makes the velocity field bend more along a trajectory.
+inline StreamDiT random_tiny_dit(std::uint64_t seed = 1, double std = 0.05) {
   StreamDiT m(tiny_dit_config());
   torch::NoGradGuard no_grad;
   torch::manual_seed(static_cast<std::int64_t>(seed));
-  for (auto& p : m->parameters()) p.normal_(0.0, 0.05);
+  for (auto& p : m->parameters()) p.normal_(0.0, std);
   return m;
 }
 

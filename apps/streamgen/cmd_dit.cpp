@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "streamgen/dit_distill.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/distributed.h"
 #include "streamgen/dit_eval.h"
@@ -74,6 +75,15 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 2.0));
+}
+
+// Training clips: the user's video folder, or else procedural shapes at the model's size.
+std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamDiTConfig& config) {
+  if (!folder.empty()) return std::make_unique<VideoFolderClipSource>(folder, config.max_frames, config.sample_width, config.sample_height);
+  ProceduralVideoOptions video;
+  video.width = config.sample_width;
+  video.height = config.sample_height;
+  return std::make_unique<ProceduralClipSource>(video, config.max_frames);
 }
 
 void register_train(CLI::App& dit) {
@@ -153,19 +163,11 @@ void register_train(CLI::App& dit) {
     const auto share = a->train.recipe.mix.full_share;
     a->train.recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(denoised, share) : ChunkMix::parse(a->chunk_sizes, denoised, share);
     a->train.command_line = command_line();
-    std::unique_ptr<ClipSource> source;
-    if (!a->data.empty()) {
-      auto videos = std::make_unique<VideoFolderClipSource>(a->data, config.max_frames, config.sample_width, config.sample_height);
-      if (a->config.empty() && !a->train.resume) {  // the caption vocabulary is the words of these captions
-        config.text.vocabulary = videos->caption_words();
-        config.text.max_tokens = std::max<std::int64_t>(config.text.max_tokens, videos->longest_caption());
-      }
-      source = std::move(videos);
-    } else {
-      ProceduralVideoOptions video;
-      video.width = config.sample_width;
-      video.height = config.sample_height;
-      source = std::make_unique<ProceduralClipSource>(video, config.max_frames);
+    auto source = clip_source(a->data, config);
+    if (auto* videos = dynamic_cast<VideoFolderClipSource*>(source.get()); videos && a->config.empty() && !a->train.resume) {
+      // The caption vocabulary is the words of these captions.
+      config.text.vocabulary = videos->caption_words();
+      config.text.max_tokens = std::max<std::int64_t>(config.text.max_tokens, videos->longest_caption());
     }
     auto& data = *source;
     StreamDiT probe(config);
@@ -180,6 +182,104 @@ void register_train(CLI::App& dit) {
     std::cout << fmt::format("trained steps {}..{} in {} (final loss {:.4f}); model in {}\n", summary.first_step, summary.last_step,
                              format_duration(summary.seconds), summary.final_loss, a->out)
               << std::flush;
+  });
+}
+
+void register_distill(CLI::App& dit) {
+  struct Args {
+    std::string teacher, out, data;
+    std::int64_t segments = 0;
+    bool progressive = false;
+    std::int64_t eval_batches = 2;
+    DiTDistillOptions distill;
+    ComputeArgs compute;
+  };
+  auto a = std::make_shared<Args>();
+  auto& r = a->distill.recipe;
+  auto* cmd = dit.add_subcommand("distill", "Distil a StreamDiT teacher into a student that takes one conditional pass per emitted chunk "
+                                            "(per-segment step and guidance distillation)");
+  cmd->add_option("--teacher", a->teacher, "The teacher's model folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--out,-o", a->out, "The student's folder (config.json + model.safetensors with the EMA weights, training/, loss.csv)")->required();
+  cmd->add_flag("--resume", a->distill.resume, "Continue the run in --out (with --progressive: the unfinished stage)");
+  cmd->add_option("--data", a->data, "A folder of videos (as for dit train); default: procedural shapes")->check(CLI::ExistingDirectory);
+  cmd->add_option("--chunk-size,-c", r.chunk_frames, "Frames per chunk c of the student's stream")->capture_default_str();
+  cmd->add_option("--segments", a->segments, "Segments N instead of --chunk-size (c = (B - K) / N)");
+  cmd->add_option("--reference-frames", r.reference_frames, "K clean reference frames")->capture_default_str();
+  cmd->add_option("--teacher-steps", r.teacher_steps, "The teacher's Euler steps per segment s")->capture_default_str();
+  cmd->add_option("--guidance,-g", r.guidance, "The teacher's CFG scale, folded into the student")->capture_default_str();
+  cmd->add_option("--staggered-share", r.staggered_share, "Share of staggered segment starts (the rest: the uniform levels a stream starts from)")
+      ->capture_default_str();
+  cmd->add_flag("--progressive", a->progressive,
+                "Halve the steps stage by stage (s -> s/2 -> ... -> 1, each stage's student the next one's teacher; stages in OUT/stages/)");
+  cmd->add_flag("--bf16-autocast", a->distill.bf16_autocast, "Teacher and student passes in bf16 autocast (weights and optimiser stay fp32)");
+  cmd->add_option("--steps", a->distill.steps, "Optimiser steps (per stage with --progressive)")->capture_default_str();
+  cmd->add_option("--batch", a->distill.batch, "Clips per step")->capture_default_str();
+  cmd->add_option("--lr", a->distill.lr, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--warmup", a->distill.warmup, "Linear warm-up steps")->capture_default_str();
+  cmd->add_option("--ema", a->distill.ema_decay, "EMA decay")->capture_default_str();
+  cmd->add_option("--seed", a->distill.seed, "Seed of the data and the noise")->capture_default_str();
+  cmd->add_option("--checkpoint-every", a->distill.checkpoint_every, "Steps between checkpoints")->capture_default_str();
+  cmd->add_option("--eval-batches", a->eval_batches, "Held-out batches for the endpoint error printed at the end (0: skip)")->capture_default_str();
+  a->compute.add_to(*cmd, /*with_dtype=*/false);
+  cmd->callback([a] {
+    a->compute.resolve();
+    namespace fs = std::filesystem;
+    auto teacher = load_stream_dit(a->teacher);
+    const auto& config = teacher->config;
+    auto& recipe = a->distill.recipe;
+    if (a->segments > 0) {
+      const auto denoised = config.max_frames - recipe.reference_frames;
+      if (denoised % a->segments != 0)
+        throw Error(fmt::format("--segments {}: the {} frames after the references do not split into {} chunks", a->segments, denoised, a->segments));
+      recipe.chunk_frames = denoised / a->segments;
+    }
+    recipe.validate(config.max_frames);
+    a->distill.command_line = command_line();
+    a->distill.teacher_description = fs::absolute(a->teacher).string();
+    auto source = clip_source(a->data, config);
+    // Direct: one stage s -> 1. Progressive: s -> s/2 -> ... -> 1, guidance folded in at the first.
+    std::vector<std::int64_t> stages{1};
+    if (a->progressive) {
+      if ((recipe.teacher_steps & (recipe.teacher_steps - 1)) != 0 || recipe.teacher_steps < 2)
+        throw Error(fmt::format("--progressive halves the teacher's steps down to 1: --teacher-steps must be a power of two >= 2, got {}",
+                                recipe.teacher_steps));
+      stages.clear();
+      for (auto s = recipe.teacher_steps / 2; s >= 1; s /= 2) stages.push_back(s);
+    }
+    spdlog::info("distilling '{}' ({}) on {}: {}", a->teacher, recipe.describe(config.max_frames), source->describe(),
+                 a->progressive ? fmt::format("{} halving stages of {} steps", stages.size(), a->distill.steps)
+                                : fmt::format("{} steps of {} clips", a->distill.steps, a->distill.batch));
+    const auto original = recipe;
+    StreamDiT stage_teacher = teacher;
+    double seconds = 0;
+    for (const auto student_steps : stages) {
+      auto o = a->distill;
+      o.recipe.student_steps = student_steps;
+      o.out = student_steps == 1 ? fs::path(a->out) : fs::path(a->out) / "stages" / fmt::format("s{}", student_steps);
+      const auto state = o.out / "training" / "state.json";
+      std::error_code ec;
+      const bool has_run = fs::exists(state, ec);
+      if (a->progressive && has_run && read_json_file(state).value("step", std::int64_t{0}) >= o.steps) {
+        spdlog::info("stage s={} already done in '{}'", student_steps, o.out.string());
+      } else {
+        o.resume = a->distill.resume && has_run;
+        if (a->progressive) spdlog::info("stage: teacher s={} w={} -> student s={}", o.recipe.teacher_steps, o.recipe.guidance, student_steps);
+        seconds += distill_stream_dit(stage_teacher, *source, o).seconds;
+      }
+      stage_teacher = load_stream_dit(o.out);
+      recipe.teacher_steps = student_steps;  // the next stage halves this student's steps
+      recipe.guidance = 1.0;                 // already folded in
+      a->distill.teacher_description = o.out.string();
+    }
+    std::cout << fmt::format("distilled in {}; student in {} (stream it with -s 1 -g 1)\n", format_duration(seconds), a->out);
+    if (a->eval_batches > 0) {
+      auto student = load_stream_dit(a->out);
+      const auto report = evaluate_distillation(teacher, student, *source, original, a->eval_batches, a->distill.batch, a->distill.seed + 9001);
+      std::cout << fmt::format("held-out endpoint error vs the teacher's {} guided steps (w = {}): one undistilled step {:.4f}, student {:.4f} "
+                               "({:.1f}x closer)\n",
+                               original.teacher_steps, original.guidance, report.teacher_one_step, report.student, report.improvement());
+    }
+    std::cout << std::flush;
   });
 }
 
@@ -349,9 +449,10 @@ void register_eval(CLI::App& dit) {
 }  // namespace
 
 void register_dit(CLI::App& app) {
-  auto* dit = app.add_subcommand("dit", "StreamDiT: streaming text-to-video (train, stream, eval)");
+  auto* dit = app.add_subcommand("dit", "StreamDiT: streaming text-to-video (train, distill, stream, eval)");
   dit->require_subcommand(1);
   register_train(*dit);
+  register_distill(*dit);
   register_stream(*dit);
   register_eval(*dit);
 }

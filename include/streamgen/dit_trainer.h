@@ -3,6 +3,8 @@
 // (../shared/docs/streamdit.md §2–§5): the batch construction, the data sources and the trainer
 // (AdamW, warm-up + cosine, gradient clipping, EMA, accumulation, resumable checkpoints, progress
 // and a CSV loss log).
+#include <ATen/core/Generator.h>
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -101,7 +103,9 @@ FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionToke
 // Mean squared error over the frames the mask keeps. prediction/target [b, F, ...], mask [b, F].
 torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask);
 
-struct DiTTrainOptions {
+// What every StreamDiT optimisation run shares, training and distillation alike: the optimiser, its
+// schedule, EMA, checkpointing and data parallelism.
+struct DiTRunOptions {
   std::filesystem::path out;  // checkpoint folder
   std::int64_t steps = 2500;
   std::int64_t batch = 8;
@@ -118,9 +122,12 @@ struct DiTTrainOptions {
   std::int64_t log_every = 10;
   bool resume = false;
   bool bf16_autocast = false;  // forward in bf16 autocast (CPU); parameters, optimiser and EMA stay fp32
-  FlowMatchingRecipe recipe;
   DistributedOptions distributed;  // world_size > 1: data-parallel over c10d/Gloo, batch split by rank
   std::string command_line;  // recorded in the checkpoint for the model card
+};
+
+struct DiTTrainOptions : DiTRunOptions {
+  FlowMatchingRecipe recipe;
 };
 
 struct TrainStepInfo {
@@ -135,7 +142,32 @@ struct DiTTrainSummary {
 };
 
 // learning rate at step (0-based): linear warm-up, then cosine to lr·min_lr_ratio.
-double dit_learning_rate(const DiTTrainOptions& o, std::int64_t step);
+double dit_learning_rate(const DiTRunOptions& o, std::int64_t step);
+
+// The per-example random engines of example `index` of micro-batch `micro` of step `step`: clip and
+// level draws from `rng`, Gaussian noise from `noise`. Any split of a batch over processes sees
+// the same examples.
+struct ExampleEngines {
+  std::mt19937_64 rng;
+  at::Generator noise;
+};
+ExampleEngines example_engines(std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t index);
+
+// The loop shared by training and distillation: AdamW with warm-up + cosine, gradient clipping,
+// EMA, accumulation, data parallelism, progress, the CSV loss log and resumable checkpoints
+// (config.json + model.safetensors with the EMA weights; training/ with the raw weights, the
+// optimiser and state.json). What is optimised comes from the hooks.
+struct DiTRunHooks {
+  // A fresh run's starting weights (default: the seeded initialisation of the config).
+  std::function<void(StreamDiT& model)> initialise;
+  // The loss of this rank's examples [first, first + count) of micro-batch `micro` of step `step`.
+  std::function<torch::Tensor(StreamDiT& model, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count)> loss;
+  // Recorded in training/state.json beside the loop's own fields.
+  nlohmann::json metadata = nlohmann::json::object();
+  std::string label = "train";  // the progress bar's name
+};
+DiTTrainSummary run_dit_optimisation(const StreamDiTConfig& config, const DiTRunOptions& options, const DiTRunHooks& hooks,
+                                     const std::function<void(const TrainStepInfo&)>& on_step = {});
 
 // Trains `config` from scratch into `options.out`, or continues the run found there with
 // `options.resume` (the model config, step, weights, EMA and optimiser state come from the

@@ -19,6 +19,11 @@
 
 namespace streamgen {
 
+// Classifier-free guided velocity v_u + w·(v_c − v_u), the cond/uncond pair in one batch (w = 1:
+// the conditional pass only). x [b, F, C, H, W], tau [b, F], cond/uncond text states [b or 1, M, D].
+torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
+                              const torch::Tensor& uncond, double guidance);
+
 struct StreamDiTOptions {
   std::int64_t chunk_frames = 2;      // c
   std::int64_t micro_steps = 4;       // s

@@ -11,6 +11,16 @@
 
 namespace streamgen {
 
+torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
+                              const torch::Tensor& uncond, double guidance) {
+  if (guidance == 1.0) return model->forward(x, tau, cond);
+  const auto b = x.size(0);
+  auto expand = [b](const torch::Tensor& t) { return t.size(0) == b ? t : t.expand({b, t.size(1), t.size(2)}); };
+  const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}));
+  const auto vc = v.narrow(0, 0, b), vu = v.narrow(0, b, b);
+  return vu + guidance * (vc - vu);
+}
+
 StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) : model_(std::move(model)), options_(o) {
   const auto& c = model_->config;
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
@@ -71,19 +81,10 @@ torch::Tensor StreamDiTSampler::noise(std::int64_t frames) {
 }
 
 torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vector<double>& tau) {
-  // x [1, F, C, H, W]; one pass, or a cond/uncond pair in one batch of 2 with CFG.
-  const auto f = x.size(1);
-  auto t = torch::tensor(tau, torch::kFloat32).view({1, f}).to(x.device());
-  const auto cond = text_snapshot();
-  if (options_.guidance == 1.0) {
-    ++nfe_;
-    return model_->forward(x, t, cond);
-  }
-  nfe_ += 2;
-  const auto text = torch::cat({cond, uncond_});
-  const auto v = model_->forward(x.expand({2, f, x.size(2), x.size(3), x.size(4)}), t.expand({2, f}), text);
-  const auto vc = v.narrow(0, 0, 1), vu = v.narrow(0, 1, 1);
-  return vu + options_.guidance * (vc - vu);
+  // x [1, F, C, H, W]
+  const auto t = torch::tensor(tau, torch::kFloat32).view({1, x.size(1)}).to(x.device());
+  nfe_ += options_.guidance == 1.0 ? 1 : 2;
+  return guided_velocity(model_, x, t, text_snapshot(), uncond_, options_.guidance);
 }
 
 double StreamDiTSampler::entry_level() const {

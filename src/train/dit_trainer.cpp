@@ -184,14 +184,17 @@ FlowMatchingBatch concat_batches(const std::vector<FlowMatchingBatch>& parts) {
   return out;
 }
 
+ExampleEngines example_engines(std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t index) {
+  const auto stream = (micro << 20) + static_cast<std::uint64_t>(index);
+  return {std::mt19937_64(step_seed(seed, step, stream)), at::detail::createCPUGenerator(step_seed(seed, step, stream | (std::uint64_t{1} << 60)))};
+}
+
 FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
                                              std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t first,
                                              std::int64_t count) {
   std::vector<FlowMatchingBatch> parts;
   for (std::int64_t e = first; e < first + count; ++e) {
-    const auto stream = (micro << 20) + static_cast<std::uint64_t>(e);
-    std::mt19937_64 rng(step_seed(seed, step, stream));
-    auto noise = at::detail::createCPUGenerator(step_seed(seed, step, stream | (std::uint64_t{1} << 60)));
+    auto [rng, noise] = example_engines(seed, step, micro, e);
     parts.push_back(make_flow_matching_batch(data.next(1, rng), tokenizer, recipe, rng, noise));
   }
   return concat_batches(parts);
@@ -202,7 +205,7 @@ torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Ten
   return (per_frame * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
-double dit_learning_rate(const DiTTrainOptions& o, std::int64_t step) {
+double dit_learning_rate(const DiTRunOptions& o, std::int64_t step) {
   if (o.warmup > 0 && step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
   const double span = static_cast<double>(std::max<std::int64_t>(1, o.steps - o.warmup));
   const double progress = std::clamp(static_cast<double>(step - o.warmup) / span, 0.0, 1.0);
@@ -272,8 +275,9 @@ void save_optimizer(torch::optim::AdamW& optimizer, const fs::path& path) {
 
 }  // namespace
 
-DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& data, const DiTTrainOptions& o,
-                                 const std::function<void(const TrainStepInfo&)>& on_step) {
+DiTTrainSummary run_dit_optimisation(const StreamDiTConfig& requested, const DiTRunOptions& o, const DiTRunHooks& hooks,
+                                     const std::function<void(const TrainStepInfo&)>& on_step) {
+  if (!hooks.loss) throw Error("training: no loss to optimise");
   if (o.out.empty()) throw Error("training needs an output folder");
   if (o.steps < 1 || o.batch < 1 || o.accumulate < 1) throw Error("training: steps, batch and accumulate must be >= 1");
   const RunFiles files(o.out);
@@ -308,6 +312,7 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
 
   torch::manual_seed(o.seed);  // the initial weights
   StreamDiT model(config);
+  if (hooks.initialise && !o.resume) hooks.initialise(model);
   StreamDiT ema(config);
   copy_parameters(*ema, *model);
   ema->eval();
@@ -340,13 +345,9 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
                            {"lr", o.lr},
                            {"warmup", o.warmup},
                            {"ema_decay", o.ema_decay},
-                           {"chunk_sizes", o.recipe.mix.chunk_sizes},
-                           {"full_share", o.recipe.mix.full_share},
-                           {"reference_frames", o.recipe.reference_frames},
-                           {"text_dropout", o.recipe.text_dropout},
-                           {"data", data.describe()},
                            {"world_size", dist.world_size},
                            {"command", o.command_line}};
+    meta.update(hooks.metadata);
     save_stream_dit(ema, files.dir, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
     save_state_dict(*model, files.weights, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "raw"}});
     save_optimizer(optimizer, files.optimizer);
@@ -358,7 +359,7 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
   summary.first_step = start;
   const auto t0 = std::chrono::steady_clock::now();
   std::ostream discard(nullptr);  // ranks other than 0 stay quiet
-  ProgressBar bar("train", o.steps, "step", leader ? nullptr : &discard, leader ? std::nullopt : std::optional<bool>(false));
+  ProgressBar bar(hooks.label, o.steps, "step", leader ? nullptr : &discard, leader ? std::nullopt : std::optional<bool>(false));
   bar.set(start);
   double interval_loss = 0;
   std::int64_t interval_steps = 0;
@@ -370,14 +371,8 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
     double loss_sum = 0;
     for (std::int64_t micro = 0; micro < o.accumulate; ++micro) {
       // This rank's slice of the global batch; every example is seeded by (seed, step, micro, index).
-      const auto fm = seeded_flow_matching_batch(data, model->tokenizer, o.recipe, o.seed, static_cast<std::uint64_t>(step),
-                                                 static_cast<std::uint64_t>(micro), rank * per_rank, per_rank);
-      torch::Tensor prediction;
-      {
-        const ScopedCpuAutocast autocast(o.bf16_autocast);
-        prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
-      }
-      const auto loss = masked_flow_loss(prediction.to(torch::kFloat32), fm.target, fm.loss_mask) / static_cast<double>(o.accumulate);
+      const auto loss = hooks.loss(model, static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(micro), rank * per_rank, per_rank) /
+                        static_cast<double>(o.accumulate);
       loss.backward();
       loss_sum += loss.item<double>();
     }
@@ -421,6 +416,26 @@ DiTTrainSummary train_stream_dit(const StreamDiTConfig& requested, ClipSource& d
   summary.last_step = o.steps;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return summary;
+}
+
+DiTTrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, const DiTTrainOptions& o,
+                                 const std::function<void(const TrainStepInfo&)>& on_step) {
+  DiTRunHooks hooks;
+  hooks.loss = [&](StreamDiT& model, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
+    const auto fm = seeded_flow_matching_batch(data, model->tokenizer, o.recipe, o.seed, step, micro, first, count);
+    torch::Tensor prediction;
+    {
+      const ScopedCpuAutocast autocast(o.bf16_autocast);
+      prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
+    }
+    return masked_flow_loss(prediction.to(torch::kFloat32), fm.target, fm.loss_mask);
+  };
+  hooks.metadata = {{"chunk_sizes", o.recipe.mix.chunk_sizes},
+                    {"full_share", o.recipe.mix.full_share},
+                    {"reference_frames", o.recipe.reference_frames},
+                    {"text_dropout", o.recipe.text_dropout},
+                    {"data", data.describe()}};
+  return run_dit_optimisation(config, o, hooks, on_step);
 }
 
 }  // namespace streamgen

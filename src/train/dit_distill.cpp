@@ -1,0 +1,177 @@
+#include "streamgen/dit_distill.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "streamgen/device.h"
+#include "streamgen/error.h"
+#include "streamgen/procedural_video.h"
+#include "streamgen/stream_dit.h"
+
+namespace streamgen {
+
+BufferPartition DistillRecipe::student_partition(std::int64_t buffer_frames) const {
+  return BufferPartition::for_chunk_size(buffer_frames, chunk_frames, reference_frames, student_steps);
+}
+
+void DistillRecipe::validate(std::int64_t buffer_frames) const {
+  if (teacher_steps < 1) throw Error(fmt::format("distillation: teacher steps must be >= 1, got {}", teacher_steps));
+  if (student_steps < 1) throw Error(fmt::format("distillation: student steps must be >= 1, got {}", student_steps));
+  if (teacher_steps % student_steps != 0)
+    throw Error(fmt::format("distillation: the student's {} steps per segment must divide the teacher's {}", student_steps, teacher_steps));
+  if (!(guidance >= 0)) throw Error(fmt::format("distillation: guidance must be >= 0, got {}", guidance));
+  if (!(staggered_share >= 0 && staggered_share <= 1))
+    throw Error(fmt::format("distillation: the staggered share must be in [0, 1], got {}", staggered_share));
+  student_partition(buffer_frames).validate();
+}
+
+std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
+  const auto p = student_partition(buffer_frames);
+  return fmt::format("c={} N={} K={}: teacher s={} w={} -> student s={}", p.chunk_frames, p.chunks, p.reference_frames, teacher_steps, guidance,
+                     student_steps);
+}
+
+DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::mt19937_64& rng,
+                                at::Generator& noise) {
+  const auto& x1 = clips.video;
+  if (x1.dim() != 5) throw Error(fmt::format("distillation batch: video must be [batch, F, C, H, W], got [{}]", fmt::join(x1.sizes(), ", ")));
+  const auto b = x1.size(0), frames = x1.size(1);
+  recipe.validate(frames);
+  const auto p = recipe.student_partition(frames);
+  const auto steps = p.total_steps();  // N·s_S student steps over the whole flow
+  DistillBatch out;
+  auto tau = torch::empty({b, frames}, torch::kFloat32);
+  auto moving = torch::ones({b, frames}, torch::kFloat32);
+  for (std::int64_t i = 0; i < b; ++i) {
+    const bool staggered = uniform01(rng) < recipe.staggered_share;
+    out.staggered.push_back(staggered);
+    if (staggered) {
+      const auto j = std::min(p.micro_steps - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(p.micro_steps)));
+      const auto levels = stream_levels(p, j);
+      for (std::int64_t f = 0; f < frames; ++f) tau[i][f] = levels[static_cast<std::size_t>(f)];
+      if (p.reference_frames > 0) moving[i].narrow(0, 0, p.reference_frames).zero_();
+    } else {
+      const auto m = std::min(steps - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(steps)));
+      tau[i].fill_(static_cast<double>(m) / static_cast<double>(steps));
+    }
+  }
+  const auto x0 = at::randn(x1.sizes(), noise, x1.options());
+  out.tau = tau.to(x1.device());
+  out.moving = moving.to(x1.device());
+  out.start = flow_interpolate(x1, x0, out.tau, recipe.sigma_min);
+  out.tokens = tokenizer.encode_batch(clips.captions);
+  return out;
+}
+
+DistillBatch seeded_distill_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::uint64_t seed,
+                                  std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
+  std::vector<torch::Tensor> start, tau, moving, tokens;
+  DistillBatch out;
+  for (std::int64_t e = first; e < first + count; ++e) {
+    auto [rng, noise] = example_engines(seed, step, micro, e);
+    auto part = make_distill_batch(data.next(1, rng), tokenizer, recipe, rng, noise);
+    start.push_back(part.start);
+    tau.push_back(part.tau);
+    moving.push_back(part.moving);
+    tokens.push_back(part.tokens);
+    out.staggered.push_back(part.staggered.front());
+  }
+  out.start = torch::cat(start);
+  out.tau = torch::cat(tau);
+  out.moving = torch::cat(moving);
+  out.tokens = torch::cat(tokens);
+  return out;
+}
+
+namespace {
+torch::Tensor per_frame(const torch::Tensor& mask) { return mask.view({mask.size(0), mask.size(1), 1, 1, 1}); }
+}  // namespace
+
+torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames) {
+  torch::NoGradGuard no_grad;
+  const auto p = recipe.student_partition(buffer_frames);
+  const auto& w = teacher->pos_embed_t;
+  const auto b = batch.start.size(0);
+  const auto cond = teacher->encode_text(batch.tokens.to(w.device()));
+  const auto uncond = recipe.guidance == 1.0 ? torch::Tensor{} : teacher->encode_text(teacher->tokenizer.encode_batch({""}).to(w.device()));
+  const auto moving = batch.moving.to(w.device(), w.scalar_type());
+  const double dt = 1.0 / static_cast<double>(p.chunks * recipe.teacher_steps);  // one teacher micro step
+  auto x = batch.start.to(w.device(), w.scalar_type());
+  for (std::int64_t i = 0; i < recipe.teacher_steps / recipe.student_steps; ++i) {
+    const auto tau = batch.tau.to(w.device(), w.scalar_type()) + moving * (static_cast<double>(i) * dt);
+    const auto v = guided_velocity(teacher, x, tau, cond, uncond.defined() ? uncond.expand({b, uncond.size(1), uncond.size(2)}) : uncond,
+                                   recipe.guidance);
+    x = x + per_frame(moving) * v.to(x.scalar_type()) * dt;
+  }
+  return x.to(batch.start.device(), torch::kFloat32);
+}
+
+torch::Tensor one_step_segment_end(StreamDiT& model, const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames) {
+  torch::NoGradGuard no_grad;
+  const auto p = recipe.student_partition(buffer_frames);
+  const auto& w = model->pos_embed_t;
+  const auto v = model->forward(batch.start.to(w.device(), w.scalar_type()), batch.tau.to(w.device(), w.scalar_type()),
+                                model->encode_text(batch.tokens.to(w.device())));
+  return batch.start + per_frame(batch.moving) * v.to(batch.start.device(), torch::kFloat32) / static_cast<double>(p.total_steps());
+}
+
+double segment_endpoint_error(const torch::Tensor& end, const torch::Tensor& teacher_end, const DistillBatch& batch) {
+  const auto m = per_frame(batch.moving);
+  const double moved = ((teacher_end - batch.start) * m).norm().item<double>();
+  return ((end - teacher_end) * m).norm().item<double>() / std::max(moved, 1e-30);
+}
+
+DistillEndpointReport evaluate_distillation(StreamDiT& teacher, StreamDiT& student, ClipSource& data, const DistillRecipe& recipe,
+                                            std::int64_t batches, std::int64_t batch_size, std::uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  const ScopedBlasThreads blas_threads(1);
+  teacher->eval();
+  student->eval();
+  const auto frames = teacher->config.max_frames;
+  double undistilled = 0, distilled = 0;
+  for (std::int64_t i = 0; i < batches; ++i) {
+    const auto batch = seeded_distill_batch(data, teacher->tokenizer, recipe, seed, static_cast<std::uint64_t>(i), 0, 0, batch_size);
+    const auto end = teacher_segment_end(teacher, batch, recipe, frames);
+    undistilled += segment_endpoint_error(one_step_segment_end(teacher, batch, recipe, frames), end, batch);
+    distilled += segment_endpoint_error(one_step_segment_end(student, batch, recipe, frames), end, batch);
+  }
+  return {undistilled / static_cast<double>(batches), distilled / static_cast<double>(batches)};
+}
+
+DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDistillOptions& o,
+                                   const std::function<void(const TrainStepInfo&)>& on_step) {
+  const auto& config = teacher->config;
+  const auto& recipe = o.recipe;
+  recipe.validate(config.max_frames);
+  teacher->eval();
+  for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+  const auto velocity_scale = static_cast<double>(recipe.student_partition(config.max_frames).total_steps());  // N·s_S
+
+  DiTRunHooks hooks;
+  hooks.initialise = [&](StreamDiT& student) {
+    torch::NoGradGuard no_grad;
+    const auto from = teacher->named_parameters();
+    for (auto& p : student->named_parameters()) p.value().copy_(from[p.key()]);
+  };
+  hooks.loss = [&](StreamDiT& student, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
+    const auto batch = seeded_distill_batch(data, student->tokenizer, recipe, o.seed, step, micro, first, count);
+    const ScopedCpuAutocast autocast(o.bf16_autocast);
+    const auto target = (teacher_segment_end(teacher, batch, recipe, config.max_frames) - batch.start) * velocity_scale;
+    const auto prediction = student->forward(batch.start, batch.tau, student->encode_text(batch.tokens));
+    return masked_flow_loss(prediction.to(torch::kFloat32), target, batch.moving);
+  };
+  hooks.label = "distill";
+  hooks.metadata = {{"distilled_from", o.teacher_description},
+                    {"chunk_frames", recipe.chunk_frames},
+                    {"reference_frames", recipe.reference_frames},
+                    {"teacher_steps", recipe.teacher_steps},
+                    {"student_steps", recipe.student_steps},
+                    {"guidance", recipe.guidance},
+                    {"staggered_share", recipe.staggered_share},
+                    {"data", data.describe()}};
+  return run_dit_optimisation(config, o, hooks, on_step);
+}
+
+}  // namespace streamgen

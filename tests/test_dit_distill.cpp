@@ -1,0 +1,193 @@
+// StreamDiT multistep distillation (spec §12): segment-start states, the teacher's target as the
+// sampler's own micro steps, the student learning the segments, its one-NFE-per-chunk stream, and
+// resuming a run.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "streamgen/dit_distill.h"
+#include "streamgen/error.h"
+#include "streamgen/stream_dit.h"
+#include "streamgen/tensor_compare.h"
+#include "dit_test_util.h"
+#include "test_util.h"
+
+namespace streamgen {
+namespace {
+
+ProceduralClipSource tiny_clips() {
+  ProceduralVideoOptions video;
+  video.width = video.height = 16;
+  video.min_radius = 2;
+  video.max_radius = 4;
+  return ProceduralClipSource(video, 16);
+}
+
+DistillRecipe recipe(std::int64_t teacher_steps = 4, std::int64_t student_steps = 1, double guidance = 3.0) {
+  DistillRecipe r;
+  r.chunk_frames = 2;
+  r.teacher_steps = teacher_steps;
+  r.student_steps = student_steps;
+  r.guidance = guidance;
+  return r;
+}
+
+TEST(DiTDistill, StartStatesSitOnStudentStepBoundaries) {
+  auto data = tiny_clips();
+  auto r = recipe(4, 2);
+  r.reference_frames = 2;  // N = 7 chunks of 2 after 2 references
+  r.staggered_share = 0.5;
+  StreamDiT model(test::tiny_dit_config());
+  std::mt19937_64 rng(3);
+  auto noise = at::detail::createCPUGenerator(4);
+  const auto clips = data.next(64, rng);
+  const auto batch = make_distill_batch(clips, model->tokenizer, r, rng, noise);
+  const double n = 7, steps = 14;  // N·s_S student steps over the flow
+  std::int64_t staggered = 0;
+  for (std::int64_t i = 0; i < 64; ++i) {
+    const auto tau = batch.tau[i];
+    if (batch.staggered[static_cast<std::size_t>(i)]) {
+      ++staggered;
+      EXPECT_EQ(tau[0].item<double>(), 1.0);
+      EXPECT_EQ(batch.moving[i][1].item<float>(), 0.f);  // references never move
+      const double j = std::round((tau[2].item<double>() - (n - 1) / n) * steps);
+      EXPECT_TRUE(j == 0 || j == 1) << j;
+      for (std::int64_t f = 2; f < 16; ++f) {
+        const double k = static_cast<double>((f - 2) / 2);
+        EXPECT_NEAR(tau[f].item<double>(), (n - 1 - k) / n + j / steps, 1e-6) << "example " << i << " slot " << f;
+        EXPECT_EQ(batch.moving[i][f].item<float>(), 1.f);
+      }
+    } else {
+      const double m = tau[0].item<double>() * steps;
+      EXPECT_NEAR(m, std::round(m), 1e-4);  // the stream's uniform T2V levels, references included
+      EXPECT_TRUE(tau.eq(tau[0]).all().item<bool>());
+      EXPECT_TRUE(batch.moving[i].eq(1).all().item<bool>());
+    }
+  }
+  EXPECT_GT(staggered, 16);
+  EXPECT_LT(staggered, 48);
+  // Captions are never dropped: the student is conditional only.
+  for (std::int64_t i = 0; i < 64; ++i) EXPECT_FALSE(batch.tokens[i].eq(CaptionTokenizer::kPad).all().item<bool>());
+}
+
+TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
+  // The target must be the sampler's own guided micro steps: start a teacher stream, take its
+  // buffer as X_start, and compare the teacher's segment end with what one step() emits and keeps.
+  const auto teacher = test::random_tiny_dit(2, 0.1);
+  StreamDiTOptions o;
+  o.chunk_frames = 2;
+  o.micro_steps = 4;
+  o.guidance = 3.0;
+  o.seed = 11;
+  StreamDiTSampler sampler(teacher, o);
+  sampler.set_prompt("a red circle moving left");
+  sampler.start();
+  DistillBatch batch;
+  batch.start = sampler.buffer().clone();
+  const auto levels = sampler.levels(0);
+  batch.tau = torch::tensor(levels, torch::kFloat32).view({1, 16});
+  batch.moving = torch::ones({1, 16});
+  batch.tokens = teacher->tokenizer.encode_batch({"a red circle moving left"});
+  batch.staggered = {true};
+  auto t = teacher;
+  const auto end = teacher_segment_end(t, batch, recipe(4, 1, 3.0), 16);
+  const auto emitted = sampler.step();
+  const auto kept = sampler.buffer().narrow(1, 0, 14);
+  EXPECT_TRUE(compare_tensors(end.narrow(1, 0, 2)[0], emitted).within(1e-5)) << compare_tensors(end.narrow(1, 0, 2)[0], emitted).rel;
+  EXPECT_TRUE(compare_tensors(end.narrow(1, 2, 14), kept).within(1e-5));
+  // One undistilled step lands elsewhere: the test would pass vacuously if it did not.
+  const auto one = one_step_segment_end(t, batch, recipe(4, 1, 3.0), 16);
+  EXPECT_GT(segment_endpoint_error(one, end, batch), 0.05);
+}
+
+TEST(DiTDistill, StudentLandsWhereTheTeachersGuidedStepsLandTenTimesCloser) {
+  auto data = tiny_clips();
+  // N(0, 0.1) weights bend the teacher's trajectories enough that one undistilled step misses the
+  // end of its guided micro steps by ~15 % of the distance moved.
+  auto teacher = test::random_tiny_dit(3, 0.1);
+  test::TempDir dir;
+  DiTDistillOptions o;
+  o.out = dir.path();
+  o.steps = 200;
+  o.batch = 4;
+  o.lr = 2e-3;
+  o.warmup = 10;
+  o.ema_decay = 0.9;
+  o.checkpoint_every = 1000;
+  o.seed = 1;
+  o.recipe = recipe(4, 1, 3.0);
+  distill_stream_dit(teacher, data, o);
+  auto student = load_stream_dit(dir.path());
+  const auto report = evaluate_distillation(teacher, student, data, o.recipe, 2, 8, /*held-out seed*/ 777);
+  EXPECT_GE(report.improvement(), 10.0) << "undistilled one step " << report.teacher_one_step << ", student " << report.student;
+  EXPECT_TRUE(std::isfinite(report.student));
+
+  // The student streams with the same sampler at one conditional pass per chunk, deterministically.
+  StreamDiTOptions s;
+  s.chunk_frames = 2;
+  s.micro_steps = 1;
+  s.seed = 4;
+  auto stream = [&] {
+    StreamDiTSampler sampler(student, s);
+    sampler.set_prompt("a blue square moving up");
+    std::vector<torch::Tensor> out;
+    for (int i = 0; i < 5; ++i) out.push_back(sampler.step());
+    EXPECT_EQ(sampler.nfe() - sampler.init_nfe(), sampler.chunks_emitted());
+    EXPECT_EQ(sampler.init_nfe(), 7);  // T2V start with T_i = N: N - 1 passes reach every level a chunk needs
+    return torch::cat(out);
+  };
+  EXPECT_TRUE(torch::equal(stream(), stream()));
+}
+
+TEST(DiTDistill, AnInterruptedRunResumesOnTheSameCurve) {
+  auto data = tiny_clips();
+  auto teacher = test::random_tiny_dit(5);
+  DiTDistillOptions o;
+  o.steps = 4;
+  o.batch = 2;
+  o.warmup = 1;
+  o.checkpoint_every = 2;
+  o.recipe = recipe(2, 1, 2.0);
+  test::TempDir straight, split;
+  std::vector<double> reference, resumed;
+  o.out = straight.path();
+  distill_stream_dit(teacher, data, o, [&](const TrainStepInfo& s) { reference.push_back(s.loss); });
+  auto first = o;
+  first.out = split.path();
+  try {
+    distill_stream_dit(teacher, data, first, [&](const TrainStepInfo& s) {
+      resumed.push_back(s.loss);
+      if (s.step == 3) throw Error("simulated interruption");
+    });
+  } catch (const Error&) {
+  }
+  resumed.resize(2);
+  first.resume = true;
+  distill_stream_dit(teacher, data, first, [&](const TrainStepInfo& s) { resumed.push_back(s.loss); });
+  ASSERT_EQ(resumed.size(), reference.size());
+  for (std::size_t i = 0; i < reference.size(); ++i) EXPECT_NEAR(resumed[i], reference[i], 1e-6 * reference[i]) << "step " << i + 1;
+  EXPECT_TRUE(torch::equal(load_stream_dit(straight.path())->blocks->parameters()[0], load_stream_dit(split.path())->blocks->parameters()[0]));
+}
+
+TEST(DiTDistill, BadRecipesNameTheField) {
+  auto expect_error = [](DistillRecipe r, const std::string& words) {
+    try {
+      r.validate(16);
+      ADD_FAILURE() << "no error for " << words;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  expect_error(recipe(4, 3), "must divide the teacher's 4");
+  expect_error(recipe(0, 1), "teacher steps");
+  expect_error(recipe(4, 1, -1), "guidance");
+  auto r = recipe();
+  r.chunk_frames = 3;
+  expect_error(r, "3");
+  r = recipe();
+  r.staggered_share = 1.5;
+  expect_error(r, "staggered share");
+}
+
+}  // namespace
+}  // namespace streamgen
