@@ -388,6 +388,36 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   EXPECT_GT(j["streams"]["real"]["caption_accuracy"].get<double>(), 0.5);
 }
 
+TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
+  test::TempDir dir;
+  const auto teacher = (dir / "teacher").string(), student = (dir / "student").string(), staged = (dir / "staged").string();
+  ASSERT_EQ(run("-q dit train --out " + teacher + kTinyDiT + "--steps 2").code, 0);
+  auto r = run("dit distill --teacher " + teacher + " --out " + student + " --segments 4 --teacher-steps 2 -g 2 --steps 2 --batch 2 --eval-batches 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("c=2 N=4 K=0: teacher s=2 w=2 -> student s=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("held-out endpoint error"), std::string::npos) << r.out;
+  const auto state = nlohmann::json::parse(test::read_bytes(std::filesystem::path(student) / "training" / "state.json"));
+  EXPECT_EQ(state["teacher_steps"], 2);
+  EXPECT_EQ(state["guidance"], 2.0);
+  r = run("-q dit stream --model " + student + " -p 'red circle moving left' -n 4 -c 2 -s 1 -g 1 -o " + (dir / "pngs").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+
+  r = run("-q dit distill --teacher " + teacher + " --out " + staged + " --progressive --teacher-steps 4 --steps 1 --batch 2 --eval-batches 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* stage : {"stages/s2/model.safetensors", "stages/s2/loss.csv", "model.safetensors"})
+    EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(staged) / stage)) << stage;
+  const auto last = nlohmann::json::parse(test::read_bytes(std::filesystem::path(staged) / "training" / "state.json"));
+  EXPECT_EQ(last["teacher_steps"], 2);  // the s=2 stage taught the final student, without CFG
+  EXPECT_EQ(last["guidance"], 1.0);
+
+  r = run("dit distill --teacher " + teacher + " --out " + (dir / "bad").string() + " --segments 3");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("do not split into 3 chunks"), std::string::npos) << r.out;
+  r = run("dit distill --teacher " + teacher + " --out " + (dir / "bad").string() + " --progressive --teacher-steps 3");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("power of two"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace streamgen
 

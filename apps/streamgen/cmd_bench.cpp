@@ -132,7 +132,7 @@ void register_bench(CLI::App& app) {
   auto add_dit_bench = [cmd](const std::string& name, const std::string& description, DiTBench bench, bool reduced) {
     struct DiTArgs {
       DiTBenchOptions options;
-      std::string model;
+      std::string model, student;
       std::vector<std::string> dtypes{"fp32", "bf16"};
       bool json = false;
       ComputeArgs compute;
@@ -144,6 +144,7 @@ void register_bench(CLI::App& app) {
       sub->add_option("--depth", a->options.depth, "Blocks to run (time scaled to 28)")->capture_default_str()->check(CLI::Range(1, 28));
       sub->add_option("--frames", a->options.frames, "Latent frames to run (time scaled to 16)")->capture_default_str()->check(CLI::Range(1, 16));
     }
+    if (name == "dit-stream") sub->add_option("--student", a->student, "A distilled student for the student rows")->check(CLI::ExistingDirectory);
     if (name == "dit-train") sub->add_option("--batch", a->options.batch, "Clips per step")->capture_default_str()->check(CLI::Range(1, 256));
     sub->add_option("--dtypes", a->dtypes, "fp32, bf16, fp16")->delimiter(',')->capture_default_str();
     sub->add_option("--runs", a->options.runs, "Timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
@@ -152,6 +153,7 @@ void register_bench(CLI::App& app) {
     sub->callback([a, bench] {
       a->options.device = a->compute.resolve().device;
       a->options.model = a->model;
+      a->options.student = a->student;
       a->options.dtypes.clear();
       for (const auto& d : a->dtypes) a->options.dtypes.push_back(parse_dtype(d));
       print_bench_rows(std::cout, bench(a->options), a->json);

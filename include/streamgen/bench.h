@@ -109,6 +109,7 @@ namespace streamgen {
 
 struct DiTBenchOptions {
   std::filesystem::path model;  // a StreamDiT folder; empty: random weights of the tiny configuration
+  std::filesystem::path student;  // dit-stream: a distilled student for the student rows (empty: the model)
   std::vector<torch::ScalarType> dtypes{torch::kFloat32, torch::kBFloat16};
   torch::Device device{torch::kCPU};
   int runs = 5;
@@ -118,7 +119,8 @@ struct DiTBenchOptions {
 };
 
 // Streaming with the teacher (c = 2, s = 4, CFG 3 and without CFG) and the student setting
-// (c = 2, s = 1, no CFG): output FPS, ms per step, NFE per frame, time to first frame.
+// (c = 2, s = 1, no CFG; the distilled `student` when given): output FPS, ms per step, NFE per
+// chunk and per frame, time to first frame.
 std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& options);
 // One optimiser step (forward, backward, AdamW) on a batch of procedural clips: samples/s and
 // achieved GFLOP/s (forward FLOPs counted, backward taken as twice the forward); plus forward-only

@@ -21,7 +21,8 @@ StreamDiTConfig tiny_config() {
   return c;
 }
 
-StreamDiT bench_model(const DiTBenchOptions& o, torch::ScalarType dtype) {
+StreamDiT bench_model(const DiTBenchOptions& o, torch::ScalarType dtype, bool student = false) {
+  if (student && !o.student.empty()) return load_stream_dit(o.student, {o.device, dtype});
   if (!o.model.empty()) return load_stream_dit(o.model, {o.device, dtype});
   torch::manual_seed(0);
   StreamDiT m(tiny_config());
@@ -47,8 +48,11 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
   const Setting settings[] = {{"teacher_cfg", 2, 4, 3.0}, {"teacher", 2, 4, 1.0}, {"student", 2, 1, 1.0}};
   std::vector<BenchRow> rows;
   for (auto dtype : o.dtypes) {
-    auto model = bench_model(o, dtype);
+    auto teacher = bench_model(o, dtype);
+    auto student = o.student.empty() ? teacher : bench_model(o, dtype, true);
     for (const auto& st : settings) {
+      const bool is_student = std::string(st.name) == "student";
+      auto& model = is_student ? student : teacher;
       StreamDiTOptions so;
       so.chunk_frames = st.c;
       so.micro_steps = st.s;
@@ -62,12 +66,13 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
       const auto t = time_runs([&] { sampler.step(); }, fixed_runs(o.runs, 0));
       BenchRow row;
       row["name"] = "dit_stream";
-      row["setting"] = st.name;
+      row["setting"] = is_student && !o.student.empty() ? "distilled_student" : st.name;
       row["dtype"] = dtype_label(dtype);
       row["c"] = st.c;
       row["s"] = st.s;
       row["guidance"] = st.guidance;
       add_timing(row, t);
+      row["nfe_per_chunk"] = static_cast<double>(sampler.nfe() - before) / static_cast<double>(o.runs);
       row["nfe_per_frame"] = static_cast<double>(sampler.nfe() - before) / static_cast<double>(o.runs * st.c);
       row["first_frame_s"] = ttff;
       row["fps"] = 1000.0 * static_cast<double>(st.c) / t.median_ms;
