@@ -424,15 +424,17 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
 namespace streamgen {
 namespace {
 
-TEST(CliDiT, TheShippedModelLoadsAndStreams) {
-  const auto model = (test::data_path("..") / ".." / "models" / "streamdit-shapes-32").lexically_normal().string();
-  test::TempDir dir;
-  const auto out = (dir / "s.mp4").string();
-  const auto r = run("dit stream --model " + model + " -p 'red circle moving right' --prompt-at '4:blue square moving up' -n 8 -c 2 -s 1 "
-                     "--output-size 64x64 -o " + out);
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("8 frames"), std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find("vocabulary has no"), std::string::npos) << r.out;  // the demo's prompts are in its vocabulary
+TEST(CliDiT, TheShippedModelsLoadAndStream) {
+  for (const char* name : {"streamdit-shapes-32", "streamdit-shapes-32-student"}) {
+    const auto model = (test::data_path("..") / ".." / "models" / name).lexically_normal().string();
+    test::TempDir dir;
+    const auto out = (dir / "s.mp4").string();
+    const auto r = run("dit stream --model " + model + " -p 'red circle moving right' --prompt-at '4:blue square moving up' -n 8 -c 2 -s 1 "
+                       "--output-size 64x64 -o " + out);
+    ASSERT_EQ(r.code, 0) << name << ": " << r.out;
+    EXPECT_NE(r.out.find("8 frames"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("vocabulary has no"), std::string::npos) << r.out;  // the demo's prompts are in its vocabulary
+  }
 }
 
 TEST(CliDiT, VideoToVideoRestylesEveryInputFrame) {
