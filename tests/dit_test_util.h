@@ -3,7 +3,16 @@
 // (a [16, 4, 4] token grid), width 32, 2 blocks, small enough for many passes per test.
 #include <torch/torch.h>
 
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <vector>
+
 #include "streamgen/dit.h"
+#include "streamgen/dit_trainer.h"
+#include "streamgen/error.h"
 #include "streamgen/procedural_video.h"
 
 namespace streamgen::test {
@@ -32,6 +41,40 @@ inline StreamDiT random_tiny_dit(std::uint64_t seed = 1, double std = 0.05) {
   torch::manual_seed(static_cast<std::int64_t>(seed));
   for (auto& p : m->parameters()) p.normal_(0.0, std);
   return m;
+}
+
+// 16-frame 16x16 procedural clips with shapes small enough for the frame.
+inline ProceduralClipSource tiny_clip_source() {
+  ProceduralVideoOptions video;
+  video.width = video.height = 16;
+  video.min_radius = 2;
+  video.max_radius = 4;
+  return ProceduralClipSource(video, 16);
+}
+
+// A training run into `out` (resuming the run there when `resume`), reporting every step.
+using TrainingRun = std::function<void(const std::filesystem::path& out, bool resume, const std::function<void(const TrainStepInfo&)>& on_step)>;
+
+// Runs `run` straight into `straight`, and into `split` interrupted during step `interrupt_at`
+// (after the checkpoint at `last_checkpoint`) and then resumed; expects the same loss at every
+// step, and that continuing a run needs `resume`.
+inline void expect_resumed_run_follows_the_same_curve(const TrainingRun& run, const std::filesystem::path& straight,
+                                                      const std::filesystem::path& split, std::int64_t interrupt_at,
+                                                      std::int64_t last_checkpoint) {
+  std::vector<double> reference, resumed;
+  run(straight, false, [&](const TrainStepInfo& s) { reference.push_back(s.loss); });
+  try {
+    run(split, false, [&](const TrainStepInfo& s) {
+      resumed.push_back(s.loss);
+      if (s.step == interrupt_at) throw Error("simulated interruption");
+    });
+  } catch (const Error&) {
+  }
+  resumed.resize(static_cast<std::size_t>(last_checkpoint));  // later steps were lost with the interruption
+  EXPECT_THROW(run(split, false, {}), Error);  // the folder holds a run: resuming must be asked for
+  run(split, true, [&](const TrainStepInfo& s) { resumed.push_back(s.loss); });
+  ASSERT_EQ(resumed.size(), reference.size());
+  for (std::size_t i = 0; i < reference.size(); ++i) EXPECT_NEAR(resumed[i], reference[i], 1e-6 * std::abs(reference[i])) << "step " << i + 1;
 }
 
 }  // namespace streamgen::test

@@ -15,13 +15,6 @@
 namespace streamgen {
 namespace {
 
-ProceduralClipSource tiny_clips() {
-  ProceduralVideoOptions video;
-  video.width = video.height = 16;
-  video.min_radius = 2;
-  video.max_radius = 4;
-  return ProceduralClipSource(video, 16);
-}
 
 DistillRecipe recipe(std::int64_t teacher_steps = 4, std::int64_t student_steps = 1, double guidance = 3.0) {
   DistillRecipe r;
@@ -33,7 +26,7 @@ DistillRecipe recipe(std::int64_t teacher_steps = 4, std::int64_t student_steps 
 }
 
 TEST(DiTDistill, StartStatesSitOnStudentStepBoundaries) {
-  auto data = tiny_clips();
+  auto data = test::tiny_clip_source();
   auto r = recipe(4, 2);
   r.reference_frames = 2;  // N = 7 chunks of 2 after 2 references
   r.staggered_share = 0.5;
@@ -101,7 +94,7 @@ TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
 }
 
 TEST(DiTDistill, StudentLandsWhereTheTeachersGuidedStepsLandTenTimesCloser) {
-  auto data = tiny_clips();
+  auto data = test::tiny_clip_source();
   // N(0, 0.1) weights bend the teacher's trajectories enough that one undistilled step misses the
   // end of its guided micro steps by ~15 % of the distance moved.
   auto teacher = test::random_tiny_dit(3, 0.1);
@@ -140,7 +133,7 @@ TEST(DiTDistill, StudentLandsWhereTheTeachersGuidedStepsLandTenTimesCloser) {
 }
 
 TEST(DiTDistill, AnInterruptedRunResumesOnTheSameCurve) {
-  auto data = tiny_clips();
+  auto data = test::tiny_clip_source();
   auto teacher = test::random_tiny_dit(5);
   DiTDistillOptions o;
   o.steps = 4;
@@ -149,23 +142,14 @@ TEST(DiTDistill, AnInterruptedRunResumesOnTheSameCurve) {
   o.checkpoint_every = 2;
   o.recipe = recipe(2, 1, 2.0);
   test::TempDir straight, split;
-  std::vector<double> reference, resumed;
-  o.out = straight.path();
-  distill_stream_dit(teacher, data, o, [&](const TrainStepInfo& s) { reference.push_back(s.loss); });
-  auto first = o;
-  first.out = split.path();
-  try {
-    distill_stream_dit(teacher, data, first, [&](const TrainStepInfo& s) {
-      resumed.push_back(s.loss);
-      if (s.step == 3) throw Error("simulated interruption");
-    });
-  } catch (const Error&) {
-  }
-  resumed.resize(2);
-  first.resume = true;
-  distill_stream_dit(teacher, data, first, [&](const TrainStepInfo& s) { resumed.push_back(s.loss); });
-  ASSERT_EQ(resumed.size(), reference.size());
-  for (std::size_t i = 0; i < reference.size(); ++i) EXPECT_NEAR(resumed[i], reference[i], 1e-6 * reference[i]) << "step " << i + 1;
+  test::expect_resumed_run_follows_the_same_curve(
+      [&](const std::filesystem::path& out, bool resume, const std::function<void(const TrainStepInfo&)>& on_step) {
+        auto run = o;
+        run.out = out;
+        run.resume = resume;
+        distill_stream_dit(teacher, data, run, on_step);
+      },
+      straight.path(), split.path(), /*interrupt_at=*/3, /*last_checkpoint=*/2);
   EXPECT_TRUE(torch::equal(load_stream_dit(straight.path())->blocks->parameters()[0], load_stream_dit(split.path())->blocks->parameters()[0]));
 }
 

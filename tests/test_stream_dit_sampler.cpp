@@ -368,11 +368,7 @@ TEST(DiTTrainer, Bf16AutocastTrainsWithFp32WeightsAndMatchesFp32) {
 
 TEST(DiTTrainer, ResumedRunFollowsTheSameCurve) {
   auto config = small_config();
-  ProceduralVideoOptions video;
-  video.width = video.height = 16;
-  video.min_radius = 2;
-  video.max_radius = 4;
-  ProceduralClipSource data(video, 16);
+  auto data = test::tiny_clip_source();
   DiTTrainOptions o;
   o.steps = 6;
   o.batch = 2;
@@ -381,25 +377,14 @@ TEST(DiTTrainer, ResumedRunFollowsTheSameCurve) {
   o.checkpoint_every = 3;
   o.seed = 5;
   test::TempDir straight, split;
-  std::vector<double> reference, resumed;
-  o.out = straight.path();
-  train_stream_dit(config, data, o, [&](const TrainStepInfo& s) { reference.push_back(s.loss); });
-  // The same run interrupted during step 4, after the checkpoint at step 3, then resumed.
-  DiTTrainOptions first = o;
-  first.out = split.path();
-  try {
-    train_stream_dit(config, data, first, [&](const TrainStepInfo& s) {
-      resumed.push_back(s.loss);
-      if (s.step == 4) throw Error("simulated interruption");
-    });
-  } catch (const Error&) {
-  }
-  resumed.resize(3);  // step 4 was lost with the interruption (its checkpoint never written)
-  EXPECT_THROW(train_stream_dit(config, data, first), Error);  // the folder holds a run: --resume needed
-  first.resume = true;
-  train_stream_dit(config, data, first, [&](const TrainStepInfo& s) { resumed.push_back(s.loss); });
-  ASSERT_EQ(resumed.size(), reference.size());
-  for (std::size_t i = 0; i < reference.size(); ++i) EXPECT_NEAR(resumed[i], reference[i], 1e-6 * std::abs(reference[i])) << "step " << i + 1;
+  test::expect_resumed_run_follows_the_same_curve(
+      [&](const std::filesystem::path& out, bool resume, const std::function<void(const TrainStepInfo&)>& on_step) {
+        auto run = o;
+        run.out = out;
+        run.resume = resume;
+        train_stream_dit(config, data, run, on_step);
+      },
+      straight.path(), split.path(), /*interrupt_at=*/4, /*last_checkpoint=*/3);
   // The loss log has one row per step, none duplicated by the resume.
   std::ifstream log(split / "loss.csv");
   std::string line;

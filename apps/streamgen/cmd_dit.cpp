@@ -77,6 +77,18 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
       ->check(CLI::Range(0.0, 2.0));
 }
 
+// The optimiser and checkpoint options `dit train` and `dit distill` share.
+void add_run_options(CLI::App& cmd, DiTRunOptions& o, const std::string& steps_help, const std::string& seed_help) {
+  cmd.add_option("--steps", o.steps, steps_help)->capture_default_str();
+  cmd.add_option("--batch", o.batch, "Clips per micro-batch")->capture_default_str();
+  cmd.add_option("--accumulate", o.accumulate, "Micro-batches per optimiser step")->capture_default_str();
+  cmd.add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
+  cmd.add_option("--warmup", o.warmup, "Linear warm-up steps")->capture_default_str();
+  cmd.add_option("--ema", o.ema_decay, "EMA decay")->capture_default_str();
+  cmd.add_option("--seed", o.seed, seed_help)->capture_default_str();
+  cmd.add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints")->capture_default_str();
+}
+
 // Training clips: the user's video folder, or else procedural shapes at the model's size.
 std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamDiTConfig& config) {
   if (!folder.empty()) return std::make_unique<VideoFolderClipSource>(folder, config.max_frames, config.sample_width, config.sample_height);
@@ -114,14 +126,7 @@ void register_train(CLI::App& dit) {
   cmd->add_flag("--no-shift-mask", a->no_shift_mask, "Let shifted windows attend across the wrap-around");
   cmd->add_flag("--no-text-modulation", a->no_text_modulation, "Caption through cross-attention only (no pooled caption in the adaLN input)");
   cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");
-  cmd->add_option("--steps", a->train.steps, "Optimiser steps")->capture_default_str();
-  cmd->add_option("--batch", a->train.batch, "Clips per micro-batch")->capture_default_str();
-  cmd->add_option("--accumulate", a->train.accumulate, "Micro-batches per optimiser step")->capture_default_str();
-  cmd->add_option("--lr", a->train.lr, "Peak learning rate")->capture_default_str();
-  cmd->add_option("--warmup", a->train.warmup, "Linear warm-up steps")->capture_default_str();
-  cmd->add_option("--ema", a->train.ema_decay, "EMA decay")->capture_default_str();
-  cmd->add_option("--seed", a->train.seed, "Seed of the weights, the data and the noise")->capture_default_str();
-  cmd->add_option("--checkpoint-every", a->train.checkpoint_every, "Steps between checkpoints")->capture_default_str();
+  add_run_options(*cmd, a->train, "Optimiser steps", "Seed of the weights, the data and the noise");
   cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes c of the mixed training, e.g. 1,2,4,8,16 (default: every power of two up to B - K)");
   cmd->add_option("--t2v-share", a->train.recipe.mix.full_share, "Probability of c = B (plain T2V)")->capture_default_str();
   cmd->add_option("--reference-frames", a->train.recipe.reference_frames, "K clean reference frames")->capture_default_str();
@@ -212,13 +217,7 @@ void register_distill(CLI::App& dit) {
   cmd->add_flag("--progressive", a->progressive,
                 "Halve the steps stage by stage (s -> s/2 -> ... -> 1, each stage's student the next one's teacher; stages in OUT/stages/)");
   cmd->add_flag("--bf16-autocast", a->distill.bf16_autocast, "Teacher and student passes in bf16 autocast (weights and optimiser stay fp32)");
-  cmd->add_option("--steps", a->distill.steps, "Optimiser steps (per stage with --progressive)")->capture_default_str();
-  cmd->add_option("--batch", a->distill.batch, "Clips per step")->capture_default_str();
-  cmd->add_option("--lr", a->distill.lr, "Peak learning rate")->capture_default_str();
-  cmd->add_option("--warmup", a->distill.warmup, "Linear warm-up steps")->capture_default_str();
-  cmd->add_option("--ema", a->distill.ema_decay, "EMA decay")->capture_default_str();
-  cmd->add_option("--seed", a->distill.seed, "Seed of the data and the noise")->capture_default_str();
-  cmd->add_option("--checkpoint-every", a->distill.checkpoint_every, "Steps between checkpoints")->capture_default_str();
+  add_run_options(*cmd, a->distill, "Optimiser steps (per stage with --progressive)", "Seed of the data and the noise");
   cmd->add_option("--eval-batches", a->eval_batches, "Held-out batches for the endpoint error printed at the end (0: skip)")->capture_default_str();
   a->compute.add_to(*cmd, /*with_dtype=*/false);
   cmd->callback([a] {
