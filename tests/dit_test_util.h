@@ -52,27 +52,28 @@ inline ProceduralClipSource tiny_clip_source() {
   return ProceduralClipSource(video, 16);
 }
 
-// A training run into `out` (resuming the run there when `resume`), reporting every step.
-using TrainingRun = std::function<void(const std::filesystem::path& out, bool resume, const std::function<void(const TrainStepInfo&)>& on_step)>;
-
-// Runs `run` straight into `straight`, and into `split` interrupted during step `interrupt_at`
-// (after the checkpoint at `last_checkpoint`) and then resumed; expects the same loss at every
-// step, and that continuing a run needs `resume`.
-inline void expect_resumed_run_follows_the_same_curve(const TrainingRun& run, const std::filesystem::path& straight,
-                                                      const std::filesystem::path& split, std::int64_t interrupt_at,
-                                                      std::int64_t last_checkpoint) {
+// Runs `train(options, on_step)` straight into `straight`, and into `split` interrupted during step
+// `interrupt_at` (after the checkpoint at `last_checkpoint`) and then resumed; expects the same
+// loss at every step, and that continuing a run needs `resume`. Options: DiTTrainOptions,
+// DiTDistillOptions.
+template <class Options, class Train>
+void expect_resumed_run_follows_the_same_curve(Options o, const Train& train, const std::filesystem::path& straight,
+                                               const std::filesystem::path& split, std::int64_t interrupt_at, std::int64_t last_checkpoint) {
   std::vector<double> reference, resumed;
-  run(straight, false, [&](const TrainStepInfo& s) { reference.push_back(s.loss); });
+  o.out = straight;
+  train(o, [&](const TrainStepInfo& s) { reference.push_back(s.loss); });
+  o.out = split;
   try {
-    run(split, false, [&](const TrainStepInfo& s) {
+    train(o, [&](const TrainStepInfo& s) {
       resumed.push_back(s.loss);
       if (s.step == interrupt_at) throw Error("simulated interruption");
     });
   } catch (const Error&) {
   }
   resumed.resize(static_cast<std::size_t>(last_checkpoint));  // later steps were lost with the interruption
-  EXPECT_THROW(run(split, false, {}), Error);  // the folder holds a run: resuming must be asked for
-  run(split, true, [&](const TrainStepInfo& s) { resumed.push_back(s.loss); });
+  EXPECT_THROW(train(o, [](const TrainStepInfo&) {}), Error);  // the folder holds a run: resuming must be asked for
+  o.resume = true;
+  train(o, [&](const TrainStepInfo& s) { resumed.push_back(s.loss); });
   ASSERT_EQ(resumed.size(), reference.size());
   for (std::size_t i = 0; i < reference.size(); ++i) EXPECT_NEAR(resumed[i], reference[i], 1e-6 * std::abs(reference[i])) << "step " << i + 1;
 }

@@ -143,12 +143,7 @@ TEST(DiTDistill, AnInterruptedRunResumesOnTheSameCurve) {
   o.recipe = recipe(2, 1, 2.0);
   test::TempDir straight, split;
   test::expect_resumed_run_follows_the_same_curve(
-      [&](const std::filesystem::path& out, bool resume, const std::function<void(const TrainStepInfo&)>& on_step) {
-        auto run = o;
-        run.out = out;
-        run.resume = resume;
-        distill_stream_dit(teacher, data, run, on_step);
-      },
+      o, [&](const auto& run, const auto& on_step) { distill_stream_dit(teacher, data, run, on_step); },
       straight.path(), split.path(), /*interrupt_at=*/3, /*last_checkpoint=*/2);
   EXPECT_TRUE(torch::equal(load_stream_dit(straight.path())->blocks->parameters()[0], load_stream_dit(split.path())->blocks->parameters()[0]));
 }

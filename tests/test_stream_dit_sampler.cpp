@@ -378,12 +378,7 @@ TEST(DiTTrainer, ResumedRunFollowsTheSameCurve) {
   o.seed = 5;
   test::TempDir straight, split;
   test::expect_resumed_run_follows_the_same_curve(
-      [&](const std::filesystem::path& out, bool resume, const std::function<void(const TrainStepInfo&)>& on_step) {
-        auto run = o;
-        run.out = out;
-        run.resume = resume;
-        train_stream_dit(config, data, run, on_step);
-      },
+      o, [&](const auto& run, const auto& on_step) { train_stream_dit(config, data, run, on_step); },
       straight.path(), split.path(), /*interrupt_at=*/4, /*last_checkpoint=*/3);
   // The loss log has one row per step, none duplicated by the resume.
   std::ifstream log(split / "loss.csv");
