@@ -399,8 +399,16 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   const auto state = nlohmann::json::parse(test::read_bytes(std::filesystem::path(student) / "training" / "state.json"));
   EXPECT_EQ(state["teacher_steps"], 2);
   EXPECT_EQ(state["guidance"], 2.0);
-  r = run("-q dit stream --model " + student + " -p 'red circle moving left' -n 4 -c 2 -s 1 -g 1 -o " + (dir / "pngs").string());
+  // The student's folder says how to stream it; flags still win.
+  const auto sampler = nlohmann::json::parse(test::read_bytes(std::filesystem::path(student) / "sampler.json"));
+  EXPECT_EQ(sampler["micro_steps"], 1);
+  EXPECT_EQ(sampler["guidance"], 1.0);
+  r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -o " + (dir / "pngs").string());
   ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("sampler: c=2 s=1 guidance 1"), std::string::npos) << r.out;
+  r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -s 2 -o " + (dir / "pngs").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("sampler: c=2 s=2 guidance 1"), std::string::npos) << r.out;
 
   r = run("-q dit distill --teacher " + teacher + " --out " + staged + " --progressive --teacher-steps 4 --steps 1 --batch 2 --eval-batches 0");
   ASSERT_EQ(r.code, 0) << r.out;

@@ -98,6 +98,18 @@ std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamD
   return std::make_unique<ProceduralClipSource>(video, config.max_frames);
 }
 
+// Flags given on the command line win; the others come from the model's sampler.json, if any.
+void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, StreamDiTOptions& o) {
+  auto from_model = o;
+  if (!read_sampler_settings(model, from_model)) return;
+  if (cmd.count("--chunk-size") == 0) o.chunk_frames = from_model.chunk_frames;
+  if (cmd.count("--micro-steps") == 0) o.micro_steps = from_model.micro_steps;
+  if (cmd.count("--guidance") == 0) o.guidance = from_model.guidance;
+  if (cmd.get_option_no_throw("--reference-frames") != nullptr && cmd.count("--reference-frames") == 0)
+    o.reference_frames = from_model.reference_frames;
+  spdlog::info("sampler: c={} s={} guidance {} (flags given, else the model's sampler.json)", o.chunk_frames, o.micro_steps, o.guidance);
+}
+
 void register_train(CLI::App& dit) {
   struct Args {
     std::string out, config, data;
@@ -270,7 +282,8 @@ void register_distill(CLI::App& dit) {
       recipe.guidance = 1.0;                 // already folded in
       a->distill.teacher_description = o.out.string();
     }
-    std::cout << fmt::format("distilled in {}; student in {} (stream it with -s 1 -g 1)\n", format_duration(seconds), a->out);
+    std::cout << fmt::format("distilled in {}; student in {} (its sampler.json: c = {}, s = 1, no CFG)\n", format_duration(seconds), a->out,
+                             recipe.chunk_frames);
     if (a->eval_batches > 0) {
       auto student = load_stream_dit(a->out);
       const auto report = evaluate_distillation(teacher, student, *source, original, a->eval_batches, a->distill.batch, a->distill.seed + 9001);
@@ -308,8 +321,9 @@ void register_stream(CLI::App& dit) {
   cmd->add_option("--init-steps", a->sampler.init_steps, "Steps of the T2V start (0: s·N)")->capture_default_str();
   cmd->add_option("--seed", a->sampler.seed, "Noise seed")->capture_default_str();
   a->compute.add_to(*cmd);
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     const auto compute = a->compute.resolve();
+    apply_model_sampler_settings(*cmd, a->model, a->sampler);
     std::vector<PromptChange> changes;
     for (const auto& text : a->prompt_at) changes.push_back(parse_prompt_change(text));
     if (!a->input.empty() && a->sampler.strength == 0) a->sampler.strength = 0.5;  // the spec's default
@@ -384,8 +398,9 @@ void register_eval(CLI::App& dit) {
   add_sampler_options(*cmd, a->sampler);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   a->compute.add_to(*cmd);
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     const auto compute = a->compute.resolve();
+    if (a->streams.streams > 0) apply_model_sampler_settings(*cmd, a->model, a->sampler);
     auto model = load_stream_dit(a->model, compute);
     const auto& c = model->config;
     nlohmann::json j;

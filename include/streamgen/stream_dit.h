@@ -9,6 +9,7 @@
 #include <ATen/core/Generator.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,6 +40,13 @@ struct StreamDiTOptions {
   // variety for cleaner frames, as in other diffusion samplers.
   double noise_scale = 1.0;
 };
+
+// A model folder's own sampler settings, `sampler.json` (distillation writes the student's c, s and
+// guidance there, since a student streamed with its teacher's settings wastes passes and drifts).
+// read: fills the keys the file has into `options` and returns whether it exists; a malformed file
+// is an error naming it.
+bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTOptions& options);
+void write_sampler_settings(const std::filesystem::path& model_folder, const StreamDiTOptions& options);
 
 class StreamDiTSampler {
  public:

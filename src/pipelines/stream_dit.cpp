@@ -8,8 +8,32 @@
 #include <cmath>
 
 #include "streamgen/error.h"
+#include "streamgen/json_file.h"
 
 namespace streamgen {
+
+bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTOptions& options) {
+  const auto file = model_folder / "sampler.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec)) return false;
+  const auto j = read_json_file(file);
+  try {
+    options.chunk_frames = j.value("chunk_frames", options.chunk_frames);
+    options.micro_steps = j.value("micro_steps", options.micro_steps);
+    options.reference_frames = j.value("reference_frames", options.reference_frames);
+    options.guidance = j.value("guidance", options.guidance);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("'{}': {}", file.string(), e.what()));
+  }
+  return true;
+}
+
+void write_sampler_settings(const std::filesystem::path& model_folder, const StreamDiTOptions& options) {
+  write_json_file(model_folder / "sampler.json", {{"chunk_frames", options.chunk_frames},
+                                                  {"micro_steps", options.micro_steps},
+                                                  {"reference_frames", options.reference_frames},
+                                                  {"guidance", options.guidance}});
+}
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, double guidance) {

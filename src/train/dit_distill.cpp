@@ -171,7 +171,14 @@ DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const Di
                     {"guidance", recipe.guidance},
                     {"staggered_share", recipe.staggered_share},
                     {"data", data.describe()}};
-  return run_dit_optimisation(config, o, hooks, on_step);
+  const auto summary = run_dit_optimisation(config, o, hooks, on_step);
+  StreamDiTOptions stream;  // how the student is meant to be streamed
+  stream.chunk_frames = recipe.chunk_frames;
+  stream.reference_frames = recipe.reference_frames;
+  stream.micro_steps = recipe.student_steps;
+  stream.guidance = 1.0;
+  write_sampler_settings(o.out, stream);
+  return summary;
 }
 
 }  // namespace streamgen
