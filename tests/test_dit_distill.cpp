@@ -148,6 +148,29 @@ TEST(DiTDistill, AnInterruptedRunResumesOnTheSameCurve) {
   EXPECT_TRUE(torch::equal(load_stream_dit(straight.path())->blocks->parameters()[0], load_stream_dit(split.path())->blocks->parameters()[0]));
 }
 
+TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
+  test::TempDir dir;
+  StreamDiTOptions written;
+  written.chunk_frames = 4;
+  written.micro_steps = 1;
+  written.guidance = 1.0;
+  write_sampler_settings(dir.path(), written);
+  StreamDiTOptions read;
+  ASSERT_TRUE(read_sampler_settings(dir.path(), read));
+  EXPECT_EQ(read.chunk_frames, 4);
+  EXPECT_EQ(read.micro_steps, 1);
+  EXPECT_EQ(read.guidance, 1.0);
+  test::TempDir none;
+  EXPECT_FALSE(read_sampler_settings(none.path(), read));
+  test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");
+  try {
+    read_sampler_settings(dir.path(), read);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sampler.json"), std::string::npos) << e.what();
+  }
+}
+
 TEST(DiTDistill, BadRecipesNameTheField) {
   auto expect_error = [](DistillRecipe r, const std::string& words) {
     try {

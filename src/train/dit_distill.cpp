@@ -93,7 +93,6 @@ torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch,
   torch::NoGradGuard no_grad;
   const auto p = recipe.student_partition(buffer_frames);
   const auto& w = teacher->pos_embed_t;
-  const auto b = batch.start.size(0);
   const auto cond = teacher->encode_text(batch.tokens.to(w.device()));
   const auto uncond = recipe.guidance == 1.0 ? torch::Tensor{} : teacher->encode_text(teacher->tokenizer.encode_batch({""}).to(w.device()));
   const auto moving = batch.moving.to(w.device(), w.scalar_type());
@@ -101,8 +100,7 @@ torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch,
   auto x = batch.start.to(w.device(), w.scalar_type());
   for (std::int64_t i = 0; i < recipe.teacher_steps / recipe.student_steps; ++i) {
     const auto tau = batch.tau.to(w.device(), w.scalar_type()) + moving * (static_cast<double>(i) * dt);
-    const auto v = guided_velocity(teacher, x, tau, cond, uncond.defined() ? uncond.expand({b, uncond.size(1), uncond.size(2)}) : uncond,
-                                   recipe.guidance);
+    const auto v = guided_velocity(teacher, x, tau, cond, uncond, recipe.guidance);
     x = x + per_frame(moving) * v.to(x.scalar_type()) * dt;
   }
   return x.to(batch.start.device(), torch::kFloat32);
@@ -145,8 +143,7 @@ DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const Di
   const auto& config = teacher->config;
   const auto& recipe = o.recipe;
   recipe.validate(config.max_frames);
-  teacher->eval();
-  for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+  teacher->eval();  // its passes run under NoGradGuard (teacher_segment_end)
   const auto velocity_scale = static_cast<double>(recipe.student_partition(config.max_frames).total_steps());  // N·s_S
 
   DiTRunHooks hooks;
