@@ -81,6 +81,7 @@ TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
   batch.tau = torch::tensor(levels, torch::kFloat32).view({1, 16});
   batch.moving = torch::ones({1, 16});
   batch.tokens = teacher->tokenizer.encode_batch({"a red circle moving left"});
+  batch.guidance = torch::full({1}, 3.0);
   batch.staggered = {true};
   auto t = teacher;
   const auto end = teacher_segment_end(t, batch, recipe(4, 1, 3.0), 16);
@@ -91,6 +92,28 @@ TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
   // One undistilled step lands elsewhere: the test would pass vacuously if it did not.
   const auto one = one_step_segment_end(t, batch, recipe(4, 1, 3.0), 16);
   EXPECT_GT(segment_endpoint_error(one, end, batch), 0.05);
+}
+
+TEST(DiTDistill, AGuidanceRangeGivesEachExampleItsOwnScale) {
+  auto data = test::tiny_clip_source();
+  auto teacher = test::random_tiny_dit(4, 0.1);
+  auto r = recipe(2, 1, 1.5);
+  r.guidance_high = 4.0;
+  std::mt19937_64 rng(8);
+  auto noise = at::detail::createCPUGenerator(9);
+  const auto batch = make_distill_batch(data.next(3, rng), teacher->tokenizer, r, rng, noise);
+  EXPECT_TRUE(batch.guidance.ge(1.5).all().item<bool>() && batch.guidance.le(4.0).all().item<bool>()) << batch.guidance;
+  EXPECT_GT((batch.guidance.max() - batch.guidance.min()).item<double>(), 0.1) << batch.guidance;
+  // Each example's end is what the teacher does with that example's scale alone.
+  const auto end = teacher_segment_end(teacher, batch, r, 16);
+  for (std::int64_t i = 0; i < 3; ++i) {
+    DistillBatch one{batch.start.narrow(0, i, 1), batch.tau.narrow(0, i, 1), batch.moving.narrow(0, i, 1), batch.tokens.narrow(0, i, 1),
+                     batch.guidance.narrow(0, i, 1), {batch.staggered[static_cast<std::size_t>(i)]}};
+    auto fixed = r;
+    fixed.guidance = batch.guidance[i].item<double>();
+    fixed.guidance_high = 0;
+    EXPECT_TRUE(compare_tensors(end.narrow(0, i, 1), teacher_segment_end(teacher, one, fixed, 16)).within(1e-5)) << "example " << i;
+  }
 }
 
 TEST(DiTDistill, StudentLandsWhereTheTeachersGuidedStepsLandTenTimesCloser) {
@@ -183,6 +206,9 @@ TEST(DiTDistill, BadRecipesNameTheField) {
   expect_error(recipe(4, 3), "must divide the teacher's 4");
   expect_error(recipe(0, 1), "teacher steps");
   expect_error(recipe(4, 1, -1), "guidance");
+  auto range = recipe(4, 1, 3.0);
+  range.guidance_high = 2.0;
+  expect_error(range, "guidance range 3,2 is empty");
   auto r = recipe();
   r.chunk_frames = 3;
   expect_error(r, "3");

@@ -208,6 +208,7 @@ void register_distill(CLI::App& dit) {
     std::int64_t segments = 0;
     bool progressive = false;
     std::int64_t eval_batches = 2;
+    std::vector<double> guidance_range;
     DiTDistillOptions distill;
     ComputeArgs compute;
   };
@@ -223,7 +224,11 @@ void register_distill(CLI::App& dit) {
   cmd->add_option("--segments", a->segments, "Segments N instead of --chunk-size (c = (B - K) / N)");
   cmd->add_option("--reference-frames", r.reference_frames, "K clean reference frames")->capture_default_str();
   cmd->add_option("--teacher-steps", r.teacher_steps, "The teacher's Euler steps per segment s")->capture_default_str();
-  cmd->add_option("--guidance,-g", r.guidance, "The teacher's CFG scale, folded into the student")->capture_default_str();
+  auto* fixed = cmd->add_option("--guidance,-g", r.guidance, "The teacher's CFG scale, folded into the student")->capture_default_str();
+  cmd->add_option("--guidance-range", a->guidance_range, "LOW,HIGH: each example's teacher CFG scale drawn from [LOW, HIGH] instead")
+      ->expected(2)
+      ->delimiter(',')
+      ->excludes(fixed);
   cmd->add_option("--staggered-share", r.staggered_share, "Share of staggered segment starts (the rest: the uniform levels a stream starts from)")
       ->capture_default_str();
   cmd->add_flag("--progressive", a->progressive,
@@ -244,6 +249,7 @@ void register_distill(CLI::App& dit) {
         throw Error(fmt::format("--segments {}: the {} frames after the references do not split into {} chunks", a->segments, denoised, a->segments));
       recipe.chunk_frames = denoised / a->segments;
     }
+    if (!a->guidance_range.empty()) std::tie(recipe.guidance, recipe.guidance_high) = std::pair(a->guidance_range[0], a->guidance_range[1]);
     recipe.validate(config.max_frames);
     a->distill.command_line = command_line();
     a->distill.teacher_description = fs::absolute(a->teacher).string();
@@ -280,6 +286,7 @@ void register_distill(CLI::App& dit) {
       stage_teacher = load_stream_dit(o.out);
       recipe.teacher_steps = student_steps;  // the next stage halves this student's steps
       recipe.guidance = 1.0;                 // already folded in
+      recipe.guidance_high = 0;
       a->distill.teacher_description = o.out.string();
     }
     std::cout << fmt::format("distilled in {}; student in {} (its sampler.json: c = {}, s = 1, no CFG)\n", format_duration(seconds), a->out,
@@ -289,7 +296,10 @@ void register_distill(CLI::App& dit) {
       const auto report = evaluate_distillation(teacher, student, *source, original, a->eval_batches, a->distill.batch, a->distill.seed + 9001);
       std::cout << fmt::format("held-out endpoint error vs the teacher's {} guided steps (w = {}): one undistilled step {:.4f}, student {:.4f} "
                                "({:.1f}x closer)\n",
-                               original.teacher_steps, original.guidance, report.teacher_one_step, report.student, report.improvement());
+                               original.teacher_steps,
+                               original.guidance_high > 0 ? fmt::format("{}..{}", original.guidance, original.guidance_high)
+                                                          : fmt::format("{}", original.guidance),
+                               report.teacher_one_step, report.student, report.improvement());
     }
     std::cout << std::flush;
   });

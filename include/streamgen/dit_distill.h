@@ -33,6 +33,9 @@ struct DistillRecipe {
   std::int64_t teacher_steps = 4;     // s: the teacher's Euler micro steps per segment
   std::int64_t student_steps = 1;     // s_S: the student's micro steps per segment (must divide s)
   double guidance = 3.0;              // w of the teacher's CFG, folded into the student (1: none)
+  // Above `guidance`: each example draws w ~ U[guidance, guidance_high], and the student, which is
+  // not told w, learns their mean effect (a range instead of one scale: less committed to one w).
+  double guidance_high = 0;
   double staggered_share = 0.8;       // else the uniform layout the stream starts from
   double sigma_min = kFlowSigmaMin;
 
@@ -49,6 +52,7 @@ struct DistillBatch {
   torch::Tensor tau;     // τ_start [batch, F]
   torch::Tensor moving;  // [batch, F] 1 where the sampler moves the slot (0: reference frames)
   torch::Tensor tokens;  // [batch, M] caption ids
+  torch::Tensor guidance;  // [batch] the teacher's CFG scale per example
   std::vector<bool> staggered;  // the layout drawn per example
 };
 

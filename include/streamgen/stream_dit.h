@@ -24,6 +24,9 @@ namespace streamgen {
 // the conditional pass only). x [b, F, C, H, W], tau [b, F], cond/uncond text states [b or 1, M, D].
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, double guidance);
+// The same with one scale per example: guidance [b].
+torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
+                              const torch::Tensor& uncond, const torch::Tensor& guidance);
 
 struct StreamDiTOptions {
   std::int64_t chunk_frames = 2;      // c

@@ -36,13 +36,18 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, double guidance) {
-  if (guidance == 1.0) return model->forward(x, tau, cond);
+                              const torch::Tensor& uncond, const torch::Tensor& guidance) {
   const auto b = x.size(0);
   auto expand = [b](const torch::Tensor& t) { return t.size(0) == b ? t : t.expand({b, t.size(1), t.size(2)}); };
   const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}));
   const auto vc = v.narrow(0, 0, b), vu = v.narrow(0, b, b);
-  return vu + guidance * (vc - vu);
+  return vu + guidance.to(v.device(), v.scalar_type()).view({b, 1, 1, 1, 1}) * (vc - vu);
+}
+
+torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
+                              const torch::Tensor& uncond, double guidance) {
+  if (guidance == 1.0) return model->forward(x, tau, cond);
+  return guided_velocity(model, x, tau, cond, uncond, torch::full({x.size(0)}, guidance, torch::kFloat32));
 }
 
 StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) : model_(std::move(model)), options_(o) {

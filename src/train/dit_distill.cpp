@@ -22,6 +22,8 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
   if (teacher_steps % student_steps != 0)
     throw Error(fmt::format("distillation: the student's {} steps per segment must divide the teacher's {}", student_steps, teacher_steps));
   if (!(guidance >= 0)) throw Error(fmt::format("distillation: guidance must be >= 0, got {}", guidance));
+  if (guidance_high != 0 && !(guidance_high > guidance))
+    throw Error(fmt::format("distillation: the guidance range {},{} is empty (the high end must exceed the low)", guidance, guidance_high));
   if (!(staggered_share >= 0 && staggered_share <= 1))
     throw Error(fmt::format("distillation: the staggered share must be in [0, 1], got {}", staggered_share));
   student_partition(buffer_frames).validate();
@@ -29,8 +31,8 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
 
 std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
   const auto p = student_partition(buffer_frames);
-  return fmt::format("c={} N={} K={}: teacher s={} w={} -> student s={}", p.chunk_frames, p.chunks, p.reference_frames, teacher_steps, guidance,
-                     student_steps);
+  return fmt::format("c={} N={} K={}: teacher s={} w={} -> student s={}", p.chunk_frames, p.chunks, p.reference_frames, teacher_steps,
+                     guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance), student_steps);
 }
 
 DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::mt19937_64& rng,
@@ -44,7 +46,9 @@ DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& 
   DistillBatch out;
   auto tau = torch::empty({b, frames}, torch::kFloat32);
   auto moving = torch::ones({b, frames}, torch::kFloat32);
+  out.guidance = torch::full({b}, recipe.guidance, torch::kFloat32);
   for (std::int64_t i = 0; i < b; ++i) {
+    if (recipe.guidance_high > 0) out.guidance[i] = recipe.guidance + (recipe.guidance_high - recipe.guidance) * uniform01(rng);
     const bool staggered = uniform01(rng) < recipe.staggered_share;
     out.staggered.push_back(staggered);
     if (staggered) {
@@ -67,7 +71,7 @@ DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& 
 
 DistillBatch seeded_distill_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::uint64_t seed,
                                   std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
-  std::vector<torch::Tensor> start, tau, moving, tokens;
+  std::vector<torch::Tensor> start, tau, moving, tokens, guidance;
   DistillBatch out;
   for (std::int64_t e = first; e < first + count; ++e) {
     auto [rng, noise] = example_engines(seed, step, micro, e);
@@ -76,12 +80,14 @@ DistillBatch seeded_distill_batch(ClipSource& data, const CaptionTokenizer& toke
     tau.push_back(part.tau);
     moving.push_back(part.moving);
     tokens.push_back(part.tokens);
+    guidance.push_back(part.guidance);
     out.staggered.push_back(part.staggered.front());
   }
   out.start = torch::cat(start);
   out.tau = torch::cat(tau);
   out.moving = torch::cat(moving);
   out.tokens = torch::cat(tokens);
+  out.guidance = torch::cat(guidance);
   return out;
 }
 
@@ -94,13 +100,14 @@ torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch,
   const auto p = recipe.student_partition(buffer_frames);
   const auto& w = teacher->pos_embed_t;
   const auto cond = teacher->encode_text(batch.tokens.to(w.device()));
-  const auto uncond = recipe.guidance == 1.0 ? torch::Tensor{} : teacher->encode_text(teacher->tokenizer.encode_batch({""}).to(w.device()));
+  const bool guided = batch.guidance.ne(1.0).any().item<bool>();
+  const auto uncond = guided ? teacher->encode_text(teacher->tokenizer.encode_batch({""}).to(w.device())) : torch::Tensor{};
   const auto moving = batch.moving.to(w.device(), w.scalar_type());
   const double dt = 1.0 / static_cast<double>(p.chunks * recipe.teacher_steps);  // one teacher micro step
   auto x = batch.start.to(w.device(), w.scalar_type());
   for (std::int64_t i = 0; i < recipe.teacher_steps / recipe.student_steps; ++i) {
     const auto tau = batch.tau.to(w.device(), w.scalar_type()) + moving * (static_cast<double>(i) * dt);
-    const auto v = guided_velocity(teacher, x, tau, cond, uncond, recipe.guidance);
+    const auto v = guided ? guided_velocity(teacher, x, tau, cond, uncond, batch.guidance) : teacher->forward(x, tau, cond);
     x = x + per_frame(moving) * v.to(x.scalar_type()) * dt;
   }
   return x.to(batch.start.device(), torch::kFloat32);
@@ -166,6 +173,7 @@ DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const Di
                     {"teacher_steps", recipe.teacher_steps},
                     {"student_steps", recipe.student_steps},
                     {"guidance", recipe.guidance},
+                    {"guidance_high", recipe.guidance_high},
                     {"staggered_share", recipe.staggered_share},
                     {"data", data.describe()}};
   const auto summary = run_dit_optimisation(config, o, hooks, on_step);
