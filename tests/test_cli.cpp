@@ -418,11 +418,12 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   EXPECT_EQ(last["teacher_steps"], 2);  // the s=2 stage taught the final student, without CFG
   EXPECT_EQ(last["guidance"], 1.0);
 
-  r = run("-q dit distill --teacher " + teacher + " --out " + (dir / "range").string() + " --guidance-range 1.5,3 --steps 1 --batch 2 --eval-batches 0");
+  r = run("-q dit distill --teacher " + teacher + " --out " + (dir / "range").string() + " --guidance-range 1.5,3 --rollout-share 0.5 --rollout-chunks 1 --steps 1 --batch 2 --eval-batches 0");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto ranged = nlohmann::json::parse(test::read_bytes(dir / "range" / "training" / "state.json"));
   EXPECT_EQ(ranged["guidance"], 1.5);
   EXPECT_EQ(ranged["guidance_high"], 3.0);
+  EXPECT_EQ(ranged["rollout_share"], 0.5);
   r = run("dit distill --teacher " + teacher + " --out " + (dir / "bad").string() + " -g 2 --guidance-range 1,3");
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("--guidance excludes --guidance-range"), std::string::npos) << r.out;

@@ -34,7 +34,7 @@ TEST(DiTDistill, StartStatesSitOnStudentStepBoundaries) {
   std::mt19937_64 rng(3);
   auto noise = at::detail::createCPUGenerator(4);
   const auto clips = data.next(64, rng);
-  const auto batch = make_distill_batch(clips, model->tokenizer, r, rng, noise);
+  const auto batch = make_distill_batch(clips, model, r, rng, noise);
   const double n = 7, steps = 14;  // N·s_S student steps over the flow
   std::int64_t staggered = 0;
   for (std::int64_t i = 0; i < 64; ++i) {
@@ -101,19 +101,51 @@ TEST(DiTDistill, AGuidanceRangeGivesEachExampleItsOwnScale) {
   r.guidance_high = 4.0;
   std::mt19937_64 rng(8);
   auto noise = at::detail::createCPUGenerator(9);
-  const auto batch = make_distill_batch(data.next(3, rng), teacher->tokenizer, r, rng, noise);
+  const auto batch = make_distill_batch(data.next(3, rng), teacher, r, rng, noise);
   EXPECT_TRUE(batch.guidance.ge(1.5).all().item<bool>() && batch.guidance.le(4.0).all().item<bool>()) << batch.guidance;
   EXPECT_GT((batch.guidance.max() - batch.guidance.min()).item<double>(), 0.1) << batch.guidance;
   // Each example's end is what the teacher does with that example's scale alone.
   const auto end = teacher_segment_end(teacher, batch, r, 16);
   for (std::int64_t i = 0; i < 3; ++i) {
     DistillBatch one{batch.start.narrow(0, i, 1), batch.tau.narrow(0, i, 1), batch.moving.narrow(0, i, 1), batch.tokens.narrow(0, i, 1),
-                     batch.guidance.narrow(0, i, 1), {batch.staggered[static_cast<std::size_t>(i)]}};
+                     batch.guidance.narrow(0, i, 1), {batch.staggered[static_cast<std::size_t>(i)]}, {false}};
     auto fixed = r;
     fixed.guidance = batch.guidance[i].item<double>();
     fixed.guidance_high = 0;
     EXPECT_TRUE(compare_tensors(end.narrow(0, i, 1), teacher_segment_end(teacher, one, fixed, 16)).within(1e-5)) << "example " << i;
   }
+}
+
+TEST(DiTDistill, RolloutExamplesStartFromTheTeachersOwnStream) {
+  auto data = test::tiny_clip_source();
+  auto teacher = test::random_tiny_dit(6, 0.1);
+  auto r = recipe(2, 1, 2.0);
+  r.rollout_share = 1.0;
+  r.rollout_max_chunks = 2;
+  auto draw = [&] {
+    std::mt19937_64 rng(12);
+    auto noise = at::detail::createCPUGenerator(13);
+    return make_distill_batch(data.next(2, rng), teacher, r, rng, noise);
+  };
+  const auto batch = draw();
+  const auto levels = torch::tensor(stream_levels(r.student_partition(16), 0), torch::kFloat32);
+  for (std::int64_t i = 0; i < 2; ++i) {
+    EXPECT_TRUE(batch.rollout[static_cast<std::size_t>(i)]);
+    EXPECT_TRUE(torch::equal(batch.tau[i], levels));  // a stream's segment start: staggered, micro step 0
+  }
+  EXPECT_TRUE(torch::isfinite(batch.start).all().item<bool>());
+  EXPECT_TRUE(torch::equal(batch.start, draw().start));  // seeded like every other example
+  // A rollout state is a stream's buffer: the teacher's start from the same seed gives the same one.
+  const auto state = teacher_rollout_state(teacher, r, "a red circle moving left", 2.0, 99, 0);
+  StreamDiTOptions o;
+  o.chunk_frames = 2;
+  o.micro_steps = 2;
+  o.guidance = 2.0;
+  o.seed = 99;
+  StreamDiTSampler stream(teacher, o);
+  stream.set_prompt("a red circle moving left");
+  stream.start();
+  EXPECT_TRUE(torch::equal(state, stream.buffer()));
 }
 
 TEST(DiTDistill, StudentLandsWhereTheTeachersGuidedStepsLandTenTimesCloser) {
@@ -215,6 +247,9 @@ TEST(DiTDistill, BadRecipesNameTheField) {
   r = recipe();
   r.staggered_share = 1.5;
   expect_error(r, "staggered share");
+  r = recipe();
+  r.rollout_share = -0.1;
+  expect_error(r, "rollout share");
 }
 
 }  // namespace

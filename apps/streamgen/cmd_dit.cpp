@@ -231,6 +231,10 @@ void register_distill(CLI::App& dit) {
       ->excludes(fixed);
   cmd->add_option("--staggered-share", r.staggered_share, "Share of staggered segment starts (the rest: the uniform levels a stream starts from)")
       ->capture_default_str();
+  cmd->add_option("--rollout-share", r.rollout_share, "Share of examples starting from the teacher's own stream instead of a noised clip")
+      ->capture_default_str();
+  cmd->add_option("--rollout-chunks", r.rollout_max_chunks, "Rollouts run the teacher's stream 0..this many chunks past its start")
+      ->capture_default_str();
   cmd->add_flag("--progressive", a->progressive,
                 "Halve the steps stage by stage (s -> s/2 -> ... -> 1, each stage's student the next one's teacher; stages in OUT/stages/)");
   cmd->add_flag("--bf16-autocast", a->distill.bf16_autocast, "Teacher and student passes in bf16 autocast (weights and optimiser stay fp32)");

@@ -37,6 +37,11 @@ struct DistillRecipe {
   // not told w, learns their mean effect (a range instead of one scale: less committed to one w).
   double guidance_high = 0;
   double staggered_share = 0.8;       // else the uniform layout the stream starts from
+  // Share of examples whose start state is the buffer of the teacher's own stream (its T2V start
+  // plus 0..rollout_max_chunks steps, same c, s and w) instead of a noised clip: on-policy states,
+  // at the price of running the stream (s·N + s·chunks guided passes per such example).
+  double rollout_share = 0;
+  std::int64_t rollout_max_chunks = 8;
   double sigma_min = kFlowSigmaMin;
 
   // The stream partition over `buffer_frames` (B = K + N·c) with the student's micro steps.
@@ -54,13 +59,19 @@ struct DistillBatch {
   torch::Tensor tokens;  // [batch, M] caption ids
   torch::Tensor guidance;  // [batch] the teacher's CFG scale per example
   std::vector<bool> staggered;  // the layout drawn per example
+  std::vector<bool> rollout;    // the start came from the teacher's stream
 };
 
-DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::mt19937_64& rng,
+// The teacher gives the caption tokenizer and, for rollout examples, the stream.
+DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, const DistillRecipe& recipe, std::mt19937_64& rng,
                                 at::Generator& noise);
+// The buffer [1, B, C, H, W] of the teacher's stream for `caption` after its start and `chunks`
+// steps: a segment start at the staggered levels of micro step 0.
+torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& recipe, const std::string& caption, double guidance,
+                                    std::uint64_t seed, std::int64_t chunks);
 // Examples [first, first + count) of micro-batch `micro` of step `step`, each drawn from its own
 // seeded engines (example_engines), like the flow-matching trainer's.
-DistillBatch seeded_distill_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::uint64_t seed,
+DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const DistillRecipe& recipe, std::uint64_t seed,
                                   std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count);
 
 // The teacher's end of the student step: s/s_S guided Euler micro steps from X_start (no grad).

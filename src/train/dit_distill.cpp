@@ -24,6 +24,8 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
   if (!(guidance >= 0)) throw Error(fmt::format("distillation: guidance must be >= 0, got {}", guidance));
   if (guidance_high != 0 && !(guidance_high > guidance))
     throw Error(fmt::format("distillation: the guidance range {},{} is empty (the high end must exceed the low)", guidance, guidance_high));
+  if (!(rollout_share >= 0 && rollout_share <= 1)) throw Error(fmt::format("distillation: the rollout share must be in [0, 1], got {}", rollout_share));
+  if (rollout_max_chunks < 0) throw Error(fmt::format("distillation: rollout chunks must be >= 0, got {}", rollout_max_chunks));
   if (!(staggered_share >= 0 && staggered_share <= 1))
     throw Error(fmt::format("distillation: the staggered share must be in [0, 1], got {}", staggered_share));
   student_partition(buffer_frames).validate();
@@ -35,7 +37,22 @@ std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
                      guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance), student_steps);
 }
 
-DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::mt19937_64& rng,
+torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& recipe, const std::string& caption, double guidance,
+                                    std::uint64_t seed, std::int64_t chunks) {
+  StreamDiTOptions o;
+  o.chunk_frames = recipe.chunk_frames;
+  o.reference_frames = recipe.reference_frames;
+  o.micro_steps = recipe.teacher_steps;
+  o.guidance = guidance;
+  o.seed = seed;
+  StreamDiTSampler stream(teacher, o);
+  stream.set_prompt(caption);
+  stream.start();
+  for (std::int64_t i = 0; i < chunks; ++i) stream.step();
+  return stream.buffer().to(torch::kCPU, torch::kFloat32);
+}
+
+DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, const DistillRecipe& recipe, std::mt19937_64& rng,
                                 at::Generator& noise) {
   const auto& x1 = clips.video;
   if (x1.dim() != 5) throw Error(fmt::format("distillation batch: video must be [batch, F, C, H, W], got [{}]", fmt::join(x1.sizes(), ", ")));
@@ -47,10 +64,19 @@ DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& 
   auto tau = torch::empty({b, frames}, torch::kFloat32);
   auto moving = torch::ones({b, frames}, torch::kFloat32);
   out.guidance = torch::full({b}, recipe.guidance, torch::kFloat32);
+  std::vector<std::pair<std::int64_t, torch::Tensor>> rollouts;  // (example, start state)
   for (std::int64_t i = 0; i < b; ++i) {
     if (recipe.guidance_high > 0) out.guidance[i] = recipe.guidance + (recipe.guidance_high - recipe.guidance) * uniform01(rng);
-    const bool staggered = uniform01(rng) < recipe.staggered_share;
+    const bool rollout = recipe.rollout_share > 0 && uniform01(rng) < recipe.rollout_share;
+    const bool staggered = rollout || uniform01(rng) < recipe.staggered_share;
     out.staggered.push_back(staggered);
+    out.rollout.push_back(rollout);
+    if (rollout) {
+      const auto chunks = std::min(recipe.rollout_max_chunks,
+                                   static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(recipe.rollout_max_chunks + 1)));
+      rollouts.emplace_back(i, teacher_rollout_state(teacher, recipe, clips.captions[static_cast<std::size_t>(i)], out.guidance[i].item<double>(),
+                                                     rng(), chunks));
+    }
     if (staggered) {
       const auto j = std::min(p.micro_steps - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(p.micro_steps)));
       const auto levels = stream_levels(p, j);
@@ -65,23 +91,25 @@ DistillBatch make_distill_batch(const ClipBatch& clips, const CaptionTokenizer& 
   out.tau = tau.to(x1.device());
   out.moving = moving.to(x1.device());
   out.start = flow_interpolate(x1, x0, out.tau, recipe.sigma_min);
-  out.tokens = tokenizer.encode_batch(clips.captions);
+  for (const auto& [i, state] : rollouts) out.start[i].copy_(state[0]);
+  out.tokens = teacher->tokenizer.encode_batch(clips.captions);
   return out;
 }
 
-DistillBatch seeded_distill_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const DistillRecipe& recipe, std::uint64_t seed,
+DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const DistillRecipe& recipe, std::uint64_t seed,
                                   std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
   std::vector<torch::Tensor> start, tau, moving, tokens, guidance;
   DistillBatch out;
   for (std::int64_t e = first; e < first + count; ++e) {
     auto [rng, noise] = example_engines(seed, step, micro, e);
-    auto part = make_distill_batch(data.next(1, rng), tokenizer, recipe, rng, noise);
+    auto part = make_distill_batch(data.next(1, rng), teacher, recipe, rng, noise);
     start.push_back(part.start);
     tau.push_back(part.tau);
     moving.push_back(part.moving);
     tokens.push_back(part.tokens);
     guidance.push_back(part.guidance);
     out.staggered.push_back(part.staggered.front());
+    out.rollout.push_back(part.rollout.front());
   }
   out.start = torch::cat(start);
   out.tau = torch::cat(tau);
@@ -137,7 +165,7 @@ DistillEndpointReport evaluate_distillation(StreamDiT& teacher, StreamDiT& stude
   const auto frames = teacher->config.max_frames;
   double undistilled = 0, distilled = 0;
   for (std::int64_t i = 0; i < batches; ++i) {
-    const auto batch = seeded_distill_batch(data, teacher->tokenizer, recipe, seed, static_cast<std::uint64_t>(i), 0, 0, batch_size);
+    const auto batch = seeded_distill_batch(data, teacher, recipe, seed, static_cast<std::uint64_t>(i), 0, 0, batch_size);
     const auto end = teacher_segment_end(teacher, batch, recipe, frames);
     undistilled += segment_endpoint_error(one_step_segment_end(teacher, batch, recipe, frames), end, batch);
     distilled += segment_endpoint_error(one_step_segment_end(student, batch, recipe, frames), end, batch);
@@ -160,7 +188,7 @@ DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const Di
     for (auto& p : student->named_parameters()) p.value().copy_(from[p.key()]);
   };
   hooks.loss = [&](StreamDiT& student, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
-    const auto batch = seeded_distill_batch(data, student->tokenizer, recipe, o.seed, step, micro, first, count);
+    const auto batch = seeded_distill_batch(data, teacher, recipe, o.seed, step, micro, first, count);
     const ScopedCpuAutocast autocast(o.bf16_autocast);
     const auto target = (teacher_segment_end(teacher, batch, recipe, config.max_frames) - batch.start) * velocity_scale;
     const auto prediction = student->forward(batch.start, batch.tau, student->encode_text(batch.tokens));
@@ -175,6 +203,8 @@ DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const Di
                     {"guidance", recipe.guidance},
                     {"guidance_high", recipe.guidance_high},
                     {"staggered_share", recipe.staggered_share},
+                    {"rollout_share", recipe.rollout_share},
+                    {"rollout_max_chunks", recipe.rollout_max_chunks},
                     {"data", data.describe()}};
   const auto summary = run_dit_optimisation(config, o, hooks, on_step);
   StreamDiTOptions stream;  // how the student is meant to be streamed
