@@ -16,6 +16,19 @@ namespace streamgen {
 namespace {
 
 
+// A started teacher stream (c = 2) for "a red circle moving left".
+std::unique_ptr<StreamDiTSampler> started_stream(StreamDiT teacher, std::int64_t micro_steps, double guidance, std::uint64_t seed) {
+  StreamDiTOptions o;
+  o.chunk_frames = 2;
+  o.micro_steps = micro_steps;
+  o.guidance = guidance;
+  o.seed = seed;
+  auto stream = std::make_unique<StreamDiTSampler>(std::move(teacher), o);
+  stream->set_prompt("a red circle moving left");
+  stream->start();
+  return stream;
+}
+
 DistillRecipe recipe(std::int64_t teacher_steps = 4, std::int64_t student_steps = 1, double guidance = 3.0) {
   DistillRecipe r;
   r.chunk_frames = 2;
@@ -67,14 +80,8 @@ TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
   // The target must be the sampler's own guided micro steps: start a teacher stream, take its
   // buffer as X_start, and compare the teacher's segment end with what one step() emits and keeps.
   const auto teacher = test::random_tiny_dit(2, 0.1);
-  StreamDiTOptions o;
-  o.chunk_frames = 2;
-  o.micro_steps = 4;
-  o.guidance = 3.0;
-  o.seed = 11;
-  StreamDiTSampler sampler(teacher, o);
-  sampler.set_prompt("a red circle moving left");
-  sampler.start();
+  auto stream = started_stream(teacher, 4, 3.0, 11);
+  auto& sampler = *stream;
   DistillBatch batch;
   batch.start = sampler.buffer().clone();
   const auto levels = sampler.levels(0);
@@ -137,15 +144,7 @@ TEST(DiTDistill, RolloutExamplesStartFromTheTeachersOwnStream) {
   EXPECT_TRUE(torch::equal(batch.start, draw().start));  // seeded like every other example
   // A rollout state is a stream's buffer: the teacher's start from the same seed gives the same one.
   const auto state = teacher_rollout_state(teacher, r, "a red circle moving left", 2.0, 99, 0);
-  StreamDiTOptions o;
-  o.chunk_frames = 2;
-  o.micro_steps = 2;
-  o.guidance = 2.0;
-  o.seed = 99;
-  StreamDiTSampler stream(teacher, o);
-  stream.set_prompt("a red circle moving left");
-  stream.start();
-  EXPECT_TRUE(torch::equal(state, stream.buffer()));
+  EXPECT_TRUE(torch::equal(state, started_stream(teacher, 2, 2.0, 99)->buffer()));
 }
 
 TEST(DiTDistill, StudentLandsWhereTheTeachersGuidedStepsLandTenTimesCloser) {
