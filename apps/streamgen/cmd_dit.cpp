@@ -300,10 +300,7 @@ void register_distill(CLI::App& dit) {
       const auto report = evaluate_distillation(teacher, student, *source, original, a->eval_batches, a->distill.batch, a->distill.seed + 9001);
       std::cout << fmt::format("held-out endpoint error vs the teacher's {} guided steps (w = {}): one undistilled step {:.4f}, student {:.4f} "
                                "({:.1f}x closer)\n",
-                               original.teacher_steps,
-                               original.guidance_high > 0 ? fmt::format("{}..{}", original.guidance, original.guidance_high)
-                                                          : fmt::format("{}", original.guidance),
-                               report.teacher_one_step, report.student, report.improvement());
+                               original.teacher_steps, original.guidance_label(), report.teacher_one_step, report.student, report.improvement());
     }
     std::cout << std::flush;
   });

@@ -24,6 +24,7 @@
 #include "streamgen/dit.h"
 #include "streamgen/dit_trainer.h"
 #include "streamgen/flow_matching.h"
+#include "streamgen/stream_dit.h"
 
 namespace streamgen {
 
@@ -49,6 +50,9 @@ struct DistillRecipe {
   // Throws streamgen::Error naming the bad field.
   void validate(std::int64_t buffer_frames) const;
   std::string describe(std::int64_t buffer_frames) const;  // "c=2 N=8 K=0: teacher s=4 w=3 -> student s=1"
+  std::string guidance_label() const;                      // "3", or "1.5..4" for a range
+  // Sampler options for a stream with this recipe's c and K (the teacher's, or the student's).
+  StreamDiTOptions stream_options(std::int64_t micro_steps, double stream_guidance) const;
 };
 
 // Segment-start states of a batch of clips.

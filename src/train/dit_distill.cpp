@@ -34,16 +34,25 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
 std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
   const auto p = student_partition(buffer_frames);
   return fmt::format("c={} N={} K={}: teacher s={} w={} -> student s={}", p.chunk_frames, p.chunks, p.reference_frames, teacher_steps,
-                     guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance), student_steps);
+                     guidance_label(), student_steps);
+}
+
+std::string DistillRecipe::guidance_label() const {
+  return guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance);
+}
+
+StreamDiTOptions DistillRecipe::stream_options(std::int64_t micro_steps, double stream_guidance) const {
+  StreamDiTOptions o;
+  o.chunk_frames = chunk_frames;
+  o.reference_frames = reference_frames;
+  o.micro_steps = micro_steps;
+  o.guidance = stream_guidance;
+  return o;
 }
 
 torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& recipe, const std::string& caption, double guidance,
                                     std::uint64_t seed, std::int64_t chunks) {
-  StreamDiTOptions o;
-  o.chunk_frames = recipe.chunk_frames;
-  o.reference_frames = recipe.reference_frames;
-  o.micro_steps = recipe.teacher_steps;
-  o.guidance = guidance;
+  auto o = recipe.stream_options(recipe.teacher_steps, guidance);
   o.seed = seed;
   StreamDiTSampler stream(teacher, o);
   stream.set_prompt(caption);
@@ -188,8 +197,8 @@ DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const Di
     for (auto& p : student->named_parameters()) p.value().copy_(from[p.key()]);
   };
   hooks.loss = [&](StreamDiT& student, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
+    const ScopedCpuAutocast autocast(o.bf16_autocast);  // rollout streams are teacher passes too
     const auto batch = seeded_distill_batch(data, teacher, recipe, o.seed, step, micro, first, count);
-    const ScopedCpuAutocast autocast(o.bf16_autocast);
     const auto target = (teacher_segment_end(teacher, batch, recipe, config.max_frames) - batch.start) * velocity_scale;
     const auto prediction = student->forward(batch.start, batch.tau, student->encode_text(batch.tokens));
     return masked_flow_loss(prediction.to(torch::kFloat32), target, batch.moving);
@@ -207,12 +216,7 @@ DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const Di
                     {"rollout_max_chunks", recipe.rollout_max_chunks},
                     {"data", data.describe()}};
   const auto summary = run_dit_optimisation(config, o, hooks, on_step);
-  StreamDiTOptions stream;  // how the student is meant to be streamed
-  stream.chunk_frames = recipe.chunk_frames;
-  stream.reference_frames = recipe.reference_frames;
-  stream.micro_steps = recipe.student_steps;
-  stream.guidance = 1.0;
-  write_sampler_settings(o.out, stream);
+  write_sampler_settings(o.out, recipe.stream_options(recipe.student_steps, 1.0));  // how the student is meant to be streamed
   return summary;
 }
 
