@@ -254,10 +254,10 @@ TEST(DiTTrainer, LearningRateWarmsUpThenDecays) {
   o.steps = 100;
   o.warmup = 10;
   o.lr = 1e-3;
-  EXPECT_NEAR(dit_learning_rate(o, 0), 1e-4, 1e-12);
-  EXPECT_NEAR(dit_learning_rate(o, 9), 1e-3, 1e-12);
-  EXPECT_NEAR(dit_learning_rate(o, 99), 1e-4, 1e-6);
-  EXPECT_GT(dit_learning_rate(o, 40), dit_learning_rate(o, 60));
+  EXPECT_NEAR(learning_rate_at(o, 0), 1e-4, 1e-12);
+  EXPECT_NEAR(learning_rate_at(o, 9), 1e-3, 1e-12);
+  EXPECT_NEAR(learning_rate_at(o, 99), 1e-4, 1e-6);
+  EXPECT_GT(learning_rate_at(o, 40), learning_rate_at(o, 60));
 }
 
 TEST(DiTTrainer, BatchesFollowTheRecipe) {

@@ -78,7 +78,7 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
 }
 
 // The optimiser and checkpoint options `dit train` and `dit distill` share.
-void add_run_options(CLI::App& cmd, DiTRunOptions& o, const std::string& steps_help, const std::string& seed_help) {
+void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& steps_help, const std::string& seed_help) {
   cmd.add_option("--steps", o.steps, steps_help)->capture_default_str();
   cmd.add_option("--batch", o.batch, "Clips per micro-batch")->capture_default_str();
   cmd.add_option("--accumulate", o.accumulate, "Micro-batches per optimiser step")->capture_default_str();

@@ -96,7 +96,7 @@ struct DistillEndpointReport {
 DistillEndpointReport evaluate_distillation(StreamDiT& teacher, StreamDiT& student, ClipSource& data, const DistillRecipe& recipe,
                                             std::int64_t batches, std::int64_t batch_size, std::uint64_t seed);
 
-struct DiTDistillOptions : DiTRunOptions {
+struct DiTDistillOptions : OptimisationOptions {
   DiTDistillOptions() {
     steps = 400;
     batch = 4;
@@ -110,7 +110,7 @@ struct DiTDistillOptions : DiTRunOptions {
 // Distils `teacher` (kept frozen) into a student initialised from its weights, written to
 // `options.out` as a model folder like the trainer's (resumable with options.resume, given the
 // same teacher). Clips and captions come from `data`.
-DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDistillOptions& options,
+TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDistillOptions& options,
                                    const std::function<void(const TrainStepInfo&)>& on_step = {});
 
 }  // namespace streamgen

@@ -18,6 +18,7 @@
 #include "streamgen/dit.h"
 #include "streamgen/distributed.h"
 #include "streamgen/flow_matching.h"
+#include "streamgen/optimisation.h"
 #include "streamgen/procedural_video.h"
 
 namespace streamgen {
@@ -103,60 +104,12 @@ FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionToke
 // Mean squared error over the frames the mask keeps. prediction/target [b, F, ...], mask [b, F].
 torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask);
 
-// What every StreamDiT optimisation run shares, training and distillation alike: the optimiser, its
-// schedule, EMA, checkpointing and data parallelism.
-struct DiTRunOptions {
-  std::filesystem::path out;  // checkpoint folder
-  std::int64_t steps = 2500;
-  std::int64_t batch = 8;
-  std::int64_t accumulate = 1;  // micro-batches per optimiser step
-  double lr = 3e-4;
-  std::int64_t warmup = 100;
-  double min_lr_ratio = 0.1;  // cosine decays to lr·this
-  double weight_decay = 0.0;
-  double beta1 = 0.9, beta2 = 0.99;
-  double grad_clip = 1.0;
-  double ema_decay = 0.999;
-  std::uint64_t seed = 0;
-  std::int64_t checkpoint_every = 250;
-  std::int64_t log_every = 10;
-  bool resume = false;
-  bool bf16_autocast = false;  // forward in bf16 autocast (CPU); parameters, optimiser and EMA stay fp32
-  DistributedOptions distributed;  // world_size > 1: data-parallel over c10d/Gloo, batch split by rank
-  std::string command_line;  // recorded in the checkpoint for the model card
-};
-
-struct DiTTrainOptions : DiTRunOptions {
+struct DiTTrainOptions : OptimisationOptions {
   FlowMatchingRecipe recipe;
 };
 
-struct TrainStepInfo {
-  std::int64_t step = 0;  // 1-based, after the update
-  double loss = 0, lr = 0, grad_norm = 0, samples_per_second = 0;
-};
-
-struct DiTTrainSummary {
-  std::int64_t first_step = 0, last_step = 0;
-  double final_loss = 0;  // mean over the last log interval
-  double seconds = 0;
-};
-
-// learning rate at step (0-based): linear warm-up, then cosine to lr·min_lr_ratio.
-double dit_learning_rate(const DiTRunOptions& o, std::int64_t step);
-
-// The per-example random engines of example `index` of micro-batch `micro` of step `step`: clip and
-// level draws from `rng`, Gaussian noise from `noise`. Any split of a batch over processes sees
-// the same examples.
-struct ExampleEngines {
-  std::mt19937_64 rng;
-  at::Generator noise;
-};
-ExampleEngines example_engines(std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t index);
-
-// The loop shared by training and distillation: AdamW with warm-up + cosine, gradient clipping,
-// EMA, accumulation, data parallelism, progress, the CSV loss log and resumable checkpoints
-// (config.json + model.safetensors with the EMA weights; training/ with the raw weights, the
-// optimiser and state.json). What is optimised comes from the hooks.
+// The StreamDiT side of run_optimisation, shared by training and distillation: the model of
+// `config` (on resume, the folder's config.json), saved with save_stream_dit.
 struct DiTRunHooks {
   // A fresh run's starting weights (default: the seeded initialisation of the config).
   std::function<void(StreamDiT& model)> initialise;
@@ -166,18 +119,16 @@ struct DiTRunHooks {
   nlohmann::json metadata = nlohmann::json::object();
   std::string label = "train";  // the progress bar's name
 };
-DiTTrainSummary run_dit_optimisation(const StreamDiTConfig& config, const DiTRunOptions& options, const DiTRunHooks& hooks,
+TrainSummary run_dit_optimisation(const StreamDiTConfig& config, const OptimisationOptions& options, const DiTRunHooks& hooks,
                                      const std::function<void(const TrainStepInfo&)>& on_step = {});
 
 // Trains `config` from scratch into `options.out`, or continues the run found there with
 // `options.resume` (the model config, step, weights, EMA and optimiser state come from the
 // folder; each step's randomness depends only on (seed, step), so a resumed run follows the same
 // curve). `on_step` sees every optimiser step.
-DiTTrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, const DiTTrainOptions& options,
+TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, const DiTTrainOptions& options,
                                  const std::function<void(const TrainStepInfo&)>& on_step = {});
 
-// The per-step random engine: a SplitMix64 mix of (seed, step, stream), stable across runs.
-std::uint64_t step_seed(std::uint64_t seed, std::uint64_t step, std::uint64_t stream = 0);
 
 }  // namespace streamgen
 

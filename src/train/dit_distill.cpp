@@ -182,7 +182,7 @@ DistillEndpointReport evaluate_distillation(StreamDiT& teacher, StreamDiT& stude
   return {undistilled / static_cast<double>(batches), distilled / static_cast<double>(batches)};
 }
 
-DiTTrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDistillOptions& o,
+TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDistillOptions& o,
                                    const std::function<void(const TrainStepInfo&)>& on_step) {
   const auto& config = teacher->config;
   const auto& recipe = o.recipe;

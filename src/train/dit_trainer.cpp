@@ -23,15 +23,6 @@
 
 namespace streamgen {
 
-std::uint64_t step_seed(std::uint64_t seed, std::uint64_t step, std::uint64_t stream) {
-  auto mix = [](std::uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  };
-  return mix(mix(mix(seed) ^ step) ^ stream);
-}
 
 ClipBatch ProceduralClipSource::next(std::int64_t batch, std::mt19937_64& rng) {
   ClipBatch out;
@@ -184,10 +175,6 @@ FlowMatchingBatch concat_batches(const std::vector<FlowMatchingBatch>& parts) {
   return out;
 }
 
-ExampleEngines example_engines(std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t index) {
-  const auto stream = (micro << 20) + static_cast<std::uint64_t>(index);
-  return {std::mt19937_64(step_seed(seed, step, stream)), at::detail::createCPUGenerator(step_seed(seed, step, stream | (std::uint64_t{1} << 60)))};
-}
 
 FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
                                              std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t first,
@@ -205,220 +192,37 @@ torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Ten
   return (per_frame * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
-double dit_learning_rate(const DiTRunOptions& o, std::int64_t step) {
-  if (o.warmup > 0 && step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
-  const double span = static_cast<double>(std::max<std::int64_t>(1, o.steps - o.warmup));
-  const double progress = std::clamp(static_cast<double>(step - o.warmup) / span, 0.0, 1.0);
-  const double floor = o.lr * o.min_lr_ratio;
-  return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
-}
 
-namespace {
-
-namespace fs = std::filesystem;
-
-struct RunFiles {
-  fs::path dir, training, weights, optimizer, state, loss_log;
-  explicit RunFiles(const fs::path& out)
-      : dir(out),
-        training(out / "training"),
-        weights(out / "training" / "weights.safetensors"),
-        optimizer(out / "training" / "optimizer.pt"),
-        state(out / "training" / "state.json"),
-        loss_log(out / "loss.csv") {}
-};
-
-void copy_parameters(torch::nn::Module& to, const torch::nn::Module& from) {
-  torch::NoGradGuard no_grad;
-  const auto src = from.parameters();
-  auto dst = to.parameters();
-  for (std::size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
-}
-
-void update_ema(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
-  torch::NoGradGuard no_grad;
-  const auto src = model.parameters();
-  auto dst = ema.parameters();
-  for (std::size_t i = 0; i < dst.size(); ++i) dst[i].mul_(decay).add_(src[i], 1.0 - decay);
-}
-
-void load_weights(torch::nn::Module& module, const fs::path& file) { load_state_dict(module, WeightSet::open(file)); }
-
-// Keeps the loss log consistent with a resumed checkpoint: rows past `step` came from work that
-// was lost with the interrupted run.
-void truncate_loss_log(const fs::path& log, std::int64_t step) {
-  std::ifstream in(log);
-  if (!in) return;
-  std::stringstream kept;
-  std::string line;
-  bool header = true;
-  while (std::getline(in, line)) {
-    if (header || line.empty()) {
-      kept << line << "\n";
-      header = false;
-      continue;
-    }
-    if (std::stoll(line.substr(0, line.find(','))) <= step) kept << line << "\n";
-  }
-  in.close();
-  write_text_file(log, kept.str());
-}
-
-void save_optimizer(torch::optim::AdamW& optimizer, const fs::path& path) {
-  auto tmp = path;
-  tmp += ".tmp";
-  torch::save(optimizer, tmp.string());
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot rename '" + tmp.string() + "': " + ec.message());
-}
-
-}  // namespace
-
-DiTTrainSummary run_dit_optimisation(const StreamDiTConfig& requested, const DiTRunOptions& o, const DiTRunHooks& hooks,
-                                     const std::function<void(const TrainStepInfo&)>& on_step) {
+TrainSummary run_dit_optimisation(const StreamDiTConfig& requested, const OptimisationOptions& o, const DiTRunHooks& hooks,
+                                  const std::function<void(const TrainStepInfo&)>& on_step) {
   if (!hooks.loss) throw Error("training: no loss to optimise");
-  if (o.out.empty()) throw Error("training needs an output folder");
-  if (o.steps < 1 || o.batch < 1 || o.accumulate < 1) throw Error("training: steps, batch and accumulate must be >= 1");
-  const RunFiles files(o.out);
-  std::error_code ec;
-  const bool has_run = fs::exists(files.state, ec);
-  if (has_run && !o.resume)
-    throw Error("'" + o.out.string() + "' already holds a training run (training/state.json); pass --resume to continue it or choose another folder");
-  if (o.resume && !has_run) throw Error("nothing to resume in '" + o.out.string() + "': no training/state.json");
-
-  const ScopedBlasThreads blas_threads(1);
   StreamDiTConfig config = requested;
-  std::int64_t start = 0;
-  nlohmann::json state;
-  if (o.resume) {
-    state = read_json_file(files.state);
-    config = StreamDiTConfig::from_json(read_json_file(files.dir / "config.json"), (files.dir / "config.json").string());
-    start = state.at("step").get<std::int64_t>();
-    if (state.value("seed", o.seed) != o.seed)
-      spdlog::warn("resuming with seed {} although the run was started with seed {}: the curve will differ", o.seed,
-                   state.value("seed", std::uint64_t{0}));
+  if (o.resume && has_training_run(o.out)) {
+    const auto file = o.out / "config.json";
+    config = StreamDiTConfig::from_json(read_json_file(file), file.string());
   }
-  const auto& dist = o.distributed;
-  std::unique_ptr<DataParallelGroup> group;
-  if (dist.world_size > 1) {
-    if (o.batch % dist.world_size != 0)
-      throw Error(fmt::format("data parallel: the batch of {} clips does not split over {} processes", o.batch, dist.world_size));
-    group = std::make_unique<DataParallelGroup>(dist);
-  }
-  const std::int64_t rank = dist.world_size > 1 ? dist.rank : 0;
-  const std::int64_t per_rank = o.batch / std::max(1, dist.world_size);
-  const bool leader = rank == 0;
-
-  torch::manual_seed(o.seed);  // the initial weights
-  StreamDiT model(config);
-  if (hooks.initialise && !o.resume) hooks.initialise(model);
-  StreamDiT ema(config);
-  copy_parameters(*ema, *model);
-  ema->eval();
-  for (auto& p : ema->parameters()) p.set_requires_grad(false);
-
-  torch::optim::AdamW optimizer(model->parameters(),
-                                torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(o.weight_decay).eps(1e-8));
-  if (o.resume) {
-    load_weights(*model, files.weights);
-    load_weights(*ema, files.dir / "model.safetensors");
-    torch::load(optimizer, files.optimizer.string());
-    truncate_loss_log(files.loss_log, start);
-    spdlog::info("resuming '{}' at step {} of {}", o.out.string(), start, o.steps);
-  }
-  if (group) group->broadcast(model->parameters());  // identical starting points, whatever the seeds did
-  std::ofstream log;
-  if (leader) {
-    fs::create_directories(files.training, ec);
-    if (ec) throw Error("cannot create '" + files.training.string() + "': " + ec.message());
-    if (!fs::exists(files.loss_log)) write_text_file(files.loss_log, "step,loss,lr,grad_norm,samples_per_s,elapsed_s\n");
-    log.open(files.loss_log, std::ios::app);
-  }
-
-  auto checkpoint = [&](std::int64_t step) {
-    nlohmann::json meta = {{"step", step},
-                           {"seed", o.seed},
-                           {"steps", o.steps},
-                           {"batch", o.batch},
-                           {"accumulate", o.accumulate},
-                           {"lr", o.lr},
-                           {"warmup", o.warmup},
-                           {"ema_decay", o.ema_decay},
-                           {"world_size", dist.world_size},
-                           {"command", o.command_line}};
-    meta.update(hooks.metadata);
-    save_stream_dit(ema, files.dir, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
-    save_state_dict(*model, files.weights, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "raw"}});
-    save_optimizer(optimizer, files.optimizer);
-    write_json_file(files.state, meta);  // last: a state.json always names complete files
+  auto as_dit = [](const ModulePtr& m) { return StreamDiT(std::static_pointer_cast<StreamDiTImpl>(m)); };
+  OptimisationHooks run;
+  run.create = [&config]() -> ModulePtr { return StreamDiT(config).ptr(); };
+  if (hooks.initialise)
+    run.initialise = [&](const ModulePtr& m) {
+      auto dit = as_dit(m);
+      hooks.initialise(dit);
+    };
+  run.loss = [&](const ModulePtr& m, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
+    auto dit = as_dit(m);
+    return hooks.loss(dit, step, micro, first, count);
   };
-
-  model->train();
-  DiTTrainSummary summary;
-  summary.first_step = start;
-  const auto t0 = std::chrono::steady_clock::now();
-  std::ostream discard(nullptr);  // ranks other than 0 stay quiet
-  ProgressBar bar(hooks.label, o.steps, "step", leader ? nullptr : &discard, leader ? std::nullopt : std::optional<bool>(false));
-  bar.set(start);
-  double interval_loss = 0;
-  std::int64_t interval_steps = 0;
-  auto last = std::chrono::steady_clock::now();
-  for (std::int64_t step = start; step < o.steps; ++step) {
-    const double lr = dit_learning_rate(o, step);
-    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    optimizer.zero_grad();
-    double loss_sum = 0;
-    for (std::int64_t micro = 0; micro < o.accumulate; ++micro) {
-      // This rank's slice of the global batch; every example is seeded by (seed, step, micro, index).
-      const auto loss = hooks.loss(model, static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(micro), rank * per_rank, per_rank) /
-                        static_cast<double>(o.accumulate);
-      loss.backward();
-      loss_sum += loss.item<double>();
-    }
-    if (group) {
-      group->average_gradients(model->parameters());
-      loss_sum = group->average(loss_sum);
-    }
-    if (!std::isfinite(loss_sum))
-      throw Error(fmt::format("training diverged at step {}: loss is {} (lower --lr or raise --warmup; the last checkpoint is in '{}')", step + 1,
-                              loss_sum, o.out.string()));
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
-    optimizer.step();
-    // EMA warm-up (as in timm's ModelEmaV2 schedules): early averages follow the weights closely.
-    const double decay = std::min(o.ema_decay, (1.0 + static_cast<double>(step)) / (10.0 + static_cast<double>(step)));
-    update_ema(*ema, *model, decay);
-
-    const auto now = std::chrono::steady_clock::now();
-    const double dt = std::chrono::duration<double>(now - last).count();
-    last = now;
-    TrainStepInfo info{step + 1, loss_sum, lr, grad_norm, static_cast<double>(o.batch * o.accumulate) / std::max(dt, 1e-9)};  // global samples
-    interval_loss += loss_sum;
-    ++interval_steps;
-    if (on_step) on_step(info);
-    const double elapsed = std::chrono::duration<double>(now - t0).count();
-    if (leader) log << fmt::format("{},{:.6f},{:.3e},{:.4f},{:.2f},{:.1f}\n", info.step, info.loss, lr, grad_norm, info.samples_per_second, elapsed);
-    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
-      if (leader) log.flush();
-      summary.final_loss = interval_loss / static_cast<double>(interval_steps);
-      bar.set_postfix(fmt::format("loss={:.4f} lr={:.1e} {:.1f} samples/s", summary.final_loss, lr, info.samples_per_second));
-      interval_loss = 0;
-      interval_steps = 0;
-    }
-    bar.advance();
-    if (leader && ((step + 1) % o.checkpoint_every == 0 || step + 1 == o.steps)) {
-      log.flush();
-      checkpoint(step + 1);
-    }
-  }
-  if (interval_steps > 0) summary.final_loss = interval_loss / static_cast<double>(interval_steps);
-  bar.finish();
-  summary.last_step = o.steps;
-  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return summary;
+  run.save = [&](const ModulePtr& ema, const std::filesystem::path& folder, std::int64_t step) {
+    auto dit = as_dit(ema);
+    save_stream_dit(dit, folder, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
+  };
+  run.metadata = hooks.metadata;
+  run.label = hooks.label;
+  return run_optimisation(o, run, on_step);
 }
 
-DiTTrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, const DiTTrainOptions& o,
+TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, const DiTTrainOptions& o,
                                  const std::function<void(const TrainStepInfo&)>& on_step) {
   DiTRunHooks hooks;
   hooks.loss = [&](StreamDiT& model, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
