@@ -470,3 +470,69 @@ TEST(CliDiT, VideoToVideoRestylesEveryInputFrame) {
 
 }  // namespace
 }  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+// A latent StreamDiT end to end, as a user builds one: a temporal autoencoder, a DiT on its
+// latents (the autoencoder travels in the model folder), text- and video-to-video streams counted
+// in RGB frames, the evaluation and a distilled student that keeps the autoencoder.
+TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
+  test::TempDir dir;
+  const auto tae = (dir / "tae").string(), dit = (dir / "dit").string();
+  auto r = run("tae train --out " + tae + " --size 32 --frames 8 --channels 8,12,16 --latent-channels 4 --steps 4 --batch 2 --eval-clips 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("PSNR whole clips"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("latents of 32 held-out clips"), std::string::npos) << r.out;
+  r = run("tae eval --model " + tae + " --size 32 --frames 16 --clips 1 --chunk 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("chunks of 1 latent frames, 3 frames of overlap"), std::string::npos) << r.out;
+  r = run("tae train --out " + (dir / "bad").string() + " --size 36");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--size 36 is not a multiple of the spatial compression 8"), std::string::npos) << r.out;
+
+  r = run("-q dit train --autoencoder " + tae + " --out " + dit +
+          " --size 32 --frames 8 --patch 1 --window 4 4 4 --hidden 32 --depth 2 --heads 2 --steps 2 --batch 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(dit) / "autoencoder" / "model.safetensors"));
+  const auto config = nlohmann::json::parse(test::read_bytes(std::filesystem::path(dit) / "config.json"));
+  EXPECT_EQ(config["in_channels"], 4);
+  EXPECT_EQ(config["sample_width"], 4);
+  r = run("-q dit train --out " + dit + " --resume --steps 3");  // the run's own autoencoder, found again
+  ASSERT_EQ(r.code, 0) << r.out;
+
+  const auto video = (dir / "t2v.mp4").string();
+  r = run("dit stream --model " + dit + " -p 'red circle moving left' --prompt-at '8:blue square' -n 20 -c 2 -s 1 -o " + video);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("20 frames"), std::string::npos) << r.out;  // RGB frames: 8 per step of c = 2 latent frames
+  auto source = open_source(video);
+  std::int64_t frames = 0;
+  while (auto f = source->next()) {
+    EXPECT_EQ(f->rgb.size(2), 32);
+    ++frames;
+  }
+  EXPECT_EQ(frames, 20);
+  r = run("dit stream --model " + dit + " -p 'red circle' -i " + video + " --strength 0.5 -n -1 -c 2 -s 1 -o " + (dir / "v2v").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("20 frames"), std::string::npos) << r.out;  // every input frame comes out
+  r = run("tae reconstruct --model " + tae + " -i " + video + " -o " + (dir / "rec.mp4").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("16 frames of 32x32 through the autoencoder"), std::string::npos) << r.out;  // whole chunks of 8
+
+  r = run("-q dit eval --model " + dit + " --batches 1 --batch 2 --streams 1 --stream-frames 24 -c 2 -s 1 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["streams"]["generated"]["frames_per_stream"], 24);
+  EXPECT_NEAR(j["streams"]["generated"]["nfe_per_frame"].get<double>(), 1.0 / 8.0, 1e-9);  // one pass per 2 latent = 8 RGB frames
+  EXPECT_GT(j["loss"]["overall"].get<double>(), 0.0);
+
+  r = run("-q dit distill --teacher " + dit + " --out " + (dir / "student").string() + " --segments 4 --teacher-steps 2 --steps 1 --batch 2 --eval-batches 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "student" / "autoencoder" / "config.json"));
+  r = run("dit stream --model " + (dir / "student").string() + " -p 'red circle' -n 8 -o " + (dir / "s").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("8 frames"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace streamgen

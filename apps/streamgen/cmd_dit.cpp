@@ -2,16 +2,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
+#include "streamgen/dit_codec.h"
 #include "streamgen/dit_distill.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/distributed.h"
@@ -25,48 +20,6 @@
 namespace streamgen::cli {
 namespace {
 
-// --nproc N: runs this same command as N local processes (ranks 0..N-1 on 127.0.0.1) and waits
-// for them; the exit status is the first failure's.
-int launch_local_ranks(int nproc, int port) {
-  std::vector<pid_t> children;
-  for (int rank = 0; rank < nproc; ++rank) {
-    std::vector<std::string> args;
-    const auto& given = command_arguments();
-    // The launcher's own options are replaced by each rank's.
-    const std::vector<std::string> replaced{"--nproc", "--world-size", "--rank", "--master-addr", "--master-port"};
-    for (std::size_t i = 0; i < given.size(); ++i) {
-      const auto eq = given[i].find('=');
-      const auto name = given[i].substr(0, eq);
-      if (std::find(replaced.begin(), replaced.end(), name) != replaced.end()) {
-        if (eq == std::string::npos) ++i;  // skip its value too
-        continue;
-      }
-      args.push_back(given[i]);
-    }
-    for (const auto& extra : {std::string("--world-size"), std::to_string(nproc), std::string("--rank"), std::to_string(rank),
-                              std::string("--master-addr"), std::string("127.0.0.1"), std::string("--master-port"), std::to_string(port)})
-      args.push_back(extra);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    if (::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0)
-      throw Error(fmt::format("--nproc: cannot start rank {}: {}", rank, std::strerror(errno)));
-    children.push_back(pid);
-  }
-  int status_out = 0;
-  for (std::size_t rank = 0; rank < children.size(); ++rank) {
-    int status = 0;
-    ::waitpid(children[rank], &status, 0);
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (code != 0) {
-      spdlog::error("rank {} exited with status {}", rank, code);
-      if (status_out == 0) status_out = code;
-    }
-  }
-  return status_out;
-}
-
 // The sampler's partition and guidance, shared by `dit stream` and `dit eval`.
 void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--chunk-size,-c", o.chunk_frames, "Frames per chunk c (one step emits c frames)")->capture_default_str();
@@ -77,25 +30,19 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
       ->check(CLI::Range(0.0, 2.0));
 }
 
-// The optimiser and checkpoint options `dit train` and `dit distill` share.
-void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& steps_help, const std::string& seed_help) {
-  cmd.add_option("--steps", o.steps, steps_help)->capture_default_str();
-  cmd.add_option("--batch", o.batch, "Clips per micro-batch")->capture_default_str();
-  cmd.add_option("--accumulate", o.accumulate, "Micro-batches per optimiser step")->capture_default_str();
-  cmd.add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
-  cmd.add_option("--warmup", o.warmup, "Linear warm-up steps")->capture_default_str();
-  cmd.add_option("--ema", o.ema_decay, "EMA decay")->capture_default_str();
-  cmd.add_option("--seed", o.seed, seed_help)->capture_default_str();
-  cmd.add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints")->capture_default_str();
-}
-
-// Training clips: the user's video folder, or else procedural shapes at the model's size.
-std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamDiTConfig& config) {
-  if (!folder.empty()) return std::make_unique<VideoFolderClipSource>(folder, config.max_frames, config.sample_width, config.sample_height);
-  ProceduralVideoOptions video;
-  video.width = config.sample_width;
-  video.height = config.sample_height;
-  return std::make_unique<ProceduralClipSource>(video, config.max_frames);
+// Training clips: the user's video folder, or else procedural shapes, at the model's size — for a
+// latent model (an autoencoder given), B·r_t frames at the pixel size, encoded by it.
+std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamDiTConfig& config, const TemporalAutoencoder& tae = nullptr,
+                                        bool bf16 = false) {
+  const auto s = tae ? tae->config.spatial_compression() : 1, r = tae ? tae->config.temporal_compression : 1;
+  const auto width = config.sample_width * s, height = config.sample_height * s, frames = config.max_frames * r;
+  std::unique_ptr<ClipSource> pixels;
+  if (!folder.empty())
+    pixels = std::make_unique<VideoFolderClipSource>(folder, frames, width, height);
+  else
+    pixels = std::make_unique<ProceduralClipSource>(ProceduralVideoOptions::for_frame_size(width, height), frames);
+  if (!tae) return pixels;
+  return std::make_unique<LatentClipSource>(std::move(pixels), tae, bf16);
 }
 
 // Flags given on the command line win; the others come from the model's sampler.json, if any.
@@ -112,7 +59,7 @@ void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, Strea
 
 void register_train(CLI::App& dit) {
   struct Args {
-    std::string out, config, data;
+    std::string out, config, data, autoencoder;
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
     std::vector<std::int64_t> window{8, 4, 4};
     bool no_shift_mask = false, no_text_modulation = false;
@@ -128,8 +75,11 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--data", a->data, "A folder of your own videos (captions from <name>.txt or the file name); default: procedural shapes")
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--config", a->config, "A StreamDiT config.json to start from (the size flags below are then ignored)")->check(CLI::ExistingFile);
+  cmd->add_option("--autoencoder", a->autoencoder,
+                  "A temporal autoencoder folder (tae train): train on its latents; it is copied into OUT/autoencoder (default: pixel space)")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--size", a->size, "Frame size in pixels (square)")->capture_default_str()->check(CLI::Range(8, 1024));
-  cmd->add_option("--frames", a->frames, "Buffer frames B")->capture_default_str()->check(CLI::Range(1, 256));
+  cmd->add_option("--frames", a->frames, "Buffer frames B (latent frames with --autoencoder)")->capture_default_str()->check(CLI::Range(1, 256));
   cmd->add_option("--hidden", a->hidden, "Transformer width")->capture_default_str();
   cmd->add_option("--depth", a->depth, "Blocks")->capture_default_str();
   cmd->add_option("--heads", a->heads, "Attention heads")->capture_default_str();
@@ -143,23 +93,19 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--t2v-share", a->train.recipe.mix.full_share, "Probability of c = B (plain T2V)")->capture_default_str();
   cmd->add_option("--reference-frames", a->train.recipe.reference_frames, "K clean reference frames")->capture_default_str();
   cmd->add_option("--text-dropout", a->train.recipe.text_dropout, "Share of null captions (enables CFG)")->capture_default_str();
-  cmd->add_option("--world-size", a->train.distributed.world_size, "Data-parallel processes in the run (c10d, Gloo)")->capture_default_str();
-  cmd->add_option("--rank", a->train.distributed.rank, "This process's rank")->capture_default_str();
-  cmd->add_option("--master-addr", a->train.distributed.master_addr, "Address of rank 0's rendezvous store")->capture_default_str();
-  cmd->add_option("--master-port", a->train.distributed.master_port, "Port of the rendezvous store")->capture_default_str();
-  cmd->add_option("--nproc", a->nproc, "Start N local data-parallel processes (each gets batch/N clips and threads/N cores)");
+  add_distributed_options(*cmd, a->train, a->nproc);
   a->compute.add_to(*cmd, /*with_dtype=*/false);
   cmd->callback([a] {
-    if (a->nproc > 1) {
-      if (!distributed_available()) throw Error("--nproc needs LibTorch's c10d with Gloo; this build has none (install libgloo-dev and rebuild)");
-      if (a->compute.threads == 0) spdlog::info("--nproc {}: each process uses one thread per core unless --threads says otherwise", a->nproc);
-      const int code = launch_local_ranks(a->nproc, a->train.distributed.master_port);
-      if (code != 0) throw ExitCode{code};
-      return;
-    }
+    if (run_as_local_ranks(a->nproc, a->compute.threads, a->train.distributed.master_port)) return;
     a->compute.resolve();
+    namespace fs = std::filesystem;
+    // A latent model: the autoencoder given, or on resume the one the run already holds.
+    TemporalAutoencoder tae = a->autoencoder.empty() ? (a->train.resume ? load_dit_autoencoder(a->out) : TemporalAutoencoder(nullptr))
+                                                     : load_temporal_autoencoder(a->autoencoder);
     StreamDiTConfig config;
-    if (!a->config.empty()) {
+    if (a->train.resume) {  // the run's own config
+      config = StreamDiTConfig::from_json(read_json_file(fs::path(a->out) / "config.json"), a->out + "/config.json");
+    } else if (!a->config.empty()) {
       config = StreamDiTConfig::from_json(read_json_file(a->config), a->config);
     } else {
       config.sample_height = config.sample_width = a->size;
@@ -172,16 +118,25 @@ void register_train(CLI::App& dit) {
       config.shift_mask = !a->no_shift_mask;
       config.text_modulation = !a->no_text_modulation;
       config.text.vocabulary = ProceduralPalette::vocabulary();
+      if (tae) {  // the DiT works on latent frames: channels and size from the autoencoder
+        const auto s = tae->config.spatial_compression();
+        if (a->size % s != 0) throw Error(fmt::format("dit train: --size {} is not a multiple of the autoencoder's {}x", a->size, s));
+        config.in_channels = tae->config.latent_channels;
+        config.sample_height = config.sample_width = a->size / s;
+      }
       config.validate("dit train");
     }
-    if (a->train.resume) config = StreamDiTConfig::from_json(read_json_file(std::filesystem::path(a->out) / "config.json"), a->out + "/config.json");
+    if (tae && config.in_channels != tae->config.latent_channels)
+      throw Error(fmt::format("dit train: the model takes {} channels but the autoencoder makes {}", config.in_channels, tae->config.latent_channels));
     a->train.out = a->out;
     const auto denoised = config.max_frames - a->train.recipe.reference_frames;
     const auto share = a->train.recipe.mix.full_share;
     a->train.recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(denoised, share) : ChunkMix::parse(a->chunk_sizes, denoised, share);
     a->train.command_line = command_line();
-    auto source = clip_source(a->data, config);
-    if (auto* videos = dynamic_cast<VideoFolderClipSource*>(source.get()); videos && a->config.empty() && !a->train.resume) {
+    auto source = clip_source(a->data, config, tae, a->train.bf16_autocast);
+    auto* pixels = source.get();
+    if (auto* latent = dynamic_cast<LatentClipSource*>(pixels)) pixels = &latent->pixels();
+    if (auto* videos = dynamic_cast<VideoFolderClipSource*>(pixels); videos && a->config.empty() && !a->train.resume) {
       // The caption vocabulary is the words of these captions.
       config.text.vocabulary = videos->caption_words();
       config.text.max_tokens = std::max<std::int64_t>(config.text.max_tokens, videos->longest_caption());
@@ -194,6 +149,7 @@ void register_train(CLI::App& dit) {
       spdlog::info("training StreamDiT ({:.2f}M parameters, {} blocks of width {}, window [{}, {}, {}]) on {}; {} steps of {}x{} clips",
                  static_cast<double>(params) / 1e6, config.depth, config.hidden_size, config.window[0], config.window[1], config.window[2],
                  data.describe(), a->train.steps, a->train.batch, a->train.accumulate);
+    if (tae && !a->autoencoder.empty() && a->train.distributed.rank == 0) attach_dit_autoencoder(a->autoencoder, a->out);
     const auto summary = train_stream_dit(config, data, a->train);
     if (a->train.distributed.rank != 0) return;
     std::cout << fmt::format("trained steps {}..{} in {} (final loss {:.4f}); model in {}\n", summary.first_step, summary.last_step,
@@ -245,6 +201,7 @@ void register_distill(CLI::App& dit) {
     a->compute.resolve();
     namespace fs = std::filesystem;
     auto teacher = load_stream_dit(a->teacher);
+    const auto tae = load_dit_autoencoder(a->teacher);  // a latent teacher's autoencoder, shared with the student
     const auto& config = teacher->config;
     auto& recipe = a->distill.recipe;
     if (a->segments > 0) {
@@ -257,7 +214,7 @@ void register_distill(CLI::App& dit) {
     recipe.validate(config.max_frames);
     a->distill.command_line = command_line();
     a->distill.teacher_description = fs::absolute(a->teacher).string();
-    auto source = clip_source(a->data, config);
+    auto source = clip_source(a->data, config, tae, a->distill.bf16_autocast);
     // Direct: one stage s -> 1. Progressive: s -> s/2 -> ... -> 1, guidance folded in at the first.
     std::vector<std::int64_t> stages{1};
     if (a->progressive) {
@@ -287,6 +244,7 @@ void register_distill(CLI::App& dit) {
         if (a->progressive) spdlog::info("stage: teacher s={} w={} -> student s={}", o.recipe.teacher_steps, o.recipe.guidance, student_steps);
         seconds += distill_stream_dit(stage_teacher, *source, o).seconds;
       }
+      if (tae) attach_dit_autoencoder(fs::path(a->teacher) / kDiTAutoencoderFolder, o.out);
       stage_teacher = load_stream_dit(o.out);
       recipe.teacher_steps = student_steps;  // the next stage halves this student's steps
       recipe.guidance = 1.0;                 // already folded in
@@ -341,7 +299,9 @@ void register_stream(CLI::App& dit) {
     if (a->input.empty() && a->sampler.strength > 0) throw Error("--strength is for video-to-video: give the input video with --input");
     StreamDiTSampler sampler(load_stream_dit(a->model, compute), a->sampler);
     sampler.set_prompt(a->prompt);
+    DiTVideoCodec codec(load_dit_autoencoder(a->model, compute));
     DiTStreamOptions o;
+    if (codec.latent()) o.codec = &codec;
     std::unique_ptr<FrameSource> input;
     if (!a->input.empty()) {
       input = open_source(a->input);
@@ -414,12 +374,12 @@ void register_eval(CLI::App& dit) {
     if (a->streams.streams > 0) apply_model_sampler_settings(*cmd, a->model, a->sampler);
     auto model = load_stream_dit(a->model, compute);
     const auto& c = model->config;
+    DiTVideoCodec codec(load_dit_autoencoder(a->model, compute));
+    const auto width = c.sample_width * codec.spatial_factor(), height = c.sample_height * codec.spatial_factor();
     nlohmann::json j;
     if (a->batches > 0) {
-      ProceduralVideoOptions video;
-      video.width = c.sample_width;
-      video.height = c.sample_height;
-      ProceduralClipSource data(video, c.max_frames);
+      auto source = clip_source("", c, codec.autoencoder());
+      auto& data = *source;
       FlowMatchingRecipe recipe;
       recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(c.max_frames) : ChunkMix::parse(a->chunk_sizes, c.max_frames);
       recipe.mix.full_share = 1.0 / static_cast<double>(recipe.mix.chunk_sizes.size());  // every size equally often
@@ -443,9 +403,9 @@ void register_eval(CLI::App& dit) {
             o.seed = seed;
             return StreamDiTSampler(model, o);
           },
-          c.sample_width, c.sample_height, a->streams);
+          width, height, a->streams, codec.latent() ? &codec : nullptr);
       bar.finish();
-      const auto real = evaluate_real_streams(c.sample_width, c.sample_height, a->sampler.chunk_frames, a->streams);
+      const auto real = evaluate_real_streams(width, height, a->sampler.chunk_frames * codec.frames_per_latent(), a->streams);
       j["streams"] = {{"generated", quality_json(generated)}, {"real", quality_json(real)},
                       {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance}}}};
       if (!a->json) {

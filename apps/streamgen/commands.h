@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "streamgen/device.h"
+#include "streamgen/optimisation.h"
 
 namespace streamgen::cli {
 
@@ -18,6 +19,7 @@ void register_replay(CLI::App& app);
 void register_stream_commands(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_dit(CLI::App& app);
+void register_tae(CLI::App& app);
 
 // --device / --dtype / --threads, parsed as text and resolved by resolve().
 struct ComputeArgs {
@@ -36,6 +38,15 @@ const std::atomic<bool>& interrupt_flag();
 void set_command_line(int argc, char** argv);
 const std::string& command_line();
 const std::vector<std::string>& command_arguments();  // argv as given
+
+// The optimiser and checkpoint options of the training commands (--steps --batch --accumulate --lr
+// --warmup --ema --seed --checkpoint-every).
+void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& steps_help, const std::string& seed_help);
+// --world-size --rank --master-addr --master-port --nproc
+void add_distributed_options(CLI::App& cmd, OptimisationOptions& o, int& nproc);
+// With --nproc N > 1: runs this same command as N local ranks, waits for them and returns true
+// (a failing rank's status is thrown as ExitCode); false when this process should train itself.
+bool run_as_local_ranks(int nproc, int threads, int port);
 
 // Exit status for "ran fine but the answer is no" (e.g. tensors differ beyond --tol).
 inline constexpr int kExitMismatch = 1;

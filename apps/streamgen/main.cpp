@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   streamgen::cli::register_stream_commands(app);
   streamgen::cli::register_serve(app);
   streamgen::cli::register_dit(app);
+  streamgen::cli::register_tae(app);
   streamgen::cli::set_command_line(argc, argv);
 
   try {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "streamgen/dit_codec.h"
 #include "streamgen/dit_metrics.h"
 #include "streamgen/stream_dit.h"
 
@@ -32,9 +33,10 @@ struct StreamEvalOptions {
   std::function<void(std::int64_t done, std::int64_t total)> on_frames;  // progress
 };
 
-// Generated: one sampler per prompt, built by `make_sampler(seed)` (fresh buffer, given seed).
+// Generated: one sampler per prompt, built by `make_sampler(seed)` (fresh buffer, given seed);
+// a latent model's chunks are decoded by `codec` (reset per stream). width/height: the RGB size.
 StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(std::uint64_t)>& make_sampler, std::int64_t width,
-                                         std::int64_t height, const StreamEvalOptions& options);
+                                         std::int64_t height, const StreamEvalOptions& options, DiTVideoCodec* codec = nullptr);
 // The same metrics on real procedural video (scenes that keep playing), chunked like `chunk_frames`.
 StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std::int64_t chunk_frames, const StreamEvalOptions& options);
 

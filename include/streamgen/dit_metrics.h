@@ -45,6 +45,9 @@ struct VideoStatistics {
   double seam_ratio = 0;      // mean |x_t - x_{t-1}| at chunk boundaries / inside chunks
   double brightness = 0, contrast = 0;  // mean and standard deviation of the pixels
 };
+// Mean |x_t − x_{t−1}| at chunk boundaries (every `chunk_frames` frames) over the same inside
+// chunks; frames [F, C, H, W]. 0 when there is no boundary or no inside pair.
+double seam_ratio(const torch::Tensor& frames, std::int64_t chunk_frames);
 // frames [F, 3, H, W]; chunk boundaries every `chunk_frames` frames (<= 1: seam ratio left 0).
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames);
 

@@ -1,6 +1,6 @@
 #pragma once
 // The live StreamDiT stream (text in, video out) behind the LiveStream interface the server uses:
-//   compute thread: sampler steps -> frames to uint8 at the output size -> bounded frame queue
+//   compute thread: sampler steps -> decoded (latent models) -> uint8 at the output size -> bounded frame queue
 //     (generation waits when it is ahead: a generator has nothing to drop)
 //   pacer thread: hands frames out at the target frame rate (a chunk of c frames would otherwise
 //     arrive at once and play in jerks) -> callback or the output queue
@@ -14,12 +14,14 @@
 #include "streamgen/dit.h"
 #include "streamgen/live_stream.h"
 #include "streamgen/stream_dit.h"
+#include "streamgen/temporal_autoencoder.h"
 
 namespace streamgen {
 
 struct DiTRunnerOptions {
   std::filesystem::path model;  // StreamDiT folder (config.json + model.safetensors)
   StreamDiT loaded{nullptr};    // already loaded and shared (the server's sessions): `model` and `compute` are then not read
+  TemporalAutoencoder loaded_autoencoder{nullptr};  // with `loaded`: a latent model's autoencoder (load_dit_autoencoder)
   ComputeOptions compute;
   StreamDiTOptions sampler;
   std::string prompt;
@@ -50,6 +52,9 @@ class DiTRunner : public LiveStream {
   // Words of `prompt` the model's caption vocabulary lacks (ignored by the model).
   std::vector<std::string> unknown_words(const std::string& prompt) const;
   const StreamDiTConfig& config() const;
+  // Size of the frames handed out: the options' size, or else the model's frames in pixels.
+  std::int64_t output_width() const;
+  std::int64_t output_height() const;
   // The reason the stream stopped on its own, or empty.
   std::string error() const;
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "streamgen/dit_codec.h"
 #include "streamgen/media.h"
 #include "streamgen/stream_dit.h"
 
@@ -39,6 +40,9 @@ struct DiTStreamOptions {
   FrameSource* input = nullptr;
   std::vector<PromptChange> prompt_changes;
   std::int64_t output_width = 0, output_height = 0;  // resize for the sink (0: the model's size)
+  // A latent model's codec (decodes every chunk on the writer thread, encodes the input video);
+  // nullptr: a pixel-space model. Frame counts (frames, prompt changes) are RGB frames either way.
+  DiTVideoCodec* codec = nullptr;
   const std::atomic<bool>* stop = nullptr;
   std::function<void(const DiTStreamStats&)> on_chunk;
 };

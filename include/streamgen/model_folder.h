@@ -39,6 +39,10 @@ ComponentSource component_source(const std::filesystem::path& dir, const std::st
 // Only the weights of a component folder (no config.json needed).
 std::filesystem::path find_component_weights(const std::filesystem::path& dir, const std::string& variant = "");
 
+// The _class_name of `folder`'s config.json ("" when it has none, or no config.json): how the
+// CLI and the server tell a StreamDiT folder, a temporal autoencoder and a diffusers pipeline apart.
+std::string folder_class_name(const std::filesystem::path& folder);
+
 // A checkpoint given as a .safetensors file, a sharded *.index.json, or a component folder.
 WeightSet open_weights(const std::filesystem::path& path, const std::string& variant = "");
 

@@ -40,6 +40,9 @@ struct ProceduralVideoOptions {
   double min_radius = 4, max_radius = 7;
   double min_speed = 0.5, max_speed = 2.0;  // pixels per frame
   double max_background = 0.15;             // background channels drawn from [0, this]
+  // The defaults (made for 32x32) at another frame size: radii scale with the smaller side, so
+  // a shape covers the same share of the frame; speeds stay in pixels per frame.
+  static ProceduralVideoOptions for_frame_size(std::int64_t width, std::int64_t height);
 };
 
 // One scene that plays forever: call render() then advance() per frame.

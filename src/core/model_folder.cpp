@@ -72,4 +72,12 @@ WeightSet open_weights(const std::filesystem::path& path, const std::string& var
   return WeightSet::open(path);
 }
 
+std::string folder_class_name(const std::filesystem::path& folder) {
+  const auto path = folder / "config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return "";
+  const auto j = read_json_file(path);
+  return j.is_object() && j.contains("_class_name") && j["_class_name"].is_string() ? j["_class_name"].get<std::string>() : "";
+}
+
 }  // namespace streamgen

@@ -319,13 +319,7 @@ torch::Tensor StreamDiTImpl::forward(const torch::Tensor& x, const torch::Tensor
 }
 
 // ---- folders ----------------------------------------------------------------------------------
-bool is_stream_dit_folder(const std::filesystem::path& folder) {
-  const auto path = folder / "config.json";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return false;
-  const auto j = read_json_file(path);
-  return j.is_object() && j.contains("_class_name") && j["_class_name"] == "StreamDiT";
-}
+bool is_stream_dit_folder(const std::filesystem::path& folder) { return folder_class_name(folder) == "StreamDiT"; }
 
 StreamDiT load_stream_dit(const std::filesystem::path& folder, const ComputeOptions& compute) {
   const auto component = open_component(folder);

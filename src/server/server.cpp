@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "server/web_assets.h"
+#include "streamgen/dit_codec.h"
 #include "streamgen/error.h"
 #include "streamgen/image_io.h"
 #include "streamgen/image_tensor.h"
@@ -284,8 +285,8 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
                 {"restarted", restarted}};
       if (r) {
         const auto& c = r->config();
-        m["width"] = dit_->width > 0 ? dit_->width : c.sample_width;
-        m["height"] = dit_->height > 0 ? dit_->height : c.sample_height;
+        m["width"] = r->output_width();
+        m["height"] = r->output_height();
         m["vocabulary"] = c.text.vocabulary;
         m["unknown_words"] = r->unknown_words(dit_->prompt);
       }
@@ -555,7 +556,10 @@ Server::Server(ServerOptions options) : impl_(std::make_shared<Impl>(std::move(o
   if (impl_->o.max_sessions < 1) throw Error("--max-sessions must be at least 1");
   auto& o = impl_->o;
   if (o.dit) {
-    if (!o.dit->loaded) o.dit->loaded = load_stream_dit(o.dit->model, o.dit->compute);
+    if (!o.dit->loaded) {
+      o.dit->loaded = load_stream_dit(o.dit->model, o.dit->compute);
+      o.dit->loaded_autoencoder = load_dit_autoencoder(o.dit->model, o.dit->compute);
+    }
     o.dit->loaded->eval();
   } else if (!o.stream.models) {
     o.stream.models = StreamModels::load(o.stream.model, o.stream.taesd, o.stream.compute);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "streamgen/bounded_queue.h"
+#include "streamgen/dit_codec.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/error.h"
 
@@ -29,6 +30,7 @@ struct DiTRunner::Impl {
   DiTRunnerOptions o;
   StreamDiT model{nullptr};
   std::unique_ptr<StreamDiTSampler> sampler;
+  DiTVideoCodec codec;  // pixel space, or the model's temporal autoencoder
   BoundedQueue<MadeFrame> made;
   BoundedQueue<StreamFrame> outputs;
   StageSamples stages;
@@ -55,7 +57,7 @@ struct DiTRunner::Impl {
         const auto chunk = sampler->step();
         const auto t1 = Clock::now();
         stages.record("dit", ms_between(t0, t1));
-        const auto u8 = dit_frames_to_u8(chunk, o.width, o.height);
+        const auto u8 = dit_frames_to_u8(codec.decode(chunk), o.width, o.height);
         stages.record("decode", ms_between(t1, Clock::now()));
         ++chunks;
         for (std::int64_t f = 0; f < u8.size(0); ++f)
@@ -110,6 +112,7 @@ DiTRunner::DiTRunner(DiTRunnerOptions options) : impl_(std::make_unique<Impl>(st
   if (m.o.fps < 0) throw Error(fmt::format("StreamDiT stream: fps must be ≥ 0, got {}", m.o.fps));
   if (m.o.width < 0 || m.o.height < 0) throw Error(fmt::format("StreamDiT stream: bad output size {}x{}", m.o.width, m.o.height));
   m.model = m.o.loaded ? m.o.loaded : load_stream_dit(m.o.model, m.o.compute);
+  m.codec = DiTVideoCodec(m.o.loaded ? m.o.loaded_autoencoder : load_dit_autoencoder(m.o.model, m.o.compute));
   m.model->eval();
   m.sampler = std::make_unique<StreamDiTSampler>(m.model, m.o.sampler);
   set_prompt(m.o.prompt);
@@ -131,6 +134,16 @@ void DiTRunner::stop() {
 
 void DiTRunner::push(const torch::Tensor&) {
   throw Error("this stream makes video from text (StreamDiT): it takes a prompt, not frames");
+}
+
+std::int64_t DiTRunner::output_width() const {
+  const auto& m = *impl_;
+  return m.o.width > 0 ? m.o.width : m.sampler->frame_width() * m.codec.spatial_factor();
+}
+
+std::int64_t DiTRunner::output_height() const {
+  const auto& m = *impl_;
+  return m.o.height > 0 ? m.o.height : m.sampler->frame_height() * m.codec.spatial_factor();
 }
 
 std::optional<StreamFrame> DiTRunner::pop(std::chrono::milliseconds timeout) { return impl_->outputs.pop(timeout); }

@@ -10,6 +10,7 @@
 
 #include "streamgen/bounded_queue.h"
 #include "streamgen/device.h"
+#include "streamgen/dit_codec.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
 
@@ -58,7 +59,15 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
   std::size_t next_change = 0;
 
   // The writer thread: conversion to uint8 and the sink (video encoding) off the DiT loop.
-  BoundedQueue<torch::Tensor> queue(4, QueuePolicy::Block);
+  // Latent models: the writer decodes each chunk (the decoder's thread in spec §9); frames are
+  // counted in RGB frames, r_t per model frame.
+  const std::int64_t r = o.codec ? o.codec->frames_per_latent() : 1;
+  const std::int64_t s = o.codec ? o.codec->spatial_factor() : 1;
+  struct Chunk {
+    torch::Tensor frames;  // the sampler's space
+    std::int64_t keep;     // RGB frames of it to write
+  };
+  BoundedQueue<Chunk> queue(4, QueuePolicy::Block);
   std::exception_ptr writer_error;
   std::atomic<std::int64_t> written{0};
   std::atomic<double> first_frame_s{0};
@@ -71,7 +80,8 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
           if (queue.closed() && queue.size() == 0) break;
           continue;
         }
-        const auto u8 = dit_frames_to_u8(*chunk, o.output_width, o.output_height);
+        const auto rgb = o.codec ? o.codec->decode(chunk->frames) : chunk->frames;
+        const auto u8 = dit_frames_to_u8(rgb.narrow(0, 0, chunk->keep), o.output_width, o.output_height);
         for (std::int64_t f = 0; f < u8.size(0); ++f) {
           sink.write(u8[f]);
           if (written.fetch_add(1) == 0) first_frame_s = std::chrono::duration<double>(clock::now() - t0).count();
@@ -113,7 +123,8 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
     bool input_ended = false;
     torch::Tensor last_chunk;
     auto next_input = [&](std::int64_t count) {
-      auto frames = read_dit_frames(*o.input, count, sampler.frame_width(), sampler.frame_height());
+      count *= r;
+      auto frames = read_dit_frames(*o.input, count, sampler.frame_width() * s, sampler.frame_height() * s);
       const auto got = frames.defined() ? frames.size(0) : 0;
       input_frames += got;
       if (got == 0 && !last_chunk.defined()) throw Error("video-to-video: the input '" + o.input->info().spec + "' has no frames");
@@ -124,17 +135,18 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
         frames = got > 0 ? torch::cat({frames, pad}) : pad.contiguous();
       }
       last_chunk = frames;
-      return frames;
+      return o.codec ? o.codec->encode(frames) : frames;
     };
     // Output frame j is input frame j, so once the input has ended the stream stops at its length.
     auto output_limit = [&] {
       if (!input_ended) return o.frames;
       return o.frames < 0 ? input_frames : std::min(o.frames, input_frames);
     };
-    auto push = [&](torch::Tensor frames) {
-      if (const auto l = output_limit(); l >= 0) frames = frames.narrow(0, 0, std::max<std::int64_t>(0, std::min<std::int64_t>(frames.size(0), l - frames_out)));
-      frames_out += frames.size(0);
-      if (frames.size(0) > 0 && !queue.push(frames)) {
+    auto push = [&](const torch::Tensor& frames) {
+      auto keep = frames.size(0) * r;
+      if (const auto l = output_limit(); l >= 0) keep = std::max<std::int64_t>(0, std::min(keep, l - frames_out));
+      frames_out += keep;
+      if (keep > 0 && !queue.push(Chunk{frames, keep})) {
         if (writer_error) std::rethrow_exception(writer_error);
       }
     };

@@ -59,17 +59,12 @@ struct Accumulator {
   }
 };
 
-ProceduralVideoOptions scene_options(std::int64_t width, std::int64_t height) {
-  ProceduralVideoOptions v;
-  v.width = width;
-  v.height = height;
-  return v;
-}
+ProceduralVideoOptions scene_options(std::int64_t width, std::int64_t height) { return ProceduralVideoOptions::for_frame_size(width, height); }
 
 }  // namespace
 
 StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(std::uint64_t)>& make_sampler, std::int64_t width,
-                                         std::int64_t height, const StreamEvalOptions& o) {
+                                         std::int64_t height, const StreamEvalOptions& o, DiTVideoCodec* codec) {
   const ScopedBlasThreads blas_threads(1);
   std::int64_t chunk = 1;
   Accumulator acc{o, 0};
@@ -78,15 +73,17 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
     std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
     const auto caption = ProceduralScene(scene_options(width, height), rng).caption();
     auto sampler = make_sampler(step_seed(o.seed, static_cast<std::uint64_t>(i), 78));
-    chunk = sampler.partition().chunk_frames;
+    chunk = sampler.partition().chunk_frames * (codec ? codec->frames_per_latent() : 1);
+    if (codec) codec->reset();
+    auto rgb = [&](const torch::Tensor& x) { return codec ? codec->decode(x) : x; };
     acc.chunk_frames = chunk;
     sampler.set_prompt(caption);
     std::vector<torch::Tensor> frames;
     const auto refs = sampler.start();
-    if (refs.defined()) frames.push_back(refs);
-    std::int64_t have = refs.defined() ? refs.size(0) : 0;
+    if (refs.defined()) frames.push_back(rgb(refs));
+    std::int64_t have = frames.empty() ? 0 : frames.front().size(0);
     while (have < o.frames) {
-      frames.push_back(sampler.step());
+      frames.push_back(rgb(sampler.step()));
       have += frames.back().size(0);
       if (o.on_frames) o.on_frames(i * o.frames + std::min(have, o.frames), o.streams * o.frames);
     }

@@ -154,6 +154,22 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
   return score;
 }
 
+double seam_ratio(const torch::Tensor& frames, std::int64_t chunk_frames) {
+  const auto x = frames.detach().to(torch::kCPU, torch::kFloat32);
+  const auto f = x.size(0);
+  if (f < 2 || chunk_frames <= 1) return 0;
+  const auto diffs = (x.narrow(0, 1, f - 1) - x.narrow(0, 0, f - 1)).abs().flatten(1).mean(1);  // diffs[i] = |x_{i+1} - x_i|
+  double at_seams = 0, inside = 0;
+  std::int64_t n_seams = 0, n_inside = 0;
+  for (std::int64_t i = 0; i + 1 < f; ++i) {
+    const double d = diffs[i].item<double>();
+    if ((i + 1) % chunk_frames == 0) at_seams += d, ++n_seams;
+    else inside += d, ++n_inside;
+  }
+  if (n_seams == 0 || n_inside == 0 || inside <= 0) return 0;
+  return (at_seams / static_cast<double>(n_seams)) / (inside / static_cast<double>(n_inside));
+}
+
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames) {
   VideoStatistics s;
   const auto x = frames.detach().to(torch::kCPU, torch::kFloat32);
@@ -161,18 +177,7 @@ VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk
   s.brightness = x.mean().item<double>();
   s.contrast = x.std().item<double>();
   if (f < 2) return s;
-  const auto diffs = (x.narrow(0, 1, f - 1) - x.narrow(0, 0, f - 1)).abs().flatten(1).mean(1);  // diffs[i] = |x_{i+1} - x_i|
-  if (chunk_frames > 1) {
-    double at_seams = 0, inside = 0;
-    std::int64_t n_seams = 0, n_inside = 0;
-    for (std::int64_t i = 0; i + 1 < f; ++i) {
-      const double d = diffs[i].item<double>();
-      if ((i + 1) % chunk_frames == 0) at_seams += d, ++n_seams;
-      else inside += d, ++n_inside;
-    }
-    if (n_seams > 0 && n_inside > 0 && inside > 0)
-      s.seam_ratio = (at_seams / static_cast<double>(n_seams)) / (inside / static_cast<double>(n_inside));
-  }
+  s.seam_ratio = seam_ratio(x, chunk_frames);
   // Dynamic degree: centroid displacement of each colour's largest object between frames.
   double moved = 0;
   std::int64_t moves = 0;

@@ -10,6 +10,16 @@
 
 namespace streamgen {
 
+ProceduralVideoOptions ProceduralVideoOptions::for_frame_size(std::int64_t width, std::int64_t height) {
+  ProceduralVideoOptions o;
+  const double scale = static_cast<double>(std::min(width, height)) / 32.0;
+  o.width = width;
+  o.height = height;
+  o.min_radius *= scale;
+  o.max_radius *= scale;
+  return o;
+}
+
 double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 namespace {
