@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "streamgen/dit_codec.h"
 #include "streamgen/dit_runner.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/error.h"
@@ -86,6 +87,61 @@ TEST(DiTRunner, TakesPromptsWhileRunningAndStopsWhileAheadOfItsReader) {
   runner.stop();
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
   EXPECT_TRUE(runner.error().empty()) << runner.error();
+}
+
+}  // namespace
+}  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+// A latent model behind the live runner: each chunk of c latent frames comes out as c·r_t RGB
+// frames at the pixel size, decoded as one stream (equal to decoding the sampler's chunks in order).
+TEST(DiTRunner, ALatentModelsChunksComeOutDecoded) {
+  auto config = test::tiny_dit_config();
+  config.in_channels = 4;
+  config.patch_size = 1;
+  config.sample_height = config.sample_width = 2;
+  config.window = {8, 2, 2};
+  torch::manual_seed(4);
+  StreamDiT dit(config);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : dit->parameters()) p.normal_(0.0, 0.05);
+  }
+  TemporalAutoencoderConfig tc;
+  tc.latent_channels = 4;
+  tc.block_out_channels = {8, 8, 8};
+  TemporalAutoencoder tae(tc);
+  tae->eval();
+
+  DiTRunnerOptions o;
+  o.loaded = dit;
+  o.loaded_autoencoder = tae;
+  o.sampler.chunk_frames = 2;
+  o.sampler.micro_steps = 1;
+  o.sampler.seed = 5;
+  o.prompt = "red circle";
+  o.fps = 0;
+  o.output_capacity = 1000;
+  StreamDiTSampler reference(dit, o.sampler);
+  reference.set_prompt(o.prompt);
+  DiTVideoCodec codec(tae);
+  std::vector<torch::Tensor> expected;
+  for (int i = 0; i < 2; ++i) {
+    const auto u8 = dit_frames_to_u8(codec.decode(reference.step()), 0, 0);
+    for (std::int64_t f = 0; f < u8.size(0); ++f) expected.push_back(u8[f]);
+  }
+  ASSERT_EQ(expected.size(), 16u);  // 2 steps x 2 latent frames x 4 RGB frames
+  DiTRunner runner(o);
+  EXPECT_EQ(runner.output_width(), 16);
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const auto frame = runner.pop(std::chrono::seconds(20));
+    ASSERT_TRUE(frame) << "frame " << i;
+    EXPECT_EQ(frame->image_u8.sizes(), (std::vector<std::int64_t>{3, 16, 16}));
+    EXPECT_TRUE(torch::equal(frame->image_u8, expected[i])) << "frame " << i;
+  }
+  runner.stop();
 }
 
 }  // namespace
