@@ -179,7 +179,8 @@ TEST(TAETrainer, ReconstructionLossSeesEdgesAndMotion) {
   EXPECT_DOUBLE_EQ(tae_reconstruction_loss(video, video, {}).item<double>(), 0.0);
   // A constant offset costs only in L1; a one-frame flicker also costs in the temporal term.
   auto offset = video + 0.1;
-  TAELossWeights only_edges{0, 1, 0}, only_time{0, 0, 1};
+  TAELossWeights only_edges{0, 0, 1, 0}, only_time{0, 0, 0, 1}, only_squares{0, 1, 0, 0};
+  EXPECT_NEAR(tae_reconstruction_loss(offset, video, only_squares).item<double>(), 0.01, 1e-6);
   EXPECT_NEAR(tae_reconstruction_loss(offset, video, only_edges).item<double>(), 0.0, 1e-6);
   EXPECT_NEAR(tae_reconstruction_loss(offset, video, only_time).item<double>(), 0.0, 1e-6);
   auto flicker = video.clone();
@@ -293,4 +294,28 @@ TEST(DiTVideoCodec, LatentClipsAndTheModelFoldersAutoencoder) {
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(compare_tensors(batch.video, tae->encode(pixels.next(2, same).video)).within(1e-6));
   EXPECT_NE(latents.describe().find("temporal autoencoder"), std::string::npos);
+}
+
+TEST(TAETrainer, StopAtEndsALegThatResumesOnTheSameCurve) {
+  test::TempDir dir;
+  auto data = tae_clip_source();
+  TAETrainOptions o;
+  o.steps = 6;
+  o.batch = 2;
+  o.warmup = 2;
+  o.checkpoint_every = 100;
+  o.calibration_clips = 0;
+  std::vector<double> straight, legs;
+  o.out = dir / "straight";
+  train_temporal_autoencoder(tiny_tae_config(), data, o, [&](const TrainStepInfo& s) { straight.push_back(s.loss); });
+  o.out = dir / "legs";
+  o.stop_at = 3;
+  const auto first = train_temporal_autoencoder(tiny_tae_config(), data, o, [&](const TrainStepInfo& s) { legs.push_back(s.loss); });
+  EXPECT_EQ(first.last_step, 3);
+  EXPECT_TRUE(has_training_run(o.out));  // the leg ends with a checkpoint
+  o.stop_at = 0;
+  o.resume = true;
+  train_temporal_autoencoder(tiny_tae_config(), data, o, [&](const TrainStepInfo& s) { legs.push_back(s.loss); });
+  ASSERT_EQ(legs.size(), straight.size());
+  for (std::size_t i = 0; i < straight.size(); ++i) EXPECT_NEAR(legs[i], straight[i], 1e-6 * std::abs(straight[i])) << "step " << i + 1;
 }

@@ -58,6 +58,8 @@ void register_train(CLI::App& tae) {
   cmd->add_option("--latent-channels", a->latent_channels, "Latent channels")->capture_default_str();
   cmd->add_option("--channels", a->channels, "Channels of each 2x spatial stage (3 stages = 8x)")->delimiter(',')->capture_default_str();
   cmd->add_option("--temporal", a->temporal, "RGB frames per latent frame (a power of two)")->capture_default_str();
+  cmd->add_option("--l1-weight", a->train.loss.l1, "Weight of the L1 reconstruction term")->capture_default_str();
+  cmd->add_option("--mse-weight", a->train.loss.mse, "Weight of the squared-error reconstruction term")->capture_default_str();
   cmd->add_option("--gradient-weight", a->train.loss.gradient, "Weight of the L1 on spatial gradients")->capture_default_str();
   cmd->add_option("--temporal-weight", a->train.loss.temporal, "Weight of the L1 on frame differences")->capture_default_str();
   cmd->add_option("--latent-noise", a->train.latent_noise, "Noise on the latents while training, as a share of their RMS")->capture_default_str();

@@ -71,6 +71,7 @@ void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& s
   cmd.add_option("--ema", o.ema_decay, "EMA decay")->capture_default_str();
   cmd.add_option("--seed", o.seed, seed_help)->capture_default_str();
   cmd.add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints")->capture_default_str();
+  cmd.add_option("--stop-at", o.stop_at, "End this run after this step, keeping the schedule of --steps (continue later with --resume)");
 }
 
 void add_distributed_options(CLI::App& cmd, OptimisationOptions& o, int& nproc) {

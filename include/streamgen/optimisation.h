@@ -22,6 +22,7 @@ namespace streamgen {
 struct OptimisationOptions {
   std::filesystem::path out;  // checkpoint folder
   std::int64_t steps = 2500;
+  std::int64_t stop_at = 0;  // > 0: end this leg after that step (the schedule still spans `steps`); resume later
   std::int64_t batch = 8;
   std::int64_t accumulate = 1;  // micro-batches per optimiser step
   double lr = 3e-4;

@@ -193,7 +193,8 @@ TrainSummary run_optimisation(const OptimisationOptions& o, const OptimisationHo
   double interval_loss = 0;
   std::int64_t interval_steps = 0;
   auto last = std::chrono::steady_clock::now();
-  for (std::int64_t step = start; step < o.steps; ++step) {
+  const std::int64_t end = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+  for (std::int64_t step = start; step < end; ++step) {
     const double lr = learning_rate_at(o, step);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     optimizer.zero_grad();
@@ -227,7 +228,7 @@ TrainSummary run_optimisation(const OptimisationOptions& o, const OptimisationHo
     if (on_step) on_step(info);
     const double elapsed = std::chrono::duration<double>(now - t0).count();
     if (leader) log << fmt::format("{},{:.6f},{:.3e},{:.4f},{:.2f},{:.1f}\n", info.step, info.loss, lr, grad_norm, info.samples_per_second, elapsed);
-    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
+    if ((step + 1) % o.log_every == 0 || step + 1 == end) {
       if (leader) log.flush();
       summary.final_loss = interval_loss / static_cast<double>(interval_steps);
       bar.set_postfix(fmt::format("loss={:.4f} lr={:.1e} {:.1f} samples/s", summary.final_loss, lr, info.samples_per_second));
@@ -235,14 +236,14 @@ TrainSummary run_optimisation(const OptimisationOptions& o, const OptimisationHo
       interval_steps = 0;
     }
     bar.advance();
-    if (leader && ((step + 1) % o.checkpoint_every == 0 || step + 1 == o.steps)) {
+    if (leader && ((step + 1) % o.checkpoint_every == 0 || step + 1 == end)) {
       log.flush();
       checkpoint(step + 1);
     }
   }
   if (interval_steps > 0) summary.final_loss = interval_loss / static_cast<double>(interval_steps);
   bar.finish();
-  summary.last_step = o.steps;
+  summary.last_step = std::max(start, end);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return summary;
 }

@@ -20,6 +20,7 @@ torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::T
   const auto& v = video;
   auto diff = [](const torch::Tensor& x, std::int64_t dim) { return x.narrow(dim, 1, x.size(dim) - 1) - x.narrow(dim, 0, x.size(dim) - 1); };
   auto loss = w.l1 * (r - v).abs().mean();
+  if (w.mse > 0) loss = loss + w.mse * (r - v).pow(2).mean();
   if (w.gradient > 0)
     loss = loss + w.gradient * 0.5 * ((diff(r, 4) - diff(v, 4)).abs().mean() + (diff(r, 3) - diff(v, 3)).abs().mean());
   if (w.temporal > 0 && v.size(1) > 1) loss = loss + w.temporal * (diff(r, 1) - diff(v, 1)).abs().mean();
@@ -82,7 +83,7 @@ TrainSummary train_temporal_autoencoder(const TemporalAutoencoderConfig& request
     auto tae = as_tae(ema);
     save_temporal_autoencoder(tae, folder, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
   };
-  run.metadata = {{"l1", o.loss.l1}, {"gradient", o.loss.gradient}, {"temporal", o.loss.temporal}, {"latent_noise", o.latent_noise},
+  run.metadata = {{"l1", o.loss.l1}, {"mse", o.loss.mse}, {"gradient", o.loss.gradient}, {"temporal", o.loss.temporal}, {"latent_noise", o.latent_noise},
                   {"data", data.describe()}};
   run.label = "tae train";
   const auto summary = run_optimisation(o, run, on_step);
