@@ -442,7 +442,7 @@ namespace streamgen {
 namespace {
 
 TEST(CliDiT, TheShippedModelsLoadAndStream) {
-  for (const char* name : {"streamdit-shapes-32", "streamdit-shapes-32-student"}) {
+  for (const char* name : {"streamdit-shapes-32", "streamdit-shapes-32-student", "streamdit-latent-64"}) {
     const auto model = (test::data_path("..") / ".." / "models" / name).lexically_normal().string();
     test::TempDir dir;
     const auto out = (dir / "s.mp4").string();
