@@ -1,4 +1,5 @@
 #include "streamgen/model_folder.h"
+#include "streamgen/model_io.h"
 
 #include <vector>
 
@@ -78,6 +79,15 @@ std::string folder_class_name(const std::filesystem::path& folder) {
   if (!std::filesystem::is_regular_file(path, ec)) return "";
   const auto j = read_json_file(path);
   return j.is_object() && j.contains("_class_name") && j["_class_name"].is_string() ? j["_class_name"].get<std::string>() : "";
+}
+
+void save_model_folder(torch::nn::Module& module, const nlohmann::json& config, const std::filesystem::path& folder, torch::ScalarType dtype,
+                       const std::map<std::string, std::string>& metadata) {
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);
+  if (ec) throw Error("cannot create '" + folder.string() + "': " + ec.message());
+  save_state_dict(module, folder / "model.safetensors", dtype, metadata);
+  write_json_file(folder / "config.json", config);
 }
 
 }  // namespace streamgen

@@ -10,6 +10,7 @@
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
 #include "streamgen/model_folder.h"
+#include "streamgen/model_io.h"
 #include "streamgen/state_dict.h"
 
 namespace streamgen {
@@ -266,20 +267,12 @@ torch::Tensor ChunkEncoder::encode(const torch::Tensor& frames) {
 bool is_temporal_autoencoder_folder(const std::filesystem::path& folder) { return folder_class_name(folder) == "TemporalAutoencoder"; }
 
 TemporalAutoencoder load_temporal_autoencoder(const std::filesystem::path& folder, const ComputeOptions& compute) {
-  const auto component = open_component(folder);
-  TemporalAutoencoder model(TemporalAutoencoderConfig::from_json(component.config, (folder / "config.json").string()));
-  load_state_dict(*model, component.weights);
-  prepare_for_inference(*model, compute.device, compute.dtype);
-  return model;
+  return load_model_folder<TemporalAutoencoder>(folder, compute);
 }
 
 void save_temporal_autoencoder(TemporalAutoencoder& model, const std::filesystem::path& folder, torch::ScalarType dtype,
                                const std::map<std::string, std::string>& metadata) {
-  std::error_code ec;
-  std::filesystem::create_directories(folder, ec);
-  if (ec) throw Error("cannot create '" + folder.string() + "': " + ec.message());
-  save_state_dict(*model, folder / "model.safetensors", dtype, metadata);
-  write_json_file(folder / "config.json", model->config.to_json());
+  save_model_folder(*model, model->config.to_json(), folder, dtype, metadata);
 }
 
 }  // namespace streamgen
