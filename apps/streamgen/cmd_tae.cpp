@@ -8,6 +8,7 @@
 #include <random>
 
 #include "commands.h"
+#include "streamgen/dit_codec.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/error.h"
 #include "streamgen/media.h"
@@ -166,20 +167,17 @@ void register_reconstruct(CLI::App& tae) {
     SinkOptions so;
     so.fps = a->fps > 0 ? a->fps : (info.fps > 0 ? info.fps : 16);
     auto sink = open_sink(a->output, so);
-    ChunkEncoder encoder(tae);
-    ChunkDecoder decoder(tae, a->overlap);
+    DiTVideoCodec codec(tae, a->overlap);  // chunk encoder and decoder with history, as a latent stream uses them
     const auto chunk_frames = a->chunk * tae->config.temporal_compression;
     ProgressBar bar("tae reconstruct", a->frames > 0 ? a->frames : info.frame_count, "frame");
     std::int64_t written = 0;
-    const auto dtype = tae->parameters().front().scalar_type();
-    const auto device = tae->parameters().front().device();
     while (a->frames < 0 || written < a->frames) {
       auto frames = read_dit_frames(*source, chunk_frames, width, height);
       if (!frames.defined() || frames.size(0) < chunk_frames) {
         if (frames.defined()) spdlog::info("the last {} frames do not fill a latent chunk of {} and are left out", frames.size(0), chunk_frames);
         break;
       }
-      const auto out = decoder.decode(encoder.encode(frames.to(device, dtype)));
+      const auto out = codec.decode(codec.encode(frames));
       const auto u8 = dit_frames_to_u8(out, width, height);
       for (std::int64_t f = 0; f < u8.size(0) && (a->frames < 0 || written < a->frames); ++f, ++written) sink->write(u8[f]);
       bar.set(written);

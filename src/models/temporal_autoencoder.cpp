@@ -34,6 +34,15 @@ torch::Tensor per_frame(M& module, const torch::Tensor& x) {
 
 bool power_of_two(std::int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
+// The chunk coders' history: `history` (may be undefined) in front of `x` along time, and the last
+// `n` frames of a sequence to keep as the next chunk's history.
+torch::Tensor with_history(const torch::Tensor& history, const torch::Tensor& x) {
+  return history.defined() && history.size(0) > 0 ? torch::cat({history, x.to(history.dtype())}) : x;
+}
+torch::Tensor last_frames(const torch::Tensor& x, std::int64_t n) {
+  return n > 0 ? x.narrow(0, std::max<std::int64_t>(0, x.size(0) - n), std::min(n, x.size(0))).clone() : torch::Tensor();
+}
+
 }  // namespace
 
 // ---- config ------------------------------------------------------------------------------------
@@ -236,9 +245,9 @@ torch::Tensor ChunkDecoder::decode(const torch::Tensor& latents) {
     throw Error(fmt::format("ChunkDecoder: latents must be [t, C, h, w], got {}", latents.defined() ? fmt::format("{}", latents.sizes()) : "no tensor"));
   torch::NoGradGuard no_grad;
   const auto kept = history_.defined() ? history_.size(0) : 0;
-  const auto input = kept > 0 ? torch::cat({history_, latents.to(history_.dtype())}) : latents;
+  const auto input = with_history(history_, latents);
   const auto frames = tae_->decode(input.unsqueeze(0))[0];
-  if (overlap_ > 0) history_ = input.narrow(0, std::max<std::int64_t>(0, input.size(0) - overlap_), std::min(overlap_, input.size(0))).clone();
+  history_ = last_frames(input, overlap_);
   return frames.narrow(0, kept * tae_->config.temporal_compression, latents.size(0) * tae_->config.temporal_compression);
 }
 
@@ -254,10 +263,9 @@ torch::Tensor ChunkEncoder::encode(const torch::Tensor& frames) {
     throw Error(fmt::format("ChunkEncoder: frames must be [T, 3, H, W], got {}", frames.defined() ? fmt::format("{}", frames.sizes()) : "no tensor"));
   torch::NoGradGuard no_grad;
   const auto kept = history_.defined() ? history_.size(0) : 0;
-  const auto input = kept > 0 ? torch::cat({history_, frames.to(history_.dtype())}) : frames;
+  const auto input = with_history(history_, frames);
   const auto latents = tae_->encode(input.unsqueeze(0))[0];
-  if (overlap_frames_ > 0)
-    history_ = input.narrow(0, std::max<std::int64_t>(0, input.size(0) - overlap_frames_), std::min(overlap_frames_, input.size(0))).clone();
+  history_ = last_frames(input, overlap_frames_);
   const auto skip = kept / tae_->config.temporal_compression;
   return latents.narrow(0, skip, latents.size(0) - skip);
 }
