@@ -189,6 +189,21 @@ TEST(StreamDiT, OutputsVelocityOfTheInputShapeAndStartsAtZero) {
   EXPECT_TRUE(torch::isfinite(v2).all().item<bool>());
 }
 
+TEST(StreamDiT, EveryTokenPositionStartsWithItsOwnEmbedding) {
+  // (t, h, w) tables in disjoint channel bands: no two grid positions share an embedding, in
+  // particular not a patch and its transpose (2, 1) / (1, 2), nor frame 1 and row 1.
+  StreamDiT model(tiny_config());
+  const auto f = model->pos_embed_t.size(0), h = model->pos_embed_h.size(0), w = model->pos_embed_w.size(0);
+  const auto all = (model->pos_embed_t.view({f, 1, 1, -1}) + model->pos_embed_h.view({1, h, 1, -1}) +
+                    model->pos_embed_w.view({1, 1, w, -1}))
+                       .reshape({f * h * w, -1});
+  const auto distance = torch::cdist(all, all) + torch::eye(f * h * w) * 1e9;
+  EXPECT_GT(distance.min().item<float>(), 0.1f);
+  const auto at = [&](std::int64_t t, std::int64_t y, std::int64_t x) { return all[(t * h + y) * w + x]; };
+  EXPECT_GT((at(0, 2, 1) - at(0, 1, 2)).norm().item<float>(), 0.1f);
+  EXPECT_GT((at(1, 0, 0) - at(0, 1, 0)).norm().item<float>(), 0.1f);
+}
+
 TEST(StreamDiT, TimeModulationIsPerFrame) {
   // With a one-frame temporal window, frame f's output may depend on τ_f only: the gradient of
   // frame 5's output with respect to τ is non-zero at 5 and exactly zero elsewhere.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <cmath>
 
 #include "streamgen/config_json.h"
@@ -32,12 +33,32 @@ torch::Tensor per_frame(const torch::Tensor& m) { return m.unsqueeze(2).unsqueez
 // [positions, dim]: sin of position / 10000^(2i/dim) in the first half, cos in the second.
 torch::Tensor sincos_table(std::int64_t positions, std::int64_t dim) {
   const auto half = dim / 2;
-  const auto omega = torch::pow(10000.0, -torch::arange(half, torch::kFloat64) / static_cast<double>(std::max<std::int64_t>(1, half)));
-  const auto args = torch::arange(positions, torch::kFloat64).unsqueeze(1) * omega.unsqueeze(0);
   auto table = torch::zeros({positions, dim}, torch::kFloat64);
+  if (half == 0) return table.to(torch::kFloat32);
+  const auto omega = torch::pow(10000.0, -torch::arange(half, torch::kFloat64) / static_cast<double>(half));
+  const auto args = torch::arange(positions, torch::kFloat64).unsqueeze(1) * omega.unsqueeze(0);
   table.narrow(1, 0, half).copy_(torch::sin(args));
   table.narrow(1, half, half).copy_(torch::cos(args));
   return table.to(torch::kFloat32);
+}
+
+// Channel bands of the (t, h, w) position tables: a quarter for time, the rest split between height
+// and width (even sizes, for sin/cos pairs). Disjoint bands matter: with one table per axis over all
+// channels, position (t, h, w) and any permutation of it (the transposed patch, a frame whose index
+// equals a row) got the same embedding, and the model could not tell a shape from its mirror image.
+std::array<std::int64_t, 3> position_bands(std::int64_t dim) {
+  const auto t = 2 * (dim / 8);
+  const auto h = 2 * ((dim - t) / 4);
+  return {t, h, dim - t - h};
+}
+
+torch::Tensor banded_sincos_table(std::int64_t positions, std::int64_t dim, std::int64_t axis) {
+  const auto bands = position_bands(dim);
+  std::int64_t start = 0;
+  for (std::int64_t a = 0; a < axis; ++a) start += bands[a];
+  auto table = torch::zeros({positions, dim});
+  table.narrow(1, start, bands[axis]).copy_(sincos_table(positions, bands[axis]));
+  return table;
 }
 
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
@@ -254,10 +275,11 @@ void StreamDiTImpl::initialize_weights() {
       if (linear->bias.defined()) linear->bias.zero_();
     }
   }
-  // The position tables start as 1-D sin-cos tables (DiT's fixed embedding, factorised): with the
-  // usual 0.02-normal start tokens barely knew where they were, and the tiny teacher's samples from
-  // noise came out as patch-wise unrelated fragments.
-  for (auto* t : {&pos_embed_t, &pos_embed_h, &pos_embed_w}) t->copy_(sincos_table(t->size(0), t->size(1)));
+  // The position tables start as 1-D sin-cos tables in disjoint channel bands (DiT's fixed 2-D
+  // embedding, factorised over t, h, w): with the usual 0.02-normal start tokens barely knew where
+  // they were, and the tiny teacher's samples from noise came out as patch-wise unrelated fragments.
+  const std::array<torch::Tensor*, 3> tables{&pos_embed_t, &pos_embed_h, &pos_embed_w};
+  for (std::int64_t axis = 0; axis < 3; ++axis) tables[axis]->copy_(banded_sincos_table(tables[axis]->size(0), tables[axis]->size(1), axis));
   text_encoder->token_embedding->weight.normal_(0.0, 0.02);
   text_encoder->position_embedding.normal_(0.0, 0.02);
   for (std::size_t i : {0, 2}) t_embedder->mlp[i]->as<torch::nn::Linear>()->weight.normal_(0.0, 0.02);
