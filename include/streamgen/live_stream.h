@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "streamgen/bounded_queue.h"
+
 namespace streamgen {
 
 struct StreamFrame {
@@ -58,6 +60,27 @@ class StageSamples {
   std::size_t window_;
   mutable std::mutex mutex_;
   std::map<std::string, std::deque<double>> samples_;
+};
+
+// The output end every live stream shares: numbers the frames, hands each to the output callback
+// when one is set or else to a bounded pop() queue (the oldest frame dropped when nobody reads), and
+// measures output FPS from the first frame. Thread-safe.
+class FrameOutlet {
+ public:
+  explicit FrameOutlet(std::size_t capacity) : queue_(capacity) {}
+  void deliver(StreamFrame frame);  // frame.index is assigned here
+  std::optional<StreamFrame> pop(std::chrono::milliseconds timeout) { return queue_.pop(timeout); }
+  void set_callback(std::function<void(const StreamFrame&)> callback);
+  void close() { queue_.close(); }
+  // Fills frames_out, outputs_dropped and output_fps.
+  void add_to(StreamStats& stats) const;
+
+ private:
+  BoundedQueue<StreamFrame> queue_;
+  mutable std::mutex mutex_;
+  std::function<void(const StreamFrame&)> callback_;
+  std::uint64_t frames_out_ = 0;
+  std::chrono::steady_clock::time_point first_output_{};
 };
 
 }  // namespace streamgen

@@ -32,15 +32,12 @@ struct DiTRunner::Impl {
   std::unique_ptr<StreamDiTSampler> sampler;
   DiTVideoCodec codec;  // pixel space, or the model's temporal autoencoder
   BoundedQueue<MadeFrame> made;
-  BoundedQueue<StreamFrame> outputs;
+  FrameOutlet outputs;
   StageSamples stages;
 
-  std::mutex callback_mutex;
-  std::function<void(const StreamFrame&)> callback;
   mutable std::mutex state_mutex;
   std::string error;
-  Clock::time_point first_output{};
-  std::atomic<std::uint64_t> chunks{0}, frames_out{0};
+  std::atomic<std::uint64_t> chunks{0};
   std::atomic<bool> running{true};
   std::mutex stop_mutex;
   std::thread compute_thread, pacer_thread;
@@ -74,7 +71,6 @@ struct DiTRunner::Impl {
   void pacer_loop() {
     const auto period = o.fps > 0 ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / o.fps)) : Clock::duration::zero();
     auto due = Clock::now();
-    std::int64_t index = 0;
     while (running) {
       auto item = made.pop(kPollInterval);
       if (!item) {
@@ -86,22 +82,9 @@ struct DiTRunner::Impl {
       if (due > Clock::now()) std::this_thread::sleep_until(due);
       const auto now = Clock::now();
       due = now + period;
-      StreamFrame frame{item->image_u8, index++, false, ms_between(item->step_started, now)};
+      StreamFrame frame{item->image_u8, 0, false, ms_between(item->step_started, now)};
       stages.record("latency", frame.latency_ms);
-      {
-        std::lock_guard lock(state_mutex);
-        if (frames_out == 0) first_output = now;
-      }
-      ++frames_out;
-      std::function<void(const StreamFrame&)> cb;
-      {
-        std::lock_guard lock(callback_mutex);
-        cb = callback;
-      }
-      if (cb)
-        cb(frame);
-      else
-        outputs.push(std::move(frame));
+      outputs.deliver(std::move(frame));
     }
     outputs.close();
   }
@@ -148,10 +131,7 @@ std::int64_t DiTRunner::output_height() const {
 
 std::optional<StreamFrame> DiTRunner::pop(std::chrono::milliseconds timeout) { return impl_->outputs.pop(timeout); }
 
-void DiTRunner::set_output_callback(std::function<void(const StreamFrame&)> callback) {
-  std::lock_guard lock(impl_->callback_mutex);
-  impl_->callback = std::move(callback);
-}
+void DiTRunner::set_output_callback(std::function<void(const StreamFrame&)> callback) { impl_->outputs.set_callback(std::move(callback)); }
 
 void DiTRunner::set_prompt(const std::string& prompt, const std::string&, int) {
   const auto t0 = Clock::now();
@@ -172,14 +152,8 @@ StreamStats DiTRunner::stats() const {
   const auto& m = *impl_;
   StreamStats s;
   s.calls = m.chunks;
-  s.frames_out = m.frames_out;
-  s.outputs_dropped = m.outputs.dropped();
   s.stages = m.stages.summary();
-  std::lock_guard lock(m.state_mutex);
-  if (s.frames_out > 1) {
-    const double secs = std::chrono::duration<double>(Clock::now() - m.first_output).count();
-    if (secs > 0) s.output_fps = static_cast<double>(s.frames_out - 1) / secs;
-  }
+  m.outputs.add_to(s);
   return s;
 }
 

@@ -60,7 +60,7 @@ struct StreamRunner::Impl {
 
   BoundedQueue<Input> inputs;
   BoundedQueue<ToDecode> to_decode{kDecodeQueueCapacity};
-  BoundedQueue<StreamFrame> outputs;
+  FrameOutlet outputs;
 
   std::mutex embeddings_mutex;
   std::shared_ptr<const Embeddings> embeddings;  // replaced whole by the prompt thread
@@ -72,12 +72,8 @@ struct StreamRunner::Impl {
   int pending_blend = 0;
   std::pair<std::string, std::string> current_prompt;
 
-  mutable std::mutex stats_mutex;
   StageSamples stage_samples;
-  std::atomic<std::uint64_t> frames_in{0}, frames_skipped{0}, calls{0}, frames_out{0};
-  Clock::time_point first_output{};
-  std::mutex callback_mutex;
-  std::function<void(const StreamFrame&)> callback;
+  std::atomic<std::uint64_t> frames_in{0}, frames_skipped{0}, calls{0};
   std::atomic<bool> running{true};
   std::mutex stop_mutex;
   std::thread compute_thread, decode_thread, prompt_thread;
@@ -199,7 +195,6 @@ struct StreamRunner::Impl {
   void decode_loop() {
     torch::NoGradGuard no_grad;
     torch::Tensor last;
-    std::int64_t index = 0;
     try {
       while (true) {
         auto item = to_decode.pop(kPollInterval);
@@ -220,23 +215,9 @@ struct StreamRunner::Impl {
         }
         const auto now = Clock::now();
         for (auto& frame : frames) {
-          frame.index = index++;
           frame.latency_ms = ms_between(item->pushed, now);
           record("latency", frame.latency_ms);
-          {
-            std::lock_guard lock(stats_mutex);
-            if (frames_out == 0) first_output = now;
-          }
-          ++frames_out;
-          std::function<void(const StreamFrame&)> cb;
-          {
-            std::lock_guard lock(callback_mutex);
-            cb = callback;
-          }
-          if (cb)
-            cb(frame);
-          else
-            outputs.push(std::move(frame));
+          outputs.deliver(std::move(frame));
         }
       }
     } catch (const std::exception& e) {
@@ -311,10 +292,7 @@ void StreamRunner::push(const torch::Tensor& frame) {
 
 std::optional<StreamFrame> StreamRunner::pop(std::chrono::milliseconds timeout) { return impl_->outputs.pop(timeout); }
 
-void StreamRunner::set_output_callback(std::function<void(const StreamFrame&)> callback) {
-  std::lock_guard lock(impl_->callback_mutex);
-  impl_->callback = std::move(callback);
-}
+void StreamRunner::set_output_callback(std::function<void(const StreamFrame&)> callback) { impl_->outputs.set_callback(std::move(callback)); }
 
 void StreamRunner::set_prompt(const std::string& prompt, const std::string& negative_prompt, int blend_frames) {
   std::lock_guard lock(impl_->prompt_mutex);
@@ -330,14 +308,8 @@ StreamStats StreamRunner::stats() const {
   s.inputs_dropped = m.inputs.dropped();
   s.frames_skipped = m.frames_skipped;
   s.calls = m.calls;
-  s.frames_out = m.frames_out;
-  s.outputs_dropped = m.outputs.dropped();
   s.stages = m.stage_samples.summary();
-  std::lock_guard lock(m.stats_mutex);
-  if (s.frames_out > 1) {
-    const double secs = std::chrono::duration<double>(Clock::now() - m.first_output).count();
-    if (secs > 0) s.output_fps = static_cast<double>(s.frames_out - 1) / secs;
-  }
+  m.outputs.add_to(s);
   return s;
 }
 
