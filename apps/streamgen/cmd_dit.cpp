@@ -420,7 +420,10 @@ void register_eval(CLI::App& dit) {
         row("  colour", generated.colour_accuracy, real.colour_accuracy);
         row("  shape", generated.shape_accuracy, real.shape_accuracy);
         row("  direction", generated.direction_accuracy, real.direction_accuracy);
-        row("seam ratio", generated.seam_ratio, real.seam_ratio);
+        if (a->sampler.chunk_frames * codec.frames_per_latent() > 1)
+          row("seam ratio", generated.seam_ratio, real.seam_ratio);
+        else
+          std::cout << fmt::format("  {:<22} {:>10} {:>10}   (one-frame chunks: no frame pair inside a chunk)\n", "seam ratio", "n/a", "n/a");
         row("dynamic degree px/f", generated.dynamic_degree, real.dynamic_degree);
         row("drift brightness", generated.drift_brightness, real.drift_brightness);
         row("drift contrast", generated.drift_contrast, real.drift_contrast);

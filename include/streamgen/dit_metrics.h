@@ -42,7 +42,7 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
 
 struct VideoStatistics {
   double dynamic_degree = 0;  // mean centroid speed, pixels per frame
-  double seam_ratio = 0;      // mean |x_t - x_{t-1}| at chunk boundaries / inside chunks
+  double seam_ratio = 0;      // mean |x_t - x_{t-1}| at chunk boundaries / inside chunks; 0: undefined (one-frame chunks)
   double brightness = 0, contrast = 0;  // mean and standard deviation of the pixels
 };
 // Mean |x_t − x_{t−1}| at chunk boundaries (every `chunk_frames` frames) over the same inside
