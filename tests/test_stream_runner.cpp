@@ -4,6 +4,7 @@
 
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "streamgen/bounded_queue.h"
 #include "streamgen/error.h"
@@ -42,6 +43,33 @@ TEST(BoundedQueue, DropsOldestWhenFullAndDrainsAfterClose) {
   EXPECT_FALSE(q.push(9));
   EXPECT_EQ(q.pop(0ms).value(), 4);
   EXPECT_FALSE(q.pop(10ms).has_value());
+}
+
+TEST(FrameOutlet, NumbersFramesAndHandsThemToTheCallbackOrABoundedQueue) {
+  FrameOutlet outlet(2);
+  auto frame = [] { return StreamFrame{torch::zeros({3, 2, 2}, torch::kUInt8), -1, false, 1.0}; };
+  for (int i = 0; i < 3; ++i) outlet.deliver(frame());  // nobody reads: frame 0 is dropped
+  StreamStats s;
+  outlet.add_to(s);
+  EXPECT_EQ(s.frames_out, 3u);
+  EXPECT_EQ(s.outputs_dropped, 1u);
+  EXPECT_EQ(outlet.pop(10ms)->index, 1);
+  EXPECT_EQ(outlet.pop(10ms)->index, 2);
+
+  std::vector<std::int64_t> seen;
+  outlet.set_callback([&](const StreamFrame& f) { seen.push_back(f.index); });
+  std::this_thread::sleep_for(5ms);
+  outlet.deliver(frame());
+  EXPECT_EQ(seen, std::vector<std::int64_t>{3});
+  EXPECT_FALSE(outlet.pop(10ms).has_value());  // the callback took it
+  outlet.add_to(s);
+  EXPECT_GT(s.output_fps, 0.0);
+
+  outlet.set_callback({});
+  outlet.deliver(frame());
+  outlet.close();
+  EXPECT_EQ(outlet.pop(10ms)->index, 4);  // back to the queue; drains after close
+  EXPECT_FALSE(outlet.pop(10ms).has_value());
 }
 
 TEST(StreamRunner, FramesInImagesOutWithStageTimings) {
