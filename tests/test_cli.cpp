@@ -386,6 +386,12 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   EXPECT_EQ(j["streams"]["generated"]["frames_per_stream"], 12);
   EXPECT_NEAR(j["streams"]["generated"]["nfe_per_frame"].get<double>(), 0.5, 1e-9);  // s = 1, c = 2
   EXPECT_GT(j["streams"]["real"]["caption_accuracy"].get<double>(), 0.5);
+  EXPECT_GT(j["streams"]["real"]["seam_ratio"].get<double>(), 0.0);
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 1 --stream-frames 4 -c 1 -s 1 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_TRUE(j["streams"]["generated"]["seam_ratio"].is_null());  // one-frame chunks: undefined, not 0
+  EXPECT_TRUE(j["streams"]["real"]["seam_ratio"].is_null());
 }
 
 TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {

@@ -408,6 +408,10 @@ void register_eval(CLI::App& dit) {
       const auto real = evaluate_real_streams(width, height, a->sampler.chunk_frames * codec.frames_per_latent(), a->streams);
       j["streams"] = {{"generated", quality_json(generated)}, {"real", quality_json(real)},
                       {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance}}}};
+      // One-frame chunks have no frame pair inside a chunk: the seam ratio is undefined, not 0.
+      const bool seams_defined = a->sampler.chunk_frames * codec.frames_per_latent() > 1;
+      if (!seams_defined)
+        for (const char* side : {"generated", "real"}) j["streams"][side]["seam_ratio"] = nullptr;
       if (!a->json) {
         std::cout << fmt::format("{} streams of {} frames, c = {}, s = {}, guidance {} ({:.2f} NFE per frame):\n", generated.streams,
                                  generated.frames_per_stream, a->sampler.chunk_frames, a->sampler.micro_steps, a->sampler.guidance,
@@ -420,10 +424,10 @@ void register_eval(CLI::App& dit) {
         row("  colour", generated.colour_accuracy, real.colour_accuracy);
         row("  shape", generated.shape_accuracy, real.shape_accuracy);
         row("  direction", generated.direction_accuracy, real.direction_accuracy);
-        if (a->sampler.chunk_frames * codec.frames_per_latent() > 1)
+        if (seams_defined)
           row("seam ratio", generated.seam_ratio, real.seam_ratio);
         else
-          std::cout << fmt::format("  {:<22} {:>10} {:>10}   (one-frame chunks: no frame pair inside a chunk)\n", "seam ratio", "n/a", "n/a");
+          std::cout << fmt::format("  {:<22} {:>10} {:>10}   (one-frame chunks)\n", "seam ratio", "n/a", "n/a");
         row("dynamic degree px/f", generated.dynamic_degree, real.dynamic_degree);
         row("drift brightness", generated.drift_brightness, real.drift_brightness);
         row("drift contrast", generated.drift_contrast, real.drift_contrast);
