@@ -342,9 +342,11 @@ TEST(CliDiT, TwoDataParallelProcessesMatchOneProcess) {
 TEST(CliDiT, TrainResumeStreamAndEval) {
   test::TempDir dir;
   const auto model = (dir / "m").string();
-  auto r = run("dit train --out " + model + kTinyDiT + "--steps 2");
+  auto r = run("dit train --out " + model + kTinyDiT + "--time-shift 2 --steps 2");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("trained steps 0..2"), std::string::npos) << r.out;
+  // The shift belongs to the model: every later stream, eval and distillation reads it from there.
+  EXPECT_EQ(nlohmann::json::parse(test::read_bytes(std::filesystem::path(model) / "config.json"))["time_shift"], 2.0);
   r = run("dit train --out " + model + kTinyDiT + "--steps 3");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("--resume"), std::string::npos) << r.out;

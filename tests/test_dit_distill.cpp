@@ -78,8 +78,12 @@ TEST(DiTDistill, StartStatesSitOnStudentStepBoundaries) {
 
 TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
   // The target must be the sampler's own guided micro steps: start a teacher stream, take its
-  // buffer as X_start, and compare the teacher's segment end with what one step() emits and keeps.
-  const auto teacher = test::random_tiny_dit(2, 0.1);
+  // buffer as X_start, and compare the teacher's segment end with what one step() emits and keeps;
+  // on the linear schedule and under a time shift (unequal steps per chunk).
+  for (const double shift : {1.0, 3.0}) {
+  SCOPED_TRACE(shift);
+  auto teacher = test::random_tiny_dit(2, 0.1);
+  teacher->config.time_shift = shift;
   auto stream = started_stream(teacher, 4, 3.0, 11);
   auto& sampler = *stream;
   DistillBatch batch;
@@ -99,6 +103,13 @@ TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
   // One undistilled step lands elsewhere: the test would pass vacuously if it did not.
   const auto one = one_step_segment_end(t, batch, recipe(4, 1, 3.0), 16);
   EXPECT_GT(segment_endpoint_error(one, end, batch), 0.05);
+  // The student's one step is the sampler's s = 1 step: Δτ per frame = levels(1) − levels(0).
+  const auto dtau = student_step_sizes(batch, recipe(4, 1, 3.0), 16, shift);
+  for (std::int64_t f = 0; f < 16; ++f) {
+    const double expected = shifted_time((7.0 - static_cast<double>(f / 2) + 1.0) / 8, shift) - levels[static_cast<std::size_t>(f)];
+    EXPECT_NEAR(dtau[0][f].item<double>(), expected, 1e-6) << "slot " << f;
+  }
+  }
 }
 
 TEST(DiTDistill, AGuidanceRangeGivesEachExampleItsOwnScale) {

@@ -70,7 +70,10 @@ TEST(FlowLevels, StudentAndTeacherTablesMatchTheSpec) {
   // References stay clean.
   const auto fig2 = BufferPartition::for_chunk_size(7, 2, 1, 2);
   EXPECT_EQ(stream_levels(fig2, 1)[0], 1.0);
-  EXPECT_THROW(stream_levels(teacher, 4), Error);
+  // j = s is where the micro steps end: every chunk at the next chunk's start level.
+  EXPECT_DOUBLE_EQ(stream_levels(teacher, 4)[2], stream_levels(teacher, 0)[0]);
+  EXPECT_THROW(stream_levels(teacher, 5), Error);
+  EXPECT_THROW(stream_levels(teacher, -1), Error);
 }
 
 TEST(FlowLevels, TrainingLevelsStayInTheirChunkSegments) {
@@ -93,6 +96,41 @@ TEST(FlowLevels, TrainingLevelsStayInTheirChunkSegments) {
   EXPECT_EQ(ref[0], 1.0);
   EXPECT_DOUBLE_EQ(ref[1], 0.75);
   EXPECT_DOUBLE_EQ(ref[3], 0.25);
+}
+
+TEST(FlowLevels, TimeShiftWarpsTheScheduleAndKeepsItStationary) {
+  // τ = u / (a − (a−1)·u): the ends stay, the middle moves towards noise, and it inverts.
+  EXPECT_EQ(shifted_time(0.0, 3.0), 0.0);
+  EXPECT_DOUBLE_EQ(shifted_time(1.0, 3.0), 1.0);
+  EXPECT_DOUBLE_EQ(shifted_time(0.5, 3.0), 0.25);
+  EXPECT_DOUBLE_EQ(shifted_time(0.37, 1.0), 0.37);
+  const auto u = torch::linspace(0, 1, 11, torch::kFloat64);
+  const auto tau = shifted_time(u, 3.0);
+  EXPECT_TRUE((tau.slice(0, 1) > tau.slice(0, 0, -1)).all().item<bool>());  // still increasing
+  EXPECT_TRUE((tau.slice(0, 1, -1) < u.slice(0, 1, -1)).all().item<bool>());
+  EXPECT_TRUE(torch::allclose(unshifted_time(tau, 3.0), u, 0, 1e-12));
+  EXPECT_THROW(shifted_time(0.5, 0.0), Error);
+
+  // Stream levels are the shifted linear levels, and j = s reaches the next chunk's start levels:
+  // the shifted schedule is as stationary as the linear one.
+  const auto teacher = BufferPartition::for_chunk_size(16, 2, 0, 4);
+  for (std::int64_t j = 0; j <= 4; ++j) {
+    const auto linear = stream_levels(teacher, j), shifted = stream_levels(teacher, j, 3.0);
+    for (std::size_t b = 0; b < 16; ++b) EXPECT_DOUBLE_EQ(shifted[b], shifted_time(linear[b], 3.0));
+  }
+  const auto end = stream_levels(teacher, 4, 3.0), begin = stream_levels(teacher, 0, 3.0);
+  for (std::size_t b = 2; b < 16; ++b) EXPECT_NEAR(end[b], begin[b - 2], 1e-15) << b;
+  EXPECT_THROW(stream_levels(teacher, 5, 3.0), Error);
+
+  // Training draws the same segments of u, so each chunk's τ stays in its shifted segment.
+  const auto p = BufferPartition::for_chunk_size(16, 4, 0);
+  const auto lo = training_levels(p, {0.0, 0.0, 0.0, 0.0}, 3.0);
+  const auto mid = training_levels(p, {0.5, 0.5, 0.5, 0.5}, 3.0);
+  for (std::int64_t b = 0; b < 16; ++b) {
+    const double k = static_cast<double>(b / 4);
+    EXPECT_NEAR(lo[b], shifted_time((3 - k) / 4, 3.0), 1e-12);
+    EXPECT_NEAR(mid[b], shifted_time((3.5 - k) / 4, 3.0), 1e-12);
+  }
 }
 
 TEST(FlowLevels, ChunkMixDefaults) {
@@ -271,7 +309,8 @@ TEST(StreamDiT, BadConfigsAndInputsGiveClearErrors) {
 }
 
 TEST(StreamDiT, ConfigRoundTripsThroughJson) {
-  const auto c = tiny_config();
+  auto c = tiny_config();
+  c.time_shift = 3.0;
   const auto back = StreamDiTConfig::from_json(c.to_json());
   EXPECT_EQ(back.to_json(), c.to_json());
   auto j = c.to_json();
@@ -279,6 +318,11 @@ TEST(StreamDiT, ConfigRoundTripsThroughJson) {
   EXPECT_THROW(StreamDiTConfig::from_json(j), Error);
   j = c.to_json();
   j["window"] = {8, 2};
+  EXPECT_THROW(StreamDiTConfig::from_json(j), Error);
+  j = c.to_json();
+  j.erase("time_shift");  // a checkpoint from before the option: the linear schedule
+  EXPECT_EQ(StreamDiTConfig::from_json(j).time_shift, 1.0);
+  j["time_shift"] = -1.0;
   EXPECT_THROW(StreamDiTConfig::from_json(j), Error);
 }
 

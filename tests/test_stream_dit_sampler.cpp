@@ -52,6 +52,47 @@ TEST(StreamDiTSampler, ChunksLeaveAfterExactlyNStepsAtZeroVelocity) {
   EXPECT_EQ(sampler.chunks_emitted(), 2 * p.chunks);
 }
 
+TEST(StreamDiTSampler, EachFrameMovesByItsOwnLevelStepUnderATimeShift) {
+  // s = 1: one pass moves every frame from its level to the next chunk's start level. On the linear
+  // schedule that is 1/N for all; with a shift the noisiest chunk takes the smallest step.
+  for (const double shift : {1.0, 3.0}) {
+    auto config = small_config();
+    config.time_shift = shift;
+    StreamDiT model(config);
+    {
+      torch::NoGradGuard no_grad;
+      torch::manual_seed(5);
+      for (auto& p : model->parameters()) p.normal_(0.0, 0.05);
+    }
+    auto o = teacher_options();
+    o.micro_steps = 1;
+    StreamDiTSampler sampler(model, o);
+    sampler.set_prompt("red circle moving left");
+    sampler.start();
+    const auto before = sampler.buffer().clone();
+    const auto from = sampler.levels(0), to = sampler.levels(1);
+    torch::Tensor v;
+    {
+      torch::NoGradGuard no_grad;
+      v = model->forward(before, torch::tensor(from, torch::kFloat32).view({1, 16}),
+                         model->encode_text(model->tokenizer.encode_batch({"red circle moving left"})));
+    }
+    std::vector<double> step(16);
+    for (std::size_t f = 0; f < 16; ++f) step[f] = to[f] - from[f];
+    const auto expected = before + v * torch::tensor(step, torch::kFloat32).view({1, 16, 1, 1, 1});
+    const auto emitted = sampler.step();
+    EXPECT_TRUE(compare_tensors(emitted, expected[0].narrow(0, 0, 2)).within(1e-6)) << "shift " << shift;
+    EXPECT_TRUE(compare_tensors(sampler.buffer().narrow(1, 0, 14), expected.narrow(1, 2, 14)).within(1e-6)) << "shift " << shift;
+    if (shift == 1.0) {
+      for (const double d : step) EXPECT_NEAR(d, 1.0 / 8, 1e-12);
+    } else {
+      EXPECT_NEAR(step[14], shifted_time(1.0 / 8, 3.0), 1e-12);  // the entering chunk: 0 -> τ(1/8)
+      EXPECT_LT(step[14], step[0]);
+      EXPECT_DOUBLE_EQ(to[0], 1.0);  // the emitted chunk is clean
+    }
+  }
+}
+
 TEST(StreamDiTSampler, CountsModelPassesPerChunkAndForTheStart) {
   auto o = teacher_options();
   StreamDiTSampler plain(random_model(), o);

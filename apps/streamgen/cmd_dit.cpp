@@ -61,6 +61,7 @@ void register_train(CLI::App& dit) {
   struct Args {
     std::string out, config, data, autoencoder;
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
+    double time_shift = 1.0;
     std::vector<std::int64_t> window{8, 4, 4};
     bool no_shift_mask = false, no_text_modulation = false;
     std::string chunk_sizes;  // default: every power of two up to B - K
@@ -86,6 +87,11 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--patch", a->patch, "Spatial patch size")->capture_default_str();
   cmd->add_option("--window", a->window, "Attention window in tokens: frames height width")->expected(3)->capture_default_str();
   cmd->add_flag("--no-shift-mask", a->no_shift_mask, "Let shifted windows attend across the wrap-around");
+  cmd->add_option("--time-shift", a->time_shift,
+                  "Flow-time shift a: the model sees tau = u/(a-(a-1)u) of the linear schedule position u, in training and in every "
+                  "stream of it (stored in config.json). a > 1 spends more of the schedule at high noise, which large pixel patches need")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_flag("--no-text-modulation", a->no_text_modulation, "Caption through cross-attention only (no pooled caption in the adaLN input)");
   cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");
   add_run_options(*cmd, a->train, "Optimiser steps", "Seed of the weights, the data and the noise");
@@ -116,6 +122,7 @@ void register_train(CLI::App& dit) {
       config.patch_size = a->patch;
       std::copy(a->window.begin(), a->window.end(), config.window.begin());
       config.shift_mask = !a->no_shift_mask;
+      config.time_shift = a->time_shift;
       config.text_modulation = !a->no_text_modulation;
       config.text.vocabulary = ProceduralPalette::vocabulary();
       if (tae) {  // the DiT works on latent frames: channels and size from the autoencoder

@@ -42,6 +42,9 @@ struct StreamDiTConfig {
   // caption barely changed predictions after 2,500 steps (x1 error 0.1326 right vs 0.1359 null
   // caption at tau = 0.05).
   bool text_modulation = true;
+  // The flow-time shift the model was trained with (shifted_time in flow_matching.h); every
+  // sampler and distillation of this model uses the same. 1: the paper's linear schedule.
+  double time_shift = 1.0;
   CaptionEncoderConfig text;
 
   std::int64_t grid_height() const { return sample_height / patch_size; }

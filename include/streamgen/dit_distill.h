@@ -78,9 +78,12 @@ torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& rec
 DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const DistillRecipe& recipe, std::uint64_t seed,
                                   std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count);
 
+// Δτ [b, F] of one student step per frame: 1/(N·s_S) along the linear schedule position, mapped
+// through the model's time shift (1/(N·s_S) itself when the shift is 1); 0 for frames that stay.
+torch::Tensor student_step_sizes(const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames, double shift);
 // The teacher's end of the student step: s/s_S guided Euler micro steps from X_start (no grad).
 torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames);
-// A model's one-step end: X_start + v/(N·s_S) on the moving slots (the student's, or the
+// A model's one-step end: X_start + v·Δτ (student_step_sizes) on the moving slots (the student's, or the
 // undistilled teacher's when given the teacher).
 torch::Tensor one_step_segment_end(StreamDiT& model, const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames);
 // ‖a − b‖ / ‖b − X_start‖ over the moving slots: how far one step lands from the teacher's end,

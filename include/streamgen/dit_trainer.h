@@ -38,7 +38,7 @@ struct FlowMatchingRecipe {
   ChunkMix mix = ChunkMix::powers_of_two(16);
   std::int64_t reference_frames = 0;  // K
   double text_dropout = 0.1;          // share of captions replaced by the null caption
-  double tau_power = 1.0;             // τ = u^p (spec §4: 1 = the paper's linear schedule)
+  double time_shift = 1.0;            // τ = shifted_time(u); training and evaluation take the model's config.time_shift
   double sigma_min = kFlowSigmaMin;
 };
 

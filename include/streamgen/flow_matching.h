@@ -36,12 +36,25 @@ struct BufferPartition {
 // Chunk index of slot b (−1 for reference slots).
 std::int64_t chunk_of_slot(const BufferPartition& p, std::int64_t slot);
 
-// Training noise levels (spec §4): for each chunk k, u ~ U[(N−1−k)/N, (N−k)/N], τ = u^power;
-// reference slots get 1. `uniform01` holds one U[0,1) draw per chunk. Returns B values.
-std::vector<double> training_levels(const BufferPartition& p, const std::vector<double>& uniform01, double power = 1.0);
+// Time shift (Decision, beyond the paper; SD3's resolution shift in our τ convention): the
+// partition works on a linear schedule position u ∈ [0, 1] and the model sees τ = u / (a − (a−1)·u).
+// a > 1 spends more of the schedule, in training and in the stream alike, at high noise, where the
+// layout of a frame is decided. That matters when a token carries many redundant values (a 4×4×3
+// pixel patch): its own noisy values reveal it early, and a model trained on the linear schedule
+// decides each token on its own (scattered fragments). a = 1 is the paper's linear schedule.
+double shifted_time(double u, double shift);
+// The same per element, and its inverse u = a·τ / (1 + (a−1)·τ).
+torch::Tensor shifted_time(const torch::Tensor& u, double shift);
+torch::Tensor unshifted_time(const torch::Tensor& tau, double shift);
 
-// Sampler levels before micro step j (spec §6): τ_b = (N−1−k)/N + j/T, references 1.
-std::vector<double> stream_levels(const BufferPartition& p, std::int64_t micro_step);
+// Training noise levels (spec §4): for each chunk k, u ~ U[(N−1−k)/N, (N−k)/N], τ = shifted_time(u);
+// reference slots get 1. `uniform01` holds one U[0,1) draw per chunk. Returns B values.
+std::vector<double> training_levels(const BufferPartition& p, const std::vector<double>& uniform01, double shift = 1.0);
+
+// Sampler levels before micro step j ∈ [0, s] (spec §6): u_b = (N−1−k)/N + j/T, τ_b = shifted_time(u_b),
+// references 1. j = s gives the levels the micro steps end at, so step j moves frame b by
+// stream_levels(j+1)[b] − stream_levels(j)[b] (1/T for every frame when shift = 1).
+std::vector<double> stream_levels(const BufferPartition& p, std::int64_t micro_step, double shift = 1.0);
 
 // X_τ = τ·X1 + (1 − (1 − σmin)·τ)·X0 with τ broadcast per frame. x1, x0: [batch, F, ...];
 // tau: [batch, F].

@@ -79,6 +79,7 @@ void StreamDiTConfig::validate(const std::string& source) const {
     fail(fmt::format("sample size {}x{} is not divisible by patch_size {}", sample_width, sample_height, patch_size));
   if (frequency_embedding_size < 2 || frequency_embedding_size % 2 != 0) fail("frequency_embedding_size must be even and >= 2");
   if (text.max_tokens < 1) fail("max_text_tokens must be >= 1");
+  if (!(time_shift > 0)) fail(fmt::format("time_shift must be > 0, got {}", time_shift));
   const std::array<std::int64_t, 3> grid{max_frames, grid_height(), grid_width()};
   const char* names[3] = {"frames", "height", "width"};
   for (int d = 0; d < 3; ++d) {
@@ -110,6 +111,7 @@ StreamDiTConfig StreamDiTConfig::from_json(const nlohmann::json& j, const std::s
   std::copy(window.begin(), window.end(), c.window.begin());
   c.shift_mask = config_value(j, "shift_mask", c.shift_mask, source);
   c.text_modulation = config_value(j, "text_modulation", false, source);  // absent: a checkpoint from before the option
+  c.time_shift = config_value(j, "time_shift", 1.0, source);  // absent: a checkpoint from before the option
   c.frequency_embedding_size = config_value(j, "frequency_embedding_size", c.frequency_embedding_size, source);
   c.text.vocabulary = config_value(j, "vocabulary", c.text.vocabulary, source);
   c.text.max_tokens = config_value(j, "max_text_tokens", c.text.max_tokens, source);
@@ -133,6 +135,7 @@ nlohmann::json StreamDiTConfig::to_json() const {
           {"window", std::vector<std::int64_t>(window.begin(), window.end())},
           {"shift_mask", shift_mask},
           {"text_modulation", text_modulation},
+          {"time_shift", time_shift},
           {"frequency_embedding_size", frequency_embedding_size},
           {"vocabulary", text.vocabulary},
           {"max_text_tokens", text.max_tokens},

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "streamgen/error.h"
+#include "streamgen/flow_matching.h"
 #include "streamgen/json_file.h"
 
 namespace streamgen {
@@ -117,11 +118,12 @@ torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vect
 }
 
 double StreamDiTSampler::entry_level() const {
-  return video_to_video() ? static_cast<double>(partition_.chunks - v2v_chunks_) / static_cast<double>(partition_.chunks) : 0.0;
+  if (!video_to_video()) return 0.0;
+  return shifted_time(static_cast<double>(partition_.chunks - v2v_chunks_) / static_cast<double>(partition_.chunks), model_->config.time_shift);
 }
 
 std::vector<double> StreamDiTSampler::buffer_levels(std::int64_t micro_step) const {
-  auto tau = stream_levels(partition_, micro_step);
+  auto tau = stream_levels(partition_, micro_step, model_->config.time_shift);
   tau.resize(static_cast<std::size_t>(start_frames()));  // video-to-video keeps the first N_eff chunks
   return tau;
 }
@@ -166,9 +168,10 @@ torch::Tensor StreamDiTSampler::start() {
   auto x = noise(b);
   std::vector<torch::Tensor> at_level{x};
   const std::int64_t last_needed = p.reference_frames > 0 ? steps : steps - per_level;
+  const auto level = [&](std::int64_t i) { return shifted_time(static_cast<double>(i) / static_cast<double>(steps), model_->config.time_shift); };
   for (std::int64_t i = 0; i < last_needed; ++i) {
-    const std::vector<double> tau(static_cast<std::size_t>(b), static_cast<double>(i) / static_cast<double>(steps));
-    x = x + velocity(x, tau) / static_cast<double>(steps);
+    const std::vector<double> tau(static_cast<std::size_t>(b), level(i));
+    x = x + velocity(x, tau) * (level(i + 1) - level(i));
     if ((i + 1) % per_level == 0) at_level.push_back(x);
   }
   // Chunk k takes the cached clip at level m = N - 1 - k; references take the clean clip.
@@ -193,11 +196,16 @@ torch::Tensor StreamDiTSampler::step() {
 torch::Tensor StreamDiTSampler::advance(const torch::Tensor& entering) {
   const auto& p = partition_;
   const auto k = p.reference_frames, c = p.chunk_frames, b = start_frames();
-  const double t = static_cast<double>(p.total_steps());
+  auto levels = buffer_levels(0);
   for (std::int64_t j = 0; j < p.micro_steps; ++j) {
-    const auto v = velocity(buffer_, buffer_levels(j));
+    const auto v = velocity(buffer_, levels);
+    auto next = buffer_levels(j + 1);
+    std::vector<double> step(levels.size());
+    for (std::size_t f = 0; f < step.size(); ++f) step[f] = next[f] - levels[f];  // 1/T per frame on the linear schedule
+    const auto dt = torch::tensor(step, torch::kFloat32).narrow(0, k, b - k).view({1, b - k, 1, 1, 1}).to(v.device());  // fp32: a bf16 step size would be off by 0.4 %
     auto denoised = buffer_.narrow(1, k, b - k);
-    denoised.add_(v.narrow(1, k, b - k), 1.0 / t);
+    denoised.add_(v.narrow(1, k, b - k) * dt);
+    levels = std::move(next);
   }
   const auto emitted = buffer_.narrow(1, k, c)[0].clone();
   // Shift by c: the emitted chunk's last K frames become the references, the new chunk enters.

@@ -43,7 +43,25 @@ std::int64_t chunk_of_slot(const BufferPartition& p, std::int64_t slot) {
   return slot < p.reference_frames ? -1 : (slot - p.reference_frames) / p.chunk_frames;
 }
 
-std::vector<double> training_levels(const BufferPartition& p, const std::vector<double>& uniform01, double power) {
+double shifted_time(double u, double shift) {
+  if (!(shift > 0)) throw Error(fmt::format("time shift must be > 0, got {}", shift));
+  if (shift == 1.0) return u;
+  return u / (shift - (shift - 1.0) * u);
+}
+
+torch::Tensor shifted_time(const torch::Tensor& u, double shift) {
+  if (!(shift > 0)) throw Error(fmt::format("time shift must be > 0, got {}", shift));
+  if (shift == 1.0) return u;
+  return u / (shift - (shift - 1.0) * u);
+}
+
+torch::Tensor unshifted_time(const torch::Tensor& tau, double shift) {
+  if (!(shift > 0)) throw Error(fmt::format("time shift must be > 0, got {}", shift));
+  if (shift == 1.0) return tau;
+  return shift * tau / (1.0 + (shift - 1.0) * tau);
+}
+
+std::vector<double> training_levels(const BufferPartition& p, const std::vector<double>& uniform01, double shift) {
   p.validate();
   if (static_cast<std::int64_t>(uniform01.size()) != p.chunks)
     throw Error(fmt::format("training_levels: {} uniform draws for {} chunks", uniform01.size(), p.chunks));
@@ -52,21 +70,20 @@ std::vector<double> training_levels(const BufferPartition& p, const std::vector<
   for (std::int64_t k = 0; k < p.chunks; ++k) {
     const double lo = static_cast<double>(p.chunks - 1 - k) / n;
     const double u = lo + uniform01[k] / n;
-    const double level = power == 1.0 ? u : std::pow(u, power);
-    std::fill_n(tau.begin() + p.reference_frames + k * p.chunk_frames, p.chunk_frames, level);
+    std::fill_n(tau.begin() + p.reference_frames + k * p.chunk_frames, p.chunk_frames, shifted_time(u, shift));
   }
   return tau;
 }
 
-std::vector<double> stream_levels(const BufferPartition& p, std::int64_t micro_step) {
+std::vector<double> stream_levels(const BufferPartition& p, std::int64_t micro_step, double shift) {
   p.validate();
-  if (micro_step < 0 || micro_step >= p.micro_steps)
-    throw Error(fmt::format("stream_levels: micro step {} outside 0..{}", micro_step, p.micro_steps - 1));
+  if (micro_step < 0 || micro_step > p.micro_steps)
+    throw Error(fmt::format("stream_levels: micro step {} outside 0..{}", micro_step, p.micro_steps));
   const double n = static_cast<double>(p.chunks), t = static_cast<double>(p.total_steps());
   std::vector<double> tau(p.buffer_frames(), 1.0);
   for (std::int64_t k = 0; k < p.chunks; ++k)
     std::fill_n(tau.begin() + p.reference_frames + k * p.chunk_frames, p.chunk_frames,
-                static_cast<double>(p.chunks - 1 - k) / n + static_cast<double>(micro_step) / t);
+                shifted_time(static_cast<double>(p.chunks - 1 - k) / n + static_cast<double>(micro_step) / t, shift));
   return tau;
 }
 

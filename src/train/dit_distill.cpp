@@ -88,12 +88,12 @@ DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, cons
     }
     if (staggered) {
       const auto j = std::min(p.micro_steps - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(p.micro_steps)));
-      const auto levels = stream_levels(p, j);
+      const auto levels = stream_levels(p, j, teacher->config.time_shift);
       for (std::int64_t f = 0; f < frames; ++f) tau[i][f] = levels[static_cast<std::size_t>(f)];
       if (p.reference_frames > 0) moving[i].narrow(0, 0, p.reference_frames).zero_();
     } else {
       const auto m = std::min(steps - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(steps)));
-      tau[i].fill_(static_cast<double>(m) / static_cast<double>(steps));
+      tau[i].fill_(shifted_time(static_cast<double>(m) / static_cast<double>(steps), teacher->config.time_shift));
     }
   }
   const auto x0 = at::randn(x1.sizes(), noise, x1.options());
@@ -130,7 +130,20 @@ DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const Di
 
 namespace {
 torch::Tensor per_frame(const torch::Tensor& mask) { return mask.view({mask.size(0), mask.size(1), 1, 1, 1}); }
+
+// [b, F] levels after the moving frames advance `du` along the linear schedule position (fp64):
+// the flow time a step of du reaches under the model's time shift; frames that stay keep theirs.
+torch::Tensor advanced_levels(const DistillBatch& batch, double du, double shift) {
+  const auto tau = batch.tau.to(torch::kCPU, torch::kFloat64);
+  const auto moving = batch.moving.to(torch::kCPU, torch::kFloat64);
+  return shifted_time((unshifted_time(tau, shift) + moving * du).clamp_max(1.0), shift);
+}
 }  // namespace
+
+torch::Tensor student_step_sizes(const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames, double shift) {
+  const auto du = 1.0 / static_cast<double>(recipe.student_partition(buffer_frames).total_steps());
+  return (advanced_levels(batch, du, shift) - batch.tau.to(torch::kCPU, torch::kFloat64)).to(torch::kFloat32);
+}
 
 torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames) {
   torch::NoGradGuard no_grad;
@@ -139,24 +152,27 @@ torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch,
   const auto cond = teacher->encode_text(batch.tokens.to(w.device()));
   const bool guided = batch.guidance.ne(1.0).any().item<bool>();
   const auto uncond = guided ? teacher->encode_text(teacher->tokenizer.encode_batch({""}).to(w.device())) : torch::Tensor{};
-  const auto moving = batch.moving.to(w.device(), w.scalar_type());
-  const double dt = 1.0 / static_cast<double>(p.chunks * recipe.teacher_steps);  // one teacher micro step
+  const double du = 1.0 / static_cast<double>(p.chunks * recipe.teacher_steps);  // one teacher micro step
+  const auto shift = teacher->config.time_shift;
   auto x = batch.start.to(w.device(), w.scalar_type());
+  auto level = batch.tau.to(torch::kCPU, torch::kFloat64);
   for (std::int64_t i = 0; i < recipe.teacher_steps / recipe.student_steps; ++i) {
-    const auto tau = batch.tau.to(w.device(), w.scalar_type()) + moving * (static_cast<double>(i) * dt);
+    const auto next = advanced_levels(batch, static_cast<double>(i + 1) * du, shift);
+    const auto tau = level.to(w.device(), w.scalar_type());
     const auto v = guided ? guided_velocity(teacher, x, tau, cond, uncond, batch.guidance) : teacher->forward(x, tau, cond);
-    x = x + per_frame(moving) * v.to(x.scalar_type()) * dt;
+    x = x + (v.to(torch::kFloat32) * per_frame((next - level).to(w.device(), torch::kFloat32))).to(x.scalar_type());
+    level = next;
   }
   return x.to(batch.start.device(), torch::kFloat32);
 }
 
 torch::Tensor one_step_segment_end(StreamDiT& model, const DistillBatch& batch, const DistillRecipe& recipe, std::int64_t buffer_frames) {
   torch::NoGradGuard no_grad;
-  const auto p = recipe.student_partition(buffer_frames);
   const auto& w = model->pos_embed_t;
   const auto v = model->forward(batch.start.to(w.device(), w.scalar_type()), batch.tau.to(w.device(), w.scalar_type()),
                                 model->encode_text(batch.tokens.to(w.device())));
-  return batch.start + per_frame(batch.moving) * v.to(batch.start.device(), torch::kFloat32) / static_cast<double>(p.total_steps());
+  const auto step = student_step_sizes(batch, recipe, buffer_frames, model->config.time_shift).to(batch.start.device());
+  return batch.start + per_frame(step) * v.to(batch.start.device(), torch::kFloat32);
 }
 
 double segment_endpoint_error(const torch::Tensor& end, const torch::Tensor& teacher_end, const DistillBatch& batch) {
@@ -188,7 +204,6 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
   const auto& recipe = o.recipe;
   recipe.validate(config.max_frames);
   teacher->eval();  // its passes run under NoGradGuard (teacher_segment_end)
-  const auto velocity_scale = static_cast<double>(recipe.student_partition(config.max_frames).total_steps());  // N·s_S
 
   DiTRunHooks hooks;
   hooks.initialise = [&](StreamDiT& student) {
@@ -199,7 +214,10 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
   hooks.loss = [&](StreamDiT& student, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
     const ScopedCpuAutocast autocast(o.bf16_autocast);  // rollout streams are teacher passes too
     const auto batch = seeded_distill_batch(data, teacher, recipe, o.seed, step, micro, first, count);
-    const auto target = (teacher_segment_end(teacher, batch, recipe, config.max_frames) - batch.start) * velocity_scale;
+    // The velocity that lands on the teacher's segment end in one step: (end − start) / Δτ per frame
+    // (Δτ = 1/(N·s_S) on the linear schedule; frames that stay have Δτ = 0 and no loss).
+    const auto dtau = student_step_sizes(batch, recipe, config.max_frames, config.time_shift).to(batch.start.device());
+    const auto target = (teacher_segment_end(teacher, batch, recipe, config.max_frames) - batch.start) / per_frame(dtau.clamp_min(1e-12));
     const auto prediction = student->forward(batch.start, batch.tau, student->encode_text(batch.tokens));
     return masked_flow_loss(prediction.to(torch::kFloat32), target, batch.moving);
   };

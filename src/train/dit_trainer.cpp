@@ -45,7 +45,7 @@ FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const Caption
     const auto partition = BufferPartition::for_chunk_size(frames, c, recipe.reference_frames);
     std::vector<double> draws(static_cast<std::size_t>(partition.chunks));
     for (auto& d : draws) d = uniform01(rng);
-    const auto levels = training_levels(partition, draws, recipe.tau_power);
+    const auto levels = training_levels(partition, draws, recipe.time_shift);
     for (std::int64_t f = 0; f < frames; ++f) tau[i][f] = levels[static_cast<std::size_t>(f)];
     out.chunk_sizes.push_back(c);
     captions.push_back(uniform01(rng) < recipe.text_dropout ? std::string{} : clips.captions[static_cast<std::size_t>(i)]);
@@ -129,7 +129,9 @@ TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, c
                                  const std::function<void(const TrainStepInfo&)>& on_step) {
   DiTRunHooks hooks;
   hooks.loss = [&](StreamDiT& model, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
-    const auto fm = seeded_flow_matching_batch(data, model->tokenizer, o.recipe, o.seed, step, micro, first, count);
+    auto recipe = o.recipe;
+    recipe.time_shift = model->config.time_shift;
+    const auto fm = seeded_flow_matching_batch(data, model->tokenizer, recipe, o.seed, step, micro, first, count);
     torch::Tensor prediction;
     {
       const ScopedCpuAutocast autocast(o.bf16_autocast);
@@ -163,6 +165,7 @@ FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const Flow
   const auto& w = model->pos_embed_t;
   auto recipe_no_dropout = recipe;  // held-out captions are never dropped
   recipe_no_dropout.text_dropout = 0;
+  recipe_no_dropout.time_shift = model->config.time_shift;
   for (std::int64_t i = 0; i < batches; ++i) {
     std::mt19937_64 rng(step_seed(seed, static_cast<std::uint64_t>(i), 7));
     auto noise = at::detail::createCPUGenerator(step_seed(seed, static_cast<std::uint64_t>(i), 8));
