@@ -246,6 +246,14 @@ TEST(DiTStream, WritesTheRequestedFramesAndAppliesScheduledPrompts) {
   EXPECT_EQ(sink.frames[0].scalar_type(), torch::kUInt8);
   EXPECT_EQ(stats.chunks, 5);
   EXPECT_EQ(sampler.prompt(), "blue square moving up");
+  // The output rate counts the 7 frames after the first chunk over the time after the first frame.
+  EXPECT_NEAR(stats.fps, 7.0 / (stats.seconds - stats.first_frame_s), 1e-6 * stats.fps);
+  // A stream one chunk long has no steady rate, only its overall one (it printed thousands of FPS).
+  StreamDiTSampler one_chunk(random_model(), teacher_options());
+  o.frames = 2;
+  o.prompt_changes.clear();
+  const auto short_stats = run_dit_stream(one_chunk, sink, o);
+  EXPECT_NEAR(short_stats.fps, 2.0 / short_stats.seconds, 1e-6 * short_stats.fps);
   EXPECT_THROW(parse_prompt_change("x:blue"), Error);
   EXPECT_THROW(parse_prompt_change("blue"), Error);
 }

@@ -28,7 +28,7 @@ struct DiTStreamStats {
   std::int64_t frames = 0, chunks = 0, nfe = 0, init_nfe = 0;
   double seconds = 0;           // wall time so far
   double first_frame_s = 0;     // start to the first frame handed to the sink
-  double fps = 0;               // output frames per second since the first frame
+  double fps = 0;               // output frames per second after the first chunk (overall for a one-chunk stream)
   double step_ms = 0;           // mean DiT time per emitted chunk
 };
 

@@ -104,8 +104,13 @@ DiTStreamStats run_dit_stream(StreamDiTSampler& sampler, FrameSink& sink, const 
     stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
     stats.first_frame_s = first_frame_s.load();
     stats.step_ms = 1000.0 * dit_seconds / static_cast<double>(std::max<std::int64_t>(1, stats.chunks));
-    if (stats.frames > 1 && stats.seconds > stats.first_frame_s)
-      stats.fps = static_cast<double>(stats.frames - 1) / (stats.seconds - stats.first_frame_s);
+    // Frames come a chunk at a time: the rate counts the frames after the first chunk over the time
+    // after it, and a stream that is one chunk long has only its overall rate.
+    const auto after_first = stats.frames - sampler.partition().chunk_frames;
+    if (after_first > 0 && stats.seconds > stats.first_frame_s)
+      stats.fps = static_cast<double>(after_first) / (stats.seconds - stats.first_frame_s);
+    else if (stats.seconds > 0)
+      stats.fps = static_cast<double>(stats.frames) / stats.seconds;
   };
   auto finish = [&] {
     queue.close();
