@@ -25,7 +25,10 @@ struct CaptionEncoderConfig {
   std::int64_t vocab_size() const { return static_cast<std::int64_t>(vocabulary.size()) + 2; }
 };
 
-// Lower-cased runs of letters and digits: the words the tokenizer sees.
+// Lower-cased runs of letters and digits, without the articles a / an / the: the words the
+// tokenizer sees. Articles carry nothing here and shift every later word to another position. The
+// procedural captions have none, so the shipped models read "a yellow square ..." with the colour
+// where they had always seen it at position 0 replaced by "a", and drew magenta.
 std::vector<std::string> split_caption_words(const std::string& text);
 
 class CaptionTokenizer {

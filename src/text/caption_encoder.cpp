@@ -9,16 +9,19 @@ namespace streamgen {
 std::vector<std::string> split_caption_words(const std::string& text) {
   std::vector<std::string> words;
   std::string word;
+  auto finish_word = [&] {
+    if (word != "a" && word != "an" && word != "the") words.push_back(word);
+    word.clear();
+  };
   for (char ch : text) {
     const auto u = static_cast<unsigned char>(ch);
     if (std::isalnum(u)) {
       word.push_back(static_cast<char>(std::tolower(u)));
     } else if (!word.empty()) {
-      words.push_back(std::move(word));
-      word.clear();
+      finish_word();
     }
   }
-  if (!word.empty()) words.push_back(std::move(word));
+  if (!word.empty()) finish_word();
   return words;
 }
 
