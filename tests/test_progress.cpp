@@ -45,6 +45,19 @@ TEST(Progress, UnknownTotalAndSlowRates) {
   EXPECT_EQ(line.find('%'), std::string::npos) << line;
 }
 
+TEST(Progress, AResumedRunCountsOnlyItsOwnWorkInTheRate) {
+  // A run resumed at step 1000 of 2000 showed 21,621,855 step/s and an ETA of seconds: the steps
+  // done before the resume went into the rate.
+  std::ostringstream out;
+  ProgressBar bar("train", 2000, "step", &out, false);
+  bar.start_at(1000);
+  const auto line = bar.line();
+  EXPECT_NE(line.find(" 50% "), std::string::npos) << line;
+  EXPECT_NE(line.find("1000/2000"), std::string::npos) << line;
+  EXPECT_NE(line.find("0.00 step/s"), std::string::npos) << line;  // nothing done yet in this run
+  EXPECT_NE(line.find("<--:--"), std::string::npos) << line;       // so no ETA either
+}
+
 TEST(Progress, DisabledPrintsNothing) {
   std::ostringstream out;
   set_progress_enabled(false);

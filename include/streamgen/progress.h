@@ -24,6 +24,9 @@ class ProgressBar {
 
   void advance(std::int64_t n = 1);
   void set(std::int64_t done);
+  // Work already done before this bar started (a resumed run): shown in the count and the
+  // percentage, left out of the rate and the ETA. Call before the first set/advance.
+  void start_at(std::int64_t done);
   void set_postfix(std::string text);  // e.g. "loss=0.123"
   void finish();
 
@@ -42,6 +45,7 @@ class ProgressBar {
   bool enabled_;
   bool finished_ = false;
   std::int64_t done_ = 0;
+  std::int64_t initial_ = 0;
   std::string postfix_;
   clock::time_point start_;
   clock::time_point last_draw_;

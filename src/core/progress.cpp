@@ -52,6 +52,12 @@ void ProgressBar::set(std::int64_t done) {
   maybe_draw(false);
 }
 
+void ProgressBar::start_at(std::int64_t done) {
+  initial_ = done_ = done;
+  start_ = clock::now();
+  maybe_draw(true);
+}
+
 void ProgressBar::set_postfix(std::string text) { postfix_ = std::move(text); }
 
 void ProgressBar::finish() {
@@ -66,7 +72,7 @@ void ProgressBar::finish() {
 
 std::string ProgressBar::line() const {
   const double elapsed = std::chrono::duration<double>(clock::now() - start_).count();
-  const double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
+  const double rate = elapsed > 0 ? static_cast<double>(done_ - initial_) / elapsed : 0.0;
   std::ostringstream os;
   os << label_;
   if (total_ > 0) {

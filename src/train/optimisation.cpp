@@ -189,7 +189,7 @@ TrainSummary run_optimisation(const OptimisationOptions& o, const OptimisationHo
   const auto t0 = std::chrono::steady_clock::now();
   std::ostream discard(nullptr);  // ranks other than 0 stay quiet
   ProgressBar bar(hooks.label, o.steps, "step", leader ? nullptr : &discard, leader ? std::nullopt : std::optional<bool>(false));
-  bar.set(start);
+  bar.start_at(start);
   double interval_loss = 0;
   std::int64_t interval_steps = 0;
   auto last = std::chrono::steady_clock::now();
