@@ -110,6 +110,7 @@ TEST(FlowLevels, TimeShiftWarpsTheScheduleAndKeepsItStationary) {
   EXPECT_TRUE((tau.slice(0, 1, -1) < u.slice(0, 1, -1)).all().item<bool>());
   EXPECT_TRUE(torch::allclose(unshifted_time(tau, 3.0), u, 0, 1e-12));
   EXPECT_THROW(shifted_time(0.5, 0.0), Error);
+  EXPECT_THROW(unshifted_time(u, 0.0), Error);
 
   // Stream levels are the shifted linear levels, and j = s reaches the next chunk's start levels:
   // the shifted schedule is as stationary as the linear one.

@@ -43,22 +43,23 @@ std::int64_t chunk_of_slot(const BufferPartition& p, std::int64_t slot) {
   return slot < p.reference_frames ? -1 : (slot - p.reference_frames) / p.chunk_frames;
 }
 
-double shifted_time(double u, double shift) {
+namespace {
+template <class T>
+T shift_time(const T& u, double shift) {
   if (!(shift > 0)) throw Error(fmt::format("time shift must be > 0, got {}", shift));
   if (shift == 1.0) return u;
   return u / (shift - (shift - 1.0) * u);
 }
+}  // namespace
 
-torch::Tensor shifted_time(const torch::Tensor& u, double shift) {
-  if (!(shift > 0)) throw Error(fmt::format("time shift must be > 0, got {}", shift));
-  if (shift == 1.0) return u;
-  return u / (shift - (shift - 1.0) * u);
-}
+double shifted_time(double u, double shift) { return shift_time(u, shift); }
+
+torch::Tensor shifted_time(const torch::Tensor& u, double shift) { return shift_time(u, shift); }
 
 torch::Tensor unshifted_time(const torch::Tensor& tau, double shift) {
+  // The same map with 1/a: τ / (1/a − (1/a − 1)·τ) = a·τ / (1 + (a − 1)·τ).
   if (!(shift > 0)) throw Error(fmt::format("time shift must be > 0, got {}", shift));
-  if (shift == 1.0) return tau;
-  return shift * tau / (1.0 + (shift - 1.0) * tau);
+  return shift_time(tau, 1.0 / shift);
 }
 
 std::vector<double> training_levels(const BufferPartition& p, const std::vector<double>& uniform01, double shift) {

@@ -73,6 +73,8 @@ const std::vector<std::string>& ProceduralPalette::direction_names() {
   return names;
 }
 std::vector<std::string> ProceduralPalette::vocabulary() {
+  // "a" is never in a procedural caption and the tokenizer drops it; it keeps its id for the
+  // checkpoints trained with this vocabulary.
   std::vector<std::string> v{"a", "and", "moving"};
   for (const auto* list : {&colour_names(), &shape_names(), &direction_names()}) v.insert(v.end(), list->begin(), list->end());
   return v;
