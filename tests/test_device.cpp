@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include <memory>
 #include <torch/cuda.h>
 
 #include "streamgen/device.h"
@@ -52,6 +54,28 @@ TEST(Device, ThreadsAreAppliedAndValidated) {
   o.threads = 0;  // default: every CPU we may run on, not LibTorch's physical-core guess
   EXPECT_EQ(apply_compute_options(o).threads, available_cpus());
   EXPECT_GE(available_cpus(), 1);
+}
+
+TEST(Device, BlasThreadScopesRestoreInAnyOrder) {
+  const int before = blas_threads();
+  if (before < 1) GTEST_SKIP() << "LibTorch's BLAS is not OpenBLAS";
+  {
+    ScopedBlasThreads outer(3);
+    {
+      ScopedBlasThreads inner(1);
+      EXPECT_EQ(blas_threads(), 1);
+    }
+    EXPECT_EQ(blas_threads(), 3);
+    // Two live streams on two threads: the first to start ends first. Restoring what each saw at
+    // its start left the second running at the old size and, at its end, the process at 1 thread.
+    auto first = std::make_unique<ScopedBlasThreads>(2);
+    auto second = std::make_unique<ScopedBlasThreads>(1);
+    first.reset();
+    EXPECT_EQ(blas_threads(), 1);
+    second.reset();
+    EXPECT_EQ(blas_threads(), 3);
+  }
+  EXPECT_EQ(blas_threads(), before);
 }
 
 TEST(SystemInfo, DetectsCpuAndBlas) {

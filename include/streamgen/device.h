@@ -40,8 +40,12 @@ void tune_memory_allocator();
 // CPUs this process may run on (its affinity mask).
 int available_cpus();
 
+// OpenBLAS's thread pool size now; -1 when LibTorch's BLAS is not OpenBLAS.
+int blas_threads();
+
 // Sets OpenBLAS's own thread pool size while in scope (no-op when LibTorch's BLAS is not
-// OpenBLAS). Small fp32 models (the StreamDiT tiny configuration: [8192, 128] x [128, 384]
+// OpenBLAS). Scopes may overlap across threads and end in any order: the newest active scope's
+// size holds, and the size from before the first returns when the last ends. Small fp32 models (the StreamDiT tiny configuration: [8192, 128] x [128, 384]
 // GEMMs) run 2.2x slower when OpenBLAS's threads compete with LibTorch's spinning OpenMP
 // workers on 2 cores (measured: 1.49 vs 0.68 s per training step); large GEMMs want the pool.
 class ScopedBlasThreads {
@@ -52,7 +56,7 @@ class ScopedBlasThreads {
   ScopedBlasThreads& operator=(const ScopedBlasThreads&) = delete;
 
  private:
-  int previous_ = -1;
+  bool active_ = false;
 };
 
 // bf16 autocast on CPU for the scope (training's forward): matmuls and convolutions run in bf16

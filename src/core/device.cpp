@@ -13,6 +13,8 @@
 #include <sched.h>
 
 #include <charconv>
+#include <mutex>
+#include <vector>
 #include <thread>
 
 #include "streamgen/error.h"
@@ -87,17 +89,47 @@ using BlasSetThreads = void (*)(int);
 using BlasGetThreads = int (*)();
 }  // namespace
 
+namespace {
+BlasGetThreads blas_get() { return reinterpret_cast<BlasGetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads")); }
+BlasSetThreads blas_set() { return reinterpret_cast<BlasSetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads")); }
+
+// The pool size is one per process, but scopes live on several threads (two live streams in one
+// server) and need not end in the order they began. Every active scope is listed, oldest first:
+// the newest one's size holds, and when the last one ends the size from before the first returns.
+struct BlasThreadScopes {
+  std::mutex mutex;
+  std::vector<std::pair<const ScopedBlasThreads*, int>> active;
+  int before = -1;
+};
+BlasThreadScopes& blas_thread_scopes() {
+  static BlasThreadScopes scopes;
+  return scopes;
+}
+}  // namespace
+
+int blas_threads() {
+  const auto get = blas_get();
+  return get && blas_set() ? get() : -1;
+}
+
 ScopedBlasThreads::ScopedBlasThreads(int threads) {
-  auto get = reinterpret_cast<BlasGetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-  auto set = reinterpret_cast<BlasSetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  const auto get = blas_get();
+  const auto set = blas_set();
   if (!get || !set) return;
-  previous_ = get();
+  auto& scopes = blas_thread_scopes();
+  const std::lock_guard lock(scopes.mutex);
+  if (scopes.active.empty()) scopes.before = get();
+  scopes.active.emplace_back(this, threads);
   set(threads);
+  active_ = true;
 }
 
 ScopedBlasThreads::~ScopedBlasThreads() {
-  if (previous_ < 1) return;
-  if (auto set = reinterpret_cast<BlasSetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(previous_);
+  if (!active_) return;
+  auto& scopes = blas_thread_scopes();
+  const std::lock_guard lock(scopes.mutex);
+  std::erase_if(scopes.active, [this](const auto& entry) { return entry.first == this; });
+  blas_set()(scopes.active.empty() ? scopes.before : scopes.active.back().second);
 }
 
 ScopedCpuAutocast::ScopedCpuAutocast(bool enabled) : enabled_(enabled) {
