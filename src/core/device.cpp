@@ -14,8 +14,8 @@
 
 #include <charconv>
 #include <mutex>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "streamgen/error.h"
 
@@ -87,9 +87,7 @@ namespace {
 // OpenBLAS's C API, looked up at run time: LibTorch may be linked against MKL or another BLAS.
 using BlasSetThreads = void (*)(int);
 using BlasGetThreads = int (*)();
-}  // namespace
 
-namespace {
 BlasGetThreads blas_get() { return reinterpret_cast<BlasGetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads")); }
 BlasSetThreads blas_set() { return reinterpret_cast<BlasSetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads")); }
 
