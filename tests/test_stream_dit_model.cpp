@@ -462,6 +462,43 @@ TEST(DiTMetrics, DetectsRenderedObjectsByPaletteAndShape) {
   EXPECT_GE(right_shape, total - 2);
 }
 
+TEST(DiTMetrics, FragmentsTooSmallOrLongToShowAShapeNameNone) {
+  // Dark frames with one red (palette 0) component; red = (1, -1, -1) in [-1, 1].
+  auto frame_with = [](std::int64_t y, std::int64_t x, std::int64_t h, std::int64_t w) {
+    auto f = torch::full({3, 32, 32}, -1.0f);
+    f[0].narrow(0, y, h).narrow(1, x, w).fill_(1.0f);
+    return f;
+  };
+  const auto patch = detect_objects(frame_with(4, 4, 4, 4));  // one 4×4 token of a patch-4 model
+  ASSERT_EQ(patch.size(), 1u);
+  EXPECT_EQ(patch[0].colour, 0);
+  EXPECT_FALSE(patch[0].shape.has_value());
+  const auto row = detect_objects(frame_with(4, 4, 4, 12));  // three tokens in a row: long, not square
+  ASSERT_EQ(row.size(), 1u);
+  EXPECT_FALSE(row[0].shape.has_value());
+  const auto block = detect_objects(frame_with(4, 4, 7, 7));  // the smallest square the scenes draw
+  ASSERT_EQ(block.size(), 1u);
+  EXPECT_EQ(block[0].shape, ShapeKind::Square);
+  // A stream of lone patch fragments has the caption's colour, not its shape.
+  const auto fragments = frame_with(10, 12, 4, 4).unsqueeze(0).expand({8, 3, 32, 32});
+  const auto score = score_caption(fragments, "red square moving left");
+  EXPECT_EQ(score.colour, 1.0);
+  EXPECT_EQ(score.shape, 0.0);
+}
+
+TEST(DiTMetrics, DynamicDegreeFollowsEachColoursLargestObject) {
+  // A red 7×7 square moving 1 px per frame, and a red 4×4 speck flickering just below it (within the
+  // 8 px a real object could move): the speed is the square's alone.
+  std::vector<torch::Tensor> frames;
+  for (std::int64_t i = 0; i < 8; ++i) {
+    auto f = torch::full({3, 32, 32}, -1.0f);
+    f[0].narrow(0, 4, 7).narrow(1, 4 + i, 7).fill_(1.0f);
+    f[0].narrow(0, 12 + (i % 2) * 2, 4).narrow(1, 8 + (i % 2) * 4, 4).fill_(1.0f);
+    frames.push_back(f);
+  }
+  EXPECT_NEAR(video_statistics(torch::stack(frames), 2).dynamic_degree, 1.0, 1e-9);
+}
+
 TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
   const auto objects = parse_shape_caption("red circle moving left and blue square moving up");
   ASSERT_EQ(objects.size(), 2u);

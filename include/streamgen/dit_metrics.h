@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,7 @@ namespace streamgen {
 
 struct DetectedObject {
   int colour = 0;
-  ShapeKind shape = ShapeKind::Circle;
+  std::optional<ShapeKind> shape;  // none when the component is too small or irregular to show one
   double x = 0, y = 0;  // centroid in pixels
   std::int64_t area = 0;
 };
@@ -36,7 +37,8 @@ struct CaptionScore {
   double overall() const { return (colour + shape + direction) / 3.0; }
 };
 // Scores frames [F, 3, H, W] against the caption: colour = the object's colour is present in at
-// least half the frames; shape = the majority shape of that colour; direction = the dominant axis
+// least half the frames; shape = the majority shape of that colour's largest component (a frame
+// where it is too small or irregular to show a shape votes for none); direction = the dominant axis
 // and sign of its centroid motion over the first `direction_frames` frames.
 CaptionScore score_caption(const torch::Tensor& frames, const std::string& caption, std::int64_t direction_frames = 6);
 

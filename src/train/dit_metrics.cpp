@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <sstream>
 
 namespace streamgen {
@@ -14,11 +15,36 @@ namespace {
 // A pixel belongs to a palette colour when every channel is within this distance (in [0, 1]).
 constexpr float kColourTolerance = 0.3f;
 
-ShapeKind shape_from_fill(double fill) {
+// The smallest object the procedural scenes draw is a triangle of the minimum radius r, about
+// 1.7·r² pixels (27 px on 32×32 frames). Below 1.3·r² a component is too small to show a shape — a
+// lone 4×4 patch fills its whole box and would otherwise read as a square.
+double min_shape_area(std::int64_t width, std::int64_t height) {
+  const double r = ProceduralVideoOptions::for_frame_size(width, height).min_radius;
+  return 1.3 * r * r;
+}
+
+std::optional<ShapeKind> shape_of_component(std::int64_t area, std::int64_t box_width, std::int64_t box_height, double min_area) {
+  if (static_cast<double>(area) < min_area) return std::nullopt;
+  // Every drawn shape has a near-square box (the triangle's is 1.15:1); a longer box is a smear or
+  // fragments joined in a row, which no caption describes.
+  const auto longer = std::max(box_width, box_height), shorter = std::min(box_width, box_height);
+  if (static_cast<double>(longer) > 1.4 * static_cast<double>(shorter)) return std::nullopt;
   // Fill ratio of the bounding box: square ~1, disc pi/4 ~0.79, triangle ~0.5.
+  const double fill = static_cast<double>(area) / static_cast<double>(box_width * box_height);
   if (fill > 0.9) return ShapeKind::Square;
   if (fill > 0.64) return ShapeKind::Circle;
-  return ShapeKind::Triangle;
+  if (fill > 0.35) return ShapeKind::Triangle;
+  return std::nullopt;
+}
+
+// Each palette colour's largest component in `objects` (nullptr where the colour is absent).
+std::vector<const DetectedObject*> largest_per_colour(const std::vector<DetectedObject>& objects) {
+  std::vector<const DetectedObject*> largest(ProceduralPalette::colours().size(), nullptr);
+  for (const auto& o : objects) {
+    auto& best = largest[static_cast<std::size_t>(o.colour)];
+    if (!best || o.area > best->area) best = &o;
+  }
+  return largest;
 }
 
 int index_of(const std::vector<std::string>& list, const std::string& word) {
@@ -31,6 +57,7 @@ int index_of(const std::vector<std::string>& list, const std::string& word) {
 std::vector<DetectedObject> detect_objects(const torch::Tensor& frame, std::int64_t min_area) {
   const auto img = ((frame.detach().to(torch::kCPU, torch::kFloat32) + 1) / 2).contiguous();
   const auto h = img.size(1), w = img.size(2), plane = h * w;
+  const double shape_area = min_shape_area(w, h);
   const float* p = img.data_ptr<float>();
   const auto& palette = ProceduralPalette::colours();
   std::vector<DetectedObject> found;
@@ -66,8 +93,7 @@ std::vector<DetectedObject> detect_objects(const torch::Tensor& frame, std::int6
           }
       }
       if (area < min_area) continue;
-      const double box = static_cast<double>((x1 - x0 + 1) * (y1 - y0 + 1));
-      found.push_back({static_cast<int>(c), shape_from_fill(static_cast<double>(area) / box), sx / static_cast<double>(area),
+      found.push_back({static_cast<int>(c), shape_of_component(area, x1 - x0 + 1, y1 - y0 + 1, shape_area), sx / static_cast<double>(area),
                        sy / static_cast<double>(area), area});
     }
   }
@@ -114,13 +140,12 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
     std::int64_t present = 0;
     std::map<int, int> shape_votes;
     for (const auto& objects : per_frame) {
-      const DetectedObject* best = nullptr;
-      for (const auto& o : objects)
-        if (o.colour == want.colour && (!best || o.area > best->area)) best = &o;
+      const auto* best = largest_per_colour(objects)[static_cast<std::size_t>(want.colour)];
       track.push_back(best);
       if (best) {
         ++present;
-        ++shape_votes[static_cast<int>(best->shape)];
+        // A component too small or too irregular to have a shape votes for none.
+        ++shape_votes[best->shape ? static_cast<int>(*best->shape) : -1];
       }
     }
     const bool colour_present = 2 * present >= f;
@@ -129,7 +154,7 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
       ++shapes_asked;
       int majority = -1, votes = 0;
       for (const auto& [shape, n] : shape_votes)
-        if (n > votes) majority = shape, votes = n;
+        if (n > votes) majority = shape, votes = n;  // -1 (no shape) can win, and then it is wrong
       shape_ok += colour_present && majority == want.shape;
     }
     if (want.direction >= 0) {
@@ -181,20 +206,19 @@ VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk
   // Dynamic degree: centroid displacement of each colour's largest object between frames.
   double moved = 0;
   std::int64_t moves = 0;
-  std::vector<DetectedObject> previous = detect_objects(x[0]);
+  auto previous_objects = detect_objects(x[0]);
   for (std::int64_t i = 1; i < f; ++i) {
-    auto current = detect_objects(x[i]);
-    for (const auto& c : current)
-      for (const auto& p : previous)
-        if (p.colour == c.colour) {
-          const double d = std::hypot(c.x - p.x, c.y - p.y);
-          if (d < 8.0) {  // a plausible per-frame move; larger jumps are different objects
-            moved += d;
-            ++moves;
-          }
-          break;
-        }
-    previous = std::move(current);
+    auto current_objects = detect_objects(x[i]);
+    const auto previous = largest_per_colour(previous_objects), current = largest_per_colour(current_objects);
+    for (std::size_t c = 0; c < current.size(); ++c) {
+      if (!current[c] || !previous[c]) continue;
+      const double d = std::hypot(current[c]->x - previous[c]->x, current[c]->y - previous[c]->y);
+      if (d < 8.0) {  // a plausible per-frame move; larger jumps are different objects
+        moved += d;
+        ++moves;
+      }
+    }
+    previous_objects = std::move(current_objects);
   }
   s.dynamic_degree = moves > 0 ? moved / static_cast<double>(moves) : 0.0;
   return s;
