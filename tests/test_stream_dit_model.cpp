@@ -484,6 +484,8 @@ TEST(DiTMetrics, FragmentsTooSmallOrLongToShowAShapeNameNone) {
   const auto score = score_caption(fragments, "red square moving left");
   EXPECT_EQ(score.colour, 1.0);
   EXPECT_EQ(score.shape, 0.0);
+  // A caption object without a colour word is never found (and is no crash).
+  EXPECT_EQ(score_caption(fragments, "square moving left").overall(), 0.0);
 }
 
 TEST(DiTMetrics, DynamicDegreeFollowsEachColoursLargestObject) {

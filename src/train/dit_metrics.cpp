@@ -140,7 +140,8 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
     std::int64_t present = 0;
     std::map<int, int> shape_votes;
     for (const auto& objects : per_frame) {
-      const auto* best = largest_per_colour(objects)[static_cast<std::size_t>(want.colour)];
+      // A caption object without a colour word has nothing to track: it is never present.
+      const auto* best = want.colour >= 0 ? largest_per_colour(objects)[static_cast<std::size_t>(want.colour)] : nullptr;
       track.push_back(best);
       if (best) {
         ++present;
