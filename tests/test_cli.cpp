@@ -382,6 +382,8 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
   EXPECT_GT(j["loss"]["overall"].get<double>(), 0.0);
   EXPECT_TRUE(j["loss"]["by_chunk_size"].is_object());
+  EXPECT_EQ(j["loss"]["caption_probes"]["as given"]["gap"].get<double>(), 0.0);
+  EXPECT_TRUE(j["loss"]["caption_probes"].contains("shape swapped")) << j["loss"].dump();
   r = run("-q dit eval --model " + model + " --batches 0 --streams 2 --stream-frames 12 -c 2 -s 1 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   j = nlohmann::json::parse(r.out.substr(r.out.find('{')));

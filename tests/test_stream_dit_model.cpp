@@ -502,6 +502,20 @@ TEST(DiTMetrics, DynamicDegreeFollowsEachColoursLargestObject) {
   EXPECT_NEAR(video_statistics(torch::stack(frames), 2).dynamic_degree, 1.0, 1e-9);
 }
 
+TEST(DiTMetrics, SwappingACaptionAttributeChangesOnlyThoseWords) {
+  int n = 0;
+  EXPECT_EQ(swap_caption_attribute("red circle moving left and cyan square moving up", CaptionAttribute::Colour, &n),
+            "green circle moving left and red square moving up");
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(swap_caption_attribute("Red triangle moving down", CaptionAttribute::Shape, &n), "Red circle moving down");
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(swap_caption_attribute("red circle moving left and blue square moving up", CaptionAttribute::Direction, &n),
+            "red circle moving right and blue square moving down");
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(swap_caption_attribute("a dog running", CaptionAttribute::Shape, &n), "a dog running");
+  EXPECT_EQ(n, 0);
+}
+
 TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
   const auto objects = parse_shape_caption("red circle moving left and blue square moving up");
   ASSERT_EQ(objects.size(), 2u);

@@ -448,6 +448,47 @@ TEST(DiTTrainer, ResumedRunFollowsTheSameCurve) {
 namespace streamgen {
 namespace {
 
+// Procedural clips under captions that name no palette word.
+class UnpaletteClipSource : public ClipSource {
+ public:
+  ClipBatch next(std::int64_t batch, std::mt19937_64& rng) override {
+    auto clips = inner_.next(batch, rng);
+    for (auto& c : clips.captions) c = "something moving";
+    return clips;
+  }
+  std::string describe() const override { return "unpalette"; }
+
+ private:
+  ProceduralClipSource inner_ = test::tiny_clip_source();
+};
+
+TEST(DiTTrainer, CaptionProbesMeasureTheSameFramesUnderAlteredCaptions) {
+  auto model = test::random_tiny_dit(5, 0.05);
+  auto source = test::tiny_clip_source();
+  const auto r = evaluate_flow_loss(model, source, FlowMatchingRecipe{}, 3, 4, 99);
+  std::vector<std::string> names;
+  for (const auto& p : r.caption_probes) names.push_back(p.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"as given", "no caption", "colour swapped", "shape swapped", "direction swapped"}));
+  // "As given" is the held-out loss over the τ buckets below the probe bound, weighted by their frames.
+  double sum = 0, frames = 0;
+  for (std::size_t i = 0; i < 5; ++i) sum += r.by_tau_bucket[i] * static_cast<double>(r.frames_per_bucket[i]), frames += static_cast<double>(r.frames_per_bucket[i]);
+  ASSERT_GT(frames, 0);
+  EXPECT_NEAR(r.caption_probes[0].loss, sum / frames, 1e-6 * sum / frames);
+  EXPECT_EQ(r.caption_probes[0].gap, 0.0);
+  // This random model reads its caption, so a lie changes its loss; the gap is relative to "as given".
+  for (std::size_t i = 1; i < r.caption_probes.size(); ++i) {
+    const auto& p = r.caption_probes[i];
+    EXPECT_TRUE(std::isfinite(p.loss)) << p.name;
+    EXPECT_NE(p.loss, r.caption_probes[0].loss) << p.name;
+    EXPECT_NEAR(p.gap, p.loss / r.caption_probes[0].loss - 1, 1e-12) << p.name;
+  }
+  // Captions without palette words: swapping an attribute would change nothing, so only dropping is probed.
+  UnpaletteClipSource plain;
+  names.clear();
+  for (const auto& p : evaluate_flow_loss(model, plain, FlowMatchingRecipe{}, 1, 4, 99).caption_probes) names.push_back(p.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"as given", "no caption"}));
+}
+
 TEST(DiTTrainer, VideoFolderSourceCutsCaptionedClips) {
   test::TempDir dir;
   std::mt19937_64 rng(1);

@@ -393,12 +393,18 @@ void register_eval(CLI::App& dit) {
       const auto r = evaluate_flow_loss(model, data, recipe, a->batches, a->batch, a->seed);
       j["loss"] = {{"overall", r.overall}, {"by_tau_bucket", r.by_tau_bucket}};
       for (const auto& [size, loss] : r.by_chunk_size) j["loss"]["by_chunk_size"][std::to_string(size)] = loss;
+      for (const auto& p : r.caption_probes) j["loss"]["caption_probes"][p.name] = {{"loss", p.loss}, {"gap", p.gap}};
       if (!a->json) {
         std::cout << fmt::format("held-out flow-matching loss: {:.4f} over {} clips\n", r.overall, a->batches * a->batch);
         for (const auto& [size, loss] : r.by_chunk_size) std::cout << fmt::format("  c = {:<3} {:.4f}\n", size, loss);
         for (std::size_t i = 0; i < r.by_tau_bucket.size(); ++i)
           std::cout << fmt::format("  tau in [{:.1f}, {:.1f})  {:.4f}  ({} frames)\n", static_cast<double>(i) / 10,
                                    static_cast<double>(i + 1) / 10, r.by_tau_bucket[i], r.frames_per_bucket[i]);
+        if (!r.caption_probes.empty())
+          std::cout << fmt::format("caption probes (the same clips at tau < {:.1f}; a model that uses the caption does worse when it lies):\n",
+                                   kCaptionProbeMaxTau);
+        for (const auto& p : r.caption_probes)
+          std::cout << fmt::format("  {:<18} {:.4f}{}\n", p.name, p.loss, p.name == "as given" ? "" : fmt::format("  ({:+.1f} %)", 100 * p.gap));
       }
     }
     if (a->streams.streams > 0) {

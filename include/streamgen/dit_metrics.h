@@ -32,6 +32,13 @@ struct CaptionedObject {
 };
 std::vector<CaptionedObject> parse_shape_caption(const std::string& caption);
 
+// What a caption says about its objects, for probing whether a model listens to it.
+enum class CaptionAttribute { Colour, Shape, Direction };
+// The caption with every word of that attribute replaced by a different one of its kind (colours and
+// shapes by the next in the palette's list, directions by their opposite); other words stay.
+// `changed` (optional) receives how many words were replaced (0: the caption names none).
+std::string swap_caption_attribute(const std::string& caption, CaptionAttribute what, int* changed = nullptr);
+
 struct CaptionScore {
   double colour = 0, shape = 0, direction = 0;  // fraction of captioned objects right
   double overall() const { return (colour + shape + direction) / 3.0; }

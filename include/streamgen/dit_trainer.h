@@ -87,11 +87,23 @@ namespace streamgen {
 
 // Held-out flow-matching loss (spec §15 metric 1): per chunk size c and per τ bucket, each from
 // `batches` batches of fresh data drawn with `seed` (different from training's per-step seeds).
+//
+// Caption probes: the same noisy clips and targets with the caption as given, dropped, or with one
+// attribute swapped (colour, shape, direction; see swap_caption_attribute), measured on the frames
+// at τ < kCaptionProbeMaxTau, where the caption still decides the content (above it the frames
+// show it). A model that uses an attribute does worse when it is swapped: gap = loss / as-given − 1.
+// A probe whose swap changes no held-out caption (captions without palette words) is left out.
+inline constexpr double kCaptionProbeMaxTau = 0.5;
+struct CaptionProbe {
+  std::string name;  // "as given", "no caption", "colour swapped", "shape swapped", "direction swapped"
+  double loss = 0, gap = 0;
+};
 struct FlowLossReport {
   double overall = 0;
   std::vector<std::pair<std::int64_t, double>> by_chunk_size;  // (c, loss)
   std::vector<double> by_tau_bucket;                           // bucket i covers [i/n, (i+1)/n)
   std::vector<std::int64_t> frames_per_bucket;
+  std::vector<CaptionProbe> caption_probes;                    // "as given" first
 };
 FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const FlowMatchingRecipe& recipe, std::int64_t batches,
                                   std::int64_t batch_size, std::uint64_t seed, std::int64_t tau_buckets = 10);

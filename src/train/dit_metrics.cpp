@@ -126,6 +126,28 @@ std::vector<CaptionedObject> parse_shape_caption(const std::string& caption) {
   return objects;
 }
 
+std::string swap_caption_attribute(const std::string& caption, CaptionAttribute what, int* changed) {
+  const auto& words = what == CaptionAttribute::Colour  ? ProceduralPalette::colour_names()
+                      : what == CaptionAttribute::Shape ? ProceduralPalette::shape_names()
+                                                        : ProceduralPalette::direction_names();
+  std::stringstream in(caption);
+  std::string word, out;
+  int n = 0;
+  while (in >> word) {
+    std::string lower = word;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    if (const int i = index_of(words, lower); i >= 0) {
+      // Directions come in opposite pairs (left/right, up/down): the opposite is the clearest lie.
+      const auto other = what == CaptionAttribute::Direction ? (i ^ 1) : (i + 1) % static_cast<int>(words.size());
+      word = words[static_cast<std::size_t>(other)];
+      ++n;
+    }
+    out += (out.empty() ? "" : " ") + word;
+  }
+  if (changed) *changed = n;
+  return out;
+}
+
 CaptionScore score_caption(const torch::Tensor& frames, const std::string& caption, std::int64_t direction_frames) {
   const auto wanted = parse_shape_caption(caption);
   CaptionScore score;

@@ -13,6 +13,7 @@
 
 #include "streamgen/device.h"
 #include "streamgen/distributed.h"
+#include "streamgen/dit_metrics.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
 #include "streamgen/media.h"
@@ -166,15 +167,47 @@ FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const Flow
   auto recipe_no_dropout = recipe;  // held-out captions are never dropped
   recipe_no_dropout.text_dropout = 0;
   recipe_no_dropout.time_shift = model->config.time_shift;
+  // Caption probes: name, how a caption is altered (nullptr: as given), summed loss, frames, words changed.
+  struct Probe {
+    std::string name;
+    std::function<std::string(const std::string&, int*)> alter;
+    double sum = 0;
+    std::int64_t frames = 0, changed = 0;
+  };
+  auto swap = [](CaptionAttribute a) { return [a](const std::string& c, int* n) { return swap_caption_attribute(c, a, n); }; };
+  std::vector<Probe> probes{{"as given", nullptr},
+                            {"no caption", [](const std::string& c, int* n) { *n = c.empty() ? 0 : 1; return std::string{}; }},
+                            {"colour swapped", swap(CaptionAttribute::Colour)},
+                            {"shape swapped", swap(CaptionAttribute::Shape)},
+                            {"direction swapped", swap(CaptionAttribute::Direction)}};
   for (std::int64_t i = 0; i < batches; ++i) {
     std::mt19937_64 rng(step_seed(seed, static_cast<std::uint64_t>(i), 7));
     auto noise = at::detail::createCPUGenerator(step_seed(seed, static_cast<std::uint64_t>(i), 8));
     const auto clips = data.next(batch_size, rng);
     const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe_no_dropout, rng, noise);
-    const auto prediction = model->forward(fm.noisy.to(w.device(), w.scalar_type()), fm.tau, model->encode_text(fm.tokens));
-    const auto per_frame = (prediction.to(torch::kCPU, torch::kFloat32) - fm.target).pow(2).flatten(2).mean(2);  // [b, F]
+    const auto noisy = fm.noisy.to(w.device(), w.scalar_type());
+    auto per_frame_loss = [&](const torch::Tensor& tokens) {  // [b, F]
+      return (model->forward(noisy, fm.tau, model->encode_text(tokens)).to(torch::kCPU, torch::kFloat32) - fm.target).pow(2).flatten(2).mean(2);
+    };
+    const auto per_frame = per_frame_loss(fm.tokens);
     const auto tau = fm.tau.to(torch::kCPU);
     const auto mask = fm.loss_mask.to(torch::kCPU);
+    const auto probed = (mask > 0).logical_and(tau < kCaptionProbeMaxTau);
+    const auto probed_frames = probed.sum().item<std::int64_t>();
+    for (auto& p : probes) {
+      torch::Tensor loss = per_frame;
+      if (p.alter) {
+        std::vector<std::string> captions;
+        for (const auto& c : clips.captions) {
+          int n = 0;
+          captions.push_back(p.alter(c, &n));
+          p.changed += n;
+        }
+        loss = per_frame_loss(model->tokenizer.encode_batch(captions));
+      }
+      p.sum += loss.masked_select(probed).sum().item<double>();
+      p.frames += probed_frames;
+    }
     for (std::int64_t b = 0; b < per_frame.size(0); ++b) {
       double clip_sum = 0;
       std::int64_t clip_frames = 0;
@@ -199,6 +232,15 @@ FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const Flow
     report.by_chunk_size.emplace_back(c, sum_count.first / static_cast<double>(std::max<std::int64_t>(1, sum_count.second)));
   for (std::size_t i = 0; i < bucket_sum.size(); ++i)
     report.by_tau_bucket.push_back(report.frames_per_bucket[i] ? bucket_sum[i] / static_cast<double>(report.frames_per_bucket[i]) : 0.0);
+  const auto& given = probes.front();
+  if (given.frames > 0) {
+    const double given_loss = given.sum / static_cast<double>(given.frames);
+    for (const auto& p : probes)
+      if (!p.alter || p.changed > 0) {
+        const double loss = p.sum / static_cast<double>(p.frames);
+        report.caption_probes.push_back({p.name, loss, given_loss > 0 ? loss / given_loss - 1 : 0.0});
+      }
+  }
   return report;
 }
 
