@@ -155,15 +155,17 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
   const auto f = frames.size(0);
   std::vector<std::vector<DetectedObject>> per_frame;
   for (std::int64_t i = 0; i < f; ++i) per_frame.push_back(detect_objects(frames[i]));
+  std::vector<std::vector<const DetectedObject*>> largest;  // [frame][colour], into per_frame
+  for (const auto& objects : per_frame) largest.push_back(largest_per_colour(objects));
   double colour_ok = 0, shape_ok = 0, direction_ok = 0, shapes_asked = 0, directions_asked = 0;
   for (const auto& want : wanted) {
     // The largest component of the wanted colour in each frame stands for the object.
     std::vector<const DetectedObject*> track;
     std::int64_t present = 0;
     std::map<int, int> shape_votes;
-    for (const auto& objects : per_frame) {
+    for (const auto& by_colour : largest) {
       // A caption object without a colour word has nothing to track: it is never present.
-      const auto* best = want.colour >= 0 ? largest_per_colour(objects)[static_cast<std::size_t>(want.colour)] : nullptr;
+      const auto* best = want.colour >= 0 ? by_colour[static_cast<std::size_t>(want.colour)] : nullptr;
       track.push_back(best);
       if (best) {
         ++present;
