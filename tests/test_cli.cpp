@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdio>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -510,6 +511,18 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   EXPECT_EQ(config["sample_width"], 4);
   r = run("-q dit train --out " + dit + " --resume --steps 3");  // the run's own autoencoder, found again
   ASSERT_EQ(r.code, 0) << r.out;
+  r = run("-q dit train --out " + dit + " --resume --steps 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("nothing to train: the run in " + dit + " already reached its last step (3)"), std::string::npos) << r.out;
+  // Fine-tuning: the model's config, weights and autoencoder, a fresh optimiser (--resume only continues it).
+  const auto tuned = (dir / "tuned").string();
+  for (int leg = 0; leg < 2; ++leg) {
+    r = run("-q dit train --init " + dit + " --out " + tuned + " --resume --steps " + std::to_string(leg + 1) + " --batch 2 --t2v-share 0.5");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find(fmt::format("trained steps {}..{}", leg, leg + 1)), std::string::npos) << r.out;
+  }
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(tuned) / "autoencoder" / "model.safetensors"));
+  EXPECT_EQ(nlohmann::json::parse(test::read_bytes(std::filesystem::path(tuned) / "config.json"))["in_channels"], 4);
 
   const auto video = (dir / "t2v.mp4").string();
   r = run("dit stream --model " + dit + " -p 'red circle moving left' --prompt-at '8:blue square' -n 20 -c 2 -s 1 -o " + video);

@@ -11,6 +11,7 @@
 #include "streamgen/dit_stream.h"
 #include "streamgen/dit_trainer.h"
 #include "streamgen/error.h"
+#include "streamgen/json_file.h"
 #include "streamgen/tensor_compare.h"
 #include "dit_test_util.h"
 #include "test_util.h"
@@ -437,6 +438,44 @@ TEST(DiTTrainer, ResumedRunFollowsTheSameCurve) {
   EXPECT_EQ(rows, 6);
   // The EMA weights load as a model.
   EXPECT_NO_THROW(load_stream_dit(split.path()));
+}
+
+TEST(DiTTrainer, FineTuningStartsFromTheGivenModelsWeights) {
+  auto config = small_config();
+  auto data = test::tiny_clip_source();
+  DiTTrainOptions o;
+  o.steps = 2;
+  o.batch = 2;
+  o.warmup = 0;
+  o.lr = 1e-3;
+  o.seed = 5;
+  test::TempDir first, tuned, other;
+  o.out = first.path();
+  train_stream_dit(config, data, o);
+
+  // With lr 0 the fine-tuned run's weights stay the starting model's (a fresh run of seed 6 would not).
+  auto f = o;
+  f.out = tuned.path();
+  f.init_from = first.path();
+  f.seed = 6;
+  f.lr = 0.0;
+  train_stream_dit(config, data, f);
+  const auto start = load_stream_dit(first.path()), after = load_stream_dit(tuned.path());
+  const auto expected = start->named_parameters();
+  for (const auto& p : after->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), expected[p.key()])) << p.key();
+  const auto state = read_json_file(tuned / "training" / "state.json");
+  EXPECT_NE(state.dump().find(first.path().string()), std::string::npos) << state.dump();
+
+  // A starting model of another config is refused with its folder named.
+  auto wider = config;
+  wider.hidden_size *= 2;
+  f.out = other.path();
+  try {
+    train_stream_dit(wider, data, f);
+    ADD_FAILURE() << "a model of another config was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(first.path().string()), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -75,7 +75,13 @@ void register_train(CLI::App& dit) {
   cmd->add_flag("--resume", a->train.resume, "Continue the run in --out (weights, EMA, optimiser, step)");
   cmd->add_option("--data", a->data, "A folder of your own videos (captions from <name>.txt or the file name); default: procedural shapes")
       ->check(CLI::ExistingDirectory);
-  cmd->add_option("--config", a->config, "A StreamDiT config.json to start from (the size flags below are then ignored)")->check(CLI::ExistingFile);
+  auto* config_option =
+      cmd->add_option("--config", a->config, "A StreamDiT config.json to start from (the size flags below are then ignored)")->check(CLI::ExistingFile);
+  cmd->add_option("--init", a->train.init_from,
+                  "A StreamDiT model folder to fine-tune: its config, weights and autoencoder, with a fresh optimiser and schedule "
+                  "(the size flags are then ignored; with --resume: only when OUT holds no run yet)")
+      ->check(CLI::ExistingDirectory)
+      ->excludes(config_option);
   cmd->add_option("--autoencoder", a->autoencoder,
                   "A temporal autoencoder folder (tae train): train on its latents; it is copied into OUT/autoencoder (default: pixel space)")
       ->check(CLI::ExistingDirectory);
@@ -106,11 +112,22 @@ void register_train(CLI::App& dit) {
     a->compute.resolve();
     namespace fs = std::filesystem;
     // A latent model: the autoencoder given, or on resume the one the run already holds.
+    if (a->train.resume && !a->train.init_from.empty()) {  // scripts can re-run one command: --init starts it, --resume continues it
+      if (has_training_run(a->out))
+        a->train.init_from.clear();
+      else
+        a->train.resume = false;
+    }
+    const auto& init = a->train.init_from;
+    // A latent model: the autoencoder given, or the one the run (on resume) or the starting model already holds.
+    if (a->autoencoder.empty() && !init.empty() && fs::exists(init / kDiTAutoencoderFolder)) a->autoencoder = (init / kDiTAutoencoderFolder).string();
     TemporalAutoencoder tae = a->autoencoder.empty() ? (a->train.resume ? load_dit_autoencoder(a->out) : TemporalAutoencoder(nullptr))
                                                      : load_temporal_autoencoder(a->autoencoder);
     StreamDiTConfig config;
     if (a->train.resume) {  // the run's own config
       config = StreamDiTConfig::from_json(read_json_file(fs::path(a->out) / "config.json"), a->out + "/config.json");
+    } else if (!init.empty()) {
+      config = StreamDiTConfig::from_json(read_json_file(init / "config.json"), (init / "config.json").string());
     } else if (!a->config.empty()) {
       config = StreamDiTConfig::from_json(read_json_file(a->config), a->config);
     } else {
@@ -143,7 +160,7 @@ void register_train(CLI::App& dit) {
     auto source = clip_source(a->data, config, tae, a->train.bf16_autocast);
     auto* pixels = source.get();
     if (auto* latent = dynamic_cast<LatentClipSource*>(pixels)) pixels = &latent->pixels();
-    if (auto* videos = dynamic_cast<VideoFolderClipSource*>(pixels); videos && a->config.empty() && !a->train.resume) {
+    if (auto* videos = dynamic_cast<VideoFolderClipSource*>(pixels); videos && a->config.empty() && !a->train.resume && init.empty()) {
       // The caption vocabulary is the words of these captions.
       config.text.vocabulary = videos->caption_words();
       config.text.max_tokens = std::max<std::int64_t>(config.text.max_tokens, videos->longest_caption());
@@ -159,8 +176,7 @@ void register_train(CLI::App& dit) {
     if (tae && !a->autoencoder.empty() && a->train.distributed.rank == 0) attach_dit_autoencoder(a->autoencoder, a->out);
     const auto summary = train_stream_dit(config, data, a->train);
     if (a->train.distributed.rank != 0) return;
-    std::cout << fmt::format("trained steps {}..{} in {} (final loss {:.4f}); model in {}\n", summary.first_step, summary.last_step,
-                             format_duration(summary.seconds), summary.final_loss, a->out)
+    std::cout << training_summary_line(summary, a->out)
               << std::flush;
   });
 }

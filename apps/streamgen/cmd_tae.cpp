@@ -91,8 +91,7 @@ void register_train(CLI::App& tae) {
                    data->describe(), a->train.steps, a->train.batch, a->train.accumulate);
     const auto summary = train_temporal_autoencoder(config, *data, a->train);
     if (a->train.distributed.rank != 0) return;
-    std::cout << fmt::format("trained steps {}..{} in {} (final loss {:.4f}); model in {}\n", summary.first_step, summary.last_step,
-                             format_duration(summary.seconds), summary.final_loss, a->out);
+    std::cout << training_summary_line(summary, a->out);
     if (a->eval_clips > 0) {
       auto tae = load_temporal_autoencoder(a->out);
       auto streams = tae_clip_source(a->data, a->size, 16 * config.temporal_compression);  // long enough for several chunk seams

@@ -47,6 +47,9 @@ void add_distributed_options(CLI::App& cmd, OptimisationOptions& o, int& nproc);
 // With --nproc N > 1: runs this same command as N local ranks, waits for them and returns true
 // (a failing rank's status is thrown as ExitCode); false when this process should train itself.
 bool run_as_local_ranks(int nproc, int threads, int port);
+// The line a training command ends with: the steps it ran, how long, the final loss and where the
+// model is (or that a resumed run had no steps left).
+std::string training_summary_line(const TrainSummary& summary, const std::string& out);
 
 // Exit status for "ran fine but the answer is no" (e.g. tensors differ beyond --tol).
 inline constexpr int kExitMismatch = 1;

@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "streamgen/distributed.h"
 #include "streamgen/error.h"
+#include "streamgen/progress.h"
 
 namespace streamgen::cli {
 namespace {
@@ -89,6 +90,13 @@ bool run_as_local_ranks(int nproc, int threads, int port) {
   const int code = launch_local_ranks(nproc, port);
   if (code != 0) throw ExitCode{code};
   return true;
+}
+
+std::string training_summary_line(const TrainSummary& summary, const std::string& out) {
+  if (summary.last_step <= summary.first_step)
+    return fmt::format("nothing to train: the run in {} already reached its last step ({}); raise --steps to train on\n", out, summary.last_step);
+  return fmt::format("trained steps {}..{} in {} (final loss {:.4f}); model in {}\n", summary.first_step, summary.last_step,
+                     format_duration(summary.seconds), summary.final_loss, out);
 }
 
 }  // namespace streamgen::cli

@@ -57,7 +57,14 @@ torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Ten
 
 struct DiTTrainOptions : OptimisationOptions {
   FlowMatchingRecipe recipe;
+  // A model folder whose weights a fresh run starts from (fine-tuning: the optimiser, the step and
+  // the schedule start anew). Its config must be the run's config; ignored on resume.
+  std::filesystem::path init_from;
 };
+
+// Copies every parameter of `from` into `to`; the configs must match (a clear error names the
+// first parameter that does not).
+void copy_dit_parameters(const StreamDiT& from, StreamDiT& to);
 
 // The StreamDiT side of run_optimisation, shared by training and distillation: the model of
 // `config` (on resume, the folder's config.json), saved with save_stream_dit.
@@ -73,7 +80,7 @@ struct DiTRunHooks {
 TrainSummary run_dit_optimisation(const StreamDiTConfig& config, const OptimisationOptions& options, const DiTRunHooks& hooks,
                                      const std::function<void(const TrainStepInfo&)>& on_step = {});
 
-// Trains `config` from scratch into `options.out`, or continues the run found there with
+// Trains `config` from scratch (or from `options.init_from`'s weights) into `options.out`, or continues the run found there with
 // `options.resume` (the model config, step, weights, EMA and optimiser state come from the
 // folder; each step's randomness depends only on (seed, step), so a resumed run follows the same
 // curve). `on_step` sees every optimiser step.
