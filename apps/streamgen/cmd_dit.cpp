@@ -111,7 +111,6 @@ void register_train(CLI::App& dit) {
     if (run_as_local_ranks(a->nproc, a->compute.threads, a->train.distributed.master_port)) return;
     a->compute.resolve();
     namespace fs = std::filesystem;
-    // A latent model: the autoencoder given, or on resume the one the run already holds.
     if (a->train.resume && !a->train.init_from.empty()) {  // scripts can re-run one command: --init starts it, --resume continues it
       if (has_training_run(a->out))
         a->train.init_from.clear();
@@ -176,8 +175,7 @@ void register_train(CLI::App& dit) {
     if (tae && !a->autoencoder.empty() && a->train.distributed.rank == 0) attach_dit_autoencoder(a->autoencoder, a->out);
     const auto summary = train_stream_dit(config, data, a->train);
     if (a->train.distributed.rank != 0) return;
-    std::cout << training_summary_line(summary, a->out)
-              << std::flush;
+    std::cout << training_summary_line(summary, a->out) << std::flush;
   });
 }
 
