@@ -392,6 +392,14 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   EXPECT_NEAR(j["streams"]["generated"]["nfe_per_frame"].get<double>(), 0.5, 1e-9);  // s = 1, c = 2
   EXPECT_GT(j["streams"]["real"]["caption_accuracy"].get<double>(), 0.5);
   EXPECT_GT(j["streams"]["real"]["seam_ratio"].get<double>(), 0.0);
+  ASSERT_EQ(j["streams"]["generated"]["drift_per_stream"].size(), 2u);
+  const auto first_caption = j["streams"]["generated"]["drift_per_stream"][0]["caption"];
+  EXPECT_EQ(first_caption, j["streams"]["real"]["drift_per_stream"][0]["caption"]);  // scored against the same prompts
+  // Another stream seed draws other prompts.
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 2 --stream-frames 12 -c 2 -s 1 --stream-seed 5 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_NE(j["streams"]["generated"]["drift_per_stream"][0]["caption"], first_caption);
   r = run("-q dit eval --model " + model + " --batches 0 --streams 1 --stream-frames 4 -c 1 -s 1 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   j = nlohmann::json::parse(r.out.substr(r.out.find('{')));

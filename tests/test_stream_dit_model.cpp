@@ -438,6 +438,7 @@ TEST(Attention, GroupedMasksMatchBetweenInferenceAndAutogradPaths) {
 
 #include "streamgen/dit_eval.h"
 #include "streamgen/dit_metrics.h"
+#include "streamgen/optimisation.h"
 
 namespace streamgen {
 namespace {
@@ -533,6 +534,17 @@ TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
   EXPECT_GT(real.dynamic_degree, 0.5);           // speeds are drawn from 0.5..2 px/frame
   EXPECT_LT(real.dynamic_degree, 2.2);
   EXPECT_NEAR(real.drift_brightness, 1.0, 0.05);
+  // The drift means are the means of the per-stream ratios, each stream listed under its caption.
+  ASSERT_EQ(real.per_stream.size(), 24u);
+  double contrast = 0;
+  for (const auto& d : real.per_stream) {
+    EXPECT_FALSE(d.caption.empty());
+    EXPECT_GT(d.brightness, 0.0);
+    contrast += d.contrast / 24;
+  }
+  EXPECT_NEAR(real.drift_contrast, contrast, 1e-12);
+  std::mt19937_64 first_scene(step_seed(o.seed, 0, 77));
+  EXPECT_EQ(real.per_stream[0].caption, ProceduralScene(ProceduralVideoOptions::for_frame_size(32, 32), first_scene).caption());
   // A static video (every frame the first) has no motion; noise has no objects.
   std::mt19937_64 rng(3);
   const auto clip = make_procedural_clip(ProceduralVideoOptions{}, 16, rng);

@@ -363,7 +363,13 @@ nlohmann::json quality_json(const StreamQuality& q) {
   return {{"caption_accuracy", q.caption_accuracy}, {"colour_accuracy", q.colour_accuracy}, {"shape_accuracy", q.shape_accuracy},
           {"direction_accuracy", q.direction_accuracy}, {"seam_ratio", q.seam_ratio}, {"dynamic_degree", q.dynamic_degree},
           {"drift_brightness", q.drift_brightness}, {"drift_contrast", q.drift_contrast}, {"drift_caption", q.drift_caption},
-          {"streams", q.streams}, {"frames_per_stream", q.frames_per_stream}, {"nfe_per_frame", q.nfe_per_frame}};
+          {"streams", q.streams}, {"frames_per_stream", q.frames_per_stream}, {"nfe_per_frame", q.nfe_per_frame},
+          {"drift_per_stream", [&] {
+             auto list = nlohmann::json::array();
+             for (const auto& d : q.per_stream)
+               list.push_back({{"caption", d.caption}, {"brightness", d.brightness}, {"contrast", d.contrast}, {"caption_score", d.caption_score}});
+             return list;
+           }()}};
 }
 
 void register_eval(CLI::App& dit) {
@@ -387,6 +393,8 @@ void register_eval(CLI::App& dit) {
   cmd->add_option("--seed", a->seed, "Seed of the held-out data (keep it away from training seeds)")->capture_default_str();
   cmd->add_option("--streams", a->streams.streams, "Generated streams to score (0: none)")->capture_default_str();
   cmd->add_option("--stream-frames", a->streams.frames, "Frames per scored stream")->capture_default_str();
+  cmd->add_option("--stream-seed", a->streams.seed, "Seed of the scored streams' captions and noise (the cards use the default)")
+      ->capture_default_str();
   add_sampler_options(*cmd, a->sampler);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   a->compute.add_to(*cmd);
@@ -459,6 +467,11 @@ void register_eval(CLI::App& dit) {
         row("drift brightness", generated.drift_brightness, real.drift_brightness);
         row("drift contrast", generated.drift_contrast, real.drift_contrast);
         row("drift caption", generated.drift_caption, real.drift_caption);
+        if (generated.frames_per_stream > a->streams.drift_reference_frames) {  // long streams: which one drifted
+          std::cout << "  drift per generated stream (brightness / contrast / caption):\n";
+          for (const auto& d : generated.per_stream)
+            std::cout << fmt::format("    {:.3f} / {:.3f} / {:.3f}  {}\n", d.brightness, d.contrast, d.caption_score, d.caption);
+        }
       }
     }
     if (a->json) std::cout << j.dump() << "\n";

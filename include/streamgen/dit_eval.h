@@ -13,13 +13,20 @@
 
 namespace streamgen {
 
+// One stream's drift: its last window against its first frames (1 = none).
+struct StreamDrift {
+  std::string caption;
+  double brightness = 1, contrast = 1, caption_score = 1;
+};
+
 struct StreamQuality {
   double caption_accuracy = 0;  // mean of colour / shape / direction over the first window
   double colour_accuracy = 0, shape_accuracy = 0, direction_accuracy = 0;
   double seam_ratio = 0;        // chunk boundaries vs inside chunks (1 = no seams)
   double dynamic_degree = 0;    // pixels per frame
   // Drift: the last window's value relative to the first `drift_reference_frames` (1 = none).
-  double drift_brightness = 1, drift_contrast = 1, drift_caption = 1;
+  double drift_brightness = 1, drift_contrast = 1, drift_caption = 1;  // means of per_stream
+  std::vector<StreamDrift> per_stream;  // a mean near 1 can hide one stream that faded and one that brightened
   std::int64_t streams = 0, frames_per_stream = 0;
   double nfe_per_frame = 0;     // after the start
 };

@@ -16,7 +16,7 @@ struct Accumulator {
   const StreamEvalOptions& o;
   std::int64_t chunk_frames;
   double colour = 0, shape = 0, direction = 0, seam = 0, dynamic = 0;
-  double drift_b = 0, drift_c = 0, drift_cap = 0;
+  std::vector<StreamDrift> drifts;
   std::int64_t n = 0, seams = 0;
 
   void add(const torch::Tensor& frames, const std::string& caption) {
@@ -34,10 +34,9 @@ struct Accumulator {
     const auto ref = frames.narrow(0, 0, ref_frames), last = frames.narrow(0, f - w, w);
     const auto ref_stats = video_statistics(ref, 0), last_stats = video_statistics(last, 0);
     auto ratio = [](double a, double b) { return std::abs(b) > 1e-9 ? a / b : 1.0; };
-    drift_b += ratio(last_stats.brightness, ref_stats.brightness);
-    drift_c += ratio(last_stats.contrast, ref_stats.contrast);
     const auto ref_cap = score_caption(ref, caption), last_cap = score_caption(last, caption);
-    drift_cap += ratio((last_cap.colour + last_cap.shape) / 2, (ref_cap.colour + ref_cap.shape) / 2);
+    drifts.push_back({caption, ratio(last_stats.brightness, ref_stats.brightness), ratio(last_stats.contrast, ref_stats.contrast),
+                      ratio((last_cap.colour + last_cap.shape) / 2, (ref_cap.colour + ref_cap.shape) / 2)});
     ++n;
   }
 
@@ -50,9 +49,13 @@ struct Accumulator {
     q.caption_accuracy = (q.colour_accuracy + q.shape_accuracy + q.direction_accuracy) / 3;
     q.seam_ratio = seams > 0 ? seam / static_cast<double>(seams) : 0;
     q.dynamic_degree = dynamic / d;
-    q.drift_brightness = drift_b / d;
-    q.drift_contrast = drift_c / d;
-    q.drift_caption = drift_cap / d;
+    if (!drifts.empty()) q.drift_brightness = q.drift_contrast = q.drift_caption = 0;
+    for (const auto& s : drifts) {
+      q.drift_brightness += s.brightness / d;
+      q.drift_contrast += s.contrast / d;
+      q.drift_caption += s.caption_score / d;
+    }
+    q.per_stream = drifts;
     q.streams = n;
     q.frames_per_stream = frames;
     return q;
