@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Trains the shipped latent StreamDiT (models/streamdit-latent-64) from scratch exactly as its model
 # card records: the temporal autoencoder first (scripts/train_tae.sh), then the DiT on its latents,
-# then a fine-tune of it with more plain text-to-video examples, then the evaluation. Resumable: run it
-# again after an interruption and it continues.
-#   scripts/train_streamdit_latent.sh [OUT_DIR]   default: runs/streamdit-latent-64 (autoencoder in
-#   runs/tae-shapes-64, the fine-tuned model — the shipped one — in OUT_DIR-t2v)
-# About 46 minutes (autoencoder) + 35 + 72 + 75 minutes (DiT, three stages) on 2 cores.
+# then the evaluation. Resumable: run it again after an interruption and it continues.
+#   scripts/train_streamdit_latent.sh [OUT_DIR]   default: runs/streamdit-latent-64 (autoencoder in runs/tae-shapes-64)
+# About 46 minutes (autoencoder) + 35 + 72 minutes (DiT, two stages) on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/streamdit-latent-64}"
@@ -25,10 +23,5 @@ if [ "$step" -lt 3000 ]; then
   "$BIN" dit train --autoencoder "$TAE" --out "$OUT" "${resume[@]}" --steps 3000 "${common[@]}"
 fi
 "$BIN" dit train --autoencoder "$TAE" --out "$OUT" --resume --steps 8000 "${common[@]}"
-# Fine-tune: those weights, a fresh optimiser and schedule, half the examples plain text-to-video (c = B).
-# --resume continues an interrupted fine-tune; --init starts it when there is none yet.
-TUNED="$OUT-t2v"
-"$BIN" dit train --init "$OUT" --out "$TUNED" --resume --steps 6000 --batch 8 --lr 2e-4 --warmup 100 --seed 1 \
-  --checkpoint-every 250 --bf16-autocast --chunk-sizes 1,2,4,16 --t2v-share 0.5
-cp models/streamdit-latent-64/sampler.json "$TUNED/"
-"$BIN" dit eval --model "$TUNED" --batches 16 --streams 16 --stream-frames 64 -c 2 -s 2 --dtype bf16
+cp models/streamdit-latent-64/sampler.json "$OUT/"
+"$BIN" dit eval --model "$OUT" --batches 16 --streams 16 --stream-frames 64 -c 2 -s 2 --dtype bf16
