@@ -16,8 +16,8 @@ struct Accumulator {
   const StreamEvalOptions& o;
   std::int64_t chunk_frames;
   double colour = 0, shape = 0, direction = 0, seam = 0, dynamic = 0;
-  std::vector<StreamDrift> drifts;
-  std::int64_t n = 0, seams = 0;
+  std::vector<StreamDrift> drifts;  // one per stream added
+  std::int64_t seams = 0;
 
   void add(const torch::Tensor& frames, const std::string& caption) {
     const auto f = frames.size(0), w = std::min(o.window, f);
@@ -37,11 +37,11 @@ struct Accumulator {
     const auto ref_cap = score_caption(ref, caption), last_cap = score_caption(last, caption);
     drifts.push_back({caption, ratio(last_stats.brightness, ref_stats.brightness), ratio(last_stats.contrast, ref_stats.contrast),
                       ratio((last_cap.colour + last_cap.shape) / 2, (ref_cap.colour + ref_cap.shape) / 2)});
-    ++n;
   }
 
   StreamQuality report(std::int64_t frames) const {
     StreamQuality q;
+    const auto n = static_cast<std::int64_t>(drifts.size());
     const double d = static_cast<double>(std::max<std::int64_t>(1, n));
     q.colour_accuracy = colour / d;
     q.shape_accuracy = shape / d;
