@@ -506,6 +506,12 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   r = run("tae eval --model " + tae + " --size 32 --frames 16 --clips 1 --chunk 1");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("chunks of 1 latent frames, 3 frames of overlap"), std::string::npos) << r.out;
+  // Fine-tuning the autoencoder for objects that wrap round the frame edges.
+  const auto tae_wrap = (dir / "tae-wrap").string();
+  r = run("tae train --init " + tae + " --out " + tae_wrap + " --edges wrap --size 32 --frames 8 --steps 1 --batch 2 --eval-clips 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("starting from the weights of '" + tae + "'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("objects wrap round the edges"), std::string::npos) << r.out;
   r = run("tae train --out " + (dir / "bad").string() + " --size 36");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("--size 36 is not a multiple of the spatial compression 8"), std::string::npos) << r.out;
@@ -524,13 +530,20 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   EXPECT_NE(r.out.find("nothing to train: the run in " + dit + " already reached its last step (3)"), std::string::npos) << r.out;
   // Fine-tuning: the model's config, weights and autoencoder, a fresh optimiser (--resume only continues it).
   const auto tuned = (dir / "tuned").string();
+  // This one also moves to the wrap world with the fine-tuned autoencoder.
   for (int leg = 0; leg < 2; ++leg) {
-    r = run("-q dit train --init " + dit + " --out " + tuned + " --resume --steps " + std::to_string(leg + 1) + " --batch 2 --t2v-share 0.5");
+    r = run("-q dit train --init " + dit + " --autoencoder " + tae_wrap + " --edges wrap --out " + tuned + " --resume --steps " +
+            std::to_string(leg + 1) + " --batch 2 --t2v-share 0.5");
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find(fmt::format("trained steps {}..{}", leg, leg + 1)), std::string::npos) << r.out;
   }
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(tuned) / "autoencoder" / "model.safetensors"));
-  EXPECT_EQ(nlohmann::json::parse(test::read_bytes(std::filesystem::path(tuned) / "config.json"))["in_channels"], 4);
+  const auto tuned_config = nlohmann::json::parse(test::read_bytes(std::filesystem::path(tuned) / "config.json"));
+  EXPECT_EQ(tuned_config["in_channels"], 4);
+  EXPECT_EQ(tuned_config["procedural_edges"], "wrap");
+  r = run("-q dit train --out " + tuned + " --resume --steps 3 --edges bounce");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("trains on --edges wrap; a resumed run keeps its data"), std::string::npos) << r.out;
 
   const auto video = (dir / "t2v.mp4").string();
   r = run("dit stream --model " + dit + " -p 'red circle moving left' --prompt-at '8:blue square' -n 20 -c 2 -s 1 -o " + video);

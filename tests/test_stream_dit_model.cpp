@@ -312,6 +312,7 @@ TEST(StreamDiT, BadConfigsAndInputsGiveClearErrors) {
 TEST(StreamDiT, ConfigRoundTripsThroughJson) {
   auto c = tiny_config();
   c.time_shift = 3.0;
+  c.procedural_edges = "wrap";
   const auto back = StreamDiTConfig::from_json(c.to_json());
   EXPECT_EQ(back.to_json(), c.to_json());
   auto j = c.to_json();
@@ -325,6 +326,16 @@ TEST(StreamDiT, ConfigRoundTripsThroughJson) {
   EXPECT_EQ(StreamDiTConfig::from_json(j).time_shift, 1.0);
   j["time_shift"] = -1.0;
   EXPECT_THROW(StreamDiTConfig::from_json(j), Error);
+  j = c.to_json();
+  j.erase("procedural_edges");  // trained before the wrap rule existed: bouncing shapes
+  EXPECT_EQ(StreamDiTConfig::from_json(j).procedural_edges, "bounce");
+  j["procedural_edges"] = "loop";
+  try {
+    StreamDiTConfig::from_json(j, "m/config.json");
+    ADD_FAILURE() << "an unknown edge rule was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("m/config.json: procedural_edges is 'loop'"), std::string::npos) << e.what();
+  }
 }
 
 TEST(StreamDiT, SaveLoadGivesIdenticalOutputs) {
@@ -405,6 +416,57 @@ TEST(ProceduralVideo, ObjectsMoveByTheirVelocityAndShowTheirColour) {
   const auto& rgb = ProceduralPalette::colours()[static_cast<std::size_t>(s0.colour)];
   const auto px = clip.frames[0].index({torch::indexing::Slice(), static_cast<std::int64_t>(s0.y), static_cast<std::int64_t>(s0.x)});
   for (int ch = 0; ch < 3; ++ch) EXPECT_NEAR((px[ch].item<float>() + 1) / 2, rgb[ch], 0.02);
+}
+
+TEST(ProceduralVideo, WrappedObjectsKeepTheirCaptionAndShowOnBothSidesOfAnEdge) {
+  ProceduralVideoOptions o;
+  o.edges = EdgeRule::Wrap;
+  // The same scene draws under both rules (one draw per coordinate), only the start range differs.
+  std::mt19937_64 a(9), b(9);
+  ProceduralVideoOptions bounce;
+  EXPECT_EQ(ProceduralScene(o, a).caption(), ProceduralScene(bounce, b).caption());
+  std::mt19937_64 rng(17);
+  for (int i = 0; i < 10; ++i) {
+    const auto clip = make_procedural_clip(o, 200, rng);  // many crossings at up to 2 px per frame
+    for (const auto& frame : clip.states)
+      for (std::size_t k = 0; k < frame.size(); ++k) {
+        EXPECT_GE(frame[k].x, 0.0);
+        EXPECT_LT(frame[k].x, 32.0);
+        EXPECT_GE(frame[k].y, 0.0);
+        EXPECT_LT(frame[k].y, 32.0);
+        // No bounce: the velocity, and so the caption's direction, holds for the whole clip.
+        EXPECT_EQ(frame[k].vx, clip.states[0][k].vx);
+        EXPECT_EQ(frame[k].vy, clip.states[0][k].vy);
+      }
+  }
+  // An object centred on the left edge is cut in two: its right half at x = 0, its left half at x = W - 1.
+  o.min_objects = o.max_objects = 1;
+  o.min_radius = o.max_radius = 6;
+  o.min_speed = o.max_speed = 0.5;
+  bool checked = false;
+  for (std::uint64_t seed = 0; seed < 20 && !checked; ++seed) {
+    std::mt19937_64 one(seed);
+    ProceduralScene scene(o, one);
+    for (int f = 0; f < 400 && !checked; ++f, scene.advance()) {
+      const auto& obj = scene.objects()[0];
+      if (obj.x > 1.0 || obj.y < 8 || obj.y > 24) continue;
+      const auto img = scene.render();
+      const auto& rgb = ProceduralPalette::colours()[static_cast<std::size_t>(obj.colour)];
+      const auto row = static_cast<std::int64_t>(obj.y);
+      for (std::int64_t x : {std::int64_t{0}, std::int64_t{31}})
+        for (int ch = 0; ch < 3; ++ch) EXPECT_NEAR((img[ch][row][x].item<float>() + 1) / 2, rgb[ch], 0.05) << "x = " << x;
+      checked = true;
+    }
+  }
+  EXPECT_TRUE(checked) << "no scene put its object on the left edge";
+  EXPECT_EQ(parse_edge_rule("wrap"), EdgeRule::Wrap);
+  EXPECT_EQ(edge_rule_name(parse_edge_rule("bounce")), "bounce");
+  try {
+    parse_edge_rule("loop");
+    ADD_FAILURE() << "an unknown edge rule was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'loop'"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
@@ -551,6 +613,29 @@ TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
   const auto still = clip.frames.narrow(0, 0, 1).expand({16, 3, 32, 32});
   EXPECT_EQ(video_statistics(still, 2).dynamic_degree, 0.0);
   EXPECT_LT(score_caption(torch::rand({16, 3, 32, 32}) * 2 - 1, clip.caption).overall(), 0.5);
+}
+
+TEST(DiTMetrics, DirectionIsTheSumOfFrameMovesSoAWrapDoesNotReverseIt) {
+  // A red 7×7 square moving right 2 px per frame that leaves at the right edge and comes back at the
+  // left: last minus first points left, the frame-to-frame moves point right.
+  std::vector<torch::Tensor> frames;
+  for (std::int64_t i = 0; i < 12; ++i) {
+    auto f = torch::full({3, 32, 32}, -1.0f);
+    const auto x = (18 + 2 * i) % 32;
+    f[0].narrow(0, 12, 7).narrow(1, std::min<std::int64_t>(x, 25), 7).fill_(1.0f);
+    frames.push_back(f);
+  }
+  const auto video = torch::stack(frames);
+  EXPECT_EQ(score_caption(video, "red square moving right").direction, 1.0);
+  EXPECT_EQ(score_caption(video, "red square moving left").direction, 0.0);
+  // Real wrapped video scores as well as bouncing video does.
+  StreamEvalOptions o;
+  o.streams = 24;
+  o.frames = 32;
+  o.edges = EdgeRule::Wrap;
+  const auto real = evaluate_real_streams(32, 32, 2, o);
+  EXPECT_GT(real.direction_accuracy, 0.85);
+  EXPECT_GT(real.caption_accuracy, 0.8);
 }
 
 }  // namespace

@@ -466,6 +466,14 @@ TEST(DiTTrainer, FineTuningStartsFromTheGivenModelsWeights) {
   const auto state = read_json_file(tuned / "training" / "state.json");
   EXPECT_NE(state.dump().find(first.path().string()), std::string::npos) << state.dump();
 
+  // A fine-tune may move the model to another procedural world; the run's config says which.
+  auto wrapped = config;
+  wrapped.procedural_edges = "wrap";
+  test::TempDir moved;
+  f.out = moved.path();
+  train_stream_dit(wrapped, data, f);
+  EXPECT_EQ(load_stream_dit(moved.path())->config.procedural_edges, "wrap");
+
   // A starting model of another config is refused with its folder named.
   auto wider = config;
   wider.hidden_size *= 2;

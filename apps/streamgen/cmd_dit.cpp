@@ -39,8 +39,11 @@ std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamD
   std::unique_ptr<ClipSource> pixels;
   if (!folder.empty())
     pixels = std::make_unique<VideoFolderClipSource>(folder, frames, width, height);
-  else
-    pixels = std::make_unique<ProceduralClipSource>(ProceduralVideoOptions::for_frame_size(width, height), frames);
+  else {
+    auto world = ProceduralVideoOptions::for_frame_size(width, height);
+    world.edges = parse_edge_rule(config.procedural_edges);
+    pixels = std::make_unique<ProceduralClipSource>(world, frames);
+  }
   if (!tae) return pixels;
   return std::make_unique<LatentClipSource>(std::move(pixels), tae, bf16);
 }
@@ -59,7 +62,7 @@ void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, Strea
 
 void register_train(CLI::App& dit) {
   struct Args {
-    std::string out, config, data, autoencoder;
+    std::string out, config, data, autoencoder, edges;
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
     double time_shift = 1.0;
     std::vector<std::int64_t> window{8, 4, 4};
@@ -77,11 +80,7 @@ void register_train(CLI::App& dit) {
       ->check(CLI::ExistingDirectory);
   auto* config_option =
       cmd->add_option("--config", a->config, "A StreamDiT config.json to start from (the size flags below are then ignored)")->check(CLI::ExistingFile);
-  cmd->add_option("--init", a->train.init_from,
-                  "A StreamDiT model folder to fine-tune: its config, weights and autoencoder, with a fresh optimiser and schedule "
-                  "(the size flags are then ignored; with --resume: only when OUT holds no run yet)")
-      ->check(CLI::ExistingDirectory)
-      ->excludes(config_option);
+  add_init_option(*cmd, a->train, "StreamDiT (and its autoencoder)")->excludes(config_option);
   cmd->add_option("--autoencoder", a->autoencoder,
                   "A temporal autoencoder folder (tae train): train on its latents; it is copied into OUT/autoencoder (default: pixel space)")
       ->check(CLI::ExistingDirectory);
@@ -98,6 +97,10 @@ void register_train(CLI::App& dit) {
                   "stream of it (stored in config.json). a > 1 spends more of the schedule at high noise, which large pixel patches need")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--edges", a->edges,
+                  "What procedural objects do at the frame edge: bounce, or wrap round to the other side (the caption's direction then "
+                  "holds for the whole clip); stored in config.json (default: the starting model's, else bounce)")
+      ->check(CLI::IsMember({"bounce", "wrap"}));
   cmd->add_flag("--no-text-modulation", a->no_text_modulation, "Caption through cross-attention only (no pooled caption in the adaLN input)");
   cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");
   add_run_options(*cmd, a->train, "Optimiser steps", "Seed of the weights, the data and the noise");
@@ -111,12 +114,8 @@ void register_train(CLI::App& dit) {
     if (run_as_local_ranks(a->nproc, a->compute.threads, a->train.distributed.master_port)) return;
     a->compute.resolve();
     namespace fs = std::filesystem;
-    if (a->train.resume && !a->train.init_from.empty()) {  // scripts can re-run one command: --init starts it, --resume continues it
-      if (has_training_run(a->out))
-        a->train.init_from.clear();
-      else
-        a->train.resume = false;
-    }
+    a->train.out = a->out;
+    resolve_init_or_resume(a->train);
     const auto& init = a->train.init_from;
     // A latent model: the autoencoder given, or the one the run (on resume) or the starting model already holds.
     if (a->autoencoder.empty() && !init.empty() && fs::exists(init / kDiTAutoencoderFolder)) a->autoencoder = (init / kDiTAutoencoderFolder).string();
@@ -149,9 +148,13 @@ void register_train(CLI::App& dit) {
       }
       config.validate("dit train");
     }
+    if (!a->edges.empty()) {
+      if (a->train.resume && a->edges != config.procedural_edges)
+        throw Error(fmt::format("dit train: the run in {} trains on --edges {}; a resumed run keeps its data", a->out, config.procedural_edges));
+      config.procedural_edges = a->edges;
+    }
     if (tae && config.in_channels != tae->config.latent_channels)
       throw Error(fmt::format("dit train: the model takes {} channels but the autoencoder makes {}", config.in_channels, tae->config.latent_channels));
-    a->train.out = a->out;
     const auto denoised = config.max_frames - a->train.recipe.reference_frames;
     const auto share = a->train.recipe.mix.full_share;
     a->train.recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(denoised, share) : ChunkMix::parse(a->chunk_sizes, denoised, share);
@@ -430,6 +433,7 @@ void register_eval(CLI::App& dit) {
       }
     }
     if (a->streams.streams > 0) {
+      a->streams.edges = parse_edge_rule(c.procedural_edges);  // prompts and real video from the model's own world
       ProgressBar bar("eval streams", a->streams.streams * a->streams.frames, "frame");
       a->streams.on_frames = [&](std::int64_t done, std::int64_t) { bar.set(done); };
       const auto generated = evaluate_generated_streams(

@@ -19,9 +19,17 @@ namespace streamgen::cli {
 namespace {
 
 // Training and evaluation clips: the user's video folder, or else procedural shapes of this size.
-std::unique_ptr<ClipSource> tae_clip_source(const std::string& folder, std::int64_t size, std::int64_t frames) {
+std::unique_ptr<ClipSource> tae_clip_source(const std::string& folder, std::int64_t size, std::int64_t frames, const std::string& edges) {
   if (!folder.empty()) return std::make_unique<VideoFolderClipSource>(folder, frames, size, size);
-  return std::make_unique<ProceduralClipSource>(ProceduralVideoOptions::for_frame_size(size, size), frames);
+  auto world = ProceduralVideoOptions::for_frame_size(size, size);
+  world.edges = parse_edge_rule(edges);
+  return std::make_unique<ProceduralClipSource>(world, frames);
+}
+
+void add_edges_option(CLI::App& cmd, std::string& edges) {
+  cmd.add_option("--edges", edges, "What procedural objects do at the frame edge: bounce, or wrap round to the other side")
+      ->check(CLI::IsMember({"bounce", "wrap"}))
+      ->capture_default_str();
 }
 
 void print_report(const TAEEvalReport& r, std::int64_t chunk_latents, std::int64_t overlap) {
@@ -38,7 +46,7 @@ void print_report(const TAEEvalReport& r, std::int64_t chunk_latents, std::int64
 
 void register_train(CLI::App& tae) {
   struct Args {
-    std::string out, data;
+    std::string out, data, edges = "bounce";
     std::int64_t size = 64, frames = 16, latent_channels = 8, temporal = 4;
     std::vector<std::int64_t> channels{32, 48, 64};
     std::int64_t eval_clips = 16;
@@ -53,7 +61,9 @@ void register_train(CLI::App& tae) {
   auto* cmd = tae.add_subcommand("train", "Train a temporal autoencoder (4x time, 8x space) on procedural shapes or your videos");
   cmd->add_option("--out,-o", a->out, "Model folder (config.json + model.safetensors with the EMA weights, training/, loss.csv)")->required();
   cmd->add_flag("--resume", a->train.resume, "Continue the run in --out (weights, EMA, optimiser, step)");
+  add_init_option(*cmd, a->train, "temporal autoencoder");
   cmd->add_option("--data", a->data, "A folder of your own videos; default: procedural shapes")->check(CLI::ExistingDirectory);
+  add_edges_option(*cmd, a->edges);
   cmd->add_option("--size", a->size, "Frame size in pixels (square; a multiple of the spatial compression)")->capture_default_str()->check(CLI::Range(8, 1024));
   cmd->add_option("--frames", a->frames, "Frames per training clip (a multiple of --temporal)")->capture_default_str()->check(CLI::Range(1, 256));
   cmd->add_option("--latent-channels", a->latent_channels, "Latent channels")->capture_default_str();
@@ -80,8 +90,9 @@ void register_train(CLI::App& tae) {
     if (a->size % config.spatial_compression() != 0)
       throw Error(fmt::format("tae train: --size {} is not a multiple of the spatial compression {}", a->size, config.spatial_compression()));
     a->train.out = a->out;
+    resolve_init_or_resume(a->train);
     a->train.command_line = command_line();
-    auto data = tae_clip_source(a->data, a->size, a->frames);
+    auto data = tae_clip_source(a->data, a->size, a->frames, a->edges);
     TemporalAutoencoder probe(config);
     std::int64_t params = 0;
     for (const auto& p : probe->parameters()) params += p.numel();
@@ -94,7 +105,7 @@ void register_train(CLI::App& tae) {
     std::cout << training_summary_line(summary, a->out);
     if (a->eval_clips > 0) {
       auto tae = load_temporal_autoencoder(a->out);
-      auto streams = tae_clip_source(a->data, a->size, 16 * config.temporal_compression);  // long enough for several chunk seams
+      auto streams = tae_clip_source(a->data, a->size, 16 * config.temporal_compression, a->edges);  // long enough for several chunk seams
       print_report(evaluate_temporal_autoencoder(tae, *streams, a->eval_clips, 2, 4242), 2, tae->decoder_history());
     }
   });
@@ -102,7 +113,7 @@ void register_train(CLI::App& tae) {
 
 void register_eval(CLI::App& tae) {
   struct Args {
-    std::string model, data, compare;
+    std::string model, data, compare, edges = "bounce";
     std::int64_t size = 64, frames = 64, clips = 16, chunk = 2;
     std::uint64_t seed = 4242;
     ComputeArgs compute;
@@ -111,6 +122,7 @@ void register_eval(CLI::App& tae) {
   auto* cmd = tae.add_subcommand("eval", "Reconstruction PSNR of held-out clips, whole and decoded chunk by chunk as a stream would");
   cmd->add_option("--model,-m", a->model, "Temporal autoencoder folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--data", a->data, "A folder of videos; default: procedural shapes")->check(CLI::ExistingDirectory);
+  add_edges_option(*cmd, a->edges);
   cmd->add_option("--size", a->size, "Frame size of the procedural clips")->capture_default_str();
   cmd->add_option("--frames", a->frames, "Frames per clip")->capture_default_str();
   cmd->add_option("--clips", a->clips, "Held-out clips")->capture_default_str();
@@ -120,7 +132,7 @@ void register_eval(CLI::App& tae) {
   a->compute.add_to(*cmd);
   cmd->callback([a] {
     auto tae = load_temporal_autoencoder(a->model, a->compute.resolve());
-    auto data = tae_clip_source(a->data, a->size, a->frames);
+    auto data = tae_clip_source(a->data, a->size, a->frames, a->edges);
     print_report(evaluate_temporal_autoencoder(tae, *data, a->clips, a->chunk, a->seed), a->chunk, tae->decoder_history());
     if (!a->compare.empty()) {
       torch::NoGradGuard no_grad;

@@ -42,6 +42,11 @@ const std::vector<std::string>& command_arguments();  // argv as given
 // The optimiser and checkpoint options of the training commands (--steps --batch --accumulate --lr
 // --warmup --ema --seed --checkpoint-every).
 void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& steps_help, const std::string& seed_help);
+// --init MODEL: fine-tune that model folder (its config and weights; a fresh optimiser and schedule).
+CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what);
+// --init with --resume is one command a script can re-run: it starts the run when OUT holds none
+// and continues it when it does. Call before training.
+void resolve_init_or_resume(OptimisationOptions& o);
 // --world-size --rank --master-addr --master-port --nproc
 void add_distributed_options(CLI::App& cmd, OptimisationOptions& o, int& nproc);
 // With --nproc N > 1: runs this same command as N local ranks, waits for them and returns true

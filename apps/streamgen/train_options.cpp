@@ -75,6 +75,22 @@ void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& s
   cmd.add_option("--stop-at", o.stop_at, "End this run after this step, keeping the schedule of --steps (continue later with --resume)");
 }
 
+CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what) {
+  return cmd
+      .add_option("--init", o.init_from,
+                  "A " + what + " model folder to fine-tune: its config and weights, with a fresh optimiser and schedule (the size flags are "
+                  "then ignored; with --resume: only when OUT holds no run yet)")
+      ->check(CLI::ExistingDirectory);
+}
+
+void resolve_init_or_resume(OptimisationOptions& o) {
+  if (!o.resume || o.init_from.empty()) return;
+  if (has_training_run(o.out))
+    o.init_from.clear();
+  else
+    o.resume = false;
+}
+
 void add_distributed_options(CLI::App& cmd, OptimisationOptions& o, int& nproc) {
   cmd.add_option("--world-size", o.distributed.world_size, "Data-parallel processes in the run (c10d, Gloo)")->capture_default_str();
   cmd.add_option("--rank", o.distributed.rank, "This process's rank")->capture_default_str();

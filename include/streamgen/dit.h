@@ -45,6 +45,10 @@ struct StreamDiTConfig {
   // The flow-time shift the model was trained with (shifted_time in flow_matching.h); every
   // sampler and distillation of this model uses the same. 1: the paper's linear schedule.
   double time_shift = 1.0;
+  // Not architecture: the edge rule of the procedural world the model was trained on ("bounce" |
+  // "wrap", procedural_video.h). Training on procedural data uses it, and `dit eval` compares the
+  // model's streams with real video of the same world.
+  std::string procedural_edges = "bounce";
   CaptionEncoderConfig text;
 
   std::int64_t grid_height() const { return sample_height / patch_size; }

@@ -37,6 +37,7 @@ struct StreamEvalOptions {
   std::int64_t window = 16;            // frames per scoring window
   std::int64_t drift_reference_frames = 500;  // the "first frames" the drift compares against (capped at half the stream)
   std::uint64_t seed = 4242;
+  EdgeRule edges = EdgeRule::Bounce;   // the world of the prompts and of the real video (the model's training data)
   std::function<void(std::int64_t done, std::int64_t total)> on_frames;  // progress
 };
 

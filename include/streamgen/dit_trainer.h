@@ -57,14 +57,7 @@ torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Ten
 
 struct DiTTrainOptions : OptimisationOptions {
   FlowMatchingRecipe recipe;
-  // A model folder whose weights a fresh run starts from (fine-tuning: the optimiser, the step and
-  // the schedule start anew). Its config must be the run's config; ignored on resume.
-  std::filesystem::path init_from;
 };
-
-// Copies every parameter of `from` into `to`; the configs must match (a clear error names the
-// first parameter that does not).
-void copy_dit_parameters(const StreamDiT& from, StreamDiT& to);
 
 // The StreamDiT side of run_optimisation, shared by training and distillation: the model of
 // `config` (on resume, the folder's config.json), saved with save_stream_dit.

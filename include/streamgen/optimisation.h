@@ -36,6 +36,9 @@ struct OptimisationOptions {
   std::int64_t checkpoint_every = 250;
   std::int64_t log_every = 10;
   bool resume = false;
+  // A model folder whose weights a fresh run starts from (fine-tuning: the optimiser, the step and
+  // the schedule start anew). Its config must be the run's; ignored on resume.
+  std::filesystem::path init_from;
   bool bf16_autocast = false;  // forward in bf16 autocast (CPU); parameters, optimiser and EMA stay fp32
   DistributedOptions distributed;  // world_size > 1: data-parallel over c10d/Gloo, batch split by rank
   std::string command_line;  // recorded in the checkpoint for the model card
@@ -71,6 +74,10 @@ ExampleEngines example_engines(std::uint64_t seed, std::uint64_t step, std::uint
 bool has_training_run(const std::filesystem::path& folder);
 
 using ModulePtr = std::shared_ptr<torch::nn::Module>;
+
+// Copies every parameter of `from` into `to` by name (a fine-tune's start, a student from its
+// teacher, the EMA's first value); a missing or mis-shaped one is an Error that names it.
+void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to);
 
 struct OptimisationHooks {
   // A module of the run's config (called for the weights and for their EMA copy; the loop seeds

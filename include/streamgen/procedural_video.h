@@ -34,12 +34,22 @@ struct MovingObject {
   int direction() const;
 };
 
+// What an object does at the frame edge. Bounce reflects it, so a caption's direction ("moving
+// left") holds only until the first bounce — about 16 frames at the default speeds. Wrap lets it
+// leave on one side and come back on the other, so the caption holds for the whole clip however
+// long: the world a streaming model's prompt describes.
+enum class EdgeRule { Bounce = 0, Wrap = 1 };
+// "bounce" | "wrap"; anything else is an Error that names the value and the choices.
+EdgeRule parse_edge_rule(const std::string& name);
+std::string edge_rule_name(EdgeRule rule);
+
 struct ProceduralVideoOptions {
   std::int64_t width = 32, height = 32;
   int min_objects = 1, max_objects = 2;
   double min_radius = 4, max_radius = 7;
   double min_speed = 0.5, max_speed = 2.0;  // pixels per frame
   double max_background = 0.15;             // background channels drawn from [0, this]
+  EdgeRule edges = EdgeRule::Bounce;
   // The defaults (made for 32x32) at another frame size: radii scale with the smaller side, so
   // a shape covers the same share of the frame; speeds stay in pixels per frame.
   static ProceduralVideoOptions for_frame_size(std::int64_t width, std::int64_t height);
@@ -51,7 +61,7 @@ class ProceduralScene {
   ProceduralScene(const ProceduralVideoOptions& options, std::mt19937_64& rng);
   // [3, H, W] float in [-1, 1]
   torch::Tensor render() const;
-  // Moves every object by its velocity, reflecting it off the frame edges.
+  // Moves every object by its velocity, then applies the edge rule.
   void advance();
   // "red circle moving left and blue square moving up" (objects in drawing order).
   std::string caption() const;

@@ -36,7 +36,8 @@ struct TAETrainOptions : OptimisationOptions {
 torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::Tensor& video, const TAELossWeights& weights);
 
 // Trains `config` into options.out from clips of `data` (their frame count must be a multiple of
-// r_t), or continues the run there with options.resume; then calibrates the latent scale.
+// r_t) — from scratch, or from options.init_from's config and weights — or continues the run there
+// with options.resume; then calibrates the latent scale.
 TrainSummary train_temporal_autoencoder(const TemporalAutoencoderConfig& config, ClipSource& data, const TAETrainOptions& options,
                                         const std::function<void(const TrainStepInfo&)>& on_step = {});
 

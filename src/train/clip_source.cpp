@@ -30,8 +30,8 @@ ClipBatch ProceduralClipSource::next(std::int64_t batch, std::mt19937_64& rng) {
 }
 
 std::string ProceduralClipSource::describe() const {
-  return fmt::format("procedural shapes, {} frames of {}x{}, {}–{} objects", frames_, options_.width, options_.height, options_.min_objects,
-                     options_.max_objects);
+  return fmt::format("procedural shapes, {} frames of {}x{}, {}–{} objects{}", frames_, options_.width, options_.height, options_.min_objects,
+                     options_.max_objects, options_.edges == EdgeRule::Wrap ? " (objects wrap round the edges)" : "");
 }
 
 namespace {

@@ -206,7 +206,7 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
   teacher->eval();  // its passes run under NoGradGuard (teacher_segment_end)
 
   DiTRunHooks hooks;
-  hooks.initialise = [&](StreamDiT& student) { copy_dit_parameters(teacher, student); };
+  hooks.initialise = [&](StreamDiT& student) { copy_parameters(*teacher, *student); };
   hooks.loss = [&](StreamDiT& student, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
     const ScopedCpuAutocast autocast(o.bf16_autocast);  // rollout streams are teacher passes too
     const auto batch = seeded_distill_batch(data, teacher, recipe, o.seed, step, micro, first, count);

@@ -62,7 +62,11 @@ struct Accumulator {
   }
 };
 
-ProceduralVideoOptions scene_options(std::int64_t width, std::int64_t height) { return ProceduralVideoOptions::for_frame_size(width, height); }
+ProceduralVideoOptions scene_options(std::int64_t width, std::int64_t height, EdgeRule edges) {
+  auto o = ProceduralVideoOptions::for_frame_size(width, height);
+  o.edges = edges;
+  return o;
+}
 
 }  // namespace
 
@@ -74,7 +78,7 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
   std::int64_t nfe = 0, counted = 0;
   for (std::int64_t i = 0; i < o.streams; ++i) {
     std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
-    const auto caption = ProceduralScene(scene_options(width, height), rng).caption();
+    const auto caption = ProceduralScene(scene_options(width, height, o.edges), rng).caption();
     auto sampler = make_sampler(step_seed(o.seed, static_cast<std::uint64_t>(i), 78));
     chunk = sampler.partition().chunk_frames * (codec ? codec->frames_per_latent() : 1);
     if (codec) codec->reset();
@@ -103,7 +107,7 @@ StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std
   Accumulator acc{o, chunk_frames};
   for (std::int64_t i = 0; i < o.streams; ++i) {
     std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
-    ProceduralScene scene(scene_options(width, height), rng);
+    ProceduralScene scene(scene_options(width, height, o.edges), rng);
     const auto caption = scene.caption();
     std::vector<torch::Tensor> frames;
     for (std::int64_t f = 0; f < o.frames; ++f) {

@@ -15,6 +15,10 @@ namespace {
 // A pixel belongs to a palette colour when every channel is within this distance (in [0, 1]).
 constexpr float kColourTolerance = 0.3f;
 
+// A plausible per-frame move of an object's centroid, in pixels; a larger jump is another
+// component taking over as the colour's largest, or an object wrapping round an edge.
+constexpr double kMaxMovePerFrame = 8.0;
+
 // The smallest object the procedural scenes draw is a triangle of the minimum radius r, about
 // 1.7·r² pixels (27 px on 32×32 frames). Below 1.3·r² a component is too small to show a shape — a
 // lone 4×4 patch fills its whole box and would otherwise read as a square.
@@ -184,15 +188,19 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
     }
     if (want.direction >= 0) {
       ++directions_asked;
-      const DetectedObject* first = nullptr;
-      const DetectedObject* last = nullptr;
-      for (std::int64_t i = 0; i < std::min<std::int64_t>(f, direction_frames); ++i)
-        if (track[static_cast<std::size_t>(i)]) {
-          if (!first) first = track[static_cast<std::size_t>(i)];
-          last = track[static_cast<std::size_t>(i)];
-        }
-      if (first && last && first != last) {
-        const MovingObject motion{0, ShapeKind::Circle, 0, 0, last->x - first->x, last->y - first->y, 1};
+      // The sum of the plausible frame-to-frame moves, not last minus first: the two ends can be
+      // different components, or one object on both sides of a wrap.
+      double dx = 0, dy = 0;
+      bool moved = false;
+      for (std::int64_t i = 1; i < std::min<std::int64_t>(f, direction_frames); ++i) {
+        const auto* a = track[static_cast<std::size_t>(i - 1)];
+        const auto* b = track[static_cast<std::size_t>(i)];
+        if (!a || !b || std::hypot(b->x - a->x, b->y - a->y) >= kMaxMovePerFrame) continue;
+        dx += b->x - a->x, dy += b->y - a->y;
+        moved = true;
+      }
+      if (moved && (dx != 0 || dy != 0)) {
+        const MovingObject motion{0, ShapeKind::Circle, 0, 0, dx, dy, 1};
         direction_ok += motion.direction() == want.direction;
       }
     }
@@ -238,7 +246,7 @@ VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk
     for (std::size_t c = 0; c < current.size(); ++c) {
       if (!current[c] || !previous[c]) continue;
       const double d = std::hypot(current[c]->x - previous[c]->x, current[c]->y - previous[c]->y);
-      if (d < 8.0) {  // a plausible per-frame move; larger jumps are different objects
+      if (d < kMaxMovePerFrame) {
         moved += d;
         ++moves;
       }

@@ -19,7 +19,6 @@
 #include "streamgen/media.h"
 #include "streamgen/json_file.h"
 #include "streamgen/progress.h"
-#include "streamgen/safetensors_format.h"
 #include "streamgen/state_dict.h"
 #include "streamgen/weight_set.h"
 
@@ -127,28 +126,17 @@ TrainSummary run_dit_optimisation(const StreamDiTConfig& requested, const Optimi
   return run_optimisation(o, run, on_step);
 }
 
-void copy_dit_parameters(const StreamDiT& from, StreamDiT& to) {
-  torch::NoGradGuard no_grad;
-  const auto source = from->named_parameters();
-  for (auto& p : to->named_parameters()) {
-    const auto* value = source.find(p.key());
-    if (value == nullptr) throw Error(fmt::format("starting weights: parameter '{}' is missing", p.key()));
-    if (!value->sizes().equals(p.value().sizes()))
-      throw Error(fmt::format("starting weights: parameter '{}' has shape {}, the model expects {}", p.key(), safetensors::shape_string(value->sizes().vec()),
-                              safetensors::shape_string(p.value().sizes().vec())));
-    p.value().copy_(*value);
-  }
-}
-
 TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, const DiTTrainOptions& o,
                                  const std::function<void(const TrainStepInfo&)>& on_step) {
   DiTRunHooks hooks;
   if (!o.init_from.empty())
     hooks.initialise = [&](StreamDiT& model) {
       const auto start = load_stream_dit(o.init_from);
-      if (start->config.to_json() != config.to_json())
+      auto same_world = start->config;  // a fine-tune may move the model to another procedural world
+      same_world.procedural_edges = config.procedural_edges;
+      if (same_world.to_json() != config.to_json())
         throw Error(fmt::format("dit train: '{}' is a model of another config than the run's", o.init_from.string()));
-      copy_dit_parameters(start, model);
+      copy_parameters(*start, *model);
       spdlog::info("starting from the weights of '{}'", o.init_from.string());
     };
   hooks.loss = [&](StreamDiT& model, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
@@ -167,7 +155,6 @@ TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, c
                     {"reference_frames", o.recipe.reference_frames},
                     {"text_dropout", o.recipe.text_dropout},
                     {"data", data.describe()}};
-  if (!o.init_from.empty()) hooks.metadata["initialised_from"] = o.init_from.string();
   return run_dit_optimisation(config, o, hooks, on_step);
 }
 

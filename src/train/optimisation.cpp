@@ -16,6 +16,7 @@
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
 #include "streamgen/progress.h"
+#include "streamgen/safetensors_format.h"
 #include "streamgen/state_dict.h"
 #include "streamgen/weight_set.h"
 
@@ -45,6 +46,19 @@ double learning_rate_at(const OptimisationOptions& o, std::int64_t step) {
 }
 
 
+void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to) {
+  torch::NoGradGuard no_grad;
+  const auto source = from.named_parameters();
+  for (auto& p : to.named_parameters()) {
+    const auto* value = source.find(p.key());
+    if (value == nullptr) throw Error(fmt::format("starting weights: parameter '{}' is missing", p.key()));
+    if (!value->sizes().equals(p.value().sizes()))
+      throw Error(fmt::format("starting weights: parameter '{}' has shape {}, the model expects {}", p.key(),
+                              safetensors::shape_string(value->sizes().vec()), safetensors::shape_string(p.value().sizes().vec())));
+    p.value().copy_(*value);
+  }
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -59,13 +73,6 @@ struct RunFiles {
         state(out / "training" / "state.json"),
         loss_log(out / "loss.csv") {}
 };
-
-void copy_parameters(torch::nn::Module& to, const torch::nn::Module& from) {
-  torch::NoGradGuard no_grad;
-  const auto src = from.parameters();
-  auto dst = to.parameters();
-  for (std::size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
-}
 
 void update_ema(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
   torch::NoGradGuard no_grad;
@@ -143,7 +150,7 @@ TrainSummary run_optimisation(const OptimisationOptions& o, const OptimisationHo
   const auto model = hooks.create();
   if (hooks.initialise && !o.resume) hooks.initialise(model);
   const auto ema = hooks.create();
-  copy_parameters(*ema, *model);
+  copy_parameters(*model, *ema);
   ema->eval();
   for (auto& p : ema->parameters()) p.set_requires_grad(false);
 
@@ -176,6 +183,7 @@ TrainSummary run_optimisation(const OptimisationOptions& o, const OptimisationHo
                            {"ema_decay", o.ema_decay},
                            {"world_size", dist.world_size},
                            {"command", o.command_line}};
+    if (!o.init_from.empty()) meta["initialised_from"] = o.init_from.string();
     meta.update(hooks.metadata);
     hooks.save(ema, files.dir, step);
     save_state_dict(*model, files.weights, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "raw"}});

@@ -20,6 +20,14 @@ ProceduralVideoOptions ProceduralVideoOptions::for_frame_size(std::int64_t width
   return o;
 }
 
+EdgeRule parse_edge_rule(const std::string& name) {
+  if (name == "bounce") return EdgeRule::Bounce;
+  if (name == "wrap") return EdgeRule::Wrap;
+  throw Error(fmt::format("procedural video: edge rule '{}' is not one of: bounce, wrap", name));
+}
+
+std::string edge_rule_name(EdgeRule rule) { return rule == EdgeRule::Wrap ? "wrap" : "bounce"; }
+
 double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 namespace {
@@ -95,8 +103,11 @@ ProceduralScene::ProceduralScene(const ProceduralVideoOptions& o, std::mt19937_6
     m.colour = pick(rng, ProceduralPalette::colours().size());
     m.shape = static_cast<ShapeKind>(pick(rng, 3));
     m.radius = uniform(rng, o.min_radius, o.max_radius);
-    m.x = uniform(rng, m.radius, static_cast<double>(o.width) - m.radius);
-    m.y = uniform(rng, m.radius, static_cast<double>(o.height) - m.radius);
+    // A wrapped object may start anywhere, cut by an edge; a bouncing one starts inside. One draw
+    // per coordinate either way, so both rules see the same sequence of scenes.
+    const double margin = o.edges == EdgeRule::Wrap ? 0.0 : m.radius;
+    m.x = uniform(rng, margin, static_cast<double>(o.width) - margin);
+    m.y = uniform(rng, margin, static_cast<double>(o.height) - margin);
     const double speed = uniform(rng, o.min_speed, o.max_speed), angle = uniform(rng, 0.0, 2.0 * M_PI);
     m.vx = speed * std::cos(angle);
     m.vy = speed * std::sin(angle);
@@ -109,10 +120,30 @@ torch::Tensor ProceduralScene::render() const {
   auto img = torch::empty({3, h, w}, torch::kFloat32);
   auto* p = img.data_ptr<float>();
   const auto plane = h * w;
+  // Under the wrap rule an object cut by an edge shows its other part at the opposite edge: draw
+  // it once more, shifted by the frame size, on every side it overlaps (the largest shape reaches
+  // 1.2 radii from its centre, plus the one-pixel ramp).
+  std::vector<MovingObject> drawn;
+  for (const auto& o : objects_) {
+    std::vector<double> xs{o.x}, ys{o.y};
+    if (options_.edges == EdgeRule::Wrap) {
+      const double reach = 1.2 * o.radius + 1.0, fw = static_cast<double>(w), fh = static_cast<double>(h);
+      if (o.x - reach < 0) xs.push_back(o.x + fw);
+      if (o.x + reach > fw) xs.push_back(o.x - fw);
+      if (o.y - reach < 0) ys.push_back(o.y + fh);
+      if (o.y + reach > fh) ys.push_back(o.y - fh);
+    }
+    for (double x : xs)
+      for (double y : ys) {
+        drawn.push_back(o);
+        drawn.back().x = x;
+        drawn.back().y = y;
+      }
+  }
   for (std::int64_t y = 0; y < h; ++y) {
     for (std::int64_t x = 0; x < w; ++x) {
       std::array<float, 3> rgb = background_;
-      for (const auto& o : objects_) {
+      for (const auto& o : drawn) {
         const float a = coverage(signed_distance(o, static_cast<double>(x) + 0.5, static_cast<double>(y) + 0.5));
         if (a <= 0.f) continue;
         const auto& c = ProceduralPalette::colours()[static_cast<std::size_t>(o.colour)];
@@ -129,6 +160,11 @@ void ProceduralScene::advance() {
   for (auto& o : objects_) {
     o.x += o.vx;
     o.y += o.vy;
+    if (options_.edges == EdgeRule::Wrap) {
+      o.x = std::fmod(std::fmod(o.x, w) + w, w);
+      o.y = std::fmod(std::fmod(o.y, h) + h, h);
+      continue;
+    }
     // Elastic bounce: reflect the overshoot back inside and flip the velocity.
     if (o.x < o.radius) o.x = 2 * o.radius - o.x, o.vx = std::abs(o.vx);
     if (o.x > w - o.radius) o.x = 2 * (w - o.radius) - o.x, o.vx = -std::abs(o.vx);

@@ -53,10 +53,18 @@ TrainSummary train_temporal_autoencoder(const TemporalAutoencoderConfig& request
   if (o.resume && has_training_run(o.out)) {
     const auto file = o.out / "config.json";
     config = TemporalAutoencoderConfig::from_json(read_json_file(file), file.string());
+  } else if (!o.init_from.empty()) {
+    const auto file = o.init_from / "config.json";
+    config = TemporalAutoencoderConfig::from_json(read_json_file(file), file.string());
   }
   check_clip_frames(config, data);
   OptimisationHooks run;
   run.create = [&config]() -> ModulePtr { return TemporalAutoencoder(config).ptr(); };
+  if (!o.init_from.empty())
+    run.initialise = [&](const ModulePtr& model) {
+      copy_parameters(*load_temporal_autoencoder(o.init_from), *model);
+      spdlog::info("starting from the weights of '{}'", o.init_from.string());
+    };
   run.loss = [&](const ModulePtr& m, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
     auto tae = as_tae(m);
     std::vector<torch::Tensor> clips, noise;
