@@ -97,10 +97,7 @@ void register_train(CLI::App& dit) {
                   "stream of it (stored in config.json). a > 1 spends more of the schedule at high noise, which large pixel patches need")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cmd->add_option("--edges", a->edges,
-                  "What procedural objects do at the frame edge: bounce, or wrap round to the other side (the caption's direction then "
-                  "holds for the whole clip); stored in config.json (default: the starting model's, else bounce)")
-      ->check(CLI::IsMember({"bounce", "wrap"}));
+  add_edges_option(*cmd, a->edges, "; stored in config.json (default: the starting model's, else bounce)");
   cmd->add_flag("--no-text-modulation", a->no_text_modulation, "Caption through cross-attention only (no pooled caption in the adaLN input)");
   cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");
   add_run_options(*cmd, a->train, "Optimiser steps", "Seed of the weights, the data and the noise");

@@ -26,11 +26,6 @@ std::unique_ptr<ClipSource> tae_clip_source(const std::string& folder, std::int6
   return std::make_unique<ProceduralClipSource>(world, frames);
 }
 
-void add_edges_option(CLI::App& cmd, std::string& edges) {
-  cmd.add_option("--edges", edges, "What procedural objects do at the frame edge: bounce, or wrap round to the other side")
-      ->check(CLI::IsMember({"bounce", "wrap"}))
-      ->capture_default_str();
-}
 
 void print_report(const TAEEvalReport& r, std::int64_t chunk_latents, std::int64_t overlap) {
   std::cout << fmt::format(
@@ -63,7 +58,7 @@ void register_train(CLI::App& tae) {
   cmd->add_flag("--resume", a->train.resume, "Continue the run in --out (weights, EMA, optimiser, step)");
   add_init_option(*cmd, a->train, "temporal autoencoder");
   cmd->add_option("--data", a->data, "A folder of your own videos; default: procedural shapes")->check(CLI::ExistingDirectory);
-  add_edges_option(*cmd, a->edges);
+  add_edges_option(*cmd, a->edges, "")->capture_default_str();
   cmd->add_option("--size", a->size, "Frame size in pixels (square; a multiple of the spatial compression)")->capture_default_str()->check(CLI::Range(8, 1024));
   cmd->add_option("--frames", a->frames, "Frames per training clip (a multiple of --temporal)")->capture_default_str()->check(CLI::Range(1, 256));
   cmd->add_option("--latent-channels", a->latent_channels, "Latent channels")->capture_default_str();
@@ -122,7 +117,7 @@ void register_eval(CLI::App& tae) {
   auto* cmd = tae.add_subcommand("eval", "Reconstruction PSNR of held-out clips, whole and decoded chunk by chunk as a stream would");
   cmd->add_option("--model,-m", a->model, "Temporal autoencoder folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--data", a->data, "A folder of videos; default: procedural shapes")->check(CLI::ExistingDirectory);
-  add_edges_option(*cmd, a->edges);
+  add_edges_option(*cmd, a->edges, "")->capture_default_str();
   cmd->add_option("--size", a->size, "Frame size of the procedural clips")->capture_default_str();
   cmd->add_option("--frames", a->frames, "Frames per clip")->capture_default_str();
   cmd->add_option("--clips", a->clips, "Held-out clips")->capture_default_str();

@@ -42,6 +42,8 @@ const std::vector<std::string>& command_arguments();  // argv as given
 // The optimiser and checkpoint options of the training commands (--steps --batch --accumulate --lr
 // --warmup --ema --seed --checkpoint-every).
 void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& steps_help, const std::string& seed_help);
+// --edges bounce|wrap: the procedural world's edge rule (procedural_video.h); `more` ends the help.
+CLI::Option* add_edges_option(CLI::App& cmd, std::string& edges, const std::string& more);
 // --init MODEL: fine-tune that model folder (its config and weights; a fresh optimiser and schedule).
 CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what);
 // --init with --resume is one command a script can re-run: it starts the run when OUT holds none

@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "streamgen/distributed.h"
 #include "streamgen/error.h"
+#include "streamgen/procedural_video.h"
 #include "streamgen/progress.h"
 
 namespace streamgen::cli {
@@ -73,6 +74,14 @@ void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& s
   cmd.add_option("--seed", o.seed, seed_help)->capture_default_str();
   cmd.add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints")->capture_default_str();
   cmd.add_option("--stop-at", o.stop_at, "End this run after this step, keeping the schedule of --steps (continue later with --resume)");
+}
+
+CLI::Option* add_edges_option(CLI::App& cmd, std::string& edges, const std::string& more) {
+  return cmd
+      .add_option("--edges", edges,
+                  "What procedural objects do at the frame edge: bounce, or wrap round to the other side (a caption's direction then "
+                  "holds for the whole clip)" + more)
+      ->check(CLI::IsMember({edge_rule_name(EdgeRule::Bounce), edge_rule_name(EdgeRule::Wrap)}));
 }
 
 CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what) {
