@@ -16,7 +16,7 @@ struct Accumulator {
   const StreamEvalOptions& o;
   std::int64_t chunk_frames;
   double colour = 0, shape = 0, direction = 0, seam = 0, dynamic = 0;
-  std::vector<StreamDrift> drifts;  // one per stream added
+  std::vector<StreamDrift> drifts{};  // one per stream added
   std::int64_t seams = 0;
 
   void add(const torch::Tensor& frames, const std::string& caption) {
