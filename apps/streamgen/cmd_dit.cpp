@@ -39,11 +39,9 @@ std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamD
   std::unique_ptr<ClipSource> pixels;
   if (!folder.empty())
     pixels = std::make_unique<VideoFolderClipSource>(folder, frames, width, height);
-  else {
-    auto world = ProceduralVideoOptions::for_frame_size(width, height);
-    world.edges = parse_edge_rule(config.procedural_edges);
-    pixels = std::make_unique<ProceduralClipSource>(world, frames);
-  }
+  else
+    pixels = std::make_unique<ProceduralClipSource>(
+        ProceduralVideoOptions::for_frame_size(width, height, parse_edge_rule(config.procedural_edges)), frames);
   if (!tae) return pixels;
   return std::make_unique<LatentClipSource>(std::move(pixels), tae, bf16);
 }

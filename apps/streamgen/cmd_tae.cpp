@@ -21,11 +21,8 @@ namespace {
 // Training and evaluation clips: the user's video folder, or else procedural shapes of this size.
 std::unique_ptr<ClipSource> tae_clip_source(const std::string& folder, std::int64_t size, std::int64_t frames, const std::string& edges) {
   if (!folder.empty()) return std::make_unique<VideoFolderClipSource>(folder, frames, size, size);
-  auto world = ProceduralVideoOptions::for_frame_size(size, size);
-  world.edges = parse_edge_rule(edges);
-  return std::make_unique<ProceduralClipSource>(world, frames);
+  return std::make_unique<ProceduralClipSource>(ProceduralVideoOptions::for_frame_size(size, size, parse_edge_rule(edges)), frames);
 }
-
 
 void print_report(const TAEEvalReport& r, std::int64_t chunk_latents, std::int64_t overlap) {
   std::cout << fmt::format(

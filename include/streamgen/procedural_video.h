@@ -52,7 +52,7 @@ struct ProceduralVideoOptions {
   EdgeRule edges = EdgeRule::Bounce;
   // The defaults (made for 32x32) at another frame size: radii scale with the smaller side, so
   // a shape covers the same share of the frame; speeds stay in pixels per frame.
-  static ProceduralVideoOptions for_frame_size(std::int64_t width, std::int64_t height);
+  static ProceduralVideoOptions for_frame_size(std::int64_t width, std::int64_t height, EdgeRule edges = EdgeRule::Bounce);
 };
 
 // One scene that plays forever: call render() then advance() per frame.

@@ -62,12 +62,6 @@ struct Accumulator {
   }
 };
 
-ProceduralVideoOptions scene_options(std::int64_t width, std::int64_t height, EdgeRule edges) {
-  auto o = ProceduralVideoOptions::for_frame_size(width, height);
-  o.edges = edges;
-  return o;
-}
-
 }  // namespace
 
 StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(std::uint64_t)>& make_sampler, std::int64_t width,
@@ -78,7 +72,7 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
   std::int64_t nfe = 0, counted = 0;
   for (std::int64_t i = 0; i < o.streams; ++i) {
     std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
-    const auto caption = ProceduralScene(scene_options(width, height, o.edges), rng).caption();
+    const auto caption = ProceduralScene(ProceduralVideoOptions::for_frame_size(width, height, o.edges), rng).caption();
     auto sampler = make_sampler(step_seed(o.seed, static_cast<std::uint64_t>(i), 78));
     chunk = sampler.partition().chunk_frames * (codec ? codec->frames_per_latent() : 1);
     if (codec) codec->reset();
@@ -107,7 +101,7 @@ StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std
   Accumulator acc{o, chunk_frames};
   for (std::int64_t i = 0; i < o.streams; ++i) {
     std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
-    ProceduralScene scene(scene_options(width, height, o.edges), rng);
+    ProceduralScene scene(ProceduralVideoOptions::for_frame_size(width, height, o.edges), rng);
     const auto caption = scene.caption();
     std::vector<torch::Tensor> frames;
     for (std::int64_t f = 0; f < o.frames; ++f) {

@@ -10,8 +10,9 @@
 
 namespace streamgen {
 
-ProceduralVideoOptions ProceduralVideoOptions::for_frame_size(std::int64_t width, std::int64_t height) {
+ProceduralVideoOptions ProceduralVideoOptions::for_frame_size(std::int64_t width, std::int64_t height, EdgeRule edges) {
   ProceduralVideoOptions o;
+  o.edges = edges;
   const double scale = static_cast<double>(std::min(width, height)) / 32.0;
   o.width = width;
   o.height = height;
