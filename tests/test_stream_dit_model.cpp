@@ -613,6 +613,14 @@ TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
   const auto still = clip.frames.narrow(0, 0, 1).expand({16, 3, 32, 32});
   EXPECT_EQ(video_statistics(still, 2).dynamic_degree, 0.0);
   EXPECT_LT(score_caption(torch::rand({16, 3, 32, 32}) * 2 - 1, clip.caption).overall(), 0.5);
+  // Brightness and contrast are read on [0, 1] intensities: a dark clip whose pixels all double
+  // (x -> 2x + 1 in the [-1, 1] range) drifts by 2, not by the 0.9 a ratio of negative means gives.
+  const auto dark = clip.frames * 0.2 - 0.8;
+  const auto doubled = torch::cat({dark, dark * 2 + 1});
+  const auto first = video_statistics(doubled.narrow(0, 0, 16), 0), last = video_statistics(doubled.narrow(0, 16, 16), 0);
+  EXPECT_NEAR(last.brightness / first.brightness, 2.0, 1e-4);
+  EXPECT_NEAR(last.contrast / first.contrast, 2.0, 1e-4);
+  EXPECT_NEAR(first.brightness, ((dark + 1) * 0.5).mean().item<double>(), 1e-6);
 }
 
 TEST(DiTMetrics, DirectionIsTheSumOfFrameMovesSoAWrapDoesNotReverseIt) {

@@ -52,12 +52,12 @@ CaptionScore score_caption(const torch::Tensor& frames, const std::string& capti
 struct VideoStatistics {
   double dynamic_degree = 0;  // mean centroid speed, pixels per frame
   double seam_ratio = 0;      // mean |x_t - x_{t-1}| at chunk boundaries / inside chunks; 0: undefined (one-frame chunks)
-  double brightness = 0, contrast = 0;  // mean and standard deviation of the pixels
+  double brightness = 0, contrast = 0;  // mean and standard deviation of the pixels as [0, 1] intensities
 };
 // Mean |x_t − x_{t−1}| at chunk boundaries (every `chunk_frames` frames) over the same inside
 // chunks; frames [F, C, H, W]. 0 when there is no boundary or no inside pair.
 double seam_ratio(const torch::Tensor& frames, std::int64_t chunk_frames);
-// frames [F, 3, H, W]; chunk boundaries every `chunk_frames` frames (<= 1: seam ratio left 0).
+// frames [F, 3, H, W] in [-1, 1]; chunk boundaries every `chunk_frames` frames (<= 1: seam ratio left 0).
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames);
 
 }  // namespace streamgen

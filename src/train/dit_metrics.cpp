@@ -232,8 +232,11 @@ VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk
   VideoStatistics s;
   const auto x = frames.detach().to(torch::kCPU, torch::kFloat32);
   const auto f = x.size(0);
-  s.brightness = x.mean().item<double>();
-  s.contrast = x.std().item<double>();
+  // On [0, 1] intensities, not the [-1, 1] network range: a ratio of two negative means would
+  // read a frame that grew brighter as one that sank.
+  const auto intensity = (x + 1) * 0.5;
+  s.brightness = intensity.mean().item<double>();
+  s.contrast = intensity.std().item<double>();
   if (f < 2) return s;
   s.seam_ratio = seam_ratio(x, chunk_frames);
   // Dynamic degree: centroid displacement of each colour's largest object between frames.
