@@ -605,6 +605,19 @@ TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
     contrast += d.contrast / 24;
   }
   EXPECT_NEAR(real.drift_contrast, contrast, 1e-12);
+  EXPECT_TRUE(real.per_stream[0].span_brightness.empty());  // 32 frames: shorter than two 500-frame spans
+  // With 8-frame spans a 32-frame stream has four, each a [0, 1] intensity, and real video keeps its brightness.
+  o.streams = 2;
+  o.drift_reference_frames = 8;
+  const auto spans = evaluate_real_streams(32, 32, 2, o);
+  for (const auto& d : spans.per_stream) {
+    ASSERT_EQ(d.span_brightness.size(), 4u);
+    for (double b : d.span_brightness) {
+      EXPECT_GT(b, 0.0);
+      EXPECT_LT(b, 1.0);
+      EXPECT_NEAR(b / d.span_brightness[0], 1.0, 0.05);
+    }
+  }
   std::mt19937_64 first_scene(step_seed(o.seed, 0, 77));
   EXPECT_EQ(real.per_stream[0].caption, ProceduralScene(ProceduralVideoOptions::for_frame_size(32, 32), first_scene).caption());
   // A static video (every frame the first) has no motion; noise has no objects.

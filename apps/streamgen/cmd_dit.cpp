@@ -365,7 +365,8 @@ nlohmann::json quality_json(const StreamQuality& q) {
           {"drift_per_stream", [&] {
              auto list = nlohmann::json::array();
              for (const auto& d : q.per_stream)
-               list.push_back({{"caption", d.caption}, {"brightness", d.brightness}, {"contrast", d.contrast}, {"caption_score", d.caption_score}});
+               list.push_back({{"caption", d.caption}, {"brightness", d.brightness}, {"contrast", d.contrast}, {"caption_score", d.caption_score},
+                               {"span_brightness", d.span_brightness}});
              return list;
            }()}};
 }
@@ -469,7 +470,14 @@ void register_eval(CLI::App& dit) {
         if (generated.frames_per_stream > a->streams.drift_reference_frames) {  // long streams: which one drifted
           std::cout << "  drift per generated stream (brightness / contrast / caption):\n";
           for (const auto& d : generated.per_stream)
+          {
             std::cout << fmt::format("    {:.3f} / {:.3f} / {:.3f}  {}\n", d.brightness, d.contrast, d.caption_score, d.caption);
+            if (!d.span_brightness.empty()) {  // x255: the scale pixel values are read in
+              std::vector<double> levels;
+              for (double b : d.span_brightness) levels.push_back(255 * b);
+              std::cout << fmt::format("      brightness by {}-frame span (/255): {:.1f}\n", a->streams.drift_reference_frames, fmt::join(levels, " "));
+            }
+          }
         }
       }
     }

@@ -17,6 +17,9 @@ namespace streamgen {
 struct StreamDrift {
   std::string caption;
   double brightness = 1, contrast = 1, caption_score = 1;
+  // Mean [0, 1] intensity of each whole span of `drift_reference_frames` frames, in order: where a
+  // long stream's brightness went, and how fast (empty for a stream shorter than two spans).
+  std::vector<double> span_brightness{};
 };
 
 struct StreamQuality {

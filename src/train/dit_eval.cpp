@@ -35,8 +35,13 @@ struct Accumulator {
     const auto ref_stats = video_statistics(ref, 0), last_stats = video_statistics(last, 0);
     auto ratio = [](double a, double b) { return std::abs(b) > 1e-9 ? a / b : 1.0; };
     const auto ref_cap = score_caption(ref, caption), last_cap = score_caption(last, caption);
-    drifts.push_back({caption, ratio(last_stats.brightness, ref_stats.brightness), ratio(last_stats.contrast, ref_stats.contrast),
-                      ratio((last_cap.colour + last_cap.shape) / 2, (ref_cap.colour + ref_cap.shape) / 2)});
+    StreamDrift drift{caption, ratio(last_stats.brightness, ref_stats.brightness), ratio(last_stats.contrast, ref_stats.contrast),
+                      ratio((last_cap.colour + last_cap.shape) / 2, (ref_cap.colour + ref_cap.shape) / 2)};
+    const auto span = o.drift_reference_frames;
+    if (span > 0 && f >= 2 * span)
+      for (std::int64_t start = 0; start + span <= f; start += span)
+        drift.span_brightness.push_back(video_statistics(frames.narrow(0, start, span), 0).brightness);
+    drifts.push_back(std::move(drift));
   }
 
   StreamQuality report(std::int64_t frames) const {
