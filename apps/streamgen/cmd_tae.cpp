@@ -65,7 +65,6 @@ void register_train(CLI::App& tae) {
   cmd->add_option("--mse-weight", a->train.loss.mse, "Weight of the squared-error reconstruction term")->capture_default_str();
   cmd->add_option("--gradient-weight", a->train.loss.gradient, "Weight of the L1 on spatial gradients")->capture_default_str();
   cmd->add_option("--temporal-weight", a->train.loss.temporal, "Weight of the L1 on frame differences")->capture_default_str();
-  cmd->add_option("--colour-weight", a->train.loss.colour, "Weight of the L1 on 8x8-block mean colours (keeps a flat background's tint)")->capture_default_str();
   cmd->add_option("--latent-noise", a->train.latent_noise, "Noise on the latents while training, as a share of their RMS")->capture_default_str();
   cmd->add_option("--eval-clips", a->eval_clips, "Held-out clips scored at the end (0: none)")->capture_default_str();
   cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");

@@ -21,9 +21,6 @@ struct TAELossWeights {
   double mse = 1.0;
   double gradient = 0.5;  // L1 on horizontal and vertical pixel differences
   double temporal = 0.5;  // L1 on differences between consecutive frames
-  // L1 on the mean colour of each 8x8 block: the tint of a flat region (the procedural world's dark
-  // background) costs per-pixel terms little enough that a network can leave it grey.
-  double colour = 0.0;
 };
 
 struct TAETrainOptions : OptimisationOptions {

@@ -24,11 +24,6 @@ torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::T
   if (w.gradient > 0)
     loss = loss + w.gradient * 0.5 * ((diff(r, 4) - diff(v, 4)).abs().mean() + (diff(r, 3) - diff(v, 3)).abs().mean());
   if (w.temporal > 0 && v.size(1) > 1) loss = loss + w.temporal * (diff(r, 1) - diff(v, 1)).abs().mean();
-  if (w.colour > 0) {
-    const auto block = std::min<std::int64_t>({8, v.size(3), v.size(4)});
-    auto pooled = [block](const torch::Tensor& x) { return torch::avg_pool2d(x.flatten(0, 1), block); };
-    loss = loss + w.colour * (pooled(r) - pooled(v)).abs().mean();
-  }
   return loss;
 }
 
@@ -96,7 +91,7 @@ TrainSummary train_temporal_autoencoder(const TemporalAutoencoderConfig& request
     auto tae = as_tae(ema);
     save_temporal_autoencoder(tae, folder, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
   };
-  run.metadata = {{"l1", o.loss.l1}, {"mse", o.loss.mse}, {"gradient", o.loss.gradient}, {"temporal", o.loss.temporal}, {"colour", o.loss.colour}, {"latent_noise", o.latent_noise},
+  run.metadata = {{"l1", o.loss.l1}, {"mse", o.loss.mse}, {"gradient", o.loss.gradient}, {"temporal", o.loss.temporal}, {"latent_noise", o.latent_noise},
                   {"data", data.describe()}};
   run.label = "tae train";
   const auto summary = run_optimisation(o, run, on_step);
