@@ -13,7 +13,7 @@
 
 namespace streamgen {
 
-// One stream's drift: its last window against its first frames (1 = none).
+// One stream's drift: its last span of frames against its first (1 = none).
 struct StreamDrift {
   std::string caption;
   double brightness = 1, contrast = 1, caption_score = 1;
@@ -27,7 +27,8 @@ struct StreamQuality {
   double colour_accuracy = 0, shape_accuracy = 0, direction_accuracy = 0;
   double seam_ratio = 0;        // chunk boundaries vs inside chunks (1 = no seams)
   double dynamic_degree = 0;    // pixels per frame
-  // Drift: the last window's value relative to the first `drift_reference_frames` (1 = none).
+  // Drift: the last `drift_reference_frames` frames relative to the first as many (1 = none; the
+  // span is capped at half the stream).
   double drift_brightness = 1, drift_contrast = 1, drift_caption = 1;  // means of per_stream
   std::vector<StreamDrift> per_stream;  // a mean near 1 can hide one stream that faded and one that brightened
   std::int64_t streams = 0, frames_per_stream = 0;

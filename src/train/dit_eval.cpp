@@ -28,10 +28,12 @@ struct Accumulator {
     const auto stats = video_statistics(frames, chunk_frames);
     if (stats.seam_ratio > 0) seam += stats.seam_ratio, ++seams;
     dynamic += stats.dynamic_degree;
-    // Drift: the last window against the reference span at the start (colour + shape only: the
+    // Drift: the last span against the span at the start (colour + shape only: the
     // direction in a caption describes the start of the motion, bounces change it later).
     const auto ref_frames = std::max(w, std::min(o.drift_reference_frames, f / 2));
-    const auto ref = frames.narrow(0, 0, ref_frames), last = frames.narrow(0, f - w, w);
+    // The same span at both ends: a last scoring window of 16 frames against 500 read one object
+    // passing the frame edge as drift.
+    const auto ref = frames.narrow(0, 0, ref_frames), last = frames.narrow(0, f - ref_frames, ref_frames);
     const auto ref_stats = video_statistics(ref, 0), last_stats = video_statistics(last, 0);
     auto ratio = [](double a, double b) { return std::abs(b) > 1e-9 ? a / b : 1.0; };
     const auto ref_cap = score_caption(ref, caption), last_cap = score_caption(last, caption);
