@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "streamgen/attention.h"
 #include "streamgen/dit.h"
 #include "streamgen/error.h"
@@ -616,7 +619,11 @@ TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
       EXPECT_GT(b, 0.0);
       EXPECT_LT(b, 1.0);
       EXPECT_NEAR(b / d.span_brightness[0], 1.0, 0.05);
+      EXPECT_LE(std::abs(b / d.span_brightness[0] - 1), std::abs(d.furthest_span_brightness - 1) + 1e-12);
     }
+    EXPECT_NE(std::find_if(d.span_brightness.begin(), d.span_brightness.end(),
+                           [&](double b) { return std::abs(b / d.span_brightness[0] - d.furthest_span_brightness) < 1e-12; }),
+              d.span_brightness.end());
   }
   std::mt19937_64 first_scene(step_seed(o.seed, 0, 77));
   EXPECT_EQ(real.per_stream[0].caption, ProceduralScene(ProceduralVideoOptions::for_frame_size(32, 32), first_scene).caption());

@@ -366,7 +366,7 @@ nlohmann::json quality_json(const StreamQuality& q) {
              auto list = nlohmann::json::array();
              for (const auto& d : q.per_stream)
                list.push_back({{"caption", d.caption}, {"brightness", d.brightness}, {"contrast", d.contrast}, {"caption_score", d.caption_score},
-                               {"span_brightness", d.span_brightness}});
+                               {"span_brightness", d.span_brightness}, {"furthest_span_brightness", d.furthest_span_brightness}});
              return list;
            }()}};
 }
@@ -475,7 +475,8 @@ void register_eval(CLI::App& dit) {
             if (!d.span_brightness.empty()) {  // x255: the scale pixel values are read in
               std::vector<double> levels;
               for (double b : d.span_brightness) levels.push_back(255 * b);
-              std::cout << fmt::format("      brightness by {}-frame span (/255): {:.1f}\n", a->streams.drift_reference_frames, fmt::join(levels, " "));
+              std::cout << fmt::format("      brightness by {}-frame span (/255): {:.1f}; furthest from the first: {:.3f}\n",
+                                       a->streams.drift_reference_frames, fmt::join(levels, " "), d.furthest_span_brightness);
             }
           }
         }

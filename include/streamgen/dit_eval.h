@@ -20,6 +20,9 @@ struct StreamDrift {
   // Mean [0, 1] intensity of each whole span of `drift_reference_frames` frames, in order: where a
   // long stream's brightness went, and how fast (empty for a stream shorter than two spans).
   std::vector<double> span_brightness{};
+  // The span whose brightness is furthest from the first span's, as a ratio to it: "stays within 5 %"
+  // holds when this is within 0.95..1.05 (1 when there are no spans).
+  double furthest_span_brightness = 1;
 };
 
 struct StreamQuality {

@@ -43,6 +43,10 @@ struct Accumulator {
     if (span > 0 && f >= 2 * span)
       for (std::int64_t start = 0; start + span <= f; start += span)
         drift.span_brightness.push_back(video_statistics(frames.narrow(0, start, span), 0).brightness);
+    for (double b : drift.span_brightness) {
+      const auto r = ratio(b, drift.span_brightness.front());
+      if (std::abs(r - 1) > std::abs(drift.furthest_span_brightness - 1)) drift.furthest_span_brightness = r;
+    }
     drifts.push_back(std::move(drift));
   }
 
