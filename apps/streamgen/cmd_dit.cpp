@@ -469,8 +469,7 @@ void register_eval(CLI::App& dit) {
         row("drift caption", generated.drift_caption, real.drift_caption);
         if (generated.frames_per_stream > a->streams.drift_reference_frames) {  // long streams: which one drifted
           std::cout << "  drift per generated stream (brightness / contrast / caption):\n";
-          for (const auto& d : generated.per_stream)
-          {
+          for (const auto& d : generated.per_stream) {
             std::cout << fmt::format("    {:.3f} / {:.3f} / {:.3f}  {}\n", d.brightness, d.contrast, d.caption_score, d.caption);
             if (!d.span_brightness.empty()) {  // x255: the scale pixel values are read in
               std::vector<double> levels;
