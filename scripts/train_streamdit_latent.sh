@@ -5,8 +5,8 @@
 # Resumable: run it again after an interruption and it continues.
 #   scripts/train_streamdit_latent.sh [OUT_DIR]   default: runs/streamdit-latent-64 (autoencoders in runs/tae-shapes-64[-wrap]);
 #                                                 the shipped weights end up in OUT_DIR-wrap
-# About 46 minutes (autoencoder) + 35 + 72 minutes (DiT, two stages) on bouncing shapes, then 9 + 57 minutes
-# (autoencoder, DiT) on wrapping shapes, on 2 cores.
+# About 46 minutes (autoencoder) + 35 + 72 minutes (DiT, two stages) on bouncing shapes, then 9 + 57 + 37
+# minutes (autoencoder, DiT in two stages) on wrapping shapes, on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/streamdit-latent-64}"
@@ -32,7 +32,14 @@ TAE_WRAP=runs/tae-shapes-64-wrap
 "$BIN" tae train --init "$TAE" --out "$TAE_WRAP" --resume --edges wrap --size 64 --frames 16 --bf16-autocast --seed 1 --batch 8 \
     --lr 3e-4 --warmup 50 --ema 0.995 --checkpoint-every 250 --steps 1000 --eval-clips 16 \
     --l1-weight 1 --mse-weight 1 --gradient-weight 0.5 --temporal-weight 0.5 --latent-noise 0
-"$BIN" dit train --init "$OUT" --autoencoder "$TAE_WRAP" --edges wrap --out "$OUT-wrap" --resume --steps 5000 --batch 8 --lr 2e-4 \
-  --warmup 100 --seed 2 --checkpoint-every 250 --bf16-autocast
+wrap_step=0
+[ -f "$OUT-wrap/training/state.json" ] && wrap_step=$(grep -o '"step": *[0-9]*' "$OUT-wrap/training/state.json" | grep -o '[0-9]*$')
+wrap_common=(--autoencoder "$TAE_WRAP" --edges wrap --out "$OUT-wrap" --resume --batch 8 --lr 2e-4 --warmup 100 --seed 2
+             --checkpoint-every 250 --bf16-autocast)
+if [ "$wrap_step" -lt 5000 ]; then
+  "$BIN" dit train --init "$OUT" "${wrap_common[@]}" --steps 5000
+fi
+# Then trained on under a 9,000-step schedule (restarting warm at lr 9.6e-5), stopped at step 8,000.
+"$BIN" dit train "${wrap_common[@]}" --steps 9000 --stop-at 8000
 cp models/streamdit-latent-64/sampler.json "$OUT-wrap/"
 "$BIN" dit eval --model "$OUT-wrap" --batches 16 --streams 16 --stream-frames 64 -c 2 -s 2 --dtype bf16
