@@ -57,6 +57,8 @@ struct VideoStatistics {
 // Mean |x_t − x_{t−1}| at chunk boundaries (every `chunk_frames` frames) over the same inside
 // chunks; frames [F, C, H, W]. 0 when there is no boundary or no inside pair.
 double seam_ratio(const torch::Tensor& frames, std::int64_t chunk_frames);
+// Mean [0, 1] intensity of frames in [-1, 1] (the brightness of video_statistics, without its object tracking).
+double mean_intensity(const torch::Tensor& frames);
 // frames [F, 3, H, W] in [-1, 1]; chunk boundaries every `chunk_frames` frames (<= 1: seam ratio left 0).
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames);
 

@@ -42,7 +42,7 @@ struct Accumulator {
     const auto span = o.drift_reference_frames;
     if (span > 0 && f >= 2 * span)
       for (std::int64_t start = 0; start + span <= f; start += span)
-        drift.span_brightness.push_back(video_statistics(frames.narrow(0, start, span), 0).brightness);
+        drift.span_brightness.push_back(mean_intensity(frames.narrow(0, start, span)));
     for (double b : drift.span_brightness) {
       const auto r = ratio(b, drift.span_brightness.front());
       if (std::abs(r - 1) > std::abs(drift.furthest_span_brightness - 1)) drift.furthest_span_brightness = r;

@@ -228,15 +228,16 @@ double seam_ratio(const torch::Tensor& frames, std::int64_t chunk_frames) {
   return (at_seams / static_cast<double>(n_seams)) / (inside / static_cast<double>(n_inside));
 }
 
+double mean_intensity(const torch::Tensor& frames) { return ((frames.detach().to(torch::kFloat32) + 1) * 0.5).mean().item<double>(); }
+
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames) {
   VideoStatistics s;
   const auto x = frames.detach().to(torch::kCPU, torch::kFloat32);
   const auto f = x.size(0);
   // On [0, 1] intensities, not the [-1, 1] network range: a ratio of two negative means would
   // read a frame that grew brighter as one that sank.
-  const auto intensity = (x + 1) * 0.5;
-  s.brightness = intensity.mean().item<double>();
-  s.contrast = intensity.std().item<double>();
+  s.brightness = mean_intensity(x);
+  s.contrast = ((x + 1) * 0.5).std().item<double>();
   if (f < 2) return s;
   s.seam_ratio = seam_ratio(x, chunk_frames);
   // Dynamic degree: centroid displacement of each colour's largest object between frames.
