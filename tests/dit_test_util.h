@@ -35,8 +35,8 @@ inline StreamDiTConfig tiny_dit_config() {
 
 // Every parameter ~ N(0, std): unlike a fresh (adaLN-Zero) model, it predicts non-zero velocities;
 // larger std makes the velocity field bend more along a trajectory.
-inline StreamDiT random_tiny_dit(std::uint64_t seed = 1, double std = 0.05) {
-  StreamDiT m(tiny_dit_config());
+inline StreamDiT random_tiny_dit(std::uint64_t seed = 1, double std = 0.05, const StreamDiTConfig& config = tiny_dit_config()) {
+  StreamDiT m(config);
   torch::NoGradGuard no_grad;
   torch::manual_seed(static_cast<std::int64_t>(seed));
   for (auto& p : m->parameters()) p.normal_(0.0, std);

@@ -460,7 +460,7 @@ TEST(DiTTrainer, FineTuningStartsFromTheGivenModelsWeights) {
   f.seed = 6;
   f.lr = 0.0;
   train_stream_dit(config, data, f);
-  const auto start = load_stream_dit(first.path()), after = load_stream_dit(tuned.path());
+  auto start = load_stream_dit(first.path()), after = load_stream_dit(tuned.path());
   const auto expected = start->named_parameters();
   for (const auto& p : after->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), expected[p.key()])) << p.key();
   const auto state = read_json_file(tuned / "training" / "state.json");
@@ -473,6 +473,25 @@ TEST(DiTTrainer, FineTuningStartsFromTheGivenModelsWeights) {
   f.out = moved.path();
   train_stream_dit(wrapped, data, f);
   EXPECT_EQ(load_stream_dit(moved.path())->config.procedural_edges, "wrap");
+
+  // ... or add the anchor: the new anchor path starts at zero, so the model predicts as it did.
+  auto anchored = config;
+  anchored.anchor = true;
+  test::TempDir with_anchor;
+  f.out = with_anchor.path();
+  AnchoredClipSource anchored_data(std::make_unique<ProceduralClipSource>(data.options(), 32), 16, 16, 1);
+  train_stream_dit(anchored, anchored_data, f);
+  auto tuned_anchored = load_stream_dit(with_anchor.path());
+  ASSERT_TRUE(tuned_anchored->config.anchor);
+  {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(2);
+    const auto x = torch::randn({1, 16, 3, 16, 16}), tau = torch::rand({1, 16}), anchor = torch::randn({1, 3, 16, 16});
+    const auto tokens = start->tokenizer.encode_batch({"red circle moving left"});
+    EXPECT_TRUE(compare_tensors(tuned_anchored->forward(x, tau, tuned_anchored->encode_text(tokens), anchor),
+                                start->forward(x, tau, start->encode_text(tokens)))
+                    .within(1e-6));
+  }
 
   // A starting model of another config is refused with its folder named.
   auto wider = config;

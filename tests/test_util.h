@@ -3,12 +3,27 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 
+#include "streamgen/error.h"
+
 namespace streamgen::test {
+
+// `fn` must throw a streamgen::Error whose message contains `want`.
+inline void expect_error_mentions(const std::function<void()>& fn, const std::string& want) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; wanted one containing: " << want;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+  }
+}
 
 inline std::filesystem::path data_path(const std::string& name) { return std::filesystem::path(STREAMGEN_TEST_DATA) / name; }
 

@@ -28,20 +28,28 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 2.0));
+  cmd.add_flag("--no-anchor{false}", o.use_anchor, "Stream a model with an anchor frame without one (for comparison)");
 }
 
 // Training clips: the user's video folder, or else procedural shapes, at the model's size — for a
-// latent model (an autoencoder given), B·r_t frames at the pixel size, encoded by it.
+// latent model (an autoencoder given), B·r_t frames at the pixel size, encoded by it. A model with
+// an anchor gets clips one buffer longer, its anchor drawn from them (AnchoredClipSource).
+// `videos`, when given, is set to the folder source (its captions make a new model's vocabulary).
 std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamDiTConfig& config, const TemporalAutoencoder& tae = nullptr,
-                                        bool bf16 = false) {
+                                        bool bf16 = false, VideoFolderClipSource** videos = nullptr) {
   const auto s = tae ? tae->config.spatial_compression() : 1, r = tae ? tae->config.temporal_compression : 1;
   const auto width = config.sample_width * s, height = config.sample_height * s, frames = config.max_frames * r;
+  const auto lead = config.anchor ? frames : 0;
   std::unique_ptr<ClipSource> pixels;
-  if (!folder.empty())
-    pixels = std::make_unique<VideoFolderClipSource>(folder, frames, width, height);
-  else
+  if (!folder.empty()) {
+    auto folder_source = std::make_unique<VideoFolderClipSource>(folder, frames + lead, width, height);
+    if (videos != nullptr) *videos = folder_source.get();
+    pixels = std::move(folder_source);
+  } else {
     pixels = std::make_unique<ProceduralClipSource>(
-        ProceduralVideoOptions::for_frame_size(width, height, parse_edge_rule(config.procedural_edges)), frames);
+        ProceduralVideoOptions::for_frame_size(width, height, parse_edge_rule(config.procedural_edges)), frames + lead);
+  }
+  if (config.anchor) pixels = std::make_unique<AnchoredClipSource>(std::move(pixels), frames, lead, r);
   if (!tae) return pixels;
   return std::make_unique<LatentClipSource>(std::move(pixels), tae, bf16);
 }
@@ -64,7 +72,7 @@ void register_train(CLI::App& dit) {
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
     double time_shift = 1.0;
     std::vector<std::int64_t> window{8, 4, 4};
-    bool no_shift_mask = false, no_text_modulation = false;
+    bool no_shift_mask = false, no_text_modulation = false, anchor = false;
     std::string chunk_sizes;  // default: every power of two up to B - K
     DiTTrainOptions train;
     int nproc = 0;
@@ -97,6 +105,12 @@ void register_train(CLI::App& dit) {
       ->capture_default_str();
   add_edges_option(*cmd, a->edges, "; stored in config.json (default: the starting model's, else bounce)");
   cmd->add_flag("--no-text-modulation", a->no_text_modulation, "Caption through cross-attention only (no pooled caption in the adaLN input)");
+  cmd->add_flag("--anchor", a->anchor,
+                "Condition on an anchor: a clean frame from the stream's start (trained with one from up to a buffer earlier in the same "
+                "clip). With --init, adds it to the starting model, which then begins as it was");
+  cmd->add_option("--anchor-dropout", a->train.recipe.anchor_dropout, "Share of examples trained without their anchor")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");
   add_run_options(*cmd, a->train, "Optimiser steps", "Seed of the weights, the data and the noise");
   cmd->add_option("--chunk-sizes", a->chunk_sizes, "Chunk sizes c of the mixed training, e.g. 1,2,4,8,16 (default: every power of two up to B - K)");
@@ -154,10 +168,13 @@ void register_train(CLI::App& dit) {
     const auto share = a->train.recipe.mix.full_share;
     a->train.recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(denoised, share) : ChunkMix::parse(a->chunk_sizes, denoised, share);
     a->train.command_line = command_line();
-    auto source = clip_source(a->data, config, tae, a->train.bf16_autocast);
-    auto* pixels = source.get();
-    if (auto* latent = dynamic_cast<LatentClipSource*>(pixels)) pixels = &latent->pixels();
-    if (auto* videos = dynamic_cast<VideoFolderClipSource*>(pixels); videos && a->config.empty() && !a->train.resume && init.empty()) {
+    if (a->anchor) {
+      if (a->train.resume && !config.anchor) throw Error(fmt::format("dit train: the run in {} has no anchor; a resumed run keeps its model", a->out));
+      config.anchor = true;
+    }
+    VideoFolderClipSource* videos = nullptr;
+    auto source = clip_source(a->data, config, tae, a->train.bf16_autocast, &videos);
+    if (videos != nullptr && a->config.empty() && !a->train.resume && init.empty()) {
       // The caption vocabulary is the words of these captions.
       config.text.vocabulary = videos->caption_words();
       config.text.max_tokens = std::max<std::int64_t>(config.text.max_tokens, videos->longest_caption());

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,6 +18,10 @@ namespace streamgen {
 struct ClipBatch {
   torch::Tensor video;  // [batch, F, C, H, W], slot 0 oldest
   std::vector<std::string> captions;
+  // Only from AnchoredClipSource: [batch, A, C, H, W], frames of the same clip from before (or at)
+  // the start of `video`, the A frames one model frame is made of (1 in pixel space, the
+  // autoencoder's temporal factor for latents: LatentClipSource encodes them to one frame).
+  torch::Tensor anchor;
 };
 
 // Where training clips come from. `next` must be a pure function of the engine's state, so that a
@@ -33,10 +38,27 @@ class ProceduralClipSource : public ClipSource {
   ProceduralClipSource(ProceduralVideoOptions options, std::int64_t frames) : options_(options), frames_(frames) {}
   ClipBatch next(std::int64_t batch, std::mt19937_64& rng) override;
   std::string describe() const override;
+  const ProceduralVideoOptions& options() const { return options_; }
 
  private:
   ProceduralVideoOptions options_;
   std::int64_t frames_;
+};
+
+// Clips with an anchor (StreamDiTConfig::anchor): `longer` makes clips of frames + lead frames;
+// each example's video is the last `frames` of one, its anchor the `group` frames starting at a
+// uniformly drawn multiple of `group` in [0, lead] — so the anchor shows the same scene from
+// 0 to lead frames before the video starts, as a stream's first frame shows it to every later chunk.
+class AnchoredClipSource : public ClipSource {
+ public:
+  AnchoredClipSource(std::unique_ptr<ClipSource> longer, std::int64_t frames, std::int64_t lead, std::int64_t group);
+  ClipBatch next(std::int64_t batch, std::mt19937_64& rng) override;
+  std::string describe() const override;
+  ClipSource& source() { return *longer_; }
+
+ private:
+  std::unique_ptr<ClipSource> longer_;
+  std::int64_t frames_, lead_, group_;
 };
 
 // Clips cut from the user's own videos: every video file in a folder (any container FFmpeg reads),

@@ -49,6 +49,14 @@ struct StreamDiTConfig {
   // "wrap", procedural_video.h). Training on procedural data uses it, and `dit eval` compares the
   // model's streams with real video of the same world.
   std::string procedural_edges = "bounce";
+  // Decision (not in the paper): one clean frame from the stream's start (the "anchor", after
+  // StreamingT2V's appearance preservation) as extra conditioning through a zero-initialised
+  // cross-attention per block. A buffer is the model's only memory, and a stream that copies each
+  // chunk from the last drifts: the latent model's background went to one grey within 2,000
+  // frames. Trained with the anchor from the same clip up to a buffer's length earlier, and dropped
+  // for a share of examples so the model also runs without one (a stream's first chunks, a prompt
+  // change).
+  bool anchor = false;
   CaptionEncoderConfig text;
 
   std::int64_t grid_height() const { return sample_height / patch_size; }
@@ -92,12 +100,16 @@ TORCH_MODULE(TimestepEmbedder);
 
 struct StreamDiTBlockImpl : torch::nn::Module {
   StreamDiTBlockImpl(const StreamDiTConfig& c);
-  // x [batch, F, H, W, D], e [batch, F, D] (per-frame time embedding), text [batch, M, D]
+  // x [batch, F, H, W, D], e [batch, F, D] (per-frame time embedding), text [batch, M, D],
+  // anchor [batch or 1, S, D] anchor-frame tokens (undefined: none), anchor_keep [batch] 1/0 per
+  // example (undefined: all kept)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& text, const WindowLayout& layout,
-                        const torch::Tensor& mask);
+                        const torch::Tensor& mask, const torch::Tensor& anchor = {}, const torch::Tensor& anchor_keep = {});
   torch::nn::LayerNorm norm1{nullptr}, norm_cross{nullptr}, norm2{nullptr};
   SelfAttention attn{nullptr};
   CrossAttention cross_attn{nullptr};
+  torch::nn::LayerNorm norm_anchor{nullptr};  // only with config.anchor
+  CrossAttention anchor_attn{nullptr};
   Mlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};
 };
@@ -118,8 +130,10 @@ struct StreamDiTImpl : torch::nn::Module {
   // tokens [batch, M] (CaptionTokenizer ids) -> text states [batch, M, D]
   torch::Tensor encode_text(const torch::Tensor& tokens);
   // x [batch, F, C, H, W] (slot 0 oldest), tau [batch, F], text [batch or 1, M, D]
-  // -> velocity [batch, F, C, H, W]
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& text);
+  // -> velocity [batch, F, C, H, W]. With config.anchor: anchor [batch or 1, C, H, W], a clean
+  // frame (undefined: none), and anchor_keep [batch] (1: use it, 0: as if none; undefined: all 1).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& text, const torch::Tensor& anchor = {},
+                        const torch::Tensor& anchor_keep = {});
   // DiT's initialisation: xavier linears, zero adaLN and output layers, 0.02-normal tables.
   void initialize_weights();
 
@@ -129,6 +143,7 @@ struct StreamDiTImpl : torch::nn::Module {
   torch::Tensor pos_embed_t, pos_embed_h, pos_embed_w;  // [max_frames, D], [grid_h, D], [grid_w, D]
   TimestepEmbedder t_embedder{nullptr};
   torch::nn::Sequential y_embedder{nullptr};  // only with config.text_modulation
+  torch::nn::Linear anchor_embedder{nullptr};  // only with config.anchor
   CaptionEncoder text_encoder{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   StreamDiTFinalLayer final_layer{nullptr};

@@ -32,12 +32,15 @@ struct FlowMatchingBatch {
   torch::Tensor loss_mask;  // [batch, F] 1 for denoised frames, 0 for reference frames
   torch::Tensor tokens;     // [batch, M] caption ids (null caption for dropped ones)
   std::vector<std::int64_t> chunk_sizes;  // c drawn per example
+  torch::Tensor anchor;       // [batch, C, H, W] clean anchor frames (clips with an anchor only)
+  torch::Tensor anchor_keep;  // [batch] 1, or 0 where the anchor was dropped
 };
 
 struct FlowMatchingRecipe {
   ChunkMix mix = ChunkMix::powers_of_two(16);
   std::int64_t reference_frames = 0;  // K
   double text_dropout = 0.1;          // share of captions replaced by the null caption
+  double anchor_dropout = 0.1;        // share of examples trained without their anchor (models with config.anchor)
   double time_shift = 1.0;            // τ = shifted_time(u); training and evaluation take the model's config.time_shift
   double sigma_min = kFlowSigmaMin;
 };
@@ -93,9 +96,10 @@ namespace streamgen {
 // at τ < kCaptionProbeMaxTau, where the caption still decides the content (above it the frames
 // show it). A model that uses an attribute does worse when it is swapped: gap = loss / as-given − 1.
 // A probe whose swap changes no held-out caption (captions without palette words) is left out.
+// Models with an anchor frame get one more probe on the same frames: "anchor dropped".
 inline constexpr double kCaptionProbeMaxTau = 0.5;
 struct CaptionProbe {
-  std::string name;  // "as given", "no caption", "colour swapped", "shape swapped", "direction swapped"
+  std::string name;  // "as given", "no caption", "colour swapped", "shape swapped", "direction swapped", "anchor dropped"
   double loss = 0, gap = 0;
 };
 struct FlowLossReport {

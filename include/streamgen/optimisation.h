@@ -77,7 +77,9 @@ using ModulePtr = std::shared_ptr<torch::nn::Module>;
 
 // Copies every parameter of `from` into `to` by name (a fine-tune's start, a student from its
 // teacher, the EMA's first value); a missing or mis-shaped one is an Error that names it.
-void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to);
+// `may_be_new` names the parameters of `to` that `from` may lack (they keep their initialisation:
+// a fine-tune that adds a module); any other missing one is an error.
+void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to, const std::function<bool(const std::string&)>& may_be_new = {});
 
 struct OptimisationHooks {
   // A module of the run's config (called for the weights and for their EMA copy; the loop seeds

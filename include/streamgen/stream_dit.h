@@ -21,12 +21,13 @@
 namespace streamgen {
 
 // Classifier-free guided velocity v_u + w·(v_c − v_u), the cond/uncond pair in one batch (w = 1:
-// the conditional pass only). x [b, F, C, H, W], tau [b, F], cond/uncond text states [b or 1, M, D].
+// the conditional pass only). x [b, F, C, H, W], tau [b, F], cond/uncond text states [b or 1, M, D],
+// anchor [b or 1, C, H, W] for models with one (undefined: none), given to both passes.
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, double guidance);
+                              const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor = {});
 // The same with one scale per example: guidance [b].
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, const torch::Tensor& guidance);
+                              const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor = {});
 
 struct StreamDiTOptions {
   std::int64_t chunk_frames = 2;      // c
@@ -42,6 +43,10 @@ struct StreamDiTOptions {
   // Temperature of the noise that enters the buffer (1: the training distribution). Below 1 trades
   // variety for cleaner frames, as in other diffusion samplers.
   double noise_scale = 1.0;
+  // Models with an anchor (StreamDiTConfig::anchor): condition every step on the stream's first
+  // emitted frame, and after a prompt change on the first frame made wholly under the new prompt.
+  // false streams such a model without one (as its anchor-dropout examples trained it to).
+  bool use_anchor = true;
 };
 
 // A model folder's own sampler settings, `sampler.json` (distillation writes the student's c, s and
@@ -87,6 +92,9 @@ class StreamDiTSampler {
   std::int64_t init_nfe() const { return init_nfe_; }     // of which spent in start()
   std::int64_t chunks_emitted() const { return chunks_emitted_; }
   bool started() const { return buffer_.defined(); }
+  // The frame every step is conditioned on ([1, C, H, W]); undefined before the first chunk
+  // leaves, for N steps after a prompt change, and always for models without an anchor.
+  const torch::Tensor& anchor() const { return anchor_; }
   StreamDiT& model() { return model_; }
 
  private:
@@ -94,6 +102,8 @@ class StreamDiTSampler {
   torch::Tensor noise(std::int64_t frames);
   torch::Tensor text_snapshot() const;
   torch::Tensor advance(const torch::Tensor& entering);  // micro steps, emit, shift, append `entering`
+  void update_anchor(const torch::Tensor& emitted);
+  void sync_anchor_to_prompt();
   std::vector<double> buffer_levels(std::int64_t micro_step) const;
   torch::Tensor check_input(const torch::Tensor& frames, std::int64_t count, const char* what) const;
 
@@ -108,6 +118,10 @@ class StreamDiTSampler {
   mutable std::mutex prompt_mutex_;
   torch::Tensor cond_;    // published by set_prompt, read at each micro step
   std::string prompt_;
+  std::uint64_t prompt_version_ = 0;  // counts prompt changes (under prompt_mutex_)
+  torch::Tensor anchor_;
+  std::uint64_t anchor_version_ = 0;  // the prompt version the anchor belongs to
+  std::int64_t anchor_wait_ = 0;      // chunks still to leave before the next anchor is taken
   std::int64_t nfe_ = 0, init_nfe_ = 0, chunks_emitted_ = 0;
 };
 

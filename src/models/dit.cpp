@@ -115,6 +115,7 @@ StreamDiTConfig StreamDiTConfig::from_json(const nlohmann::json& j, const std::s
   c.text_modulation = config_value(j, "text_modulation", false, source);  // absent: a checkpoint from before the option
   c.time_shift = config_value(j, "time_shift", 1.0, source);  // absent: a checkpoint from before the option
   c.procedural_edges = config_value<std::string>(j, "procedural_edges", "bounce", source);  // absent: trained before wrap existed
+  c.anchor = config_value(j, "anchor", false, source);  // absent: a checkpoint from before the option
   c.frequency_embedding_size = config_value(j, "frequency_embedding_size", c.frequency_embedding_size, source);
   c.text.vocabulary = config_value(j, "vocabulary", c.text.vocabulary, source);
   c.text.max_tokens = config_value(j, "max_text_tokens", c.text.max_tokens, source);
@@ -140,6 +141,7 @@ nlohmann::json StreamDiTConfig::to_json() const {
           {"text_modulation", text_modulation},
           {"time_shift", time_shift},
           {"procedural_edges", procedural_edges},
+          {"anchor", anchor},
           {"frequency_embedding_size", frequency_embedding_size},
           {"vocabulary", text.vocabulary},
           {"max_text_tokens", text.max_tokens},
@@ -226,11 +228,16 @@ StreamDiTBlockImpl::StreamDiTBlockImpl(const StreamDiTConfig& c) {
   norm2 = register_module("norm2", plain_norm(d, false));
   mlp = register_module("mlp", Mlp(d, static_cast<std::int64_t>(static_cast<double>(d) * c.mlp_ratio)));
   adaLN_modulation = register_module("adaLN_modulation", modulation(d, 6));
+  if (c.anchor) {
+    norm_anchor = register_module("norm_anchor", plain_norm(d, true));
+    anchor_attn = register_module("anchor_attn", CrossAttention(d, c.num_heads));
+  }
 }
 
 torch::Tensor StreamDiTBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& text,
-                                          const WindowLayout& layout, const torch::Tensor& mask) {
-  // x [b, F, H, W, D], e [b, F, D], text [b, M, D]
+                                          const WindowLayout& layout, const torch::Tensor& mask, const torch::Tensor& anchor,
+                                          const torch::Tensor& anchor_keep) {
+  // x [b, F, H, W, D], e [b, F, D], text [b, M, D], anchor [b or 1, S, D], anchor_keep [b]
   const auto b = x.size(0);
   const auto m = adaLN_modulation->forward(e).chunk(6, -1);  // each [b, F, D]
   auto h = modulate(norm1(x), per_frame(m[0]), per_frame(m[1]));
@@ -242,6 +249,11 @@ torch::Tensor StreamDiTBlockImpl::forward(const torch::Tensor& x, const torch::T
 
   const auto flat = norm_cross(out).reshape({b, -1, out.size(4)});
   out = out + cross_attn(flat, text).view(out.sizes());
+  if (anchor_attn && anchor.defined()) {
+    auto a = anchor_attn(norm_anchor(out).reshape({b, -1, out.size(4)}), anchor.expand({b, anchor.size(1), anchor.size(2)}));
+    if (anchor_keep.defined()) a = a * anchor_keep.to(a.device(), a.scalar_type()).view({b, 1, 1});
+    out = out + a.view(out.sizes());
+  }
 
   return out + per_frame(m[5]) * mlp(modulate(norm2(out), per_frame(m[3]), per_frame(m[4])));
 }
@@ -267,6 +279,7 @@ StreamDiTImpl::StreamDiTImpl(StreamDiTConfig c) : config(std::move(c)), tokenize
   t_embedder = register_module("t_embedder", TimestepEmbedder(d, config.frequency_embedding_size));
   if (config.text_modulation)
     y_embedder = register_module("y_embedder", torch::nn::Sequential(torch::nn::Linear(d, d), torch::nn::SiLU(), torch::nn::Linear(d, d)));
+  if (config.anchor) anchor_embedder = register_module("anchor_embedder", torch::nn::Linear(config.in_channels * p * p, d));
   text_encoder = register_module("text_encoder", CaptionEncoder(config.text, d));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < config.depth; ++i) blocks->push_back(StreamDiTBlock(config));
@@ -296,6 +309,9 @@ void StreamDiTImpl::initialize_weights() {
     b->adaLN_modulation[1]->as<torch::nn::Linear>()->weight.zero_();
     b->adaLN_modulation[1]->as<torch::nn::Linear>()->bias.zero_();
     b->cross_attn->proj->weight.zero_();  // PixArt: text enters gradually
+    // The anchor enters the same way, so a model given the option starts as the model without it
+    // (a fine-tune from anchorless weights begins where they were).
+    if (b->anchor_attn) b->anchor_attn->proj->weight.zero_();
   }
   final_layer->adaLN_modulation[1]->as<torch::nn::Linear>()->weight.zero_();
   final_layer->adaLN_modulation[1]->as<torch::nn::Linear>()->bias.zero_();
@@ -309,8 +325,10 @@ torch::Tensor StreamDiTImpl::encode_text(const torch::Tensor& tokens) {
   return text_encoder(tokens.to(pos_embed_t.device()));
 }
 
-torch::Tensor StreamDiTImpl::forward(const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& text) {
-  // x [b, F, C, Hs, Ws], tau [b, F], text [b or 1, M, D] -> velocity [b, F, C, Hs, Ws]
+torch::Tensor StreamDiTImpl::forward(const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& text, const torch::Tensor& anchor,
+                                     const torch::Tensor& anchor_keep) {
+  // x [b, F, C, Hs, Ws], tau [b, F], text [b or 1, M, D], anchor [b or 1, C, Hs, Ws], anchor_keep [b]
+  // -> velocity [b, F, C, Hs, Ws]
   const auto p = config.patch_size, d = config.hidden_size;
   if (x.dim() != 5 || x.size(2) != config.in_channels || x.size(3) % p != 0 || x.size(4) % p != 0)
     throw Error(fmt::format("StreamDiT: input must be [batch, frames, {}, H, W] with H and W multiples of {}, got [{}]", config.in_channels, p,
@@ -325,6 +343,21 @@ torch::Tensor StreamDiTImpl::forward(const torch::Tensor& x, const torch::Tensor
   if (text.dim() != 3 || text.size(2) != d || (text.size(0) != b && text.size(0) != 1))
     throw Error(fmt::format("StreamDiT: text states must be [{} or 1, M, {}], got [{}]", b, d, fmt::join(text.sizes(), ", ")));
 
+  torch::Tensor anchor_tokens;  // [b or 1, h·w, D]
+  if (anchor.defined()) {
+    if (!config.anchor) throw Error("StreamDiT: an anchor frame was given to a model without anchor conditioning (config.json: \"anchor\": false)");
+    if (anchor.dim() != 4 || (anchor.size(0) != b && anchor.size(0) != 1) || anchor.size(1) != config.in_channels || anchor.size(2) != hs ||
+        anchor.size(3) != ws)
+      throw Error(fmt::format("StreamDiT: the anchor frame must be [{} or 1, {}, {}, {}], got [{}]", b, config.in_channels, hs, ws,
+                              fmt::join(anchor.sizes(), ", ")));
+    if (anchor_keep.defined() && (anchor_keep.dim() != 1 || anchor_keep.size(0) != b))
+      throw Error(fmt::format("StreamDiT: anchor_keep must be [{}], got [{}]", b, fmt::join(anchor_keep.sizes(), ", ")));
+    const auto a = anchor.size(0);
+    const auto anchor_patches = anchor.view({a, config.in_channels, h, p, w, p}).permute({0, 2, 4, 1, 3, 5}).reshape({a, h, w, -1});
+    anchor_tokens = (anchor_embedder(anchor_patches.to(x.scalar_type())) + pos_embed_h.narrow(0, 0, h).view({1, h, 1, d}) +
+                     pos_embed_w.narrow(0, 0, w).view({1, 1, w, d}))
+                        .reshape({a, h * w, d});
+  }
   const auto patches = x.view({b, f, config.in_channels, h, p, w, p}).permute({0, 1, 3, 5, 2, 4, 6}).reshape({b, f, h, w, -1});
   auto tokens = x_embedder(patches) + pos_embed_t.narrow(0, 0, f).view({1, f, 1, 1, d}) + pos_embed_h.narrow(0, 0, h).view({1, 1, h, 1, d}) +
                 pos_embed_w.narrow(0, 0, w).view({1, 1, 1, w, d});
@@ -342,7 +375,8 @@ torch::Tensor StreamDiTImpl::forward(const torch::Tensor& x, const torch::Tensor
   }
   for (std::size_t i = 0; i < blocks->size(); ++i) {
     const bool odd = i % 2 == 1;
-    tokens = blocks[i]->as<StreamDiTBlock>()->forward(tokens, e, context, odd ? shifted : plain, odd ? shift_mask : torch::Tensor{});
+    tokens = blocks[i]->as<StreamDiTBlock>()->forward(tokens, e, context, odd ? shifted : plain, odd ? shift_mask : torch::Tensor{},
+                                                      anchor_tokens, anchor_keep);
   }
   const auto out = final_layer(tokens, e);  // [b, F, h, w, C*p*p]
   return out.view({b, f, h, w, config.in_channels, p, p}).permute({0, 1, 4, 2, 5, 3, 6}).reshape({b, f, config.in_channels, hs, ws});

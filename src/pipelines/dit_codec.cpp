@@ -69,6 +69,12 @@ ClipBatch LatentClipSource::next(std::int64_t batch, std::mt19937_64& rng) {
   const ScopedCpuAutocast autocast(bf16_);
   const auto p = tae_->parameters().front();
   clips.video = tae_->encode(clips.video.to(p.device(), p.scalar_type())).to(torch::kCPU, torch::kFloat32);
+  if (clips.anchor.defined()) {
+    if (clips.anchor.size(1) != tae_->config.temporal_compression)
+      throw Error(fmt::format("latent clips: an anchor of {} frames does not make one latent frame ({} do)", clips.anchor.size(1),
+                              tae_->config.temporal_compression));
+    clips.anchor = tae_->encode(clips.anchor.to(p.device(), p.scalar_type())).to(torch::kCPU, torch::kFloat32);
+  }
   return clips;
 }
 

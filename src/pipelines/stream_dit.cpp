@@ -37,18 +37,20 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, const torch::Tensor& guidance) {
+                              const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor) {
   const auto b = x.size(0);
   auto expand = [b](const torch::Tensor& t) { return t.size(0) == b ? t : t.expand({b, t.size(1), t.size(2)}); };
-  const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}));
+  // The anchor is not text: both halves of the pair see it.
+  const auto pair_anchor = !anchor.defined() || anchor.size(0) == 1 ? anchor : torch::cat({anchor, anchor});
+  const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}), pair_anchor);
   const auto vc = v.narrow(0, 0, b), vu = v.narrow(0, b, b);
   return vu + guidance.to(v.device(), v.scalar_type()).view({b, 1, 1, 1, 1}) * (vc - vu);
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, double guidance) {
-  if (guidance == 1.0) return model->forward(x, tau, cond);
-  return guided_velocity(model, x, tau, cond, uncond, torch::full({x.size(0)}, guidance, torch::kFloat32));
+                              const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor) {
+  if (guidance == 1.0) return model->forward(x, tau, cond, anchor);
+  return guided_velocity(model, x, tau, cond, uncond, torch::full({x.size(0)}, guidance, torch::kFloat32), anchor);
 }
 
 StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) : model_(std::move(model)), options_(o) {
@@ -90,6 +92,7 @@ void StreamDiTSampler::set_prompt(const std::string& prompt) {
   }
   std::lock_guard lock(prompt_mutex_);
   cond_ = states;
+  if (prompt != prompt_) ++prompt_version_;
   prompt_ = prompt;
 }
 
@@ -110,11 +113,42 @@ torch::Tensor StreamDiTSampler::noise(std::int64_t frames) {
   return n.to(w.device(), w.scalar_type());
 }
 
+void StreamDiTSampler::sync_anchor_to_prompt() {
+  // The prompt given before the stream starts is the one its first chunk is made under.
+  std::lock_guard lock(prompt_mutex_);
+  anchor_version_ = prompt_version_;
+  anchor_ = torch::Tensor{};
+  anchor_wait_ = 0;
+}
+
 torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vector<double>& tau) {
   // x [1, F, C, H, W]
   const auto t = torch::tensor(tau, torch::kFloat32).view({1, x.size(1)}).to(x.device());
   nfe_ += options_.guidance == 1.0 ? 1 : 2;
-  return guided_velocity(model_, x, t, text_snapshot(), uncond_, options_.guidance);
+  return guided_velocity(model_, x, t, text_snapshot(), uncond_, options_.guidance, anchor_);
+}
+
+void StreamDiTSampler::update_anchor(const torch::Tensor& emitted) {
+  // emitted [c, C, H, W]
+  if (!model_->config.anchor || !options_.use_anchor) return;
+  std::uint64_t version = 0;
+  {
+    std::lock_guard lock(prompt_mutex_);
+    version = prompt_version_;
+  }
+  if (version != anchor_version_) {
+    // The chunks in the buffer began under the old prompt: the next anchor is the first chunk that
+    // entered as noise after the change, N chunks from now (this one is the first of them).
+    anchor_ = torch::Tensor{};
+    anchor_version_ = version;
+    anchor_wait_ = v2v_chunks_ - 1;
+    return;
+  }
+  if (anchor_wait_ > 0) {
+    --anchor_wait_;
+    return;
+  }
+  if (!anchor_.defined()) anchor_ = emitted.narrow(0, 0, 1).clone();
 }
 
 double StreamDiTSampler::entry_level() const {
@@ -146,6 +180,7 @@ torch::Tensor StreamDiTSampler::start(const torch::Tensor& video) {
   const auto tau = torch::tensor(levels, torch::kFloat32).view({1, -1}).to(z.device(), z.scalar_type());
   buffer_ = flow_interpolate(z, noise(start_frames()), tau);  // references sit at τ = 1: clean
   init_nfe_ = 0;
+  sync_anchor_to_prompt();
   return p.reference_frames > 0 ? buffer_.narrow(1, 0, p.reference_frames)[0].clone() : torch::Tensor{};
 }
 
@@ -183,6 +218,7 @@ torch::Tensor StreamDiTSampler::start() {
   }
   buffer_ = buffer;
   init_nfe_ = nfe_ - before;
+  sync_anchor_to_prompt();
   return p.reference_frames > 0 ? buffer_.narrow(1, 0, p.reference_frames)[0].clone() : torch::Tensor{};
 }
 
@@ -208,6 +244,7 @@ torch::Tensor StreamDiTSampler::advance(const torch::Tensor& entering) {
     levels = std::move(next);
   }
   const auto emitted = buffer_.narrow(1, k, c)[0].clone();
+  update_anchor(emitted);
   // Shift by c: the emitted chunk's last K frames become the references, the new chunk enters.
   std::vector<torch::Tensor> parts;
   if (k > 0) parts.push_back(buffer_.narrow(1, c, k));

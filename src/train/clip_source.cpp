@@ -34,6 +34,33 @@ std::string ProceduralClipSource::describe() const {
                      options_.max_objects, options_.edges == EdgeRule::Wrap ? " (objects wrap round the edges)" : "");
 }
 
+AnchoredClipSource::AnchoredClipSource(std::unique_ptr<ClipSource> longer, std::int64_t frames, std::int64_t lead, std::int64_t group)
+    : longer_(std::move(longer)), frames_(frames), lead_(lead), group_(group) {
+  if (!longer_) throw Error("AnchoredClipSource needs a clip source");
+  if (frames < 1 || group < 1 || lead < 0 || lead % group != 0 || group > frames)
+    throw Error(fmt::format("anchored clips: lead {} must be a multiple of the anchor group {} (<= {} frames)", lead, group, frames));
+}
+
+ClipBatch AnchoredClipSource::next(std::int64_t batch, std::mt19937_64& rng) {
+  auto clips = longer_->next(batch, rng);
+  const auto total = clips.video.size(1);
+  if (total != frames_ + lead_)
+    throw Error(fmt::format("anchored clips: the source made clips of {} frames, expected {} + {} lead", total, frames_, lead_));
+  const auto positions = lead_ / group_ + 1;
+  std::vector<torch::Tensor> anchors;
+  for (std::int64_t i = 0; i < batch; ++i) {
+    const auto k = std::min(positions - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(positions)));
+    anchors.push_back(clips.video[i].narrow(0, k * group_, group_));
+  }
+  clips.anchor = torch::stack(anchors);
+  clips.video = clips.video.narrow(1, lead_, frames_).contiguous();
+  return clips;
+}
+
+std::string AnchoredClipSource::describe() const {
+  return fmt::format("{}; the last {} frames of each, with an anchor from up to {} frames before them", longer_->describe(), frames_, lead_);
+}
+
 namespace {
 bool is_video_file(const std::filesystem::path& p) {
   auto ext = p.extension().string();

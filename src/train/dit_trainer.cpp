@@ -51,6 +51,17 @@ FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const Caption
     out.chunk_sizes.push_back(c);
     captions.push_back(uniform01(rng) < recipe.text_dropout ? std::string{} : clips.captions[static_cast<std::size_t>(i)]);
   }
+  if (clips.anchor.defined()) {
+    if (clips.anchor.dim() != 5 || clips.anchor.size(0) != b || clips.anchor.size(1) != 1)
+      throw Error(fmt::format("flow matching batch: anchors must be [{}, 1, C, H, W] (one frame in the model's space), got [{}]", b,
+                              fmt::join(clips.anchor.sizes(), ", ")));
+    // Drawn after every other per-example choice, so that clips without an anchor keep their old draws.
+    auto keep = torch::ones({b}, torch::kFloat32);
+    for (std::int64_t i = 0; i < b; ++i)
+      if (uniform01(rng) < recipe.anchor_dropout) keep[i] = 0.0f;
+    out.anchor = clips.anchor.select(1, 0).to(x1.device());
+    out.anchor_keep = keep.to(x1.device());
+  }
   const auto x0 = at::randn(x1.sizes(), noise, x1.options());
   out.noisy = flow_interpolate(x1, x0, tau.to(x1.device()), recipe.sigma_min);
   out.target = flow_velocity(x1, x0, recipe.sigma_min);
@@ -62,8 +73,13 @@ FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const Caption
 
 FlowMatchingBatch concat_batches(const std::vector<FlowMatchingBatch>& parts) {
   FlowMatchingBatch out;
-  std::vector<torch::Tensor> noisy, tau, target, mask, tokens;
+  std::vector<torch::Tensor> noisy, tau, target, mask, tokens, anchor, keep;
   for (const auto& p : parts) {
+    if (p.anchor.defined() != parts.front().anchor.defined()) throw Error("flow matching batch: some examples have an anchor and some not");
+    if (p.anchor.defined()) {
+      anchor.push_back(p.anchor);
+      keep.push_back(p.anchor_keep);
+    }
     noisy.push_back(p.noisy);
     tau.push_back(p.tau);
     target.push_back(p.target);
@@ -76,6 +92,10 @@ FlowMatchingBatch concat_batches(const std::vector<FlowMatchingBatch>& parts) {
   out.target = torch::cat(target);
   out.loss_mask = torch::cat(mask);
   out.tokens = torch::cat(tokens);
+  if (!anchor.empty()) {
+    out.anchor = torch::cat(anchor);
+    out.anchor_keep = torch::cat(keep);
+  }
   return out;
 }
 
@@ -132,11 +152,16 @@ TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, c
   if (!o.init_from.empty())
     hooks.initialise = [&](StreamDiT& model) {
       const auto start = load_stream_dit(o.init_from);
-      auto same_world = start->config;  // a fine-tune may move the model to another procedural world
-      same_world.procedural_edges = config.procedural_edges;
-      if (same_world.to_json() != config.to_json())
+      // A fine-tune may move the model to another procedural world, or add the anchor.
+      auto same_model = start->config;
+      same_model.procedural_edges = config.procedural_edges;
+      const bool adds_anchor = config.anchor && !same_model.anchor;
+      same_model.anchor = config.anchor;
+      if (same_model.to_json() != config.to_json())
         throw Error(fmt::format("dit train: '{}' is a model of another config than the run's", o.init_from.string()));
-      copy_parameters(*start, *model);
+      copy_parameters(*start, *model, [adds_anchor](const std::string& name) {
+        return adds_anchor && (name.find("anchor_") != std::string::npos || name.find("norm_anchor") != std::string::npos);
+      });
       spdlog::info("starting from the weights of '{}'", o.init_from.string());
     };
   hooks.loss = [&](StreamDiT& model, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
@@ -146,7 +171,7 @@ TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, c
     torch::Tensor prediction;
     {
       const ScopedCpuAutocast autocast(o.bf16_autocast);
-      prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
+      prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens), fm.anchor, fm.anchor_keep);
     }
     return masked_flow_loss(prediction.to(torch::kFloat32), fm.target, fm.loss_mask);
   };
@@ -154,6 +179,7 @@ TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, c
                     {"full_share", o.recipe.mix.full_share},
                     {"reference_frames", o.recipe.reference_frames},
                     {"text_dropout", o.recipe.text_dropout},
+                    {"anchor_dropout", config.anchor ? nlohmann::json(o.recipe.anchor_dropout) : nlohmann::json()},
                     {"data", data.describe()}};
   return run_dit_optimisation(config, o, hooks, on_step);
 }
@@ -183,37 +209,44 @@ FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const Flow
     std::function<std::string(const std::string&, int*)> alter;
     double sum = 0;
     std::int64_t frames = 0, changed = 0;
+    bool drop_anchor = false;  // the clips' anchor frames left out instead (anchored models)
   };
   auto swap = [](CaptionAttribute a) { return [a](const std::string& c, int* n) { return swap_caption_attribute(c, a, n); }; };
   std::vector<Probe> probes{{"as given", nullptr},
                             {"no caption", [](const std::string& c, int* n) { *n = c.empty() ? 0 : 1; return std::string{}; }},
                             {"colour swapped", swap(CaptionAttribute::Colour)},
                             {"shape swapped", swap(CaptionAttribute::Shape)},
-                            {"direction swapped", swap(CaptionAttribute::Direction)}};
+                            {"direction swapped", swap(CaptionAttribute::Direction)},
+                            {"anchor dropped", nullptr, 0, 0, 0, true}};
   for (std::int64_t i = 0; i < batches; ++i) {
     std::mt19937_64 rng(step_seed(seed, static_cast<std::uint64_t>(i), 7));
     auto noise = at::detail::createCPUGenerator(step_seed(seed, static_cast<std::uint64_t>(i), 8));
     const auto clips = data.next(batch_size, rng);
     const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe_no_dropout, rng, noise);
     const auto noisy = fm.noisy.to(w.device(), w.scalar_type());
-    auto per_frame_loss = [&](const torch::Tensor& tokens) {  // [b, F]
-      return (model->forward(noisy, fm.tau, model->encode_text(tokens)).to(torch::kCPU, torch::kFloat32) - fm.target).pow(2).flatten(2).mean(2);
+    const auto anchor = fm.anchor.defined() ? fm.anchor.to(w.device(), w.scalar_type()) : torch::Tensor{};
+    auto per_frame_loss = [&](const torch::Tensor& tokens, const torch::Tensor& anchor) {  // [b, F]
+      return (model->forward(noisy, fm.tau, model->encode_text(tokens), anchor).to(torch::kCPU, torch::kFloat32) - fm.target).pow(2).flatten(2).mean(2);
     };
-    const auto per_frame = per_frame_loss(fm.tokens);
+    const auto per_frame = per_frame_loss(fm.tokens, anchor);
     const auto tau = fm.tau.to(torch::kCPU);
     const auto mask = fm.loss_mask.to(torch::kCPU);
     const auto probed = (mask > 0).logical_and(tau < kCaptionProbeMaxTau);
     const auto probed_frames = probed.sum().item<std::int64_t>();
     for (auto& p : probes) {
       torch::Tensor loss = per_frame;
-      if (p.alter) {
+      if (p.drop_anchor) {
+        if (!anchor.defined()) continue;
+        loss = per_frame_loss(fm.tokens, torch::Tensor{});
+        p.changed += per_frame.size(0);
+      } else if (p.alter) {
         std::vector<std::string> captions;
         for (const auto& c : clips.captions) {
           int n = 0;
           captions.push_back(p.alter(c, &n));
           p.changed += n;
         }
-        loss = per_frame_loss(model->tokenizer.encode_batch(captions));
+        loss = per_frame_loss(model->tokenizer.encode_batch(captions), anchor);
       }
       p.sum += loss.masked_select(probed).sum().item<double>();
       p.frames += probed_frames;
@@ -246,7 +279,7 @@ FlowLossReport evaluate_flow_loss(StreamDiT& model, ClipSource& data, const Flow
   if (given.frames > 0) {
     const double given_loss = given.sum / static_cast<double>(given.frames);
     for (const auto& p : probes)
-      if (!p.alter || p.changed > 0) {
+      if (p.changed > 0 || (!p.alter && !p.drop_anchor)) {
         const double loss = p.sum / static_cast<double>(p.frames);
         report.caption_probes.push_back({p.name, loss, given_loss > 0 ? loss / given_loss - 1 : 0.0});
       }

@@ -46,11 +46,12 @@ double learning_rate_at(const OptimisationOptions& o, std::int64_t step) {
 }
 
 
-void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to) {
+void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to, const std::function<bool(const std::string&)>& may_be_new) {
   torch::NoGradGuard no_grad;
   const auto source = from.named_parameters();
   for (auto& p : to.named_parameters()) {
     const auto* value = source.find(p.key());
+    if (value == nullptr && may_be_new && may_be_new(p.key())) continue;
     if (value == nullptr) throw Error(fmt::format("starting weights: parameter '{}' is missing", p.key()));
     if (!value->sizes().equals(p.value().sizes()))
       throw Error(fmt::format("starting weights: parameter '{}' has shape {}, the model expects {}", p.key(),

@@ -1,0 +1,198 @@
+// The anchor frame (StreamDiTConfig::anchor): a clean frame from a stream's start as extra
+// conditioning. What the model does with it, where training clips take it from, and when the
+// sampler takes and renews it.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <set>
+
+#include "streamgen/dit.h"
+#include "streamgen/dit_trainer.h"
+#include "streamgen/error.h"
+#include "streamgen/optimisation.h"
+#include "streamgen/stream_dit.h"
+#include "streamgen/tensor_compare.h"
+#include "dit_test_util.h"
+#include "test_util.h"
+
+namespace streamgen {
+namespace {
+
+StreamDiTConfig anchored_config() {
+  auto c = test::tiny_dit_config();
+  c.anchor = true;
+  return c;
+}
+
+struct Inputs {
+  torch::Tensor x, tau, text, anchor;
+};
+Inputs inputs(StreamDiT& model, std::int64_t batch) {
+  torch::manual_seed(4);
+  torch::NoGradGuard no_grad;
+  return {torch::randn({batch, 16, 3, 16, 16}), torch::rand({batch, 16}),
+          model->encode_text(model->tokenizer.encode_batch(std::vector<std::string>(static_cast<std::size_t>(batch), "red circle moving left"))),
+          torch::randn({batch, 3, 16, 16})};
+}
+
+TEST(DiTAnchor, AFreshAnchorPathChangesNothingAndDroppedAnchorsAreIgnored) {
+  // Weights of a model without an anchor, copied into one with it: the zero-initialised anchor
+  // attention leaves every prediction as it was, with or without an anchor given.
+  auto plain = test::random_tiny_dit(2);
+  StreamDiT anchored(anchored_config());
+  copy_parameters(*plain, *anchored, [](const std::string& name) { return name.find("anchor") != std::string::npos; });
+  torch::NoGradGuard no_grad;
+  auto in = inputs(plain, 2);
+  const auto base = plain->forward(in.x, in.tau, in.text);
+  EXPECT_TRUE(torch::equal(anchored->forward(in.x, in.tau, in.text), base));
+  EXPECT_TRUE(compare_tensors(anchored->forward(in.x, in.tau, in.text, in.anchor), base).within(1e-6));
+  // Anything else missing is still an error.
+  StreamDiT other(anchored_config());
+  EXPECT_THROW(copy_parameters(*plain, *other, [](const std::string& name) { return name.find("norm_anchor") != std::string::npos; }), Error);
+
+  // Once the anchor path carries weight, the anchor changes predictions; anchor_keep 0 for an
+  // example is exactly that example without its anchor, and a [1, ...] anchor serves the batch.
+  auto trained = test::random_tiny_dit(3, 0.05, anchored_config());
+  in = inputs(trained, 2);
+  const auto none = trained->forward(in.x, in.tau, in.text);
+  const auto with = trained->forward(in.x, in.tau, in.text, in.anchor);
+  EXPECT_GT((with - none).abs().max().item<float>(), 1e-3);
+  const auto half = trained->forward(in.x, in.tau, in.text, in.anchor, torch::tensor({1.0f, 0.0f}));
+  EXPECT_TRUE(compare_tensors(half[0], with[0]).within(1e-6));
+  EXPECT_TRUE(compare_tensors(half[1], none[1]).within(1e-6));
+  const auto shared = trained->forward(in.x, in.tau, in.text, in.anchor.narrow(0, 0, 1));
+  EXPECT_TRUE(compare_tensors(shared[0], with[0]).within(1e-6));
+  EXPECT_FALSE(compare_tensors(shared[1], with[1]).within(1e-3));
+}
+
+TEST(DiTAnchor, TheAnchorReachesEveryFrameAndTrainsItsPath) {
+  auto model = test::random_tiny_dit(5, 0.05, anchored_config());
+  auto in = inputs(model, 1);
+  const auto anchor = in.anchor.clone().requires_grad_(true);
+  model->forward(in.x, in.tau, in.text, anchor).sum().backward();
+  EXPECT_GT(anchor.grad().abs().sum().item<float>(), 0.f);
+  for (const auto& p : model->named_parameters())
+    if (p.key().find("anchor") != std::string::npos) {
+      EXPECT_GT(p.value().grad().abs().sum().item<float>(), 0.f) << p.key();
+    }
+  // Per frame: the anchor moves the first and the last frame's prediction.
+  torch::NoGradGuard no_grad;
+  const auto a = model->forward(in.x, in.tau, in.text, in.anchor), b = model->forward(in.x, in.tau, in.text, in.anchor * -1);
+  EXPECT_GT((a - b).select(1, 0).abs().max().item<float>(), 1e-4);
+  EXPECT_GT((a - b).select(1, 15).abs().max().item<float>(), 1e-4);
+}
+
+TEST(DiTAnchor, ConfigRoundTripsAndBadAnchorsGiveClearErrors) {
+  const auto c = anchored_config();
+  EXPECT_TRUE(StreamDiTConfig::from_json(c.to_json()).anchor);
+  auto old = c.to_json();
+  old.erase("anchor");  // a checkpoint from before the option
+  EXPECT_FALSE(StreamDiTConfig::from_json(old).anchor);
+
+  auto plain = test::random_tiny_dit(1);
+  auto anchored = test::random_tiny_dit(1, 0.05, c);
+  torch::NoGradGuard no_grad;
+  const auto in = inputs(plain, 2);
+  test::expect_error_mentions([&] { plain->forward(in.x, in.tau, in.text, in.anchor); }, "without anchor conditioning");
+  test::expect_error_mentions([&] { anchored->forward(in.x, in.tau, in.text, in.anchor.narrow(1, 0, 2)); }, "anchor frame must be");
+  test::expect_error_mentions([&] { anchored->forward(in.x, in.tau, in.text, in.anchor, torch::ones({3})); }, "anchor_keep must be [2]");
+}
+
+TEST(DiTAnchor, AnchoredClipsTakeTheAnchorFromTheLeadOfTheSameClip) {
+  // 8-frame clips, a lead of 8 in groups of 4: the anchor is frames 0–3, 4–7 or 8–11 of a 16-frame
+  // clip whose last 8 frames are the video.
+  auto video = test::tiny_clip_source().options();
+  AnchoredClipSource anchored(std::make_unique<ProceduralClipSource>(video, 16), 8, 8, 4);
+  ProceduralClipSource longer(video, 16);
+  std::set<std::int64_t> starts;
+  for (std::uint64_t seed = 0; seed < 24; ++seed) {
+    std::mt19937_64 a(seed), b(seed);
+    const auto clips = anchored.next(1, a);
+    const auto full = longer.next(1, b).video[0];
+    ASSERT_EQ(clips.video.sizes(), (std::vector<std::int64_t>{1, 8, 3, 16, 16}));
+    ASSERT_EQ(clips.anchor.sizes(), (std::vector<std::int64_t>{1, 4, 3, 16, 16}));
+    EXPECT_TRUE(torch::equal(clips.video[0], full.narrow(0, 8, 8)));
+    std::int64_t found = -1;
+    for (std::int64_t start : {0, 4, 8})
+      if (torch::equal(clips.anchor[0], full.narrow(0, start, 4))) found = start;
+    EXPECT_GE(found, 0) << "seed " << seed;
+    starts.insert(found);
+  }
+  EXPECT_EQ(starts.size(), 3u);  // every position is drawn
+  test::expect_error_mentions([&] { AnchoredClipSource(std::make_unique<ProceduralClipSource>(video, 16), 8, 6, 4); }, "multiple");
+  AnchoredClipSource wrong(std::make_unique<ProceduralClipSource>(video, 12), 8, 8, 4);
+  std::mt19937_64 rng(1);
+  test::expect_error_mentions([&] { wrong.next(1, rng); }, "expected 8 + 8 lead");
+}
+
+TEST(DiTAnchor, BatchesCarryTheAnchorAndDropItAtTheRecipesRate) {
+  auto video = test::tiny_clip_source().options();
+  AnchoredClipSource source(std::make_unique<ProceduralClipSource>(video, 32), 16, 16, 1);
+  StreamDiT model(anchored_config());
+  FlowMatchingRecipe recipe;
+  recipe.anchor_dropout = 0.25;
+  const auto fm = seeded_flow_matching_batch(source, model->tokenizer, recipe, 7, 0, 0, 0, 400);
+  ASSERT_EQ(fm.anchor.sizes(), (std::vector<std::int64_t>{400, 3, 16, 16}));
+  ASSERT_EQ(fm.anchor_keep.sizes(), (std::vector<std::int64_t>{400}));
+  const auto dropped = (fm.anchor_keep == 0).sum().item<std::int64_t>();
+  EXPECT_GT(dropped, 70);
+  EXPECT_LT(dropped, 130);
+  // Held-out loss on anchored clips measures what dropping the anchor costs.
+  auto trained = test::random_tiny_dit(5, 0.05, anchored_config());
+  const auto r = evaluate_flow_loss(trained, source, FlowMatchingRecipe{}, 2, 4, 99);
+  ASSERT_FALSE(r.caption_probes.empty());
+  EXPECT_EQ(r.caption_probes.back().name, "anchor dropped");
+  EXPECT_NE(r.caption_probes.back().loss, r.caption_probes.front().loss);
+}
+
+StreamDiTOptions sampler_options() {
+  StreamDiTOptions o;
+  o.chunk_frames = 4;  // N = 4
+  o.micro_steps = 1;
+  o.seed = 3;
+  return o;
+}
+
+TEST(DiTAnchor, TheSamplerAnchorsOnTheFirstFrameAndRenewsItAfterAPromptChange) {
+  auto model = test::random_tiny_dit(6, 0.05, anchored_config());
+  StreamDiTSampler s(model, sampler_options());
+  s.set_prompt("red circle moving left");
+  EXPECT_FALSE(s.anchor().defined());
+  const auto first = s.step();
+  ASSERT_TRUE(s.anchor().defined());
+  EXPECT_TRUE(torch::equal(s.anchor()[0], first[0]));
+  for (int i = 0; i < 3; ++i) s.step();
+  EXPECT_TRUE(torch::equal(s.anchor()[0], first[0]));  // kept for the whole stream
+  s.set_prompt("red circle moving left");  // the same prompt again changes nothing
+  s.step();
+  EXPECT_TRUE(torch::equal(s.anchor()[0], first[0]));
+
+  // A new prompt: the chunks in the buffer began under the old one, so no anchor until the first
+  // chunk that entered after the change leaves, N = 4 steps later; it becomes the anchor.
+  s.set_prompt("blue square moving up");
+  for (int i = 0; i < 4; ++i) {
+    s.step();
+    EXPECT_FALSE(s.anchor().defined()) << "step " << i;
+  }
+  const auto renewed = s.step();
+  ASSERT_TRUE(s.anchor().defined());
+  EXPECT_TRUE(torch::equal(s.anchor()[0], renewed[0]));
+
+  // The anchor conditions the stream: the same seed without it makes other frames.
+  auto o = sampler_options();
+  StreamDiTSampler with(model, o);
+  o.use_anchor = false;
+  StreamDiTSampler without(model, o);
+  EXPECT_TRUE(torch::equal(with.step(), without.step()));  // the first chunk has no anchor yet
+  EXPECT_FALSE(without.anchor().defined());
+  EXPECT_FALSE(compare_tensors(with.step(), without.step()).within(1e-4));
+}
+
+TEST(DiTAnchor, ModelsWithoutAnAnchorStreamAsBefore) {
+  StreamDiTSampler s(test::random_tiny_dit(6), sampler_options());
+  for (int i = 0; i < 2; ++i) s.step();
+  EXPECT_FALSE(s.anchor().defined());
+}
+
+}  // namespace
+}  // namespace streamgen
