@@ -126,7 +126,7 @@ TEST(DiTDistill, AGuidanceRangeGivesEachExampleItsOwnScale) {
   const auto end = teacher_segment_end(teacher, batch, r, 16);
   for (std::int64_t i = 0; i < 3; ++i) {
     DistillBatch one{batch.start.narrow(0, i, 1), batch.tau.narrow(0, i, 1), batch.moving.narrow(0, i, 1), batch.tokens.narrow(0, i, 1),
-                     batch.guidance.narrow(0, i, 1), {batch.staggered[static_cast<std::size_t>(i)]}, {false}};
+                     batch.guidance.narrow(0, i, 1), {batch.staggered[static_cast<std::size_t>(i)]}, {false}, {}, {}};
     auto fixed = r;
     fixed.guidance = batch.guidance[i].item<double>();
     fixed.guidance_high = 0;

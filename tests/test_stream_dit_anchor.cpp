@@ -6,7 +6,10 @@
 
 #include <set>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "streamgen/dit.h"
+#include "streamgen/dit_distill.h"
 #include "streamgen/dit_trainer.h"
 #include "streamgen/error.h"
 #include "streamgen/optimisation.h"
@@ -192,6 +195,50 @@ TEST(DiTAnchor, ModelsWithoutAnAnchorStreamAsBefore) {
   StreamDiTSampler s(test::random_tiny_dit(6), sampler_options());
   for (int i = 0; i < 2; ++i) s.step();
   EXPECT_FALSE(s.anchor().defined());
+}
+
+TEST(DiTAnchor, DistillationGivesTeacherAndStudentTheSameAnchor) {
+  auto teacher = test::random_tiny_dit(7, 0.1, anchored_config());
+  AnchoredClipSource data(std::make_unique<ProceduralClipSource>(test::tiny_clip_source().options(), 32), 16, 16, 1);
+  DistillRecipe r;
+  r.chunk_frames = 2;
+  r.teacher_steps = 2;
+  r.guidance = 2.0;
+  r.anchor_dropout = 0;
+  auto draw = [&](std::uint64_t seed, ClipBatch* clips_out) {
+    std::mt19937_64 rng(seed);
+    auto noise = at::detail::createCPUGenerator(seed + 1);
+    auto clips = data.next(3, rng);
+    if (clips_out) *clips_out = clips;
+    return make_distill_batch(clips, teacher, r, rng, noise);
+  };
+  ClipBatch clips;
+  auto batch = draw(4, &clips);
+  ASSERT_TRUE(batch.anchor.defined());
+  EXPECT_TRUE(torch::equal(batch.anchor, clips.anchor.select(1, 0)));
+  EXPECT_TRUE(torch::equal(batch.anchor_keep, torch::ones({3})));
+  // The teacher's segment end depends on the anchor, and a dropped one is the same as none.
+  const auto with = teacher_segment_end(teacher, batch, r, 16);
+  auto dropped = batch;
+  dropped.anchor_keep = torch::zeros({3});
+  auto none = batch;
+  none.anchor = none.anchor_keep = torch::Tensor{};
+  EXPECT_FALSE(compare_tensors(with, teacher_segment_end(teacher, dropped, r, 16)).within(1e-4));
+  EXPECT_TRUE(compare_tensors(teacher_segment_end(teacher, dropped, r, 16), teacher_segment_end(teacher, none, r, 16)).within(1e-6));
+
+  // A rollout example's start is its stream's buffer, so its anchor is that stream's: none before
+  // the first chunk leaves, then the first emitted frame.
+  torch::Tensor anchor;
+  teacher_rollout_state(teacher, r, "red circle moving left", 2.0, 99, 0, &anchor);
+  EXPECT_FALSE(anchor.defined());
+  teacher_rollout_state(teacher, r, "red circle moving left", 2.0, 99, 2, &anchor);
+  auto o = r.stream_options(r.teacher_steps, 2.0);
+  o.seed = 99;
+  StreamDiTSampler stream(teacher, o);
+  stream.set_prompt("red circle moving left");
+  const auto first = stream.step();
+  ASSERT_TRUE(anchor.defined());
+  EXPECT_TRUE(torch::equal(anchor[0], first[0]));
 }
 
 }  // namespace

@@ -44,6 +44,9 @@ struct DistillRecipe {
   double rollout_share = 0;
   std::int64_t rollout_max_chunks = 8;
   double sigma_min = kFlowSigmaMin;
+  // Teachers with an anchor (StreamDiTConfig::anchor): share of examples whose teacher and student
+  // passes run without it, as the stream's first chunks and a prompt change's do.
+  double anchor_dropout = 0.1;
 
   // The stream partition over `buffer_frames` (B = K + N·c) with the student's micro steps.
   BufferPartition student_partition(std::int64_t buffer_frames) const;
@@ -64,15 +67,18 @@ struct DistillBatch {
   torch::Tensor guidance;  // [batch] the teacher's CFG scale per example
   std::vector<bool> staggered;  // the layout drawn per example
   std::vector<bool> rollout;    // the start came from the teacher's stream
+  torch::Tensor anchor;       // [batch, C, H, W] for anchored teachers: the clip's, or the rollout stream's
+  torch::Tensor anchor_keep;  // [batch] 0 where the passes run without it
 };
 
 // The teacher gives the caption tokenizer and, for rollout examples, the stream.
 DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, const DistillRecipe& recipe, std::mt19937_64& rng,
                                 at::Generator& noise);
 // The buffer [1, B, C, H, W] of the teacher's stream for `caption` after its start and `chunks`
-// steps: a segment start at the staggered levels of micro step 0.
+// steps: a segment start at the staggered levels of micro step 0. `anchor`, when given, receives
+// the stream's anchor frame [1, C, H, W] (undefined while it has none).
 torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& recipe, const std::string& caption, double guidance,
-                                    std::uint64_t seed, std::int64_t chunks);
+                                    std::uint64_t seed, std::int64_t chunks, torch::Tensor* anchor = nullptr);
 // Examples [first, first + count) of micro-batch `micro` of step `step`, each drawn from its own
 // seeded engines (example_engines), like the flow-matching trainer's.
 DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const DistillRecipe& recipe, std::uint64_t seed,

@@ -22,12 +22,14 @@ namespace streamgen {
 
 // Classifier-free guided velocity v_u + w·(v_c − v_u), the cond/uncond pair in one batch (w = 1:
 // the conditional pass only). x [b, F, C, H, W], tau [b, F], cond/uncond text states [b or 1, M, D],
-// anchor [b or 1, C, H, W] for models with one (undefined: none), given to both passes.
+// anchor [b or 1, C, H, W] for models with one (undefined: none), given to both passes
+// (anchor_keep [b]: 0 runs an example without it).
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor = {});
 // The same with one scale per example: guidance [b].
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor = {});
+                              const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor = {},
+                              const torch::Tensor& anchor_keep = {});
 
 struct StreamDiTOptions {
   std::int64_t chunk_frames = 2;      // c

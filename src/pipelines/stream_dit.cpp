@@ -37,12 +37,14 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor) {
+                              const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor,
+                              const torch::Tensor& anchor_keep) {
   const auto b = x.size(0);
   auto expand = [b](const torch::Tensor& t) { return t.size(0) == b ? t : t.expand({b, t.size(1), t.size(2)}); };
   // The anchor is not text: both halves of the pair see it.
   const auto pair_anchor = !anchor.defined() || anchor.size(0) == 1 ? anchor : torch::cat({anchor, anchor});
-  const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}), pair_anchor);
+  const auto pair_keep = anchor_keep.defined() ? torch::cat({anchor_keep, anchor_keep}) : anchor_keep;
+  const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}), pair_anchor, pair_keep);
   const auto vc = v.narrow(0, 0, b), vu = v.narrow(0, b, b);
   return vu + guidance.to(v.device(), v.scalar_type()).view({b, 1, 1, 1, 1}) * (vc - vu);
 }

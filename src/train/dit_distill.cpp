@@ -51,13 +51,14 @@ StreamDiTOptions DistillRecipe::stream_options(std::int64_t micro_steps, double 
 }
 
 torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& recipe, const std::string& caption, double guidance,
-                                    std::uint64_t seed, std::int64_t chunks) {
+                                    std::uint64_t seed, std::int64_t chunks, torch::Tensor* anchor) {
   auto o = recipe.stream_options(recipe.teacher_steps, guidance);
   o.seed = seed;
   StreamDiTSampler stream(teacher, o);
   stream.set_prompt(caption);
   stream.start();
   for (std::int64_t i = 0; i < chunks; ++i) stream.step();
+  if (anchor != nullptr) *anchor = stream.anchor().defined() ? stream.anchor().to(torch::kCPU, torch::kFloat32) : torch::Tensor{};
   return stream.buffer().to(torch::kCPU, torch::kFloat32);
 }
 
@@ -74,6 +75,13 @@ DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, cons
   auto moving = torch::ones({b, frames}, torch::kFloat32);
   out.guidance = torch::full({b}, recipe.guidance, torch::kFloat32);
   std::vector<std::pair<std::int64_t, torch::Tensor>> rollouts;  // (example, start state)
+  const bool anchored = teacher->config.anchor && clips.anchor.defined();
+  if (anchored) {
+    if (clips.anchor.dim() != 5 || clips.anchor.size(0) != b || clips.anchor.size(1) != 1)
+      throw Error(fmt::format("distillation batch: anchors must be [{}, 1, C, H, W], got [{}]", b, fmt::join(clips.anchor.sizes(), ", ")));
+    out.anchor = clips.anchor.select(1, 0).to(torch::kCPU, torch::kFloat32).clone();
+    out.anchor_keep = torch::ones({b}, torch::kFloat32);
+  }
   for (std::int64_t i = 0; i < b; ++i) {
     if (recipe.guidance_high > 0) out.guidance[i] = recipe.guidance + (recipe.guidance_high - recipe.guidance) * uniform01(rng);
     const bool rollout = recipe.rollout_share > 0 && uniform01(rng) < recipe.rollout_share;
@@ -83,8 +91,12 @@ DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, cons
     if (rollout) {
       const auto chunks = std::min(recipe.rollout_max_chunks,
                                    static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(recipe.rollout_max_chunks + 1)));
+      torch::Tensor stream_anchor;
       rollouts.emplace_back(i, teacher_rollout_state(teacher, recipe, clips.captions[static_cast<std::size_t>(i)], out.guidance[i].item<double>(),
-                                                     rng(), chunks));
+                                                     rng(), chunks, &stream_anchor));
+      // A rollout state goes with its own stream's anchor (none yet before its first chunk left).
+      if (anchored && stream_anchor.defined()) out.anchor[i].copy_(stream_anchor[0]);
+      if (anchored && !stream_anchor.defined()) out.anchor_keep[i] = 0.0f;
     }
     if (staggered) {
       const auto j = std::min(p.micro_steps - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(p.micro_steps)));
@@ -102,12 +114,18 @@ DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, cons
   out.start = flow_interpolate(x1, x0, out.tau, recipe.sigma_min);
   for (const auto& [i, state] : rollouts) out.start[i].copy_(state[0]);
   out.tokens = teacher->tokenizer.encode_batch(clips.captions);
+  if (anchored) {
+    for (std::int64_t i = 0; i < b; ++i)
+      if (uniform01(rng) < recipe.anchor_dropout) out.anchor_keep[i] = 0.0f;
+    out.anchor = out.anchor.to(x1.device());
+    out.anchor_keep = out.anchor_keep.to(x1.device());
+  }
   return out;
 }
 
 DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const DistillRecipe& recipe, std::uint64_t seed,
                                   std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
-  std::vector<torch::Tensor> start, tau, moving, tokens, guidance;
+  std::vector<torch::Tensor> start, tau, moving, tokens, guidance, anchor, keep;
   DistillBatch out;
   for (std::int64_t e = first; e < first + count; ++e) {
     auto [rng, noise] = example_engines(seed, step, micro, e);
@@ -117,6 +135,10 @@ DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const Di
     moving.push_back(part.moving);
     tokens.push_back(part.tokens);
     guidance.push_back(part.guidance);
+    if (part.anchor.defined()) {
+      anchor.push_back(part.anchor);
+      keep.push_back(part.anchor_keep);
+    }
     out.staggered.push_back(part.staggered.front());
     out.rollout.push_back(part.rollout.front());
   }
@@ -125,6 +147,10 @@ DistillBatch seeded_distill_batch(ClipSource& data, StreamDiT& teacher, const Di
   out.moving = torch::cat(moving);
   out.tokens = torch::cat(tokens);
   out.guidance = torch::cat(guidance);
+  if (!anchor.empty()) {
+    out.anchor = torch::cat(anchor);
+    out.anchor_keep = torch::cat(keep);
+  }
   return out;
 }
 
@@ -155,11 +181,13 @@ torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch,
   const double du = 1.0 / static_cast<double>(p.chunks * recipe.teacher_steps);  // one teacher micro step
   const auto shift = teacher->config.time_shift;
   auto x = batch.start.to(w.device(), w.scalar_type());
+  const auto anchor = batch.anchor.defined() ? batch.anchor.to(w.device(), w.scalar_type()) : torch::Tensor{};
   auto level = batch.tau.to(torch::kCPU, torch::kFloat64);
   for (std::int64_t i = 0; i < recipe.teacher_steps / recipe.student_steps; ++i) {
     const auto next = advanced_levels(batch, static_cast<double>(i + 1) * du, shift);
     const auto tau = level.to(w.device(), w.scalar_type());
-    const auto v = guided ? guided_velocity(teacher, x, tau, cond, uncond, batch.guidance) : teacher->forward(x, tau, cond);
+    const auto v = guided ? guided_velocity(teacher, x, tau, cond, uncond, batch.guidance, anchor, batch.anchor_keep)
+                          : teacher->forward(x, tau, cond, anchor, batch.anchor_keep);
     x = x + (v.to(torch::kFloat32) * per_frame((next - level).to(w.device(), torch::kFloat32))).to(x.scalar_type());
     level = next;
   }
@@ -170,7 +198,8 @@ torch::Tensor one_step_segment_end(StreamDiT& model, const DistillBatch& batch, 
   torch::NoGradGuard no_grad;
   const auto& w = model->pos_embed_t;
   const auto v = model->forward(batch.start.to(w.device(), w.scalar_type()), batch.tau.to(w.device(), w.scalar_type()),
-                                model->encode_text(batch.tokens.to(w.device())));
+                                model->encode_text(batch.tokens.to(w.device())),
+                                batch.anchor.defined() ? batch.anchor.to(w.device(), w.scalar_type()) : torch::Tensor{}, batch.anchor_keep);
   const auto step = student_step_sizes(batch, recipe, buffer_frames, model->config.time_shift).to(batch.start.device());
   return batch.start + per_frame(step) * v.to(batch.start.device(), torch::kFloat32);
 }
@@ -214,7 +243,7 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
     // (Δτ = 1/(N·s_S) on the linear schedule; frames that stay have Δτ = 0 and no loss).
     const auto dtau = student_step_sizes(batch, recipe, config.max_frames, config.time_shift).to(batch.start.device());
     const auto target = (teacher_segment_end(teacher, batch, recipe, config.max_frames) - batch.start) / per_frame(dtau.clamp_min(1e-12));
-    const auto prediction = student->forward(batch.start, batch.tau, student->encode_text(batch.tokens));
+    const auto prediction = student->forward(batch.start, batch.tau, student->encode_text(batch.tokens), batch.anchor, batch.anchor_keep);
     return masked_flow_loss(prediction.to(torch::kFloat32), target, batch.moving);
   };
   hooks.label = "distill";
@@ -228,6 +257,7 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
                     {"staggered_share", recipe.staggered_share},
                     {"rollout_share", recipe.rollout_share},
                     {"rollout_max_chunks", recipe.rollout_max_chunks},
+                    {"anchor_dropout", config.anchor ? nlohmann::json(recipe.anchor_dropout) : nlohmann::json()},
                     {"data", data.describe()}};
   const auto summary = run_dit_optimisation(config, o, hooks, on_step);
   write_sampler_settings(o.out, recipe.stream_options(recipe.student_steps, 1.0));  // how the student is meant to be streamed
