@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Trains the shipped latent StreamDiT (models/streamdit-latent-64) from scratch exactly as its model
 # card records: the temporal autoencoder first (scripts/train_tae.sh), then the DiT on its latents,
-# then both fine-tuned on shapes that wrap round the frame edges (the shipped weights), then the evaluation.
-# Resumable: run it again after an interruption and it continues.
+# then both fine-tuned on shapes that wrap round the frame edges, then the DiT given its anchor frame
+# (the shipped weights), then the evaluation. Resumable: run it again after an interruption and it continues.
 #   scripts/train_streamdit_latent.sh [OUT_DIR]   default: runs/streamdit-latent-64 (autoencoders in runs/tae-shapes-64[-wrap]);
-#                                                 the shipped weights end up in OUT_DIR-wrap
-# About 46 minutes (autoencoder) + 35 + 72 minutes (DiT, two stages) on bouncing shapes, then 9 + 57 + 37
-# minutes (autoencoder, DiT in two stages) on wrapping shapes, on 2 cores.
+#                                                 the shipped weights end up in OUT_DIR-anchor
+# About 46 minutes (autoencoder) + 35 + 72 minutes (DiT, two stages) on bouncing shapes, then 9 + 57 + 47
+# minutes (autoencoder, DiT in two stages) on wrapping shapes, then 35 minutes (anchor), on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/streamdit-latent-64}"
@@ -41,5 +41,8 @@ if [ "$wrap_step" -lt 5000 ]; then
 fi
 # Then trained on under a 9,000-step schedule (restarting warm at lr 9.6e-5), stopped at step 8,000.
 "$BIN" dit train "${wrap_common[@]}" --steps 9000 --stop-at 8000
-cp models/streamdit-latent-64/sampler.json "$OUT-wrap/"
-"$BIN" dit eval --model "$OUT-wrap" --batches 16 --streams 16 --stream-frames 64 -c 2 -s 2 --dtype bf16
+# The anchor frame: 2,500 steps from the wrap weights (the shipped weights since 2026-11-28).
+"$BIN" dit train --init "$OUT-wrap" --anchor --out "$OUT-anchor" --resume --steps 2500 --batch 8 --lr 2e-4 --warmup 100 --seed 3 \
+    --checkpoint-every 250 --bf16-autocast
+cp models/streamdit-latent-64/sampler.json "$OUT-anchor/"
+"$BIN" dit eval --model "$OUT-anchor" --batches 16 --streams 16 --stream-frames 64 -c 2 -s 2 --dtype bf16

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "streamgen/attention.h"
 #include "streamgen/dit.h"
@@ -614,16 +615,18 @@ TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
   o.drift_reference_frames = 8;
   const auto spans = evaluate_real_streams(32, 32, 2, o);
   for (const auto& d : spans.per_stream) {
-    ASSERT_EQ(d.span_brightness.size(), 4u);
-    for (double b : d.span_brightness) {
-      EXPECT_GT(b, 0.0);
-      EXPECT_LT(b, 1.0);
-      EXPECT_NEAR(b / d.span_brightness[0], 1.0, 0.05);
-      EXPECT_LE(std::abs(b / d.span_brightness[0] - 1), std::abs(d.furthest_span_brightness - 1) + 1e-12);
+    // Brightness and contrast alike: four spans, the furthest from the first is one of them.
+    for (const auto& [values, furthest, tolerance] :
+         {std::tuple{d.span_brightness, d.furthest_span_brightness, 0.05}, std::tuple{d.span_contrast, d.furthest_span_contrast, 0.1}}) {
+      ASSERT_EQ(values.size(), 4u);
+      for (double v : values) {
+        EXPECT_GT(v, 0.0);
+        EXPECT_LT(v, 1.0);
+        EXPECT_NEAR(v / values[0], 1.0, tolerance);
+        EXPECT_LE(std::abs(v / values[0] - 1), std::abs(furthest - 1) + 1e-12);
+      }
+      EXPECT_NE(std::find_if(values.begin(), values.end(), [&](double v) { return std::abs(v / values[0] - furthest) < 1e-12; }), values.end());
     }
-    EXPECT_NE(std::find_if(d.span_brightness.begin(), d.span_brightness.end(),
-                           [&](double b) { return std::abs(b / d.span_brightness[0] - d.furthest_span_brightness) < 1e-12; }),
-              d.span_brightness.end());
   }
   std::mt19937_64 first_scene(step_seed(o.seed, 0, 77));
   EXPECT_EQ(real.per_stream[0].caption, ProceduralScene(ProceduralVideoOptions::for_frame_size(32, 32), first_scene).caption());

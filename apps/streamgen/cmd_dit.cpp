@@ -383,7 +383,8 @@ nlohmann::json quality_json(const StreamQuality& q) {
              auto list = nlohmann::json::array();
              for (const auto& d : q.per_stream)
                list.push_back({{"caption", d.caption}, {"brightness", d.brightness}, {"contrast", d.contrast}, {"caption_score", d.caption_score},
-                               {"span_brightness", d.span_brightness}, {"furthest_span_brightness", d.furthest_span_brightness}});
+                               {"span_brightness", d.span_brightness}, {"furthest_span_brightness", d.furthest_span_brightness},
+                               {"span_contrast", d.span_contrast}, {"furthest_span_contrast", d.furthest_span_contrast}});
              return list;
            }()}};
 }
@@ -488,12 +489,15 @@ void register_eval(CLI::App& dit) {
           std::cout << "  drift per generated stream (brightness / contrast / caption):\n";
           for (const auto& d : generated.per_stream) {
             std::cout << fmt::format("    {:.3f} / {:.3f} / {:.3f}  {}\n", d.brightness, d.contrast, d.caption_score, d.caption);
-            if (!d.span_brightness.empty()) {  // x255: the scale pixel values are read in
-              std::vector<double> levels;
-              for (double b : d.span_brightness) levels.push_back(255 * b);
-              std::cout << fmt::format("      brightness by {}-frame span (/255): {:.1f}; furthest from the first: {:.3f}\n",
-                                       a->streams.drift_reference_frames, fmt::join(levels, " "), d.furthest_span_brightness);
-            }
+            auto spans = [&](const char* what, const std::vector<double>& values, double furthest) {
+              if (values.empty()) return;
+              std::vector<double> levels;  // x255: the scale pixel values are read in
+              for (double v : values) levels.push_back(255 * v);
+              std::cout << fmt::format("      {} by {}-frame span (/255): {:.1f}; furthest from the first: {:.3f}\n", what,
+                                       a->streams.drift_reference_frames, fmt::join(levels, " "), furthest);
+            };
+            spans("brightness", d.span_brightness, d.furthest_span_brightness);
+            spans("contrast", d.span_contrast, d.furthest_span_contrast);
           }
         }
       }

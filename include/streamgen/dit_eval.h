@@ -23,6 +23,9 @@ struct StreamDrift {
   // The span whose brightness is furthest from the first span's, as a ratio to it: "stays within 5 %"
   // holds when this is within 0.95..1.05 (1 when there are no spans).
   double furthest_span_brightness = 1;
+  // The same for contrast (standard deviation of the [0, 1] intensities of each span).
+  std::vector<double> span_contrast{};
+  double furthest_span_contrast = 1;
 };
 
 struct StreamQuality {

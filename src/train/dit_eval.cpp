@@ -41,12 +41,19 @@ struct Accumulator {
                       ratio((last_cap.colour + last_cap.shape) / 2, (ref_cap.colour + ref_cap.shape) / 2)};
     const auto span = o.drift_reference_frames;
     if (span > 0 && f >= 2 * span)
-      for (std::int64_t start = 0; start + span <= f; start += span)
-        drift.span_brightness.push_back(mean_intensity(frames.narrow(0, start, span)));
-    for (double b : drift.span_brightness) {
-      const auto r = ratio(b, drift.span_brightness.front());
-      if (std::abs(r - 1) > std::abs(drift.furthest_span_brightness - 1)) drift.furthest_span_brightness = r;
-    }
+      for (std::int64_t start = 0; start + span <= f; start += span) {
+        const auto stats = video_statistics(frames.narrow(0, start, span), 0);
+        drift.span_brightness.push_back(stats.brightness);
+        drift.span_contrast.push_back(stats.contrast);
+      }
+    auto furthest = [&](const std::vector<double>& spans) {
+      double out = 1;
+      for (double v : spans)
+        if (std::abs(ratio(v, spans.front()) - 1) > std::abs(out - 1)) out = ratio(v, spans.front());
+      return out;
+    };
+    drift.furthest_span_brightness = furthest(drift.span_brightness);
+    drift.furthest_span_contrast = furthest(drift.span_contrast);
     drifts.push_back(std::move(drift));
   }
 
