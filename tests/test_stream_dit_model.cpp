@@ -628,6 +628,13 @@ TEST(DiTMetrics, CaptionsParseAndRealClipsScoreHigh) {
       EXPECT_NE(std::find_if(values.begin(), values.end(), [&](double v) { return std::abs(v / values[0] - furthest) < 1e-12; }), values.end());
     }
   }
+  // A stream's drift is its last span against its first (spans no shorter than the 16-frame scoring window).
+  o.drift_reference_frames = 16;
+  for (const auto& d : evaluate_real_streams(32, 32, 2, o).per_stream) {
+    ASSERT_EQ(d.span_brightness.size(), 2u);
+    EXPECT_NEAR(d.brightness, d.span_brightness.back() / d.span_brightness.front(), 1e-9);
+    EXPECT_NEAR(d.contrast, d.span_contrast.back() / d.span_contrast.front(), 1e-9);
+  }
   std::mt19937_64 first_scene(step_seed(o.seed, 0, 77));
   EXPECT_EQ(real.per_stream[0].caption, ProceduralScene(ProceduralVideoOptions::for_frame_size(32, 32), first_scene).caption());
   // A static video (every frame the first) has no motion; noise has no objects.
