@@ -5,6 +5,7 @@
 
 #include "dit_test_util.h"
 #include "streamgen/dit_codec.h"
+#include "streamgen/dit_eval.h"
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
 #include "streamgen/tae_trainer.h"
@@ -294,6 +295,26 @@ TEST(DiTVideoCodec, LatentClipsAndTheModelFoldersAutoencoder) {
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(compare_tensors(batch.video, tae->encode(pixels.next(2, same).video)).within(1e-6));
   EXPECT_NE(latents.describe().find("temporal autoencoder"), std::string::npos);
+}
+
+TEST(DiTVideoCodec, RealVideoThroughTheAutoencoderIsScoredAsAStreamDecodesIt) {
+  StreamEvalOptions o;
+  o.streams = 2;
+  o.frames = 16;
+  o.window = 8;
+  o.edges = EdgeRule::Wrap;
+  const auto raw = evaluate_real_streams(32, 32, 8, o);
+  DiTVideoCodec pixels;  // pixel space: the video as it is
+  const auto same = evaluate_real_streams(32, 32, 8, o, &pixels);
+  EXPECT_EQ(same.caption_accuracy, raw.caption_accuracy);
+  EXPECT_EQ(same.seam_ratio, raw.seam_ratio);
+  // An untrained autoencoder returns no recognisable object.
+  DiTVideoCodec codec(random_tae());
+  const auto through = evaluate_real_streams(32, 32, 8, o, &codec);
+  EXPECT_GT(raw.colour_accuracy, 0.9);
+  EXPECT_LT(through.colour_accuracy, raw.colour_accuracy);
+  EXPECT_TRUE(std::isfinite(through.seam_ratio));
+  test::expect_error_mentions([&] { evaluate_real_streams(32, 32, 6, o, &codec); }, "do not split into chunks of 6 frames of 4");
 }
 
 TEST(TAETrainer, StopAtEndsALegThatResumesOnTheSameCurve) {

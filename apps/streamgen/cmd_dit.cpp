@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "commands.h"
@@ -458,33 +459,42 @@ void register_eval(CLI::App& dit) {
           },
           width, height, a->streams, codec.latent() ? &codec : nullptr);
       bar.finish();
-      const auto real = evaluate_real_streams(width, height, a->sampler.chunk_frames * codec.frames_per_latent(), a->streams);
+      const auto rgb_chunk = a->sampler.chunk_frames * codec.frames_per_latent();
+      const auto real = evaluate_real_streams(width, height, rgb_chunk, a->streams);
+      // A latent model can score no better than real video through its autoencoder.
+      std::optional<StreamQuality> real_ae;
+      if (codec.latent()) real_ae = evaluate_real_streams(width, height, rgb_chunk, a->streams, &codec);
       j["streams"] = {{"generated", quality_json(generated)}, {"real", quality_json(real)},
                       {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance}}}};
+      if (real_ae) j["streams"]["real_through_autoencoder"] = quality_json(*real_ae);
       // One-frame chunks have no frame pair inside a chunk: the seam ratio is undefined, not 0.
-      const bool seams_defined = a->sampler.chunk_frames * codec.frames_per_latent() > 1;
+      const bool seams_defined = rgb_chunk > 1;
       if (!seams_defined)
         for (const char* side : {"generated", "real"}) j["streams"][side]["seam_ratio"] = nullptr;
       if (!a->json) {
         std::cout << fmt::format("{} streams of {} frames, c = {}, s = {}, guidance {} ({:.2f} NFE per frame):\n", generated.streams,
                                  generated.frames_per_stream, a->sampler.chunk_frames, a->sampler.micro_steps, a->sampler.guidance,
                                  generated.nfe_per_frame);
-        std::cout << fmt::format("  {:<22} {:>10} {:>10} {:>8}\n", "metric", "generated", "real", "ratio");
-        auto row = [](const char* name, double g, double r) {
-          std::cout << fmt::format("  {:<22} {:>10.3f} {:>10.3f} {:>8.2f}\n", name, g, r, r != 0 ? g / r : 0.0);
+        std::cout << fmt::format("  {:<22} {:>10} {:>10} {:>8}{}\n", "metric", "generated", "real", "ratio",
+                                 real_ae ? fmt::format(" {:>12}", "real via AE") : std::string{});
+        // The last column: real video through the autoencoder (latent models).
+        auto row = [&](const char* name, double StreamQuality::*metric) {
+          const double g = generated.*metric, r = real.*metric;
+          std::cout << fmt::format("  {:<22} {:>10.3f} {:>10.3f} {:>8.2f}{}\n", name, g, r, r != 0 ? g / r : 0.0,
+                                   real_ae ? fmt::format(" {:>12.3f}", (*real_ae).*metric) : std::string{});
         };
-        row("caption accuracy", generated.caption_accuracy, real.caption_accuracy);
-        row("  colour", generated.colour_accuracy, real.colour_accuracy);
-        row("  shape", generated.shape_accuracy, real.shape_accuracy);
-        row("  direction", generated.direction_accuracy, real.direction_accuracy);
+        row("caption accuracy", &StreamQuality::caption_accuracy);
+        row("  colour", &StreamQuality::colour_accuracy);
+        row("  shape", &StreamQuality::shape_accuracy);
+        row("  direction", &StreamQuality::direction_accuracy);
         if (seams_defined)
-          row("seam ratio", generated.seam_ratio, real.seam_ratio);
+          row("seam ratio", &StreamQuality::seam_ratio);
         else
           std::cout << fmt::format("  {:<22} {:>10} {:>10}   (one-frame chunks)\n", "seam ratio", "n/a", "n/a");
-        row("dynamic degree px/f", generated.dynamic_degree, real.dynamic_degree);
-        row("drift brightness", generated.drift_brightness, real.drift_brightness);
-        row("drift contrast", generated.drift_contrast, real.drift_contrast);
-        row("drift caption", generated.drift_caption, real.drift_caption);
+        row("dynamic degree px/f", &StreamQuality::dynamic_degree);
+        row("drift brightness", &StreamQuality::drift_brightness);
+        row("drift contrast", &StreamQuality::drift_contrast);
+        row("drift caption", &StreamQuality::drift_caption);
         if (generated.frames_per_stream > a->streams.drift_reference_frames) {  // long streams: which one drifted
           std::cout << "  drift per generated stream (brightness / contrast / caption):\n";
           for (const auto& d : generated.per_stream) {

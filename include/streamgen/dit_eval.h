@@ -56,6 +56,9 @@ struct StreamEvalOptions {
 StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(std::uint64_t)>& make_sampler, std::int64_t width,
                                          std::int64_t height, const StreamEvalOptions& options, DiTVideoCodec* codec = nullptr);
 // The same metrics on real procedural video (scenes that keep playing), chunked like `chunk_frames`.
-StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std::int64_t chunk_frames, const StreamEvalOptions& options);
+// With a latent `codec`, the video first goes through the autoencoder chunk by chunk, as a stream
+// encodes and decodes it: the most a latent model can score with that autoencoder.
+StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std::int64_t chunk_frames, const StreamEvalOptions& options,
+                                    DiTVideoCodec* codec = nullptr);
 
 }  // namespace streamgen

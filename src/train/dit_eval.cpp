@@ -1,5 +1,6 @@
 #include "streamgen/dit_eval.h"
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 
 #include "streamgen/device.h"
 #include "streamgen/dit_trainer.h"
+#include "streamgen/error.h"
 
 namespace streamgen {
 namespace {
@@ -115,8 +117,13 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
   return q;
 }
 
-StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std::int64_t chunk_frames, const StreamEvalOptions& o) {
+StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std::int64_t chunk_frames, const StreamEvalOptions& o,
+                                    DiTVideoCodec* codec) {
+  if (codec && codec->latent() && (chunk_frames % codec->frames_per_latent() != 0 || o.frames % chunk_frames != 0))
+    throw Error(fmt::format("real video through the autoencoder: {} frames do not split into chunks of {} frames of {} per latent frame",
+                            o.frames, chunk_frames, codec->frames_per_latent()));
   Accumulator acc{o, chunk_frames};
+  torch::NoGradGuard no_grad;
   for (std::int64_t i = 0; i < o.streams; ++i) {
     std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
     ProceduralScene scene(ProceduralVideoOptions::for_frame_size(width, height, o.edges), rng);
@@ -126,7 +133,14 @@ StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std
       frames.push_back(scene.render());
       scene.advance();
     }
-    acc.add(torch::stack(frames), caption);
+    auto video = torch::stack(frames);
+    if (codec && codec->latent()) {
+      codec->reset();
+      std::vector<torch::Tensor> decoded;
+      for (std::int64_t f = 0; f < o.frames; f += chunk_frames) decoded.push_back(codec->decode(codec->encode(video.narrow(0, f, chunk_frames))));
+      video = torch::cat(decoded).clamp(-1, 1);
+    }
+    acc.add(video, caption);
   }
   return acc.report(o.frames);
 }
