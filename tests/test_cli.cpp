@@ -473,6 +473,15 @@ TEST(CliDiT, TheShippedModelsLoadAndStream) {
   }
 }
 
+TEST(CliDiT, ServeStreamsAModelWithItsOwnSamplerSettings) {
+  // The live page runs a StreamDiT as its card measured it: sampler.json's c, s and guidance unless flags say otherwise.
+  const auto model = (test::data_path("..") / ".." / "models" / "streamdit-latent-64").lexically_normal().string();
+  auto r = run("serve --model " + model + " --port 0 --threads 1 2>&1 & pid=$!; sleep 3; kill -INT $pid; wait $pid");
+  EXPECT_NE(r.out.find("c = 2, s = 2,"), std::string::npos) << r.out;
+  r = run("serve --model " + model + " --port 0 --threads 1 -s 1 -g 2 2>&1 & pid=$!; sleep 3; kill -INT $pid; wait $pid");
+  EXPECT_NE(r.out.find("c = 2, s = 1, guidance 2,"), std::string::npos) << r.out;
+}
+
 TEST(CliDiT, VideoToVideoRestylesEveryInputFrame) {
   const auto model = (test::data_path("..") / ".." / "models" / "streamdit-shapes-32").lexically_normal().string();
   test::TempDir dir;

@@ -55,18 +55,6 @@ std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamD
   return std::make_unique<LatentClipSource>(std::move(pixels), tae, bf16);
 }
 
-// Flags given on the command line win; the others come from the model's sampler.json, if any.
-void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, StreamDiTOptions& o) {
-  auto from_model = o;
-  if (!read_sampler_settings(model, from_model)) return;
-  if (cmd.count("--chunk-size") == 0) o.chunk_frames = from_model.chunk_frames;
-  if (cmd.count("--micro-steps") == 0) o.micro_steps = from_model.micro_steps;
-  if (cmd.count("--guidance") == 0) o.guidance = from_model.guidance;
-  if (cmd.get_option_no_throw("--reference-frames") != nullptr && cmd.count("--reference-frames") == 0)
-    o.reference_frames = from_model.reference_frames;
-  spdlog::info("sampler: c={} s={} guidance {} (flags given, else the model's sampler.json)", o.chunk_frames, o.micro_steps, o.guidance);
-}
-
 void register_train(CLI::App& dit) {
   struct Args {
     std::string out, config, data, autoencoder, edges;

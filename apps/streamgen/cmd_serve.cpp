@@ -25,7 +25,7 @@ void register_serve(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   a->dit.chunk_frames = 2;
-  a->dit.micro_steps = 1;  // the student's setting: one pass per emitted chunk
+  a->dit.micro_steps = 1;  // without a sampler.json in the model: the student's setting, one pass per emitted chunk
   auto* cmd = app.add_subcommand("serve", "Serve the web page: camera or video in the browser, generated frames back live "
                                           "(Stable Diffusion), or live text-to-video (StreamDiT)");
   cmd->add_option("--model", a->model, "Diffusers pipeline folder, or a StreamDiT folder (text-to-video)")->required()->check(CLI::ExistingDirectory);
@@ -40,12 +40,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--t-index", a->t_index, "Default slots (the page's strength slider overrides)")->delimiter(',')->capture_default_str();
   cmd->add_option("--prompt,-p", a->prompt, "Prompt of a new session until the page sends its own (default: an example for the model)");
   auto* dit_group = cmd->add_option_group("StreamDiT", "Text-to-video sessions (a StreamDiT --model)");
-  dit_group->add_option("--chunk-size,-c", a->dit.chunk_frames, "Frames per chunk c")->capture_default_str();
-  dit_group->add_option("--micro-steps,-s", a->dit.micro_steps, "Euler steps per chunk s")->capture_default_str();
-  dit_group->add_option("--guidance,-g", a->dit.guidance, "CFG scale (1: no CFG; the page's slider overrides)")->capture_default_str();
+  dit_group->add_option("--chunk-size,-c", a->dit.chunk_frames, "Frames per chunk c (default: the model's sampler.json, else 2)");
+  dit_group->add_option("--micro-steps,-s", a->dit.micro_steps, "Euler steps per chunk s (default: the model's sampler.json, else 1)");
+  dit_group->add_option("--guidance,-g", a->dit.guidance, "CFG scale (1: no CFG; default: the model's sampler.json, else 1; the page's slider overrides)");
   dit_group->add_option("--fps", a->fps, "Pace of the video sent to the page (0: as fast as it is made)")->capture_default_str();
   a->compute.add_to(*cmd);
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     ServerOptions o;
     o.host = a->host;
     o.port = static_cast<unsigned short>(a->port);
@@ -54,6 +54,7 @@ void register_serve(CLI::App& app) {
       DiTRunnerOptions d;
       d.model = a->model;
       d.compute = a->compute.resolve();
+      apply_model_sampler_settings(*cmd, a->model, a->dit);  // the settings the model card was measured with
       d.sampler = a->dit;
       d.prompt = a->prompt.empty() ? "a red circle moving right" : a->prompt;
       d.width = a->width > 0 ? a->width : 256;

@@ -9,6 +9,10 @@
 #include "streamgen/device.h"
 #include "streamgen/optimisation.h"
 
+namespace streamgen {
+struct StreamDiTOptions;
+}
+
 namespace streamgen::cli {
 
 void register_info(CLI::App& app);
@@ -42,6 +46,9 @@ const std::vector<std::string>& command_arguments();  // argv as given
 // The optimiser and checkpoint options of the training commands (--steps --batch --accumulate --lr
 // --warmup --ema --seed --checkpoint-every).
 void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& steps_help, const std::string& seed_help);
+// A StreamDiT's sampler settings: the flags given on the command line (--chunk-size --micro-steps
+// --guidance [--reference-frames]) win, the others come from the model's sampler.json, if any.
+void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, StreamDiTOptions& o);
 // --edges bounce|wrap: the procedural world's edge rule (procedural_video.h); `more` ends the help.
 CLI::Option* add_edges_option(CLI::App& cmd, std::string& edges, const std::string& more);
 // --init MODEL: fine-tune that model folder (its config and weights; a fresh optimiser and schedule).

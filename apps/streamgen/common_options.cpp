@@ -1,6 +1,10 @@
 #include "commands.h"
 
+#include <spdlog/spdlog.h>
+
 #include <csignal>
+
+#include "streamgen/stream_dit.h"
 
 namespace streamgen::cli {
 namespace {
@@ -48,6 +52,17 @@ ComputeOptions ComputeArgs::resolve() const {
   o.dtype = parse_dtype(dtype);
   o.threads = threads;
   return apply_compute_options(o);
+}
+
+void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, StreamDiTOptions& o) {
+  auto from_model = o;
+  if (!read_sampler_settings(model, from_model)) return;
+  if (cmd.count("--chunk-size") == 0) o.chunk_frames = from_model.chunk_frames;
+  if (cmd.count("--micro-steps") == 0) o.micro_steps = from_model.micro_steps;
+  if (cmd.count("--guidance") == 0) o.guidance = from_model.guidance;
+  if (cmd.get_option_no_throw("--reference-frames") != nullptr && cmd.count("--reference-frames") == 0)
+    o.reference_frames = from_model.reference_frames;
+  spdlog::info("sampler: c={} s={} guidance {} (flags given, else the model's sampler.json)", o.chunk_frames, o.micro_steps, o.guidance);
 }
 
 }  // namespace streamgen::cli
