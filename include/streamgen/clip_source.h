@@ -54,7 +54,6 @@ class AnchoredClipSource : public ClipSource {
   AnchoredClipSource(std::unique_ptr<ClipSource> longer, std::int64_t frames, std::int64_t lead, std::int64_t group);
   ClipBatch next(std::int64_t batch, std::mt19937_64& rng) override;
   std::string describe() const override;
-  ClipSource& source() { return *longer_; }
 
  private:
   std::unique_ptr<ClipSource> longer_;

@@ -61,6 +61,12 @@ torch::Tensor banded_sincos_table(std::int64_t positions, std::int64_t dim, std:
   return table;
 }
 
+// [b, F, C, H, W] -> [b, F, H/p, W/p, C·p·p]: temporal patch 1, spatial patch p.
+torch::Tensor patchify(const torch::Tensor& x, std::int64_t p) {
+  const auto b = x.size(0), f = x.size(1), c = x.size(2), h = x.size(3) / p, w = x.size(4) / p;
+  return x.view({b, f, c, h, p, w, p}).permute({0, 1, 3, 5, 2, 4, 6}).reshape({b, f, h, w, -1});
+}
+
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
   return x * (1 + scale) + shift;
 }
@@ -353,13 +359,12 @@ torch::Tensor StreamDiTImpl::forward(const torch::Tensor& x, const torch::Tensor
     if (anchor_keep.defined() && (anchor_keep.dim() != 1 || anchor_keep.size(0) != b))
       throw Error(fmt::format("StreamDiT: anchor_keep must be [{}], got [{}]", b, fmt::join(anchor_keep.sizes(), ", ")));
     const auto a = anchor.size(0);
-    const auto anchor_patches = anchor.view({a, config.in_channels, h, p, w, p}).permute({0, 2, 4, 1, 3, 5}).reshape({a, h, w, -1});
+    const auto anchor_patches = patchify(anchor.unsqueeze(1), p).squeeze(1);  // [a, h, w, C·p·p]
     anchor_tokens = (anchor_embedder(anchor_patches.to(x.scalar_type())) + pos_embed_h.narrow(0, 0, h).view({1, h, 1, d}) +
                      pos_embed_w.narrow(0, 0, w).view({1, 1, w, d}))
                         .reshape({a, h * w, d});
   }
-  const auto patches = x.view({b, f, config.in_channels, h, p, w, p}).permute({0, 1, 3, 5, 2, 4, 6}).reshape({b, f, h, w, -1});
-  auto tokens = x_embedder(patches) + pos_embed_t.narrow(0, 0, f).view({1, f, 1, 1, d}) + pos_embed_h.narrow(0, 0, h).view({1, 1, h, 1, d}) +
+  auto tokens = x_embedder(patchify(x, p)) + pos_embed_t.narrow(0, 0, f).view({1, f, 1, 1, d}) + pos_embed_h.narrow(0, 0, h).view({1, 1, h, 1, d}) +
                 pos_embed_w.narrow(0, 0, w).view({1, 1, 1, w, d});
   const auto context = text.expand({b, text.size(1), d});
   auto e = t_embedder(tau.to(x.device()));  // [b, F, D]
