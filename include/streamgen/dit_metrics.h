@@ -59,6 +59,8 @@ struct VideoStatistics {
 double seam_ratio(const torch::Tensor& frames, std::int64_t chunk_frames);
 // Mean [0, 1] intensity of frames in [-1, 1] (the brightness of video_statistics, without its object tracking).
 double mean_intensity(const torch::Tensor& frames);
+// Standard deviation of the [0, 1] intensities of frames in [-1, 1] (the contrast of video_statistics, likewise).
+double intensity_contrast(const torch::Tensor& frames);
 // frames [F, 3, H, W] in [-1, 1]; chunk boundaries every `chunk_frames` frames (<= 1: seam ratio left 0).
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames);
 

@@ -45,6 +45,14 @@ struct FlowMatchingRecipe {
   double sigma_min = kFlowSigmaMin;
 };
 
+// A batch's anchor frames from clips with an anchor (AnchoredClipSource): anchor [batch, C, H, W]
+// (float32, CPU) and keep [batch], 0 for a `dropout` share drawn from `rng`, one draw per example.
+// `what` names the batch in the error for anchors that are not one model frame per clip.
+struct ClipAnchors {
+  torch::Tensor anchor, keep;
+};
+ClipAnchors draw_clip_anchors(const ClipBatch& clips, double dropout, std::mt19937_64& rng, const std::string& what);
+
 FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
                                            std::mt19937_64& rng, at::Generator& noise);
 

@@ -76,12 +76,7 @@ DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, cons
   out.guidance = torch::full({b}, recipe.guidance, torch::kFloat32);
   std::vector<std::pair<std::int64_t, torch::Tensor>> rollouts;  // (example, start state)
   const bool anchored = teacher->config.anchor && clips.anchor.defined();
-  if (anchored) {
-    if (clips.anchor.dim() != 5 || clips.anchor.size(0) != b || clips.anchor.size(1) != 1)
-      throw Error(fmt::format("distillation batch: anchors must be [{}, 1, C, H, W], got [{}]", b, fmt::join(clips.anchor.sizes(), ", ")));
-    out.anchor = clips.anchor.select(1, 0).to(torch::kCPU, torch::kFloat32).clone();
-    out.anchor_keep = torch::ones({b}, torch::kFloat32);
-  }
+  std::vector<std::pair<std::int64_t, torch::Tensor>> rollout_anchors;  // (example, its stream's anchor or none)
   for (std::int64_t i = 0; i < b; ++i) {
     if (recipe.guidance_high > 0) out.guidance[i] = recipe.guidance + (recipe.guidance_high - recipe.guidance) * uniform01(rng);
     const bool rollout = recipe.rollout_share > 0 && uniform01(rng) < recipe.rollout_share;
@@ -94,9 +89,7 @@ DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, cons
       torch::Tensor stream_anchor;
       rollouts.emplace_back(i, teacher_rollout_state(teacher, recipe, clips.captions[static_cast<std::size_t>(i)], out.guidance[i].item<double>(),
                                                      rng(), chunks, &stream_anchor));
-      // A rollout state goes with its own stream's anchor (none yet before its first chunk left).
-      if (anchored && stream_anchor.defined()) out.anchor[i].copy_(stream_anchor[0]);
-      if (anchored && !stream_anchor.defined()) out.anchor_keep[i] = 0.0f;
+      rollout_anchors.emplace_back(i, stream_anchor);
     }
     if (staggered) {
       const auto j = std::min(p.micro_steps - 1, static_cast<std::int64_t>(uniform01(rng) * static_cast<double>(p.micro_steps)));
@@ -115,10 +108,16 @@ DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, cons
   for (const auto& [i, state] : rollouts) out.start[i].copy_(state[0]);
   out.tokens = teacher->tokenizer.encode_batch(clips.captions);
   if (anchored) {
-    for (std::int64_t i = 0; i < b; ++i)
-      if (uniform01(rng) < recipe.anchor_dropout) out.anchor_keep[i] = 0.0f;
-    out.anchor = out.anchor.to(x1.device());
-    out.anchor_keep = out.anchor_keep.to(x1.device());
+    auto anchors = draw_clip_anchors(clips, recipe.anchor_dropout, rng, "distillation batch");
+    // A rollout state goes with its own stream's anchor (none yet before its first chunk left).
+    for (const auto& [i, stream_anchor] : rollout_anchors) {
+      if (stream_anchor.defined())
+        anchors.anchor[i].copy_(stream_anchor[0]);
+      else
+        anchors.keep[i] = 0.0f;
+    }
+    out.anchor = anchors.anchor.to(x1.device());
+    out.anchor_keep = anchors.keep.to(x1.device());
   }
   return out;
 }

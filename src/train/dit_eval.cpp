@@ -44,9 +44,10 @@ struct Accumulator {
     const auto span = o.drift_reference_frames;
     if (span > 0 && f >= 2 * span)
       for (std::int64_t start = 0; start + span <= f; start += span) {
-        const auto stats = video_statistics(frames.narrow(0, start, span), 0);
-        drift.span_brightness.push_back(stats.brightness);
-        drift.span_contrast.push_back(stats.contrast);
+        // Not video_statistics: it would track objects through every frame of the stream a second time.
+        const auto frames_of_span = frames.narrow(0, start, span);
+        drift.span_brightness.push_back(mean_intensity(frames_of_span));
+        drift.span_contrast.push_back(intensity_contrast(frames_of_span));
       }
     auto furthest = [&](const std::vector<double>& spans) {
       double out = 1;

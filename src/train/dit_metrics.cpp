@@ -230,6 +230,8 @@ double seam_ratio(const torch::Tensor& frames, std::int64_t chunk_frames) {
 
 double mean_intensity(const torch::Tensor& frames) { return ((frames.detach().to(torch::kFloat32) + 1) * 0.5).mean().item<double>(); }
 
+double intensity_contrast(const torch::Tensor& frames) { return ((frames.detach().to(torch::kFloat32) + 1) * 0.5).std().item<double>(); }
+
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames) {
   VideoStatistics s;
   const auto x = frames.detach().to(torch::kCPU, torch::kFloat32);
@@ -237,7 +239,7 @@ VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk
   // On [0, 1] intensities, not the [-1, 1] network range: a ratio of two negative means would
   // read a frame that grew brighter as one that sank.
   s.brightness = mean_intensity(x);
-  s.contrast = ((x + 1) * 0.5).std().item<double>();
+  s.contrast = intensity_contrast(x);
   if (f < 2) return s;
   s.seam_ratio = seam_ratio(x, chunk_frames);
   // Dynamic degree: centroid displacement of each colour's largest object between frames.

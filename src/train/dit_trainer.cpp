@@ -26,6 +26,17 @@ namespace streamgen {
 
 
 
+ClipAnchors draw_clip_anchors(const ClipBatch& clips, double dropout, std::mt19937_64& rng, const std::string& what) {
+  const auto b = static_cast<std::int64_t>(clips.captions.size());
+  if (clips.anchor.dim() != 5 || clips.anchor.size(0) != b || clips.anchor.size(1) != 1)
+    throw Error(fmt::format("{}: anchors must be [{}, 1, C, H, W] (one frame in the model's space), got [{}]", what, b,
+                            fmt::join(clips.anchor.sizes(), ", ")));
+  ClipAnchors out{clips.anchor.select(1, 0).to(torch::kCPU, torch::kFloat32).clone(), torch::ones({b}, torch::kFloat32)};
+  for (std::int64_t i = 0; i < b; ++i)
+    if (uniform01(rng) < dropout) out.keep[i] = 0.0f;
+  return out;
+}
+
 FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const CaptionTokenizer& tokenizer, const FlowMatchingRecipe& recipe,
                                            std::mt19937_64& rng, at::Generator& noise) {
   const auto& x1 = clips.video;
@@ -52,15 +63,10 @@ FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const Caption
     captions.push_back(uniform01(rng) < recipe.text_dropout ? std::string{} : clips.captions[static_cast<std::size_t>(i)]);
   }
   if (clips.anchor.defined()) {
-    if (clips.anchor.dim() != 5 || clips.anchor.size(0) != b || clips.anchor.size(1) != 1)
-      throw Error(fmt::format("flow matching batch: anchors must be [{}, 1, C, H, W] (one frame in the model's space), got [{}]", b,
-                              fmt::join(clips.anchor.sizes(), ", ")));
     // Drawn after every other per-example choice, so that clips without an anchor keep their old draws.
-    auto keep = torch::ones({b}, torch::kFloat32);
-    for (std::int64_t i = 0; i < b; ++i)
-      if (uniform01(rng) < recipe.anchor_dropout) keep[i] = 0.0f;
-    out.anchor = clips.anchor.select(1, 0).to(x1.device());
-    out.anchor_keep = keep.to(x1.device());
+    const auto anchors = draw_clip_anchors(clips, recipe.anchor_dropout, rng, "flow matching batch");
+    out.anchor = anchors.anchor.to(x1.device());
+    out.anchor_keep = anchors.keep.to(x1.device());
   }
   const auto x0 = at::randn(x1.sizes(), noise, x1.options());
   out.noisy = flow_interpolate(x1, x0, tau.to(x1.device()), recipe.sigma_min);
