@@ -218,13 +218,16 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   StreamDiTOptions written;
   written.chunk_frames = 4;
   written.micro_steps = 1;
-  written.guidance = 1.0;
+  written.guidance = 4.0;
+  written.guidance_interval = {0.25, 0.75};
   write_sampler_settings(dir.path(), written);
   StreamDiTOptions read;
   ASSERT_TRUE(read_sampler_settings(dir.path(), read));
   EXPECT_EQ(read.chunk_frames, 4);
   EXPECT_EQ(read.micro_steps, 1);
-  EXPECT_EQ(read.guidance, 1.0);
+  EXPECT_EQ(read.guidance, 4.0);
+  EXPECT_EQ(read.guidance_interval[0], 0.25);
+  EXPECT_EQ(read.guidance_interval[1], 0.75);
   test::TempDir none;
   EXPECT_FALSE(read_sampler_settings(none.path(), read));
   test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");

@@ -143,6 +143,56 @@ TEST(StreamDiTSampler, GuidanceZeroIsTheUnconditionalModel) {
   for (int i = 0; i < 2; ++i) EXPECT_TRUE(compare_tensors(guided.step(), uncond.step()).within(1e-5));
 }
 
+TEST(StreamDiTSampler, GuidanceIntervalGuidesOnlyTheFramesAtLevelsInside) {
+  auto o = teacher_options();
+  o.guidance = 3.0;
+  o.guidance_interval = {0.25, 0.5};
+  StreamDiTSampler sampler(random_model(), o);
+  const std::vector<double> tau{0.0, 0.25, 0.4, 0.5, 0.75, 1.0};
+  const auto w = sampler.guidance_scales(tau);
+  EXPECT_TRUE(torch::equal(w, torch::tensor({1.0f, 3.0f, 3.0f, 3.0f, 1.0f, 1.0f})));
+
+  // Per frame, the guided velocity is the conditional one outside and v_u + w (v_c - v_u) inside.
+  torch::NoGradGuard no_grad;
+  auto model = random_model();
+  const auto& c = model->config;
+  auto x = torch::randn({1, c.max_frames, c.in_channels, c.sample_height, c.sample_width});
+  auto levels = torch::rand({1, c.max_frames});
+  const auto cond = model->encode_text(model->tokenizer.encode_batch({"red circle moving left"}));
+  const auto uncond = model->encode_text(model->tokenizer.encode_batch({""}));
+  auto scales = torch::ones({1, c.max_frames});
+  scales.index_put_({0, torch::indexing::Slice(0, 4)}, 3.0);
+  const auto mixed = guided_velocity(model, x, levels, cond, uncond, scales);
+  const auto vc = model->forward(x, levels, cond), vu = model->forward(x, levels, uncond);
+  EXPECT_TRUE(compare_tensors(mixed.narrow(1, 4, c.max_frames - 4), vc.narrow(1, 4, c.max_frames - 4)).within(1e-5));
+  EXPECT_TRUE(compare_tensors(mixed.narrow(1, 0, 4), (vu + 3.0 * (vc - vu)).narrow(1, 0, 4)).within(1e-5));
+
+  // An interval no level reaches costs one pass per step and equals no guidance; [0, 1] is plain CFG.
+  auto outside = teacher_options();
+  outside.guidance = 3.0;
+  outside.guidance_interval = {0.01, 0.02};
+  auto none = teacher_options();
+  StreamDiTSampler a(random_model(), outside), b(random_model(), none);
+  a.set_prompt("red circle moving left");
+  b.set_prompt("red circle moving left");
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(compare_tensors(a.step(), b.step()).within(1e-6));
+  EXPECT_EQ(a.nfe(), b.nfe());
+  auto whole = teacher_options();
+  whole.guidance = 3.0;
+  whole.guidance_interval = {0.0, 1.0};
+  auto plain = teacher_options();
+  plain.guidance = 3.0;
+  StreamDiTSampler d(random_model(), whole), e(random_model(), plain);
+  d.set_prompt("red circle moving left");
+  e.set_prompt("red circle moving left");
+  EXPECT_TRUE(torch::equal(d.step(), e.step()));
+  EXPECT_EQ(d.nfe(), e.nfe());
+
+  auto bad = teacher_options();
+  bad.guidance_interval = {0.6, 0.4};
+  test::expect_error_mentions([&] { StreamDiTSampler(random_model(), bad); }, "guidance interval");
+}
+
 TEST(StreamDiTSampler, PromptChangesTakeEffectAtTheNextStep) {
   StreamDiTSampler a(random_model(), teacher_options()), b(random_model(), teacher_options());
   a.set_prompt("red circle moving left");

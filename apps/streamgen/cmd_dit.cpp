@@ -26,6 +26,7 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--chunk-size,-c", o.chunk_frames, "Frames per chunk c (one step emits c frames)")->capture_default_str();
   cmd.add_option("--micro-steps,-s", o.micro_steps, "Euler steps per chunk s")->capture_default_str();
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
+  add_guidance_interval_option(cmd, o);
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 2.0));
@@ -343,7 +344,7 @@ void register_stream(CLI::App& dit) {
     so.png_text = {{"prompt", a->prompt}, {"seed", std::to_string(a->sampler.seed)}};
     auto sink = open_sink(a->output, so);
     const auto& p = sampler.partition();
-    spdlog::info("StreamDiT {}, guidance {}: {} NFE per chunk of {} frames -> {}", p.describe(), a->sampler.guidance,
+    spdlog::info("StreamDiT {}, guidance {}: up to {} NFE per chunk of {} frames -> {}", p.describe(), describe_guidance(a->sampler),
                  p.micro_steps * (a->sampler.guidance == 1.0 ? 1 : 2), p.chunk_frames, sink->description());
     ProgressBar bar("dit stream", a->frames, "frame");
     o.on_chunk = [&](const DiTStreamStats& s) {
@@ -453,7 +454,8 @@ void register_eval(CLI::App& dit) {
       std::optional<StreamQuality> real_ae;
       if (codec.latent()) real_ae = evaluate_real_streams(width, height, rgb_chunk, a->streams, &codec);
       j["streams"] = {{"generated", quality_json(generated)}, {"real", quality_json(real)},
-                      {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance}}}};
+                      {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance},
+                                   {"guidance_interval", a->sampler.guidance_interval}}}};
       if (real_ae) j["streams"]["real_through_autoencoder"] = quality_json(*real_ae);
       // One-frame chunks have no frame pair inside a chunk: the seam ratio is undefined, not 0.
       const bool seams_defined = rgb_chunk > 1;
@@ -461,7 +463,7 @@ void register_eval(CLI::App& dit) {
         for (const char* side : {"generated", "real"}) j["streams"][side]["seam_ratio"] = nullptr;
       if (!a->json) {
         std::cout << fmt::format("{} streams of {} frames, c = {}, s = {}, guidance {} ({:.2f} NFE per frame):\n", generated.streams,
-                                 generated.frames_per_stream, a->sampler.chunk_frames, a->sampler.micro_steps, a->sampler.guidance,
+                                 generated.frames_per_stream, a->sampler.chunk_frames, a->sampler.micro_steps, describe_guidance(a->sampler),
                                  generated.nfe_per_frame);
         std::cout << fmt::format("  {:<22} {:>10} {:>10} {:>8}{}\n", "metric", "generated", "real", "ratio",
                                  real_ae ? fmt::format(" {:>12}", "real via AE") : std::string{});

@@ -43,6 +43,7 @@ void register_serve(CLI::App& app) {
   dit_group->add_option("--chunk-size,-c", a->dit.chunk_frames, "Frames per chunk c (default: the model's sampler.json, else 2)");
   dit_group->add_option("--micro-steps,-s", a->dit.micro_steps, "Euler steps per chunk s (default: the model's sampler.json, else 1)");
   dit_group->add_option("--guidance,-g", a->dit.guidance, "CFG scale (1: no CFG; default: the model's sampler.json, else 1; the page's slider overrides)");
+  add_guidance_interval_option(*dit_group, a->dit);
   dit_group->add_option("--fps", a->fps, "Pace of the video sent to the page (0: as fast as it is made)")->capture_default_str();
   a->compute.add_to(*cmd);
   cmd->callback([a, cmd] {
@@ -62,7 +63,7 @@ void register_serve(CLI::App& app) {
       d.fps = a->fps;
       o.dit = d;
       spdlog::info("StreamDiT model {}: text-to-video sessions, c = {}, s = {}, guidance {}, {} FPS", a->model, a->dit.chunk_frames,
-                   a->dit.micro_steps, a->dit.guidance, a->fps);
+                   a->dit.micro_steps, describe_guidance(a->dit), a->fps);
     } else if (a->taesd.empty()) {
       throw Error("--model " + a->model + " is a Stable Diffusion pipeline: it streams through TAESD, give its folder with --taesd");
     }

@@ -8,6 +8,7 @@
 
 #include <ATen/core/Generator.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -26,7 +27,7 @@ namespace streamgen {
 // (anchor_keep [b]: 0 runs an example without it).
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor = {});
-// The same with one scale per example: guidance [b].
+// The same with one scale per example, guidance [b], or per frame, guidance [b, F].
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor = {},
                               const torch::Tensor& anchor_keep = {});
@@ -36,6 +37,10 @@ struct StreamDiTOptions {
   std::int64_t micro_steps = 4;       // s
   std::int64_t reference_frames = 0;  // K
   double guidance = 1.0;              // CFG scale w; 1 runs the conditional pass only
+  // Guidance in a limited interval (Kynkäänniemi et al., 2024): frames whose level τ lies in
+  // [low, high] get w, the others the conditional velocity alone. Guidance near the clean end
+  // sharpens little and pushes colour and brightness; a step with no frame inside runs one pass.
+  std::array<double, 2> guidance_interval{0.0, 1.0};
   std::int64_t init_steps = 0;        // T2V initialisation steps (0: T = s·N); N must divide it
   std::uint64_t seed = 0;             // the buffer's noise generator
   std::int64_t frame_height = 0, frame_width = 0;  // 0: the model's sample size
@@ -50,6 +55,9 @@ struct StreamDiTOptions {
   // false streams such a model without one (as its anchor-dropout examples trained it to).
   bool use_anchor = true;
 };
+
+// "5", or "5 on levels [0.2, 0.7]" when the interval is narrower than [0, 1].
+std::string describe_guidance(const StreamDiTOptions& options);
 
 // A model folder's own sampler settings, `sampler.json` (distillation writes the student's c, s and
 // guidance there, since a student streamed with its teacher's settings wastes passes and drifts).
@@ -91,6 +99,8 @@ class StreamDiTSampler {
   std::vector<double> levels(std::int64_t micro_step = 0) const { return buffer_levels(micro_step); }
   const torch::Tensor& buffer() const { return buffer_; }  // [1, B, C, H, W]
   std::int64_t nfe() const { return nfe_; }               // model passes so far (a CFG pair counts 2)
+  // Per-frame CFG scales for levels `tau` ([F]; every entry 1 when no frame is guided).
+  torch::Tensor guidance_scales(const std::vector<double>& tau) const;
   std::int64_t init_nfe() const { return init_nfe_; }     // of which spent in start()
   std::int64_t chunks_emitted() const { return chunks_emitted_; }
   bool started() const { return buffer_.defined(); }

@@ -13,6 +13,12 @@
 
 namespace streamgen {
 
+std::string describe_guidance(const StreamDiTOptions& o) {
+  const auto [low, high] = o.guidance_interval;
+  if (o.guidance == 1.0 || (low == 0.0 && high == 1.0)) return fmt::format("{}", o.guidance);
+  return fmt::format("{} on levels [{}, {}]", o.guidance, low, high);
+}
+
 bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTOptions& options) {
   const auto file = model_folder / "sampler.json";
   std::error_code ec;
@@ -23,6 +29,7 @@ bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTO
     options.micro_steps = j.value("micro_steps", options.micro_steps);
     options.reference_frames = j.value("reference_frames", options.reference_frames);
     options.guidance = j.value("guidance", options.guidance);
+    options.guidance_interval = j.value("guidance_interval", options.guidance_interval);
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}': {}", file.string(), e.what()));
   }
@@ -33,7 +40,8 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
   write_json_file(model_folder / "sampler.json", {{"chunk_frames", options.chunk_frames},
                                                   {"micro_steps", options.micro_steps},
                                                   {"reference_frames", options.reference_frames},
-                                                  {"guidance", options.guidance}});
+                                                  {"guidance", options.guidance},
+                                                  {"guidance_interval", options.guidance_interval}});
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
@@ -46,7 +54,8 @@ torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const to
   const auto pair_keep = anchor_keep.defined() ? torch::cat({anchor_keep, anchor_keep}) : anchor_keep;
   const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}), pair_anchor, pair_keep);
   const auto vc = v.narrow(0, 0, b), vu = v.narrow(0, b, b);
-  return vu + guidance.to(v.device(), v.scalar_type()).view({b, 1, 1, 1, 1}) * (vc - vu);
+  const auto frames = guidance.dim() == 2 ? guidance.size(1) : 1;
+  return vu + guidance.to(v.device(), v.scalar_type()).view({b, frames, 1, 1, 1}) * (vc - vu);
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
@@ -59,6 +68,9 @@ StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) :
   const auto& c = model_->config;
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
   if (o.guidance < 0) throw Error(fmt::format("StreamDiT: guidance must be >= 0, got {}", o.guidance));
+  const auto [low, high] = o.guidance_interval;
+  if (!(low >= 0 && low <= high && high <= 1))
+    throw Error(fmt::format("StreamDiT: the guidance interval must satisfy 0 <= low <= high <= 1 (flow-time levels), got [{}, {}]", low, high));
   const auto init = o.init_steps > 0 ? o.init_steps : partition_.total_steps();
   if (init % partition_.chunks != 0)
     throw Error(fmt::format("StreamDiT: {} initialisation steps cannot stop at the levels of {} chunks (use a multiple of {})", init,
@@ -126,8 +138,20 @@ void StreamDiTSampler::sync_anchor_to_prompt() {
 torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vector<double>& tau) {
   // x [1, F, C, H, W]
   const auto t = torch::tensor(tau, torch::kFloat32).view({1, x.size(1)}).to(x.device());
-  nfe_ += options_.guidance == 1.0 ? 1 : 2;
-  return guided_velocity(model_, x, t, text_snapshot(), uncond_, options_.guidance, anchor_);
+  const auto scales = guidance_scales(tau);
+  if (scales.eq(1.0).all().item<bool>()) {
+    nfe_ += 1;
+    return model_->forward(x, t, text_snapshot(), anchor_);
+  }
+  nfe_ += 2;
+  return guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_);
+}
+
+torch::Tensor StreamDiTSampler::guidance_scales(const std::vector<double>& tau) const {
+  const auto [low, high] = options_.guidance_interval;
+  std::vector<float> w(tau.size());
+  for (std::size_t i = 0; i < tau.size(); ++i) w[i] = tau[i] >= low && tau[i] <= high ? static_cast<float>(options_.guidance) : 1.0f;
+  return torch::tensor(w);
 }
 
 void StreamDiTSampler::update_anchor(const torch::Tensor& emitted) {
