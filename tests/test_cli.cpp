@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "streamgen/distributed.h"
@@ -562,6 +563,24 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   r = run("-q dit train --out " + tuned + " --resume --steps 3 --edges bounce");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("trains on --edges wrap; a resumed run keeps its data"), std::string::npos) << r.out;
+  // The training benchmark draws the clips this model trains on: encoded, with an anchor.
+  const auto anchored = (dir / "anchored").string();
+  r = run("-q dit train --init " + dit + " --anchor --out " + anchored + " --steps 1 --batch 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("-q bench dit-train --model " + anchored + " --batch 2 --runs 1 --dtypes fp32 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::istringstream rows(r.out);
+  std::set<std::string> names;
+  for (std::string line; std::getline(rows, line);) {
+    const auto j = nlohmann::json::parse(line);
+    names.insert(j["name"].get<std::string>());
+    if (j["name"] == "dit_train_data") {
+      EXPECT_NE(j["data"].get<std::string>().find("encoded by the temporal autoencoder"), std::string::npos) << line;
+      EXPECT_NE(j["data"].get<std::string>().find("anchor"), std::string::npos) << line;
+    }
+    EXPECT_GT(j["samples_per_s"].get<double>(), 0.0) << line;
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"dit_train_data", "dit_train_step", "dit_forward"}));
 
   const auto video = (dir / "t2v.mp4").string();
   r = run("dit stream --model " + dit + " -p 'red circle moving left' --prompt-at '8:blue square' -n 20 -c 2 -s 1 -o " + video);

@@ -33,29 +33,6 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_flag("--no-anchor{false}", o.use_anchor, "Stream a model with an anchor frame without one (for comparison)");
 }
 
-// Training clips: the user's video folder, or else procedural shapes, at the model's size — for a
-// latent model (an autoencoder given), B·r_t frames at the pixel size, encoded by it. A model with
-// an anchor gets clips one buffer longer, its anchor drawn from them (AnchoredClipSource).
-// `videos`, when given, is set to the folder source (its captions make a new model's vocabulary).
-std::unique_ptr<ClipSource> clip_source(const std::string& folder, const StreamDiTConfig& config, const TemporalAutoencoder& tae = nullptr,
-                                        bool bf16 = false, VideoFolderClipSource** videos = nullptr) {
-  const auto s = tae ? tae->config.spatial_compression() : 1, r = tae ? tae->config.temporal_compression : 1;
-  const auto width = config.sample_width * s, height = config.sample_height * s, frames = config.max_frames * r;
-  const auto lead = config.anchor ? frames : 0;
-  std::unique_ptr<ClipSource> pixels;
-  if (!folder.empty()) {
-    auto folder_source = std::make_unique<VideoFolderClipSource>(folder, frames + lead, width, height);
-    if (videos != nullptr) *videos = folder_source.get();
-    pixels = std::move(folder_source);
-  } else {
-    pixels = std::make_unique<ProceduralClipSource>(
-        ProceduralVideoOptions::for_frame_size(width, height, parse_edge_rule(config.procedural_edges)), frames + lead);
-  }
-  if (config.anchor) pixels = std::make_unique<AnchoredClipSource>(std::move(pixels), frames, lead, r);
-  if (!tae) return pixels;
-  return std::make_unique<LatentClipSource>(std::move(pixels), tae, bf16);
-}
-
 void register_train(CLI::App& dit) {
   struct Args {
     std::string out, config, data, autoencoder, edges;
@@ -163,7 +140,7 @@ void register_train(CLI::App& dit) {
       config.anchor = true;
     }
     VideoFolderClipSource* videos = nullptr;
-    auto source = clip_source(a->data, config, tae, a->train.bf16_autocast, &videos);
+    auto source = make_dit_clip_source(config, tae, a->data, a->train.bf16_autocast, &videos);
     if (videos != nullptr && a->config.empty() && !a->train.resume && init.empty()) {
       // The caption vocabulary is the words of these captions.
       config.text.vocabulary = videos->caption_words();
@@ -240,7 +217,7 @@ void register_distill(CLI::App& dit) {
     recipe.validate(config.max_frames);
     a->distill.command_line = command_line();
     a->distill.teacher_description = fs::absolute(a->teacher).string();
-    auto source = clip_source(a->data, config, tae, a->distill.bf16_autocast);
+    auto source = make_dit_clip_source(config, tae, a->data, a->distill.bf16_autocast);
     // Direct: one stage s -> 1. Progressive: s -> s/2 -> ... -> 1, guidance folded in at the first.
     std::vector<std::int64_t> stages{1};
     if (a->progressive) {
@@ -414,7 +391,7 @@ void register_eval(CLI::App& dit) {
     const auto width = c.sample_width * codec.spatial_factor(), height = c.sample_height * codec.spatial_factor();
     nlohmann::json j;
     if (a->batches > 0) {
-      auto source = clip_source("", c, codec.autoencoder());
+      auto source = make_dit_clip_source(c, codec.autoencoder());
       auto& data = *source;
       FlowMatchingRecipe recipe;
       recipe.mix = a->chunk_sizes.empty() ? ChunkMix::powers_of_two(c.max_frames) : ChunkMix::parse(a->chunk_sizes, c.max_frames);

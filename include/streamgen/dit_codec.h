@@ -14,6 +14,7 @@
 
 #include "streamgen/clip_source.h"
 #include "streamgen/device.h"
+#include "streamgen/dit.h"
 #include "streamgen/temporal_autoencoder.h"
 
 namespace streamgen {
@@ -66,5 +67,13 @@ class LatentClipSource : public ClipSource {
   TemporalAutoencoder tae_;
   bool bf16_;
 };
+
+// The training clips of a StreamDiT with this config: the user's video `folder`, or else procedural
+// shapes (the config's edge rule), at the model's size — for a latent model (`tae` given), B·r_t
+// frames at the pixel size, encoded by it (under bf16 autocast when `bf16`). A model with an anchor
+// gets clips one buffer longer, its anchor drawn from them (AnchoredClipSource). `videos`, when
+// given, is set to the folder source (its captions make a new model's vocabulary).
+std::unique_ptr<ClipSource> make_dit_clip_source(const StreamDiTConfig& config, const TemporalAutoencoder& tae = nullptr,
+                                                 const std::string& folder = {}, bool bf16 = false, VideoFolderClipSource** videos = nullptr);
 
 }  // namespace streamgen

@@ -102,23 +102,36 @@ std::vector<BenchRow> bench_dit_train(const DiTBenchOptions& o) {
   const ScopedBlasThreads blas_threads(1);
   std::vector<BenchRow> rows;
   const auto config = o.model.empty() ? tiny_config() : load_stream_dit(o.model)->config;
-  ProceduralVideoOptions video;
-  video.width = config.sample_width;
-  video.height = config.sample_height;
-  ProceduralClipSource data(video, config.max_frames);
+  // The clips a training run of this model draws: a latent model's encoded by its autoencoder (under
+  // bf16 autocast, as --bf16-autocast trains), an anchored model's one buffer longer.
+  const auto tae = o.model.empty() ? TemporalAutoencoder(nullptr) : load_dit_autoencoder(o.model, {o.device, torch::kFloat32});
+  const auto data = make_dit_clip_source(config, tae, {}, /*bf16=*/true);
   FlowMatchingRecipe recipe;
   recipe.mix = ChunkMix::powers_of_two(config.max_frames);
+  {
+    std::mt19937_64 rng(0);
+    const auto t = time_runs([&] { data->next(o.batch, rng); }, fixed_runs(o.runs));
+    BenchRow row;
+    row["name"] = "dit_train_data";
+    row["data"] = data->describe();
+    row["batch"] = o.batch;
+    add_timing(row, t);
+    row["samples_per_s"] = 1000.0 * static_cast<double>(o.batch) / t.median_ms;
+    rows.push_back(row);
+  }
   torch::manual_seed(0);
   StreamDiT model(config);
   model->to(o.device);
-  const auto batch = seeded_flow_matching_batch(data, model->tokenizer, recipe, 0, 0, 0, 0, o.batch);
+  const auto batch = seeded_flow_matching_batch(*data, model->tokenizer, recipe, 0, 0, 0, 0, o.batch);
   const auto noisy = batch.noisy.to(o.device), tau = batch.tau.to(o.device), target = batch.target.to(o.device),
              mask = batch.loss_mask.to(o.device);
+  const auto anchor = batch.anchor.defined() ? batch.anchor.to(o.device) : batch.anchor;
+  const auto keep = batch.anchor_keep.defined() ? batch.anchor_keep.to(o.device) : batch.anchor_keep;
   double forward_flops = 0;
   {
     torch::NoGradGuard no_grad;
     FlopCounter counter;
-    model->forward(noisy, tau, model->encode_text(batch.tokens));
+    model->forward(noisy, tau, model->encode_text(batch.tokens), anchor, keep);
     forward_flops = counter.flops();
   }
   torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-4));
@@ -130,7 +143,7 @@ std::vector<BenchRow> bench_dit_train(const DiTBenchOptions& o) {
           torch::Tensor prediction;
           {
             const ScopedCpuAutocast scope(autocast);
-            prediction = model->forward(noisy, tau, model->encode_text(batch.tokens));
+            prediction = model->forward(noisy, tau, model->encode_text(batch.tokens), anchor, keep);
           }
           masked_flow_loss(prediction.to(torch::kFloat32), target, mask).backward();
           optimizer.step();
@@ -152,7 +165,8 @@ std::vector<BenchRow> bench_dit_train(const DiTBenchOptions& o) {
     torch::NoGradGuard no_grad;
     const auto x = noisy.to(dtype);
     const auto text = m->encode_text(batch.tokens);
-    const auto tf = time_runs([&] { m->forward(x, tau, text); }, fixed_runs(o.runs));
+    const auto a = anchor.defined() ? anchor.to(dtype) : anchor;
+    const auto tf = time_runs([&] { m->forward(x, tau, text, a, keep); }, fixed_runs(o.runs));
     BenchRow f;
     f["name"] = "dit_forward";
     f["dtype"] = dtype_label(dtype);

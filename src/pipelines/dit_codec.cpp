@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "streamgen/error.h"
+#include "streamgen/procedural_video.h"
 
 namespace streamgen {
 
@@ -81,6 +82,25 @@ ClipBatch LatentClipSource::next(std::int64_t batch, std::mt19937_64& rng) {
 std::string LatentClipSource::describe() const {
   return fmt::format("{}, encoded by the temporal autoencoder ({}x time, {}x space, {} channels)", pixels_->describe(),
                      tae_->config.temporal_compression, tae_->config.spatial_compression(), tae_->config.latent_channels);
+}
+
+std::unique_ptr<ClipSource> make_dit_clip_source(const StreamDiTConfig& config, const TemporalAutoencoder& tae, const std::string& folder,
+                                                 bool bf16, VideoFolderClipSource** videos) {
+  const auto s = tae ? tae->config.spatial_compression() : 1, r = tae ? tae->config.temporal_compression : 1;
+  const auto width = config.sample_width * s, height = config.sample_height * s, frames = config.max_frames * r;
+  const auto lead = config.anchor ? frames : 0;
+  std::unique_ptr<ClipSource> pixels;
+  if (!folder.empty()) {
+    auto folder_source = std::make_unique<VideoFolderClipSource>(folder, frames + lead, width, height);
+    if (videos != nullptr) *videos = folder_source.get();
+    pixels = std::move(folder_source);
+  } else {
+    pixels = std::make_unique<ProceduralClipSource>(
+        ProceduralVideoOptions::for_frame_size(width, height, parse_edge_rule(config.procedural_edges)), frames + lead);
+  }
+  if (config.anchor) pixels = std::make_unique<AnchoredClipSource>(std::move(pixels), frames, lead, r);
+  if (!tae) return pixels;
+  return std::make_unique<LatentClipSource>(std::move(pixels), tae, bf16);
 }
 
 }  // namespace streamgen
