@@ -412,6 +412,11 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
   EXPECT_EQ(j["streams"]["sampler"]["guidance_interval"], nlohmann::json::array({0.99, 1.0}));
   EXPECT_NEAR(j["streams"]["generated"]["nfe_per_frame"].get<double>(), 0.5, 1e-9);  // no level reaches 0.99: one pass per step
+  // K reference frames: the stream starts with them and still has every frame asked for.
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 1 --stream-frames 12 -c 2 -s 1 --reference-frames 2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["streams"]["generated"]["frames_per_stream"], 12);
   r = run("-q dit eval --model " + model + " --batches 0 --streams 1 --stream-frames 4 -g 3 --guidance-interval 0.5 2");
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("--guidance-interval"), std::string::npos) << r.out;

@@ -25,6 +25,8 @@ namespace {
 void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--chunk-size,-c", o.chunk_frames, "Frames per chunk c (one step emits c frames)")->capture_default_str();
   cmd.add_option("--micro-steps,-s", o.micro_steps, "Euler steps per chunk s")->capture_default_str();
+  cmd.add_option("--reference-frames", o.reference_frames, "K clean reference frames at the head of the buffer (the last frames emitted)")
+      ->capture_default_str();
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
   add_guidance_interval_option(cmd, o);
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
@@ -289,7 +291,6 @@ void register_stream(CLI::App& dit) {
   cmd->add_option("--strength", a->sampler.strength, "Video-to-video: how far the input is noised, (0, 1] (1: as much as text-to-video)")
       ->check(CLI::Range(0.0, 1.0));
   add_sampler_options(*cmd, a->sampler);
-  cmd->add_option("--reference-frames", a->sampler.reference_frames, "K clean reference frames")->capture_default_str();
   cmd->add_option("--init-steps", a->sampler.init_steps, "Steps of the T2V start (0: s·N)")->capture_default_str();
   cmd->add_option("--seed", a->sampler.seed, "Noise seed")->capture_default_str();
   a->compute.add_to(*cmd);
