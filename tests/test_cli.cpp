@@ -585,7 +585,7 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
     }
     EXPECT_GT(j["samples_per_s"].get<double>(), 0.0) << line;
   }
-  EXPECT_EQ(names, (std::set<std::string>{"dit_train_data", "dit_train_step", "dit_forward"}));
+  EXPECT_EQ(names, (std::set<std::string>{"dit_train_data", "dit_train_batch", "dit_train_step", "dit_forward"}));
 
   const auto video = (dir / "t2v.mp4").string();
   r = run("dit stream --model " + dit + " -p 'red circle moving left' --prompt-at '8:blue square' -n 20 -c 2 -s 1 -o " + video);

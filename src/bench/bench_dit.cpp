@@ -122,6 +122,17 @@ std::vector<BenchRow> bench_dit_train(const DiTBenchOptions& o) {
   torch::manual_seed(0);
   StreamDiT model(config);
   model->to(o.device);
+  {
+    // The trainer's whole batch: clips, each example's partition, noise and caption.
+    std::uint64_t step = 0;
+    const auto t = time_runs([&] { seeded_flow_matching_batch(*data, model->tokenizer, recipe, 0, step++, 0, 0, o.batch); }, fixed_runs(o.runs));
+    BenchRow row;
+    row["name"] = "dit_train_batch";
+    row["batch"] = o.batch;
+    add_timing(row, t);
+    row["samples_per_s"] = 1000.0 * static_cast<double>(o.batch) / t.median_ms;
+    rows.push_back(row);
+  }
   const auto batch = seeded_flow_matching_batch(*data, model->tokenizer, recipe, 0, 0, 0, 0, o.batch);
   const auto noisy = batch.noisy.to(o.device), tau = batch.tau.to(o.device), target = batch.target.to(o.device),
              mask = batch.loss_mask.to(o.device);
