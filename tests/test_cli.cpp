@@ -390,6 +390,7 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   ASSERT_EQ(r.code, 0) << r.out;
   j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
   EXPECT_EQ(j["streams"]["generated"]["frames_per_stream"], 12);
+  EXPECT_TRUE(j["streams"]["generated"]["every_window_caption_accuracy"].is_number());
   EXPECT_NEAR(j["streams"]["generated"]["nfe_per_frame"].get<double>(), 0.5, 1e-9);  // s = 1, c = 2
   EXPECT_GT(j["streams"]["real"]["caption_accuracy"].get<double>(), 0.5);
   EXPECT_GT(j["streams"]["real"]["seam_ratio"].get<double>(), 0.0);

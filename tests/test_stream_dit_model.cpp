@@ -674,6 +674,9 @@ TEST(DiTMetrics, DirectionIsTheSumOfFrameMovesSoAWrapDoesNotReverseIt) {
   const auto real = evaluate_real_streams(32, 32, 2, o);
   EXPECT_GT(real.direction_accuracy, 0.85);
   EXPECT_GT(real.caption_accuracy, 0.8);
+  // Real wrapped video keeps its caption in every window, not just the first.
+  EXPECT_GT(real.every_window_caption_accuracy, 0.8);
+  EXPECT_NEAR(real.every_window_caption_accuracy, real.caption_accuracy, 0.1);
 }
 
 }  // namespace

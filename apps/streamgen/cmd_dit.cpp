@@ -343,7 +343,8 @@ void register_stream(CLI::App& dit) {
 }
 
 nlohmann::json quality_json(const StreamQuality& q) {
-  return {{"caption_accuracy", q.caption_accuracy}, {"colour_accuracy", q.colour_accuracy}, {"shape_accuracy", q.shape_accuracy},
+  return {{"caption_accuracy", q.caption_accuracy}, {"every_window_caption_accuracy", q.every_window_caption_accuracy},
+          {"colour_accuracy", q.colour_accuracy}, {"shape_accuracy", q.shape_accuracy},
           {"direction_accuracy", q.direction_accuracy}, {"seam_ratio", q.seam_ratio}, {"dynamic_degree", q.dynamic_degree},
           {"drift_brightness", q.drift_brightness}, {"drift_contrast", q.drift_contrast}, {"drift_caption", q.drift_caption},
           {"streams", q.streams}, {"frames_per_stream", q.frames_per_stream}, {"nfe_per_frame", q.nfe_per_frame},
@@ -455,6 +456,7 @@ void register_eval(CLI::App& dit) {
         row("  colour", &StreamQuality::colour_accuracy);
         row("  shape", &StreamQuality::shape_accuracy);
         row("  direction", &StreamQuality::direction_accuracy);
+        row("caption, every window", &StreamQuality::every_window_caption_accuracy);
         if (seams_defined)
           row("seam ratio", &StreamQuality::seam_ratio);
         else

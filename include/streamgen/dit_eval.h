@@ -30,6 +30,9 @@ struct StreamDrift {
 
 struct StreamQuality {
   double caption_accuracy = 0;  // mean of colour / shape / direction over the first window
+  // The same over every whole window of the stream, not just its start. Direction counts only where
+  // objects wrap round the edges (a bounce reverses it; the caption names the start's).
+  double every_window_caption_accuracy = 0;
   double colour_accuracy = 0, shape_accuracy = 0, direction_accuracy = 0;
   double seam_ratio = 0;        // chunk boundaries vs inside chunks (1 = no seams)
   double dynamic_degree = 0;    // pixels per frame

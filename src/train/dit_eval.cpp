@@ -17,7 +17,7 @@ namespace {
 struct Accumulator {
   const StreamEvalOptions& o;
   std::int64_t chunk_frames;
-  double colour = 0, shape = 0, direction = 0, seam = 0, dynamic = 0;
+  double colour = 0, shape = 0, direction = 0, seam = 0, dynamic = 0, every_window = 0;
   std::vector<StreamDrift> drifts{};  // one per stream added
   std::int64_t seams = 0;
 
@@ -27,6 +27,14 @@ struct Accumulator {
     colour += first.colour;
     shape += first.shape;
     direction += first.direction;
+    const bool directions_hold = o.edges == EdgeRule::Wrap;
+    double windows_score = 0;
+    std::int64_t windows = 0;
+    for (std::int64_t start = 0; start + w <= f; start += w, ++windows) {
+      const auto score = start == 0 ? first : score_caption(frames.narrow(0, start, w), caption);
+      windows_score += directions_hold ? (score.colour + score.shape + score.direction) / 3 : (score.colour + score.shape) / 2;
+    }
+    every_window += windows_score / static_cast<double>(std::max<std::int64_t>(1, windows));
     const auto stats = video_statistics(frames, chunk_frames);
     if (stats.seam_ratio > 0) seam += stats.seam_ratio, ++seams;
     dynamic += stats.dynamic_degree;
@@ -68,6 +76,7 @@ struct Accumulator {
     q.shape_accuracy = shape / d;
     q.direction_accuracy = direction / d;
     q.caption_accuracy = (q.colour_accuracy + q.shape_accuracy + q.direction_accuracy) / 3;
+    q.every_window_caption_accuracy = every_window / d;
     q.seam_ratio = seams > 0 ? seam / static_cast<double>(seams) : 0;
     q.dynamic_degree = dynamic / d;
     if (!drifts.empty()) q.drift_brightness = q.drift_contrast = q.drift_caption = 0;
