@@ -6,7 +6,7 @@
 #   scripts/train_streamdit_latent.sh [OUT_DIR]   default: runs/streamdit-latent-64 (autoencoders in runs/tae-shapes-64[-wrap]);
 #                                                 the shipped weights end up in OUT_DIR-anchor
 # About 46 minutes (autoencoder) + 35 + 72 minutes (DiT, two stages) on bouncing shapes, then 9 + 57 + 47
-# minutes (autoencoder, DiT in two stages) on wrapping shapes, then 35 minutes (anchor), on 2 cores.
+# minutes (autoencoder, DiT in two stages) on wrapping shapes, then 35 + 60 minutes (anchor, two stages), on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/streamdit-latent-64}"
@@ -41,8 +41,14 @@ if [ "$wrap_step" -lt 5000 ]; then
 fi
 # Then trained on under a 9,000-step schedule (restarting warm at lr 9.6e-5), stopped at step 8,000.
 "$BIN" dit train "${wrap_common[@]}" --steps 9000 --stop-at 8000
-# The anchor frame: 2,500 steps from the wrap weights (the shipped weights since 2026-11-28).
-"$BIN" dit train --init "$OUT-wrap" --anchor --out "$OUT-anchor" --resume --steps 2500 --batch 8 --lr 2e-4 --warmup 100 --seed 3 \
-    --checkpoint-every 250 --bf16-autocast
+# The anchor frame: 2,500 steps from the wrap weights, then resumed under a 7,000-step schedule (warm restart at
+# lr 1.5e-4, decaying to 2e-5): the shipped weights since 2026-11-28.
+anchor_step=0
+[ -f "$OUT-anchor/training/state.json" ] && anchor_step=$(grep -o '"step": *[0-9]*' "$OUT-anchor/training/state.json" | grep -o '[0-9]*$')
+anchor_common=(--batch 8 --lr 2e-4 --warmup 100 --seed 3 --checkpoint-every 250 --bf16-autocast)
+if [ "$anchor_step" -lt 2500 ]; then
+  "$BIN" dit train --init "$OUT-wrap" --anchor --out "$OUT-anchor" --resume --steps 2500 "${anchor_common[@]}"
+fi
+"$BIN" dit train --out "$OUT-anchor" --resume --steps 7000 "${anchor_common[@]}"
 cp models/streamdit-latent-64/sampler.json "$OUT-anchor/"
 "$BIN" dit eval --model "$OUT-anchor" --batches 16 --streams 16 --stream-frames 64 -c 2 -s 2 --dtype bf16
