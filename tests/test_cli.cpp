@@ -580,13 +580,13 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   for (std::string line; std::getline(rows, line);) {
     const auto j = nlohmann::json::parse(line);
     names.insert(j["name"].get<std::string>());
-    if (j["name"] == "dit_train_data") {
+    if (j["name"] == "dit_train_batch") {
       EXPECT_NE(j["data"].get<std::string>().find("encoded by the temporal autoencoder"), std::string::npos) << line;
       EXPECT_NE(j["data"].get<std::string>().find("anchor"), std::string::npos) << line;
     }
     EXPECT_GT(j["samples_per_s"].get<double>(), 0.0) << line;
   }
-  EXPECT_EQ(names, (std::set<std::string>{"dit_train_data", "dit_train_batch", "dit_train_step", "dit_forward"}));
+  EXPECT_EQ(names, (std::set<std::string>{"dit_train_batch", "dit_train_step", "dit_forward"}));
 
   const auto video = (dir / "t2v.mp4").string();
   r = run("dit stream --model " + dit + " -p 'red circle moving left' --prompt-at '8:blue square' -n 20 -c 2 -s 1 -o " + video);
