@@ -189,6 +189,61 @@ TEST(TAETrainer, ReconstructionLossSeesEdgesAndMotion) {
   EXPECT_GT(tae_reconstruction_loss(flicker, video, only_time).item<double>(), 0.05);
 }
 
+TEST(TAETrainer, SeamTermLooksOnlyAcrossTheBoundariesOfLatentFrameGroups) {
+  const auto video = torch::rand({2, 8, 3, 8, 8});
+  TAELossWeights only_seams{0, 0, 0, 0, 1};
+  // A jump inside a group of 4 (frame 2 against 1) is not a seam; one at frame 4 (the second group's first) is.
+  auto inside = video.clone();
+  inside.narrow(1, 2, 6) += 0.2;
+  EXPECT_NEAR(tae_reconstruction_loss(inside, video, only_seams, 4).item<double>(), 0.0, 1e-6);
+  auto across = video.clone();
+  across.narrow(1, 4, 4) += 0.2;
+  // boundaries: only the entry between frames 3 and 4 in an 8-frame clip, and every element of it jumps 0.2
+  EXPECT_NEAR(tae_reconstruction_loss(across, video, only_seams, 4).item<double>(), 0.2, 1e-5);
+  EXPECT_NEAR(tae_reconstruction_loss(across, video, only_seams).item<double>(), 0.0, 1e-6);  // no groups given: no term
+}
+
+TEST(TAETrainer, DecoderOnlyKeepsTheEncoderAndTheLatentScaling) {
+  test::TempDir dir;
+  auto data = tae_clip_source();
+  TAETrainOptions o;
+  o.steps = 20;
+  o.batch = 2;
+  o.lr = 3e-3;
+  o.warmup = 2;
+  o.checkpoint_every = 20;
+  o.calibration_clips = 2;
+  o.out = dir / "base";
+  train_temporal_autoencoder(tiny_tae_config(), data, o);
+  const auto base = load_temporal_autoencoder(o.out);
+
+  o.init_from = o.out;
+  o.out = dir / "decoder";
+  o.decoder_only = true;
+  o.loss.seam = 2.0;
+  train_temporal_autoencoder(tiny_tae_config(), data, o);
+  const auto tuned = load_temporal_autoencoder(o.out);
+  EXPECT_EQ(tuned->config.scaling_factor, base->config.scaling_factor);
+  EXPECT_EQ(tuned->config.shift_factor, base->config.shift_factor);
+  const auto before = base->named_parameters(), after = tuned->named_parameters();
+  std::int64_t encoder = 0, decoder_moved = 0;
+  for (const auto& p : before) {
+    if (p.key().rfind("encoder.", 0) == 0) {
+      ++encoder;
+      EXPECT_TRUE(torch::equal(p.value(), after[p.key()])) << p.key();
+    } else if (!torch::equal(p.value(), after[p.key()])) {
+      ++decoder_moved;
+    }
+  }
+  EXPECT_GT(encoder, 0);
+  EXPECT_GT(decoder_moved, 0);
+
+  TAETrainOptions fresh = o;
+  fresh.init_from.clear();
+  fresh.out = dir / "nothing-to-keep";
+  EXPECT_THROW(train_temporal_autoencoder(tiny_tae_config(), data, fresh), Error);
+}
+
 TEST(TAETrainer, LearnsToReconstructShapesResumesAndCalibratesTheLatents) {
   test::TempDir dir;
   auto data = tae_clip_source();

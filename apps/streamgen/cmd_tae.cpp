@@ -65,6 +65,11 @@ void register_train(CLI::App& tae) {
   cmd->add_option("--mse-weight", a->train.loss.mse, "Weight of the squared-error reconstruction term")->capture_default_str();
   cmd->add_option("--gradient-weight", a->train.loss.gradient, "Weight of the L1 on spatial gradients")->capture_default_str();
   cmd->add_option("--temporal-weight", a->train.loss.temporal, "Weight of the L1 on frame differences")->capture_default_str();
+  cmd->add_option("--seam-weight", a->train.loss.seam,
+                  "Extra weight of the L1 on the frame differences between two latent frames' groups of frames (where seams show)")
+      ->capture_default_str();
+  cmd->add_flag("--decoder-only", a->train.decoder_only,
+                "Train the decoder alone from --init's weights: the encoder and the latent scaling stay, so a DiT trained on its latents stays valid");
   cmd->add_option("--latent-noise", a->train.latent_noise, "Noise on the latents while training, as a share of their RMS")->capture_default_str();
   cmd->add_option("--eval-clips", a->eval_clips, "Held-out clips scored at the end (0: none)")->capture_default_str();
   cmd->add_flag("--bf16-autocast", a->train.bf16_autocast, "Forward passes in bf16 autocast (weights, optimiser and EMA stay fp32)");

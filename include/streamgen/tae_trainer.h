@@ -21,6 +21,10 @@ struct TAELossWeights {
   double mse = 1.0;
   double gradient = 0.5;  // L1 on horizontal and vertical pixel differences
   double temporal = 0.5;  // L1 on differences between consecutive frames
+  // L1 on the frame differences across the boundary between two latent frames' groups of r_t
+  // frames, on top of `temporal`. Each group is drawn from one latent frame, so its frames agree
+  // with each other more than with the next group's: the jump shows as a seam every r_t frames.
+  double seam = 0.0;
 };
 
 struct TAETrainOptions : OptimisationOptions {
@@ -30,10 +34,15 @@ struct TAETrainOptions : OptimisationOptions {
   // Held-out clips that measure the latents' mean and spread at the end (0: leave the factors).
   std::int64_t calibration_clips = 32;
   std::uint64_t calibration_seed = 777;
+  // Train the decoder alone: the encoder's weights and the latent scaling stay as they were, so
+  // a DiT trained on these latents stays valid (needs init_from or resume).
+  bool decoder_only = false;
 };
 
-// The reconstruction loss of `recon` against `video` (both [N, T, 3, H, W]).
-torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::Tensor& video, const TAELossWeights& weights);
+// The reconstruction loss of `recon` against `video` (both [N, T, 3, H, W]); `group_frames` is
+// r_t, the frames decoded from one latent frame, where the seam term looks (0: no seam term).
+torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::Tensor& video, const TAELossWeights& weights,
+                                      std::int64_t group_frames = 0);
 
 // Trains `config` into options.out from clips of `data` (their frame count must be a multiple of
 // r_t) — from scratch, or from options.init_from's config and weights — or continues the run there

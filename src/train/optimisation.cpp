@@ -79,7 +79,11 @@ void update_ema(torch::nn::Module& ema, const torch::nn::Module& model, double d
   torch::NoGradGuard no_grad;
   const auto src = model.parameters();
   auto dst = ema.parameters();
-  for (std::size_t i = 0; i < dst.size(); ++i) dst[i].mul_(decay).add_(src[i], 1.0 - decay);
+  for (std::size_t i = 0; i < dst.size(); ++i) {
+    // A frozen parameter's average is itself, exactly (decay·x + (1 − decay)·x is not, in floats).
+    if (!src[i].requires_grad()) continue;
+    dst[i].mul_(decay).add_(src[i], 1.0 - decay);
+  }
 }
 
 void load_weights(torch::nn::Module& module, const fs::path& file) { load_state_dict(module, WeightSet::open(file)); }

@@ -14,7 +14,8 @@
 
 namespace streamgen {
 
-torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::Tensor& video, const TAELossWeights& w) {
+torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::Tensor& video, const TAELossWeights& w,
+                                      std::int64_t group_frames) {
   // recon, video [N, T, C, H, W]
   const auto r = recon.to(torch::kFloat32);
   const auto& v = video;
@@ -23,7 +24,15 @@ torch::Tensor tae_reconstruction_loss(const torch::Tensor& recon, const torch::T
   if (w.mse > 0) loss = loss + w.mse * (r - v).pow(2).mean();
   if (w.gradient > 0)
     loss = loss + w.gradient * 0.5 * ((diff(r, 4) - diff(v, 4)).abs().mean() + (diff(r, 3) - diff(v, 3)).abs().mean());
-  if (w.temporal > 0 && v.size(1) > 1) loss = loss + w.temporal * (diff(r, 1) - diff(v, 1)).abs().mean();
+  if (v.size(1) > 1 && (w.temporal > 0 || w.seam > 0)) {
+    const auto frame_error = (diff(r, 1) - diff(v, 1)).abs();  // [N, T-1, C, H, W]; entry t is frame t+1 - frame t
+    if (w.temporal > 0) loss = loss + w.temporal * frame_error.mean();
+    if (w.seam > 0 && group_frames > 0 && v.size(1) > group_frames) {
+      // entries r_t-1, 2r_t-1, …: the first frame of each group against the last of the one before
+      const auto boundaries = torch::arange(group_frames - 1, v.size(1) - 1, group_frames, torch::kLong).to(v.device());
+      loss = loss + w.seam * frame_error.index_select(1, boundaries).mean();
+    }
+  }
   return loss;
 }
 
@@ -58,8 +67,16 @@ TrainSummary train_temporal_autoencoder(const TemporalAutoencoderConfig& request
     config = TemporalAutoencoderConfig::from_json(read_json_file(file), file.string());
   }
   check_clip_frames(config, data);
+  if (o.decoder_only && o.init_from.empty() && !(o.resume && has_training_run(o.out)))
+    throw Error("temporal autoencoder training: --decoder-only keeps an encoder, so it needs --init FOLDER (or --resume of such a run)");
   OptimisationHooks run;
-  run.create = [&config]() -> ModulePtr { return TemporalAutoencoder(config).ptr(); };
+  run.create = [&config, &o]() -> ModulePtr {
+    TemporalAutoencoder tae(config);
+    // A frozen encoder builds no graph and gets no gradient, so AdamW and the EMA leave it be.
+    if (o.decoder_only)
+      for (auto& p : tae->encoder->parameters()) p.set_requires_grad(false);
+    return tae.ptr();
+  };
   if (!o.init_from.empty())
     run.initialise = [&](const ModulePtr& model) {
       copy_parameters(*load_temporal_autoencoder(o.init_from), *model);
@@ -85,17 +102,24 @@ TrainSummary train_temporal_autoencoder(const TemporalAutoencoderConfig& request
       const auto rms = z.detach().to(torch::kFloat32).pow(2).mean().sqrt();
       z = z + (torch::cat(noise) * rms * o.latent_noise).to(z.dtype());
     }
-    return tae_reconstruction_loss(tae->decoder(z), video, o.loss);
+    return tae_reconstruction_loss(tae->decoder(z), video, o.loss, tae->config.temporal_compression);
   };
   run.save = [](const ModulePtr& ema, const std::filesystem::path& folder, std::int64_t step) {
     auto tae = as_tae(ema);
     save_temporal_autoencoder(tae, folder, torch::kFloat32, {{"step", std::to_string(step)}, {"weights", "ema"}});
   };
-  run.metadata = {{"l1", o.loss.l1}, {"mse", o.loss.mse}, {"gradient", o.loss.gradient}, {"temporal", o.loss.temporal}, {"latent_noise", o.latent_noise},
+  run.metadata = {{"l1", o.loss.l1},
+                  {"mse", o.loss.mse},
+                  {"gradient", o.loss.gradient},
+                  {"temporal", o.loss.temporal},
+                  {"seam", o.loss.seam},
+                  {"latent_noise", o.latent_noise},
+                  {"decoder_only", o.decoder_only},
                   {"data", data.describe()}};
   run.label = "tae train";
   const auto summary = run_optimisation(o, run, on_step);
-  if (o.calibration_clips > 0 && o.distributed.rank == 0) {
+  // A frozen encoder keeps the scaling its latents were calibrated (and a DiT trained) with.
+  if (o.calibration_clips > 0 && o.distributed.rank == 0 && !o.decoder_only) {
     auto tae = load_temporal_autoencoder(o.out);
     const auto stats = measure_latent_statistics(tae, data, o.calibration_clips, o.calibration_seed);
     write_latent_calibration(o.out, stats);
