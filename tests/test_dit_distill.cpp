@@ -220,6 +220,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   written.micro_steps = 1;
   written.guidance = 4.0;
   written.guidance_interval = {0.25, 0.75};
+  written.guidance_form = {true, 0.5};
   write_sampler_settings(dir.path(), written);
   StreamDiTOptions read;
   ASSERT_TRUE(read_sampler_settings(dir.path(), read));
@@ -228,6 +229,8 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   EXPECT_EQ(read.guidance, 4.0);
   EXPECT_EQ(read.guidance_interval[0], 0.25);
   EXPECT_EQ(read.guidance_interval[1], 0.75);
+  EXPECT_TRUE(read.guidance_form.keep_mean);
+  EXPECT_EQ(read.guidance_form.rescale, 0.5);
   test::TempDir none;
   EXPECT_FALSE(read_sampler_settings(none.path(), read));
   test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");

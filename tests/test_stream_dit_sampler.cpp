@@ -193,6 +193,46 @@ TEST(StreamDiTSampler, GuidanceIntervalGuidesOnlyTheFramesAtLevelsInside) {
   test::expect_error_mentions([&] { StreamDiTSampler(random_model(), bad); }, "guidance interval");
 }
 
+TEST(StreamDiTSampler, GuidanceThatKeepsTheMeanOrRescalesChangesOnlyWhatItSays) {
+  const auto vc = torch::randn({2, 3, 4, 5, 6}), vu = torch::randn({2, 3, 4, 5, 6});
+  auto w = torch::full({2, 3, 1, 1, 1}, 4.0);
+  w.index_put_({0, 1}, 1.0);  // one frame outside the guidance
+  const auto plain = combine_guidance(vc, vu, w);
+  EXPECT_TRUE(compare_tensors(plain, vu + w * (vc - vu)).within(1e-6));
+
+  // keep_mean: every frame's per-channel mean is the conditional one's; the rest is plain CFG's.
+  const auto kept = combine_guidance(vc, vu, w, {true, 0});
+  EXPECT_TRUE(compare_tensors(kept.mean({3, 4}), vc.mean({3, 4})).within(1e-5));
+  EXPECT_TRUE(compare_tensors(kept - kept.mean({3, 4}, true), plain - plain.mean({3, 4}, true)).within(1e-5));
+  EXPECT_FALSE(compare_tensors(kept, plain).within(1e-3));
+
+  // rescale 1: every frame's spread is the conditional one's; 0.5 lies halfway.
+  const auto spread = [](const torch::Tensor& v) { return v.std({2, 3, 4}); };
+  const auto rescaled = combine_guidance(vc, vu, w, {false, 1.0});
+  EXPECT_TRUE(compare_tensors(spread(rescaled), spread(vc)).within(1e-5));
+  const auto half = combine_guidance(vc, vu, w, {false, 0.5});
+  EXPECT_TRUE(compare_tensors(half, 0.5 * (rescaled + plain)).within(1e-5));
+
+  // A frame with w = 1 is the conditional velocity in every form.
+  for (const auto& form : {GuidanceForm{true, 0}, GuidanceForm{false, 1.0}, GuidanceForm{true, 0.7}})
+    EXPECT_TRUE(compare_tensors(combine_guidance(vc, vu, w, form)[0][1], vc[0][1]).within(1e-5));
+
+  // The sampler passes its form on, and refuses a share outside [0, 1].
+  auto o = teacher_options();
+  o.guidance = 3.0;
+  o.guidance_form.keep_mean = true;
+  StreamDiTSampler a(random_model(), o);
+  auto plain_options = teacher_options();
+  plain_options.guidance = 3.0;
+  StreamDiTSampler p(random_model(), plain_options);
+  a.set_prompt("red circle moving left");
+  p.set_prompt("red circle moving left");
+  EXPECT_FALSE(compare_tensors(a.step(), p.step()).within(1e-4));
+  auto bad = teacher_options();
+  bad.guidance_form.rescale = 1.5;
+  test::expect_error_mentions([&] { StreamDiTSampler(random_model(), bad); }, "rescale");
+}
+
 TEST(StreamDiTSampler, PromptChangesTakeEffectAtTheNextStep) {
   StreamDiTSampler a(random_model(), teacher_options()), b(random_model(), teacher_options());
   a.set_prompt("red circle moving left");

@@ -28,7 +28,7 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--reference-frames", o.reference_frames, "K clean reference frames at the head of the buffer (the last frames emitted)")
       ->capture_default_str();
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
-  add_guidance_interval_option(cmd, o);
+  add_guidance_shape_options(cmd, o);
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 2.0));
@@ -434,7 +434,9 @@ void register_eval(CLI::App& dit) {
       if (codec.latent()) real_ae = evaluate_real_streams(width, height, rgb_chunk, a->streams, &codec);
       j["streams"] = {{"generated", quality_json(generated)}, {"real", quality_json(real)},
                       {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance},
-                                   {"guidance_interval", a->sampler.guidance_interval}}}};
+                                   {"guidance_interval", a->sampler.guidance_interval},
+                                   {"guidance_keep_mean", a->sampler.guidance_form.keep_mean},
+                                   {"guidance_rescale", a->sampler.guidance_form.rescale}}}};
       if (real_ae) j["streams"]["real_through_autoencoder"] = quality_json(*real_ae);
       // One-frame chunks have no frame pair inside a chunk: the seam ratio is undefined, not 0.
       const bool seams_defined = rgb_chunk > 1;

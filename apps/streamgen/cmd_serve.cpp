@@ -43,7 +43,7 @@ void register_serve(CLI::App& app) {
   dit_group->add_option("--chunk-size,-c", a->dit.chunk_frames, "Frames per chunk c (default: the model's sampler.json, else 2)");
   dit_group->add_option("--micro-steps,-s", a->dit.micro_steps, "Euler steps per chunk s (default: the model's sampler.json, else 1)");
   dit_group->add_option("--guidance,-g", a->dit.guidance, "CFG scale (1: no CFG; default: the model's sampler.json, else 1; the page's slider overrides)");
-  add_guidance_interval_option(*dit_group, a->dit);
+  add_guidance_shape_options(*dit_group, a->dit);
   dit_group->add_option("--fps", a->fps, "Pace of the video sent to the page (0: as fast as it is made)")->capture_default_str();
   a->compute.add_to(*cmd);
   cmd->callback([a, cmd] {

@@ -49,8 +49,9 @@ void add_run_options(CLI::App& cmd, OptimisationOptions& o, const std::string& s
 // A StreamDiT's sampler settings: the flags given on the command line (--chunk-size --micro-steps
 // --guidance [--reference-frames]) win, the others come from the model's sampler.json, if any.
 void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, StreamDiTOptions& o);
-// --guidance-interval LOW HIGH (StreamDiTOptions::guidance_interval), for `dit stream`, `dit eval`, `serve`.
-void add_guidance_interval_option(CLI::App& cmd, StreamDiTOptions& o);
+// --guidance-interval LOW HIGH, --guidance-keep-mean, --guidance-rescale PHI (where and how CFG acts), for
+// `dit stream`, `dit eval`, `serve`.
+void add_guidance_shape_options(CLI::App& cmd, StreamDiTOptions& o);
 // --edges bounce|wrap: the procedural world's edge rule (procedural_video.h); `more` ends the help.
 CLI::Option* add_edges_option(CLI::App& cmd, std::string& edges, const std::string& more);
 // --init MODEL: fine-tune that model folder (its config and weights; a fresh optimiser and schedule).

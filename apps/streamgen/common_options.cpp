@@ -61,15 +61,23 @@ void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, Strea
   if (cmd.count("--micro-steps") == 0) o.micro_steps = from_model.micro_steps;
   if (cmd.count("--guidance") == 0) o.guidance = from_model.guidance;
   if (cmd.count("--guidance-interval") == 0) o.guidance_interval = from_model.guidance_interval;
+  if (cmd.count("--guidance-keep-mean") == 0) o.guidance_form.keep_mean = from_model.guidance_form.keep_mean;
+  if (cmd.count("--guidance-rescale") == 0) o.guidance_form.rescale = from_model.guidance_form.rescale;
   if (cmd.get_option_no_throw("--reference-frames") != nullptr && cmd.count("--reference-frames") == 0)
     o.reference_frames = from_model.reference_frames;
   spdlog::info("sampler: c={} s={} guidance {} (flags given, else the model's sampler.json)", o.chunk_frames, o.micro_steps, describe_guidance(o));
 }
 
-void add_guidance_interval_option(CLI::App& cmd, StreamDiTOptions& o) {
+void add_guidance_shape_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--guidance-interval", o.guidance_interval,
                  "LOW HIGH: apply CFG only to frames at flow-time levels in [LOW, HIGH] (0 noise, 1 clean; default: the model's sampler.json, else 0 1)")
       ->check(CLI::Range(0.0, 1.0));  // two values: CLI11 reads the std::array as a pair
+  cmd.add_flag("--guidance-keep-mean{true}", o.guidance_form.keep_mean,
+               "CFG leaves each frame's mean colour to the conditional pass, so a guided stream does not brighten "
+               "(=false turns it off; default: the model's sampler.json, else off)");
+  cmd.add_option("--guidance-rescale", o.guidance_form.rescale,
+                 "0..1: rescale the guided velocity's per-frame spread to the conditional one's, by this share (default: sampler.json, else 0)")
+      ->check(CLI::Range(0.0, 1.0));
 }
 
 }  // namespace streamgen::cli

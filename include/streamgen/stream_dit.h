@@ -21,16 +21,33 @@
 
 namespace streamgen {
 
+// How a guided velocity may depart from plain CFG. Plain CFG at the scales that make a small model
+// follow its caption also shifts each frame's mean colour a little every step, and a stream, which
+// feeds each chunk's frames to the next, brightens (streamdit-latent-64's card measures both).
+struct GuidanceForm {
+  // Drop each frame's per-channel spatial mean from the guidance term w·(v_c − v_u) − (v_c − v_u):
+  // the conditional pass alone sets every frame's mean, guidance sharpens only where and what things are.
+  bool keep_mean = false;
+  // Rescale the guided velocity's per-frame spread (over channels and pixels) to the conditional one's,
+  // mixed in by this share (Lin et al., 2024, "guidance_rescale" in diffusers; 0: off).
+  double rescale = 0;
+  bool plain() const { return !keep_mean && rescale == 0; }
+};
+
+// The guided velocity from the conditional and unconditional ones (both [b, F, C, H, W]); guidance
+// [b, F, 1, 1, 1] or anything broadcasting to it. Frames with w = 1 get v_c in every form.
+torch::Tensor combine_guidance(const torch::Tensor& vc, const torch::Tensor& vu, const torch::Tensor& guidance, const GuidanceForm& form = {});
+
 // Classifier-free guided velocity v_u + w·(v_c − v_u), the cond/uncond pair in one batch (w = 1:
 // the conditional pass only). x [b, F, C, H, W], tau [b, F], cond/uncond text states [b or 1, M, D],
 // anchor [b or 1, C, H, W] for models with one (undefined: none), given to both passes
 // (anchor_keep [b]: 0 runs an example without it).
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor = {});
+                              const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor = {}, const GuidanceForm& form = {});
 // The same with one scale per example, guidance [b], or per frame, guidance [b, F].
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor = {},
-                              const torch::Tensor& anchor_keep = {});
+                              const torch::Tensor& anchor_keep = {}, const GuidanceForm& form = {});
 
 struct StreamDiTOptions {
   std::int64_t chunk_frames = 2;      // c
@@ -41,6 +58,7 @@ struct StreamDiTOptions {
   // [low, high] get w, the others the conditional velocity alone. Guidance near the clean end
   // sharpens little and pushes colour and brightness; a step with no frame inside runs one pass.
   std::array<double, 2> guidance_interval{0.0, 1.0};
+  GuidanceForm guidance_form;
   std::int64_t init_steps = 0;        // T2V initialisation steps (0: T = s·N); N must divide it
   std::uint64_t seed = 0;             // the buffer's noise generator
   std::int64_t frame_height = 0, frame_width = 0;  // 0: the model's sample size
@@ -56,7 +74,7 @@ struct StreamDiTOptions {
   bool use_anchor = true;
 };
 
-// "5", or "5 on levels [0.2, 0.7]" when the interval is narrower than [0, 1].
+// "5", "5 on levels [0.2, 0.7]" when the interval is narrower than [0, 1], "5, mean kept, rescaled 0.7".
 std::string describe_guidance(const StreamDiTOptions& options);
 
 // A model folder's own sampler settings, `sampler.json` (distillation writes the student's c, s and

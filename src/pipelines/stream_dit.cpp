@@ -14,9 +14,13 @@
 namespace streamgen {
 
 std::string describe_guidance(const StreamDiTOptions& o) {
+  auto text = fmt::format("{}", o.guidance);
+  if (o.guidance == 1.0) return text;
   const auto [low, high] = o.guidance_interval;
-  if (o.guidance == 1.0 || (low == 0.0 && high == 1.0)) return fmt::format("{}", o.guidance);
-  return fmt::format("{} on levels [{}, {}]", o.guidance, low, high);
+  if (low != 0.0 || high != 1.0) text += fmt::format(" on levels [{}, {}]", low, high);
+  if (o.guidance_form.keep_mean) text += ", mean kept";
+  if (o.guidance_form.rescale != 0) text += fmt::format(", rescaled {}", o.guidance_form.rescale);
+  return text;
 }
 
 bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTOptions& options) {
@@ -30,6 +34,8 @@ bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTO
     options.reference_frames = j.value("reference_frames", options.reference_frames);
     options.guidance = j.value("guidance", options.guidance);
     options.guidance_interval = j.value("guidance_interval", options.guidance_interval);
+    options.guidance_form.keep_mean = j.value("guidance_keep_mean", options.guidance_form.keep_mean);
+    options.guidance_form.rescale = j.value("guidance_rescale", options.guidance_form.rescale);
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}': {}", file.string(), e.what()));
   }
@@ -41,12 +47,26 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
                                                   {"micro_steps", options.micro_steps},
                                                   {"reference_frames", options.reference_frames},
                                                   {"guidance", options.guidance},
-                                                  {"guidance_interval", options.guidance_interval}});
+                                                  {"guidance_interval", options.guidance_interval},
+                                                  {"guidance_keep_mean", options.guidance_form.keep_mean},
+                                                  {"guidance_rescale", options.guidance_form.rescale}});
+}
+
+torch::Tensor combine_guidance(const torch::Tensor& vc, const torch::Tensor& vu, const torch::Tensor& guidance, const GuidanceForm& form) {
+  // vc, vu [b, F, C, H, W]; guidance [b, F, 1, 1, 1] (or broadcasting)
+  if (form.plain()) return vu + guidance * (vc - vu);
+  auto step = vc - vu;
+  if (form.keep_mean) step = step - step.mean({3, 4}, true);
+  const auto guided = vc + (guidance - 1) * step;
+  if (form.rescale == 0) return guided;
+  auto spread = [](const torch::Tensor& v) { return v.to(torch::kFloat32).std({2, 3, 4}, true, true).clamp_min(1e-6); };
+  const auto rescaled = guided * (spread(vc) / spread(guided)).to(guided.scalar_type());
+  return form.rescale * rescaled + (1 - form.rescale) * guided;
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor,
-                              const torch::Tensor& anchor_keep) {
+                              const torch::Tensor& anchor_keep, const GuidanceForm& form) {
   const auto b = x.size(0);
   auto expand = [b](const torch::Tensor& t) { return t.size(0) == b ? t : t.expand({b, t.size(1), t.size(2)}); };
   // The anchor is not text: both halves of the pair see it.
@@ -55,19 +75,21 @@ torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const to
   const auto v = model->forward(torch::cat({x, x}), torch::cat({tau, tau}), torch::cat({expand(cond), expand(uncond)}), pair_anchor, pair_keep);
   const auto vc = v.narrow(0, 0, b), vu = v.narrow(0, b, b);
   const auto frames = guidance.dim() == 2 ? guidance.size(1) : 1;
-  return vu + guidance.to(v.device(), v.scalar_type()).view({b, frames, 1, 1, 1}) * (vc - vu);
+  return combine_guidance(vc, vu, guidance.to(v.device(), v.scalar_type()).view({b, frames, 1, 1, 1}), form);
 }
 
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
-                              const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor) {
+                              const torch::Tensor& uncond, double guidance, const torch::Tensor& anchor, const GuidanceForm& form) {
   if (guidance == 1.0) return model->forward(x, tau, cond, anchor);
-  return guided_velocity(model, x, tau, cond, uncond, torch::full({x.size(0)}, guidance, torch::kFloat32), anchor);
+  return guided_velocity(model, x, tau, cond, uncond, torch::full({x.size(0)}, guidance, torch::kFloat32), anchor, {}, form);
 }
 
 StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) : model_(std::move(model)), options_(o) {
   const auto& c = model_->config;
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
   if (o.guidance < 0) throw Error(fmt::format("StreamDiT: guidance must be >= 0, got {}", o.guidance));
+  if (!(o.guidance_form.rescale >= 0 && o.guidance_form.rescale <= 1))
+    throw Error(fmt::format("StreamDiT: the guidance rescale share must be in [0, 1], got {}", o.guidance_form.rescale));
   const auto [low, high] = o.guidance_interval;
   if (!(low >= 0 && low <= high && high <= 1))
     throw Error(fmt::format("StreamDiT: the guidance interval must satisfy 0 <= low <= high <= 1 (flow-time levels), got [{}, {}]", low, high));
@@ -144,7 +166,7 @@ torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vect
     return model_->forward(x, t, text_snapshot(), anchor_);
   }
   nfe_ += 2;
-  return guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_);
+  return guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_, {}, options_.guidance_form);
 }
 
 torch::Tensor StreamDiTSampler::guidance_scales(const std::vector<double>& tau) const {
