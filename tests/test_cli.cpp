@@ -537,6 +537,16 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("starting from the weights of '" + tae + "'"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("objects wrap round the edges"), std::string::npos) << r.out;
+  // The decoder alone, taught to hide its seams: the encoder and the latent scale stay, and it needs weights to start from.
+  const auto tae_seams = (dir / "tae-seams").string();
+  r = run("tae train --init " + tae + " --decoder-only --seam-weight 8 --latent-noise 0.15 --out " + tae_seams +
+          " --size 32 --frames 8 --steps 1 --batch 2 --eval-clips 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(test::read_bytes(std::filesystem::path(tae_seams) / "config.json"))["scaling_factor"],
+            nlohmann::json::parse(test::read_bytes(std::filesystem::path(tae) / "config.json"))["scaling_factor"]);
+  r = run("tae train --decoder-only --out " + (dir / "no-encoder").string() + " --size 32 --frames 8 --steps 1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--decoder-only keeps an encoder, so it needs --init"), std::string::npos) << r.out;
   r = run("tae train --out " + (dir / "bad").string() + " --size 36");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("--size 36 is not a multiple of the spatial compression 8"), std::string::npos) << r.out;
@@ -588,6 +598,10 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   }
   EXPECT_EQ(names, (std::set<std::string>{"dit_train_batch", "dit_train_step", "dit_forward"}));
 
+  r = run("dit stream --model " + dit + " -p 'red circle moving left' -n 8 -c 2 -s 1 -g 3 --guidance-keep-mean --guidance-rescale 0.5 -o " +
+          (dir / "guided.mp4").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("guidance 3, mean kept, rescaled 0.5"), std::string::npos) << r.out;
   const auto video = (dir / "t2v.mp4").string();
   r = run("dit stream --model " + dit + " -p 'red circle moving left' --prompt-at '8:blue square' -n 20 -c 2 -s 1 -o " + video);
   ASSERT_EQ(r.code, 0) << r.out;
