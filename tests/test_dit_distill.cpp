@@ -1,6 +1,7 @@
 // StreamDiT multistep distillation (spec §12): segment-start states, the teacher's target as the
 // sampler's own micro steps, the student learning the segments, its one-NFE-per-chunk stream, and
 // resuming a run.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -17,8 +18,10 @@ namespace {
 
 
 // A started teacher stream (c = 2) for "a red circle moving left".
-std::unique_ptr<StreamDiTSampler> started_stream(StreamDiT teacher, std::int64_t micro_steps, double guidance, std::uint64_t seed) {
+std::unique_ptr<StreamDiTSampler> started_stream(StreamDiT teacher, std::int64_t micro_steps, double guidance, std::uint64_t seed,
+                                                 const GuidanceForm& form = {}) {
   StreamDiTOptions o;
+  o.guidance_form = form;
   o.chunk_frames = 2;
   o.micro_steps = micro_steps;
   o.guidance = guidance;
@@ -80,11 +83,19 @@ TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
   // The target must be the sampler's own guided micro steps: start a teacher stream, take its
   // buffer as X_start, and compare the teacher's segment end with what one step() emits and keeps;
   // on the linear schedule and under a time shift (unequal steps per chunk).
-  for (const double shift : {1.0, 3.0}) {
-  SCOPED_TRACE(shift);
+  // Also for guidance that keeps each frame's mean: the form reaches the teacher's passes.
+  struct Case {
+    double shift;
+    bool keep_mean;
+  };
+  for (const auto [shift, keep_mean] : {Case{1.0, false}, Case{3.0, false}, Case{1.0, true}}) {
+  SCOPED_TRACE(fmt::format("shift {} keep_mean {}", shift, keep_mean));
+  const GuidanceForm form{keep_mean, 0};
   auto teacher = test::random_tiny_dit(2, 0.1);
   teacher->config.time_shift = shift;
-  auto stream = started_stream(teacher, 4, 3.0, 11);
+  auto stream = started_stream(teacher, 4, 3.0, 11, form);
+  auto r = recipe(4, 1, 3.0);
+  r.guidance_form = form;
   auto& sampler = *stream;
   DistillBatch batch;
   batch.start = sampler.buffer().clone();
@@ -95,16 +106,16 @@ TEST(DiTDistill, TeacherTargetIsWhatTheStreamingSamplerDoesInOneStep) {
   batch.guidance = torch::full({1}, 3.0);
   batch.staggered = {true};
   auto t = teacher;
-  const auto end = teacher_segment_end(t, batch, recipe(4, 1, 3.0), 16);
+  const auto end = teacher_segment_end(t, batch, r, 16);
   const auto emitted = sampler.step();
   const auto kept = sampler.buffer().narrow(1, 0, 14);
   EXPECT_TRUE(compare_tensors(end.narrow(1, 0, 2)[0], emitted).within(1e-5)) << compare_tensors(end.narrow(1, 0, 2)[0], emitted).rel;
   EXPECT_TRUE(compare_tensors(end.narrow(1, 2, 14), kept).within(1e-5));
   // One undistilled step lands elsewhere: the test would pass vacuously if it did not.
-  const auto one = one_step_segment_end(t, batch, recipe(4, 1, 3.0), 16);
+  const auto one = one_step_segment_end(t, batch, r, 16);
   EXPECT_GT(segment_endpoint_error(one, end, batch), 0.05);
   // The student's one step is the sampler's s = 1 step: Δτ per frame = levels(1) − levels(0).
-  const auto dtau = student_step_sizes(batch, recipe(4, 1, 3.0), 16, shift);
+  const auto dtau = student_step_sizes(batch, r, 16, shift);
   for (std::int64_t f = 0; f < 16; ++f) {
     const double expected = shifted_time((7.0 - static_cast<double>(f / 2) + 1.0) / 8, shift) - levels[static_cast<std::size_t>(f)];
     EXPECT_NEAR(dtau[0][f].item<double>(), expected, 1e-6) << "slot " << f;

@@ -190,6 +190,9 @@ void register_distill(CLI::App& dit) {
       ->expected(2)
       ->delimiter(',')
       ->excludes(fixed);
+  cmd->add_flag("--guidance-keep-mean", r.guidance_form.keep_mean, "The teacher's CFG leaves each frame's mean colour to its conditional pass");
+  cmd->add_option("--guidance-rescale", r.guidance_form.rescale, "0..1: the teacher's guided velocity's per-frame spread rescaled to the conditional one's")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--staggered-share", r.staggered_share, "Share of staggered segment starts (the rest: the uniform levels a stream starts from)")
       ->capture_default_str();
   cmd->add_option("--rollout-share", r.rollout_share, "Share of examples starting from the teacher's own stream instead of a noised clip")

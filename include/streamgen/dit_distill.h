@@ -37,6 +37,7 @@ struct DistillRecipe {
   // Above `guidance`: each example draws w ~ U[guidance, guidance_high], and the student, which is
   // not told w, learns their mean effect (a range instead of one scale: less committed to one w).
   double guidance_high = 0;
+  GuidanceForm guidance_form;         // of the teacher's CFG (keep_mean, rescale), folded in with it
   double staggered_share = 0.8;       // else the uniform layout the stream starts from
   // Share of examples whose start state is the buffer of the teacher's own stream (its T2V start
   // plus 0..rollout_max_chunks steps, same c, s and w) instead of a noised clip: on-policy states,

@@ -22,6 +22,8 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
   if (teacher_steps % student_steps != 0)
     throw Error(fmt::format("distillation: the student's {} steps per segment must divide the teacher's {}", student_steps, teacher_steps));
   if (!(guidance >= 0)) throw Error(fmt::format("distillation: guidance must be >= 0, got {}", guidance));
+  if (!(guidance_form.rescale >= 0 && guidance_form.rescale <= 1))
+    throw Error(fmt::format("distillation: the guidance rescale share must be in [0, 1], got {}", guidance_form.rescale));
   if (guidance_high != 0 && !(guidance_high > guidance))
     throw Error(fmt::format("distillation: the guidance range {},{} is empty (the high end must exceed the low)", guidance, guidance_high));
   if (!(rollout_share >= 0 && rollout_share <= 1)) throw Error(fmt::format("distillation: the rollout share must be in [0, 1], got {}", rollout_share));
@@ -38,7 +40,10 @@ std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
 }
 
 std::string DistillRecipe::guidance_label() const {
-  return guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance);
+  auto label = guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance);
+  if (guidance_form.keep_mean) label += " mean kept";
+  if (guidance_form.rescale != 0) label += fmt::format(" rescaled {}", guidance_form.rescale);
+  return label;
 }
 
 StreamDiTOptions DistillRecipe::stream_options(std::int64_t micro_steps, double stream_guidance) const {
@@ -47,6 +52,7 @@ StreamDiTOptions DistillRecipe::stream_options(std::int64_t micro_steps, double 
   o.reference_frames = reference_frames;
   o.micro_steps = micro_steps;
   o.guidance = stream_guidance;
+  if (stream_guidance != 1.0) o.guidance_form = guidance_form;  // a student streams unguided: its form would be noise in sampler.json
   return o;
 }
 
@@ -185,7 +191,7 @@ torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch,
   for (std::int64_t i = 0; i < recipe.teacher_steps / recipe.student_steps; ++i) {
     const auto next = advanced_levels(batch, static_cast<double>(i + 1) * du, shift);
     const auto tau = level.to(w.device(), w.scalar_type());
-    const auto v = guided ? guided_velocity(teacher, x, tau, cond, uncond, batch.guidance, anchor, batch.anchor_keep)
+    const auto v = guided ? guided_velocity(teacher, x, tau, cond, uncond, batch.guidance, anchor, batch.anchor_keep, recipe.guidance_form)
                           : teacher->forward(x, tau, cond, anchor, batch.anchor_keep);
     x = x + (v.to(torch::kFloat32) * per_frame((next - level).to(w.device(), torch::kFloat32))).to(x.scalar_type());
     level = next;
@@ -253,6 +259,8 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
                     {"student_steps", recipe.student_steps},
                     {"guidance", recipe.guidance},
                     {"guidance_high", recipe.guidance_high},
+                    {"guidance_keep_mean", recipe.guidance_form.keep_mean},
+                    {"guidance_rescale", recipe.guidance_form.rescale},
                     {"staggered_share", recipe.staggered_share},
                     {"rollout_share", recipe.rollout_share},
                     {"rollout_max_chunks", recipe.rollout_max_chunks},
