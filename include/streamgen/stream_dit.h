@@ -32,6 +32,9 @@ struct GuidanceForm {
   // mixed in by this share (Lin et al., 2024, "guidance_rescale" in diffusers; 0: off).
   double rescale = 0;
   bool plain() const { return !keep_mean && rescale == 0; }
+  // Throws streamgen::Error, the message starting with `who`, for a rescale share outside [0, 1].
+  void validate(const std::string& who) const;
+  std::string describe() const;  // "", ", mean kept", ", rescaled 0.7", ", mean kept, rescaled 0.7"
 };
 
 // The guided velocity from the conditional and unconditional ones (both [b, F, C, H, W]); guidance

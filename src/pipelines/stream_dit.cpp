@@ -13,14 +13,23 @@
 
 namespace streamgen {
 
+void GuidanceForm::validate(const std::string& who) const {
+  if (!(rescale >= 0 && rescale <= 1)) throw Error(fmt::format("{}: the guidance rescale share must be in [0, 1], got {}", who, rescale));
+}
+
+std::string GuidanceForm::describe() const {
+  std::string text;
+  if (keep_mean) text += ", mean kept";
+  if (rescale != 0) text += fmt::format(", rescaled {}", rescale);
+  return text;
+}
+
 std::string describe_guidance(const StreamDiTOptions& o) {
   auto text = fmt::format("{}", o.guidance);
   if (o.guidance == 1.0) return text;
   const auto [low, high] = o.guidance_interval;
   if (low != 0.0 || high != 1.0) text += fmt::format(" on levels [{}, {}]", low, high);
-  if (o.guidance_form.keep_mean) text += ", mean kept";
-  if (o.guidance_form.rescale != 0) text += fmt::format(", rescaled {}", o.guidance_form.rescale);
-  return text;
+  return text + o.guidance_form.describe();
 }
 
 bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTOptions& options) {
@@ -88,8 +97,7 @@ StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) :
   const auto& c = model_->config;
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
   if (o.guidance < 0) throw Error(fmt::format("StreamDiT: guidance must be >= 0, got {}", o.guidance));
-  if (!(o.guidance_form.rescale >= 0 && o.guidance_form.rescale <= 1))
-    throw Error(fmt::format("StreamDiT: the guidance rescale share must be in [0, 1], got {}", o.guidance_form.rescale));
+  o.guidance_form.validate("StreamDiT");
   const auto [low, high] = o.guidance_interval;
   if (!(low >= 0 && low <= high && high <= 1))
     throw Error(fmt::format("StreamDiT: the guidance interval must satisfy 0 <= low <= high <= 1 (flow-time levels), got [{}, {}]", low, high));

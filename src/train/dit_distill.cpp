@@ -22,8 +22,7 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
   if (teacher_steps % student_steps != 0)
     throw Error(fmt::format("distillation: the student's {} steps per segment must divide the teacher's {}", student_steps, teacher_steps));
   if (!(guidance >= 0)) throw Error(fmt::format("distillation: guidance must be >= 0, got {}", guidance));
-  if (!(guidance_form.rescale >= 0 && guidance_form.rescale <= 1))
-    throw Error(fmt::format("distillation: the guidance rescale share must be in [0, 1], got {}", guidance_form.rescale));
+  guidance_form.validate("distillation");
   if (guidance_high != 0 && !(guidance_high > guidance))
     throw Error(fmt::format("distillation: the guidance range {},{} is empty (the high end must exceed the low)", guidance, guidance_high));
   if (!(rollout_share >= 0 && rollout_share <= 1)) throw Error(fmt::format("distillation: the rollout share must be in [0, 1], got {}", rollout_share));
@@ -40,10 +39,7 @@ std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
 }
 
 std::string DistillRecipe::guidance_label() const {
-  auto label = guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance);
-  if (guidance_form.keep_mean) label += " mean kept";
-  if (guidance_form.rescale != 0) label += fmt::format(" rescaled {}", guidance_form.rescale);
-  return label;
+  return (guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance)) + guidance_form.describe();
 }
 
 StreamDiTOptions DistillRecipe::stream_options(std::int64_t micro_steps, double stream_guidance) const {
