@@ -316,7 +316,7 @@ TEST(StreamDiT, BadConfigsAndInputsGiveClearErrors) {
 TEST(StreamDiT, ConfigRoundTripsThroughJson) {
   auto c = tiny_config();
   c.time_shift = 3.0;
-  c.procedural_edges = "wrap";
+  c.procedural_edges = EdgeRule::Wrap;
   const auto back = StreamDiTConfig::from_json(c.to_json());
   EXPECT_EQ(back.to_json(), c.to_json());
   auto j = c.to_json();
@@ -332,7 +332,7 @@ TEST(StreamDiT, ConfigRoundTripsThroughJson) {
   EXPECT_THROW(StreamDiTConfig::from_json(j), Error);
   j = c.to_json();
   j.erase("procedural_edges");  // trained before the wrap rule existed: bouncing shapes
-  EXPECT_EQ(StreamDiTConfig::from_json(j).procedural_edges, "bounce");
+  EXPECT_EQ(StreamDiTConfig::from_json(j).procedural_edges, EdgeRule::Bounce);
   j["procedural_edges"] = "loop";
   try {
     StreamDiTConfig::from_json(j, "m/config.json");

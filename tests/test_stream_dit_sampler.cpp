@@ -558,11 +558,11 @@ TEST(DiTTrainer, FineTuningStartsFromTheGivenModelsWeights) {
 
   // A fine-tune may move the model to another procedural world; the run's config says which.
   auto wrapped = config;
-  wrapped.procedural_edges = "wrap";
+  wrapped.procedural_edges = EdgeRule::Wrap;
   test::TempDir moved;
   f.out = moved.path();
   train_stream_dit(wrapped, data, f);
-  EXPECT_EQ(load_stream_dit(moved.path())->config.procedural_edges, "wrap");
+  EXPECT_EQ(load_stream_dit(moved.path())->config.procedural_edges, EdgeRule::Wrap);
 
   // ... or add the anchor: the new anchor path starts at zero, so the model predicts as it did.
   auto anchored = config;

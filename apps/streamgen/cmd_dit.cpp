@@ -127,9 +127,11 @@ void register_train(CLI::App& dit) {
       config.validate("dit train");
     }
     if (!a->edges.empty()) {
-      if (a->train.resume && a->edges != config.procedural_edges)
-        throw Error(fmt::format("dit train: the run in {} trains on --edges {}; a resumed run keeps its data", a->out, config.procedural_edges));
-      config.procedural_edges = a->edges;
+      const auto edges = parse_edge_rule(a->edges);
+      if (a->train.resume && edges != config.procedural_edges)
+        throw Error(fmt::format("dit train: the run in {} trains on --edges {}; a resumed run keeps its data", a->out,
+                                edge_rule_name(config.procedural_edges)));
+      config.procedural_edges = edges;
     }
     if (tae && config.in_channels != tae->config.latent_channels)
       throw Error(fmt::format("dit train: the model takes {} channels but the autoencoder makes {}", config.in_channels, tae->config.latent_channels));
@@ -419,7 +421,7 @@ void register_eval(CLI::App& dit) {
       }
     }
     if (a->streams.streams > 0) {
-      a->streams.edges = parse_edge_rule(c.procedural_edges);  // prompts and real video from the model's own world
+      a->streams.edges = c.procedural_edges;  // prompts and real video from the model's own world
       ProgressBar bar("eval streams", a->streams.streams * a->streams.frames, "frame");
       a->streams.on_frames = [&](std::int64_t done, std::int64_t) { bar.set(done); };
       const auto generated = evaluate_generated_streams(

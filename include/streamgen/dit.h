@@ -20,6 +20,7 @@
 
 #include "streamgen/caption_encoder.h"
 #include "streamgen/device.h"
+#include "streamgen/procedural_video.h"
 
 namespace streamgen {
 
@@ -45,10 +46,10 @@ struct StreamDiTConfig {
   // The flow-time shift the model was trained with (shifted_time in flow_matching.h); every
   // sampler and distillation of this model uses the same. 1: the paper's linear schedule.
   double time_shift = 1.0;
-  // Not architecture: the edge rule of the procedural world the model was trained on ("bounce" |
-  // "wrap", procedural_video.h). Training on procedural data uses it, and `dit eval` compares the
-  // model's streams with real video of the same world.
-  std::string procedural_edges = "bounce";
+  // Not architecture: the edge rule of the procedural world the model was trained on (config.json
+  // "procedural_edges": "bounce" | "wrap"). Training on procedural data uses it, and `dit eval`
+  // compares the model's streams with real video of the same world.
+  EdgeRule procedural_edges = EdgeRule::Bounce;
   // Decision (not in the paper): one clean frame from the stream's start (the "anchor", after
   // StreamingT2V's appearance preservation) as extra conditioning through a zero-initialised
   // cross-attention per block. A buffer is the model's only memory, and a stream that copies each

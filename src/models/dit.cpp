@@ -86,8 +86,6 @@ void StreamDiTConfig::validate(const std::string& source) const {
   if (frequency_embedding_size < 2 || frequency_embedding_size % 2 != 0) fail("frequency_embedding_size must be even and >= 2");
   if (text.max_tokens < 1) fail("max_text_tokens must be >= 1");
   if (!(time_shift > 0)) fail(fmt::format("time_shift must be > 0, got {}", time_shift));
-  if (procedural_edges != "bounce" && procedural_edges != "wrap")
-    fail(fmt::format("procedural_edges is '{}', expected bounce or wrap", procedural_edges));
   const std::array<std::int64_t, 3> grid{max_frames, grid_height(), grid_width()};
   const char* names[3] = {"frames", "height", "width"};
   for (int d = 0; d < 3; ++d) {
@@ -120,7 +118,10 @@ StreamDiTConfig StreamDiTConfig::from_json(const nlohmann::json& j, const std::s
   c.shift_mask = config_value(j, "shift_mask", c.shift_mask, source);
   c.text_modulation = config_value(j, "text_modulation", false, source);  // absent: a checkpoint from before the option
   c.time_shift = config_value(j, "time_shift", 1.0, source);  // absent: a checkpoint from before the option
-  c.procedural_edges = config_value<std::string>(j, "procedural_edges", "bounce", source);  // absent: trained before wrap existed
+  // absent: trained before wrap existed
+  const auto edges = config_value<std::string>(j, "procedural_edges", "bounce", source);
+  if (edges != "bounce" && edges != "wrap") throw Error(fmt::format("{}: procedural_edges is '{}', expected bounce or wrap", source, edges));
+  c.procedural_edges = parse_edge_rule(edges);
   c.anchor = config_value(j, "anchor", false, source);  // absent: a checkpoint from before the option
   c.frequency_embedding_size = config_value(j, "frequency_embedding_size", c.frequency_embedding_size, source);
   c.text.vocabulary = config_value(j, "vocabulary", c.text.vocabulary, source);
@@ -146,7 +147,7 @@ nlohmann::json StreamDiTConfig::to_json() const {
           {"shift_mask", shift_mask},
           {"text_modulation", text_modulation},
           {"time_shift", time_shift},
-          {"procedural_edges", procedural_edges},
+          {"procedural_edges", edge_rule_name(procedural_edges)},
           {"anchor", anchor},
           {"frequency_embedding_size", frequency_embedding_size},
           {"vocabulary", text.vocabulary},

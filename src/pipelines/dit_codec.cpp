@@ -96,7 +96,7 @@ std::unique_ptr<ClipSource> make_dit_clip_source(const StreamDiTConfig& config, 
     pixels = std::move(folder_source);
   } else {
     pixels = std::make_unique<ProceduralClipSource>(
-        ProceduralVideoOptions::for_frame_size(width, height, parse_edge_rule(config.procedural_edges)), frames + lead);
+        ProceduralVideoOptions::for_frame_size(width, height, config.procedural_edges), frames + lead);
   }
   if (config.anchor) pixels = std::make_unique<AnchoredClipSource>(std::move(pixels), frames, lead, r);
   if (!tae) return pixels;
