@@ -2,7 +2,7 @@
 # The main job: sets up, builds, and serves the live page on http://127.0.0.1:8080/ with the
 # StreamDiT model shipped in models/ (text-to-video; type a caption and the video follows it).
 # Ctrl-C stops the server.
-#   scripts/demo.sh                 the live page (StreamDiT on our temporal autoencoder, models/streamdit-latent-64)
+#   scripts/demo.sh                 the live page (StreamDiT on our temporal autoencoder, models/streamdit-latent-64-student)
 #   scripts/demo.sh --headless      no browser: writes dit-demo.mp4, a stream with a prompt change in it
 # A Stable Diffusion pipeline instead (camera / video img2img through TAESD):
 #   STREAMGEN_MODEL=/models/sd-turbo STREAMGEN_TAESD=/models/taesd STREAMGEN_SIZE=512 scripts/demo.sh
@@ -14,7 +14,7 @@ if [ "${1:-}" = "--headless" ]; then
   exec scripts/dit_demo.sh
 fi
 scripts/setup.sh
-model=${STREAMGEN_MODEL:-models/streamdit-latent-64}
+model=${STREAMGEN_MODEL:-models/streamdit-latent-64-student}
 common=(--port "${STREAMGEN_PORT:-8080}" --device "${STREAMGEN_DEVICE:-cpu}")
 if [ -f "$model/config.json" ] && grep -q '"StreamDiT"' "$model/config.json"; then
   echo "demo: live text-to-video from $model; open the URL below and type a caption (scripts/demo.sh --headless writes a video instead)" >&2

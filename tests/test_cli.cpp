@@ -477,7 +477,7 @@ namespace streamgen {
 namespace {
 
 TEST(CliDiT, TheShippedModelsLoadAndStream) {
-  for (const char* name : {"streamdit-shapes-32", "streamdit-shapes-32-student", "streamdit-latent-64"}) {
+  for (const char* name : {"streamdit-shapes-32", "streamdit-shapes-32-student", "streamdit-latent-64", "streamdit-latent-64-student"}) {
     const auto model = (test::data_path("..") / ".." / "models" / name).lexically_normal().string();
     test::TempDir dir;
     const auto out = (dir / "s.mp4").string();
