@@ -120,8 +120,11 @@ StreamDiTConfig StreamDiTConfig::from_json(const nlohmann::json& j, const std::s
   c.time_shift = config_value(j, "time_shift", 1.0, source);  // absent: a checkpoint from before the option
   // absent: trained before wrap existed
   const auto edges = config_value<std::string>(j, "procedural_edges", "bounce", source);
-  if (edges != "bounce" && edges != "wrap") throw Error(fmt::format("{}: procedural_edges is '{}', expected bounce or wrap", source, edges));
-  c.procedural_edges = parse_edge_rule(edges);
+  try {
+    c.procedural_edges = parse_edge_rule(edges);
+  } catch (const Error&) {  // the same check, said in config.json's terms
+    throw Error(fmt::format("{}: procedural_edges is '{}', expected bounce or wrap", source, edges));
+  }
   c.anchor = config_value(j, "anchor", false, source);  // absent: a checkpoint from before the option
   c.frequency_embedding_size = config_value(j, "frequency_embedding_size", c.frequency_embedding_size, source);
   c.text.vocabulary = config_value(j, "vocabulary", c.text.vocabulary, source);
