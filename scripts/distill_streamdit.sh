@@ -20,7 +20,7 @@ if [ "${1:-}" = "--latent" ]; then
 else
   teacher=models/streamdit-shapes-32
   OUT="${1:-runs/streamdit-shapes-32-student}"
-  recipe=(--teacher-steps 4 -g 1 --steps 600 --lr 2e-4)
+  recipe=(--teacher-steps 4 -g 1 --steps 600 --lr 2e-4 --eval-batches 4)
   streams=16
 fi
 shift || true
@@ -29,6 +29,6 @@ BIN=build/bin/streamgen
 
 resume=()
 [ -f "$OUT/training/state.json" ] && resume=(--resume)
-"$BIN" dit distill --teacher "$teacher" --out "$OUT" "${resume[@]}" "${recipe[@]}" --bf16-autocast --eval-batches 4 "$@"
+"$BIN" dit distill --teacher "$teacher" --out "$OUT" "${resume[@]}" "${recipe[@]}" --bf16-autocast "$@"
 
 "$BIN" dit eval --model "$OUT" --batches 0 --streams "$streams" --stream-frames 64 -c 2 -s 1 -g 1 --dtype bf16
