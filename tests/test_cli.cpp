@@ -128,6 +128,10 @@ TEST(Cli, InfoReportsIsaBlasAndMatmul) {
   EXPECT_EQ(j["threads"], 1);
   EXPECT_TRUE(j.contains("isa"));
   EXPECT_FALSE(j.contains("matmul_fp32_gflops"));
+  ASSERT_TRUE(j.contains("malloc"));
+#ifdef STREAMGEN_LINKED_MALLOC
+  EXPECT_NE(j["malloc"].get<std::string>().find(STREAMGEN_LINKED_MALLOC), std::string::npos) << j["malloc"];
+#endif
 }
 
 TEST(Cli, BenchJsonLinesCarryTheRequiredFields) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <memory>
 #include <torch/cuda.h>
 
@@ -88,6 +89,19 @@ TEST(SystemInfo, DetectsCpuAndBlas) {
   EXPECT_FALSE(torch_version_string().empty());
   // Debian's LibTorch links the system BLAS; whichever it is, it is visible in the process.
   EXPECT_FALSE(loaded_blas_library().empty());
+}
+
+TEST(SystemInfo, NamesTheMallocThisProcessCalls) {
+  const auto path = malloc_library();
+  ASSERT_FALSE(path.empty());
+#ifdef STREAMGEN_LINKED_MALLOC
+  // This test binary is linked as the CLI is: if the linker dropped the allocator (--as-needed) or
+  // libc came first, malloc would still be glibc's and every CPU stream would run at half speed.
+  EXPECT_NE(path.find(STREAMGEN_LINKED_MALLOC), std::string::npos) << path;
+  EXPECT_FALSE(malloc_is_glibc()) << path;
+#else
+  if (std::getenv("LD_PRELOAD") == nullptr) EXPECT_TRUE(malloc_is_glibc()) << path;
+#endif
 }
 
 }  // namespace

@@ -40,9 +40,16 @@ void run_info(const InfoArgs& args) {
   info["threads"] = opts.threads;
   info["hardware_threads"] = cpu.hardware_threads;
   info["blas"] = loaded_blas_library();
+  info["malloc"] = malloc_library();
   info["onednn"] = torch_has_onednn();
 
   std::vector<std::string> warnings;
+  if (opts.device.is_cpu() && malloc_is_glibc())
+    warnings.push_back(fmt::format(
+        "malloc is glibc's ({}): LibTorch's CPU ops then spend much of their time in page faults (the StreamDiT "
+        "student streams ~2x slower); build with libtcmalloc-minimal4 installed (scripts/setup.sh does) or run with "
+        "LD_PRELOAD=libtcmalloc_minimal.so.4",
+        info["malloc"].get<std::string>()));
   if (!args.no_probe) {
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
       const auto t = time_matmul(args.probe_size, dtype, opts.device, args.probe_seconds);
@@ -76,6 +83,7 @@ void run_info(const InfoArgs& args) {
                              yes_no(cpu.avx512_fp16), yes_no(cpu.amx_bf16 && cpu.amx_tile), yes_no(cpu.amx_int8 && cpu.amx_tile));
     std::cout << fmt::format("threads        {} (of {} hardware threads)\n", opts.threads, cpu.hardware_threads);
     std::cout << fmt::format("BLAS           {}\n", info["blas"].get<std::string>().empty() ? "none loaded" : info["blas"].get<std::string>());
+    std::cout << fmt::format("malloc         {}\n", info["malloc"].get<std::string>().empty() ? "unknown" : info["malloc"].get<std::string>());
     std::cout << fmt::format("oneDNN         {}\n", yes_no(torch_has_onednn()));
     if (!args.no_probe)
       for (auto dtype : {torch::kFloat32, torch::kBFloat16})

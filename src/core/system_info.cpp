@@ -4,6 +4,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <dlfcn.h>
 #include <fstream>
 #include <thread>
 
@@ -58,6 +59,21 @@ std::string loaded_blas_library() {
     if (name.find("blas") != std::string::npos || name.find("mkl_rt") != std::string::npos) return path;
   }
   return "";
+}
+
+std::string malloc_library() {
+  // The global lookup scope is the one every library's calls to malloc bind to, so this names the
+  // allocator in use whether it was linked in or preloaded.
+  void* symbol = dlsym(RTLD_DEFAULT, "malloc");
+  Dl_info where{};
+  if (symbol == nullptr || dladdr(symbol, &where) == 0 || where.dli_fname == nullptr) return "";
+  return where.dli_fname;
+}
+
+bool malloc_is_glibc() {
+  const auto path = malloc_library();
+  const auto name = path.substr(path.rfind('/') + 1);
+  return name.rfind("libc.so", 0) == 0 || name.rfind("libc-", 0) == 0;
 }
 
 std::string torch_version_string() { return TORCH_VERSION; }
