@@ -435,6 +435,56 @@ TEST(DiTTrainer, BatchesFollowTheRecipe) {
   EXPECT_TRUE(compare_tensors(flow_interpolate(clips.video, x0, fm.tau), fm.noisy).within(1e-5));
 }
 
+TEST(DiTTrainer, ForegroundWeightsFavourTheObjectsAndKeepEachFramesMean) {
+  // Two clips of 3 frames, 2 channels, 8x8: a flat background with a 2x2 object moving right; the
+  // second clip's background is another colour, so each clip is weighed against its own.
+  auto x1 = torch::zeros({2, 3, 2, 8, 8});
+  x1[1].select(1, 0).fill_(-0.5);
+  for (std::int64_t f = 0; f < 3; ++f) x1.narrow(1, f, 1).narrow(3, 3, 2).narrow(4, f, 2).fill_(0.8);
+  const auto w = foreground_loss_weight(x1, 3.0);
+  ASSERT_EQ(w.sizes(), torch::IntArrayRef({2, 3, 1, 8, 8}));
+  EXPECT_TRUE(compare_tensors(w.mean({3, 4}), torch::ones({2, 3, 1})).within(1e-6));
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t f = 0; f < 3; ++f) {
+      const auto on = w[b][f][0][3][f].item<float>(), off = w[b][f][0][0][0].item<float>();
+      // 4 of 64 positions carry the object: w = (1 + λ·16) / mean and (1 + 0) / mean, mean = 1 + λ.
+      EXPECT_NEAR(on, (1 + 3.0 * 16) / 4.0, 1e-4) << b << "," << f;
+      EXPECT_NEAR(off, 1 / 4.0, 1e-5) << b << "," << f;
+    }
+  // A flat clip, and λ = 0, weigh every position the same.
+  EXPECT_TRUE(compare_tensors(foreground_loss_weight(torch::full({1, 2, 2, 4, 4}, 0.3), 3.0), torch::ones({1, 2, 1, 4, 4})).within(1e-6));
+  EXPECT_TRUE(compare_tensors(foreground_loss_weight(x1, 0.0), torch::ones({2, 3, 1, 8, 8})).within(1e-6));
+  EXPECT_THROW(foreground_loss_weight(x1, -1.0), Error);
+  EXPECT_THROW(foreground_loss_weight(x1[0], 1.0), Error);
+
+  // The loss with weights: uniform weights change nothing; the batch carries weights only when asked.
+  const auto prediction = torch::randn({2, 3, 2, 8, 8}), target = torch::randn({2, 3, 2, 8, 8});
+  const auto mask = torch::tensor({{1.f, 1.f, 0.f}, {1.f, 1.f, 1.f}});
+  EXPECT_NEAR(masked_flow_loss(prediction, target, mask, torch::ones({2, 3, 1, 8, 8})).item<double>(),
+              masked_flow_loss(prediction, target, mask).item<double>(), 1e-6);
+  const auto weighted = masked_flow_loss(prediction, target, mask, w).item<double>();
+  const auto by_hand = ((prediction - target).pow(2) * w).flatten(2).mean(2).mul(mask).sum().item<double>() / 5.0;
+  EXPECT_NEAR(weighted, by_hand, 1e-5);
+
+  StreamDiT model(small_config());
+  FlowMatchingRecipe recipe;
+  ProceduralVideoOptions video;
+  video.width = video.height = 16;
+  video.min_radius = 2;
+  video.max_radius = 4;
+  ProceduralClipSource source(video, 16);
+  std::mt19937_64 rng(1);
+  auto gen = at::detail::createCPUGenerator(2);
+  const auto clips = source.next(4, rng);
+  EXPECT_FALSE(make_flow_matching_batch(clips, model->tokenizer, recipe, rng, gen).loss_weight.defined());
+  recipe.foreground_weight = 2.0;
+  const auto fm = make_flow_matching_batch(clips, model->tokenizer, recipe, rng, gen);
+  ASSERT_TRUE(fm.loss_weight.defined());
+  EXPECT_TRUE(compare_tensors(fm.loss_weight, foreground_loss_weight(clips.video, 2.0)).within(1e-6));
+  // The trainer's batches, made example by example and joined, carry theirs too.
+  EXPECT_EQ(seeded_flow_matching_batch(source, model->tokenizer, recipe, 0, 0, 0, 0, 3).loss_weight.size(0), 3);
+}
+
 // A fresh width-64 model and one clip with one noise and one τ draw: the overfitting runs' setup.
 struct OneClip {
   StreamDiT model{nullptr};

@@ -34,6 +34,7 @@ struct FlowMatchingBatch {
   std::vector<std::int64_t> chunk_sizes;  // c drawn per example
   torch::Tensor anchor;       // [batch, C, H, W] clean anchor frames (clips with an anchor only)
   torch::Tensor anchor_keep;  // [batch] 1, or 0 where the anchor was dropped
+  torch::Tensor loss_weight;  // [batch, F, 1, H, W], mean 1 over each frame (recipe.foreground_weight > 0 only)
 };
 
 struct FlowMatchingRecipe {
@@ -43,6 +44,9 @@ struct FlowMatchingRecipe {
   double anchor_dropout = 0.1;        // share of examples trained without their anchor (models with config.anchor)
   double time_shift = 1.0;            // τ = shifted_time(u); training and evaluation take the model's config.time_shift
   double sigma_min = kFlowSigmaMin;
+  // 0: every latent position weighs the same in the loss. λ > 0: positions unlike their clip's
+  // background (foreground_loss_weight) weigh more, up to 1 + λ times the average's share.
+  double foreground_weight = 0;
 };
 
 // A batch's anchor frames from clips with an anchor (AnchoredClipSource): anchor [batch, C, H, W]
@@ -63,8 +67,17 @@ FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionToke
                                              std::uint64_t seed, std::uint64_t step, std::uint64_t micro, std::int64_t first,
                                              std::int64_t count);
 
-// Mean squared error over the frames the mask keeps. prediction/target [b, F, ...], mask [b, F].
-torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask);
+// Per-position loss weights of clean clips x1 [b, F, C, H, W] → [b, F, 1, H, W]: with d a position's
+// distance (over channels) from its clip's background — the per-channel median of the whole clip —
+// w ∝ 1 + λ·d / mean_frame(d), scaled to mean 1 over each frame. Each position's regression target is
+// unchanged, so the loss's minimiser is too; what changes is how much of the gradient the few
+// positions that carry the objects get instead of the flat background's irreducible noise error.
+torch::Tensor foreground_loss_weight(const torch::Tensor& x1, double lambda);
+
+// Mean squared error over the frames the mask keeps. prediction/target [b, F, ...], mask [b, F];
+// weight (optional) [b, F, 1, ...] scales each position's squared error within its frame.
+torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask,
+                               const torch::Tensor& weight = {});
 
 struct DiTTrainOptions : OptimisationOptions {
   FlowMatchingRecipe recipe;

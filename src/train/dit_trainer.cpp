@@ -73,15 +73,19 @@ FlowMatchingBatch make_flow_matching_batch(const ClipBatch& clips, const Caption
   out.target = flow_velocity(x1, x0, recipe.sigma_min);
   out.tau = tau.to(x1.device());
   out.loss_mask = mask.to(x1.device());
+  if (recipe.foreground_weight > 0) out.loss_weight = foreground_loss_weight(x1, recipe.foreground_weight);
   out.tokens = tokenizer.encode_batch(captions);
   return out;
 }
 
 FlowMatchingBatch concat_batches(const std::vector<FlowMatchingBatch>& parts) {
   FlowMatchingBatch out;
-  std::vector<torch::Tensor> noisy, tau, target, mask, tokens, anchor, keep;
+  std::vector<torch::Tensor> noisy, tau, target, mask, tokens, anchor, keep, weight;
   for (const auto& p : parts) {
     if (p.anchor.defined() != parts.front().anchor.defined()) throw Error("flow matching batch: some examples have an anchor and some not");
+    if (p.loss_weight.defined() != parts.front().loss_weight.defined())
+      throw Error("flow matching batch: some examples have loss weights and some not");
+    if (p.loss_weight.defined()) weight.push_back(p.loss_weight);
     if (p.anchor.defined()) {
       anchor.push_back(p.anchor);
       keep.push_back(p.anchor_keep);
@@ -102,6 +106,7 @@ FlowMatchingBatch concat_batches(const std::vector<FlowMatchingBatch>& parts) {
     out.anchor = torch::cat(anchor);
     out.anchor_keep = torch::cat(keep);
   }
+  if (!weight.empty()) out.loss_weight = torch::cat(weight);
   return out;
 }
 
@@ -117,8 +122,25 @@ FlowMatchingBatch seeded_flow_matching_batch(ClipSource& data, const CaptionToke
   return concat_batches(parts);
 }
 
-torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask) {
-  const auto per_frame = (prediction.to(torch::kFloat32) - target.to(torch::kFloat32)).pow(2).flatten(2).mean(2);  // [b, F]
+torch::Tensor foreground_loss_weight(const torch::Tensor& x1, double lambda) {
+  if (x1.dim() != 5) throw Error(fmt::format("foreground loss weight: clips must be [batch, F, C, H, W], got [{}]", fmt::join(x1.sizes(), ", ")));
+  if (!(lambda >= 0)) throw Error(fmt::format("foreground loss weight: λ must be >= 0, got {}", lambda));
+  torch::NoGradGuard no_grad;
+  const auto x = x1.to(torch::kFloat32);
+  const auto b = x.size(0), c = x.size(2);
+  const auto background = std::get<0>(x.transpose(1, 2).reshape({b, c, -1}).median(-1));  // [b, C]
+  const auto d = (x - background.view({b, 1, c, 1, 1})).pow(2).sum(2, /*keepdim=*/true).sqrt();  // [b, F, 1, H, W]
+  // A flat frame (d ≈ 0 everywhere) gets uniform weights rather than a division by ~0.
+  const auto mean_d = d.mean({3, 4}, /*keepdim=*/true).clamp_min(1e-6);
+  const auto w = 1.0 + lambda * d / mean_d;
+  return w / w.mean({3, 4}, /*keepdim=*/true);
+}
+
+torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target, const torch::Tensor& mask,
+                               const torch::Tensor& weight) {
+  auto squared = (prediction.to(torch::kFloat32) - target.to(torch::kFloat32)).pow(2);
+  if (weight.defined()) squared = squared * weight.to(squared.device(), torch::kFloat32);
+  const auto per_frame = squared.flatten(2).mean(2);  // [b, F]
   return (per_frame * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
@@ -179,12 +201,13 @@ TrainSummary train_stream_dit(const StreamDiTConfig& config, ClipSource& data, c
       const ScopedCpuAutocast autocast(o.bf16_autocast);
       prediction = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens), fm.anchor, fm.anchor_keep);
     }
-    return masked_flow_loss(prediction.to(torch::kFloat32), fm.target, fm.loss_mask);
+    return masked_flow_loss(prediction.to(torch::kFloat32), fm.target, fm.loss_mask, fm.loss_weight);
   };
   hooks.metadata = {{"chunk_sizes", o.recipe.mix.chunk_sizes},
                     {"full_share", o.recipe.mix.full_share},
                     {"reference_frames", o.recipe.reference_frames},
                     {"text_dropout", o.recipe.text_dropout},
+                    {"foreground_weight", o.recipe.foreground_weight},
                     {"anchor_dropout", config.anchor ? nlohmann::json(o.recipe.anchor_dropout) : nlohmann::json()},
                     {"data", data.describe()}};
   return run_dit_optimisation(config, o, hooks, on_step);
