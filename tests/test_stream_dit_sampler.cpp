@@ -400,16 +400,21 @@ TEST(DiTTrainer, LearningRateWarmsUpThenDecays) {
   EXPECT_GT(learning_rate_at(o, 40), learning_rate_at(o, 60));
 }
 
+// Clips of 16 frames of 16x16 procedural shapes: small_config()'s buffer.
+ProceduralClipSource small_clip_source() {
+  ProceduralVideoOptions video;
+  video.width = video.height = 16;
+  video.min_radius = 2;
+  video.max_radius = 4;
+  return ProceduralClipSource(video, 16);
+}
+
 TEST(DiTTrainer, BatchesFollowTheRecipe) {
   StreamDiT model(small_config());
   FlowMatchingRecipe recipe;
   recipe.reference_frames = 0;
   recipe.text_dropout = 0.5;
-  ProceduralVideoOptions video;
-  video.width = video.height = 16;
-  video.min_radius = 2;
-  video.max_radius = 4;
-  ProceduralClipSource source(video, 16);
+  auto source = small_clip_source();
   std::mt19937_64 rng(1);
   auto gen = at::detail::createCPUGenerator(2);
   const auto clips = source.next(64, rng);
@@ -468,11 +473,7 @@ TEST(DiTTrainer, ForegroundWeightsFavourTheObjectsAndKeepEachFramesMean) {
 
   StreamDiT model(small_config());
   FlowMatchingRecipe recipe;
-  ProceduralVideoOptions video;
-  video.width = video.height = 16;
-  video.min_radius = 2;
-  video.max_radius = 4;
-  ProceduralClipSource source(video, 16);
+  auto source = small_clip_source();
   std::mt19937_64 rng(1);
   auto gen = at::detail::createCPUGenerator(2);
   const auto clips = source.next(4, rng);
