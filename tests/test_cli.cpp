@@ -54,7 +54,7 @@ TEST(Cli, VersionAndHelp) {
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("diff"), std::string::npos);
   r = run("");
-  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(r.code, 2) << r.out;  // CLI11's parse errors are bad input too
   EXPECT_NE(r.out.find("subcommand"), std::string::npos) << r.out;
 }
 
@@ -585,8 +585,12 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   EXPECT_NE(r.out.find("trains on --edges wrap; a resumed run keeps its data"), std::string::npos) << r.out;
   // The training benchmark draws the clips this model trains on: encoded, with an anchor.
   const auto anchored = (dir / "anchored").string();
-  r = run("-q dit train --init " + dit + " --anchor --out " + anchored + " --steps 1 --batch 2");
+  r = run("-q dit train --init " + dit + " --anchor --foreground-weight 1 --out " + anchored + " --steps 1 --batch 2");
   ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(test::read_bytes(std::filesystem::path(anchored) / "training" / "state.json"))["foreground_weight"], 1.0);
+  r = run("-q dit train --init " + dit + " --foreground-weight -1 --out " + (dir / "negative").string() + " --steps 1");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--foreground-weight: Value -1 not in range"), std::string::npos) << r.out;
   r = run("-q bench dit-train --model " + anchored + " --batch 2 --runs 1 --dtypes fp32 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   std::istringstream rows(r.out);

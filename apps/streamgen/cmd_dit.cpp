@@ -87,7 +87,8 @@ void register_train(CLI::App& dit) {
   cmd->add_option("--reference-frames", a->train.recipe.reference_frames, "K clean reference frames")->capture_default_str();
   cmd->add_option("--text-dropout", a->train.recipe.text_dropout, "Share of null captions (enables CFG)")->capture_default_str();
   cmd->add_option("--foreground-weight", a->train.recipe.foreground_weight,
-                  "λ: weigh latent positions unlike their clip's background (the objects) up to 1 + λ times more in the loss (0: uniform)")
+                  "λ: a latent position weighs 1 + λ·d/mean(d) in the loss, d its distance from the clip's background (the objects weigh "
+                  "more; each frame's mean weight stays 1; 0: uniform)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 100.0));
   add_distributed_options(*cmd, a->train, a->nproc);

@@ -49,7 +49,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message (or the help); a bad option is bad input like any other: exit 2,
+    // not CLI11's own codes (105 for a value out of range, ...), as the README promises.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const streamgen::cli::ExitCode& e) {
     return e.code;
   } catch (const streamgen::Error& e) {

@@ -44,8 +44,9 @@ struct FlowMatchingRecipe {
   double anchor_dropout = 0.1;        // share of examples trained without their anchor (models with config.anchor)
   double time_shift = 1.0;            // τ = shifted_time(u); training and evaluation take the model's config.time_shift
   double sigma_min = kFlowSigmaMin;
-  // 0: every latent position weighs the same in the loss. λ > 0: positions unlike their clip's
-  // background (foreground_loss_weight) weigh more, up to 1 + λ times the average's share.
+  // 0: every latent position weighs the same in the loss. λ > 0: a position weighs 1 + λ·d / mean(d),
+  // d its distance from the clip's background, normalised per frame (foreground_loss_weight). Training
+  // only: the held-out loss (evaluate_flow_loss) stays unweighted, comparable across runs.
   double foreground_weight = 0;
 };
 
