@@ -425,6 +425,33 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   r = run("-q dit eval --model " + model + " --batches 0 --streams 1 --stream-frames 4 -g 3 --guidance-interval 0.5 2");
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("--guidance-interval"), std::string::npos) << r.out;
+
+  // The caption classifier: trained on real clips of the model's world, then scoring its streams
+  // beside the palette heuristics, with their KID against real video.
+  const auto classifier = (dir / "classifier").string();
+  r = run("dit classifier train --out " + classifier + " --edges bounce --size 16 --frames 16 --channels 8,16 --steps 2 --batch 2 --eval-clips 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("2 held-out real clips (16 frames of 16x16, bounce edges)"), std::string::npos) << r.out;
+  r = run("dit classifier eval --model " + classifier + " --clips 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("caption accuracy"), std::string::npos) << r.out;
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 2 --stream-frames 16 -c 2 -s 1 --classifier " + classifier + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_TRUE(j["streams"]["generated"]["classifier"]["caption_accuracy"].is_number()) << j.dump();
+  EXPECT_TRUE(j["streams"]["real"]["classifier"]["shape_accuracy"].is_number()) << j.dump();
+  EXPECT_TRUE(j["streams"]["generated"]["kid_x1000"].is_number()) << j.dump();
+  EXPECT_TRUE(j["streams"]["generated"]["drift_per_stream"][0]["classifier_caption"].is_number());
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 2 --stream-frames 16 -c 2 -s 1 --classifier " + classifier);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("by the caption classifier"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("KID x1000 vs real"), std::string::npos) << r.out;
+  // A classifier of another frame size is refused with both sizes named.
+  r = run("dit classifier train --out " + (dir / "classifier-64").string() + " --size 64 --frames 16 --channels 4,4 --steps 1 --batch 1 --eval-clips 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 1 --stream-frames 16 --classifier " + (dir / "classifier-64").string());
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("reads windows of 16 frames of 64x64, but the streams are 16x16"), std::string::npos) << r.out;
 }
 
 TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {

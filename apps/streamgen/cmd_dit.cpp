@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "streamgen/caption_classifier.h"
 #include "streamgen/dit_codec.h"
 #include "streamgen/dit_distill.h"
 #include "streamgen/dit_stream.h"
@@ -353,7 +354,12 @@ void register_stream(CLI::App& dit) {
 }
 
 nlohmann::json quality_json(const StreamQuality& q) {
-  return {{"caption_accuracy", q.caption_accuracy}, {"every_window_caption_accuracy", q.every_window_caption_accuracy},
+  nlohmann::json classifier = nullptr;
+  if (q.classifier)
+    classifier = {{"caption_accuracy", q.classifier->caption_accuracy}, {"colour_accuracy", q.classifier->colour},
+                  {"shape_accuracy", q.classifier->shape}, {"direction_accuracy", q.classifier->direction},
+                  {"every_window_caption_accuracy", q.classifier->every_window}};
+  return {{"classifier", classifier}, {"caption_accuracy", q.caption_accuracy}, {"every_window_caption_accuracy", q.every_window_caption_accuracy},
           {"colour_accuracy", q.colour_accuracy}, {"shape_accuracy", q.shape_accuracy},
           {"direction_accuracy", q.direction_accuracy}, {"seam_ratio", q.seam_ratio}, {"dynamic_degree", q.dynamic_degree},
           {"drift_brightness", q.drift_brightness}, {"drift_contrast", q.drift_contrast}, {"drift_caption", q.drift_caption},
@@ -363,14 +369,16 @@ nlohmann::json quality_json(const StreamQuality& q) {
              for (const auto& d : q.per_stream)
                list.push_back({{"caption", d.caption}, {"brightness", d.brightness}, {"contrast", d.contrast}, {"caption_score", d.caption_score},
                                {"span_brightness", d.span_brightness}, {"furthest_span_brightness", d.furthest_span_brightness},
-                               {"span_contrast", d.span_contrast}, {"furthest_span_contrast", d.furthest_span_contrast}});
+                               {"span_contrast", d.span_contrast}, {"furthest_span_contrast", d.furthest_span_contrast},
+                               {"classifier_caption", d.classifier_caption}, {"span_classifier_caption", d.span_classifier_caption},
+                               {"furthest_span_classifier_caption", d.furthest_span_classifier_caption}});
              return list;
            }()}};
 }
 
 void register_eval(CLI::App& dit) {
   struct Args {
-    std::string model, chunk_sizes;
+    std::string model, chunk_sizes, classifier;
     std::int64_t batches = 16, batch = 8;
     std::uint64_t seed = 1234567;
     StreamEvalOptions streams;
@@ -391,6 +399,9 @@ void register_eval(CLI::App& dit) {
   cmd->add_option("--stream-frames", a->streams.frames, "Frames per scored stream")->capture_default_str();
   cmd->add_option("--stream-seed", a->streams.seed, "Seed of the scored streams' captions and noise (the cards use the default)")
       ->capture_default_str();
+  cmd->add_option("--classifier", a->classifier,
+                  "A caption classifier folder (dit classifier train) that scores the streams' captions too, and gives their KID against real video")
+      ->check(CLI::ExistingDirectory);
   add_sampler_options(*cmd, a->sampler);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   a->compute.add_to(*cmd);
@@ -427,6 +438,7 @@ void register_eval(CLI::App& dit) {
     }
     if (a->streams.streams > 0) {
       a->streams.edges = c.procedural_edges;  // prompts and real video from the model's own world
+      if (!a->classifier.empty()) a->streams.classifier = load_caption_classifier(a->classifier);  // fp32: a judge, not the model under test
       ProgressBar bar("eval streams", a->streams.streams * a->streams.frames, "frame");
       a->streams.on_frames = [&](std::int64_t done, std::int64_t) { bar.set(done); };
       const auto generated = evaluate_generated_streams(
@@ -448,6 +460,17 @@ void register_eval(CLI::App& dit) {
                                    {"guidance_keep_mean", a->sampler.guidance_form.keep_mean},
                                    {"guidance_rescale", a->sampler.guidance_form.rescale}}}};
       if (real_ae) j["streams"]["real_through_autoencoder"] = quality_json(*real_ae);
+      // KID against real video in the classifier's features (x1000, as papers quote it).
+      std::optional<double> kid, kid_ae;
+      auto kid_defined = [](const torch::Tensor& f) { return f.defined() && f.size(0) >= 2; };  // an unbiased estimate needs 2 windows a side
+      if (kid_defined(generated.classifier_features) && kid_defined(real.classifier_features)) {
+        kid = 1000 * kernel_inception_distance(generated.classifier_features, real.classifier_features);
+        j["streams"]["generated"]["kid_x1000"] = *kid;
+        if (real_ae && kid_defined(real_ae->classifier_features)) {
+          kid_ae = 1000 * kernel_inception_distance(real_ae->classifier_features, real.classifier_features);
+          j["streams"]["real_through_autoencoder"]["kid_x1000"] = *kid_ae;
+        }
+      }
       // One-frame chunks have no frame pair inside a chunk: the seam ratio is undefined, not 0.
       const bool seams_defined = rgb_chunk > 1;
       if (!seams_defined)
@@ -477,6 +500,22 @@ void register_eval(CLI::App& dit) {
         row("drift brightness", &StreamQuality::drift_brightness);
         row("drift contrast", &StreamQuality::drift_contrast);
         row("drift caption", &StreamQuality::drift_caption);
+        if (generated.classifier && real.classifier) {
+          std::cout << fmt::format("  by the caption classifier ({}):\n", a->classifier);
+          auto classified = [&](const char* name, double ClassifierCaptionScores::*metric) {
+            const double g = (*generated.classifier).*metric, r = (*real.classifier).*metric;
+            std::cout << fmt::format("  {:<22} {:>10.3f} {:>10.3f} {:>8.2f}{}\n", name, g, r, r != 0 ? g / r : 0.0,
+                                     real_ae ? fmt::format(" {:>12.3f}", (*real_ae->classifier).*metric) : std::string{});
+          };
+          classified("caption accuracy", &ClassifierCaptionScores::caption_accuracy);
+          classified("  colour", &ClassifierCaptionScores::colour);
+          classified("  shape", &ClassifierCaptionScores::shape);
+          classified("  direction", &ClassifierCaptionScores::direction);
+          classified("caption, every window", &ClassifierCaptionScores::every_window);
+          if (kid)
+            std::cout << fmt::format("  {:<22} {:>10.2f} {:>10} {:>8}{}\n", "KID x1000 vs real", *kid, "0", "",
+                                     kid_ae ? fmt::format(" {:>12.2f}", *kid_ae) : std::string{});
+        }
         if (generated.frames_per_stream > a->streams.drift_reference_frames) {  // long streams: which one drifted
           std::cout << "  drift per generated stream (brightness / contrast / caption):\n";
           for (const auto& d : generated.per_stream) {
@@ -490,6 +529,10 @@ void register_eval(CLI::App& dit) {
             };
             spans("brightness", d.span_brightness, d.furthest_span_brightness);
             spans("contrast", d.span_contrast, d.furthest_span_contrast);
+            if (!d.span_classifier_caption.empty())
+              std::cout << fmt::format("      classifier caption by {}-frame span: {:.3f}; furthest from the first: {:.3f}\n",
+                                       a->streams.drift_reference_frames, fmt::join(d.span_classifier_caption, " "),
+                                       d.furthest_span_classifier_caption);
           }
         }
       }
@@ -501,12 +544,13 @@ void register_eval(CLI::App& dit) {
 }  // namespace
 
 void register_dit(CLI::App& app) {
-  auto* dit = app.add_subcommand("dit", "StreamDiT: streaming text-to-video (train, distill, stream, eval)");
+  auto* dit = app.add_subcommand("dit", "StreamDiT: streaming text-to-video (train, distill, stream, eval, classifier)");
   dit->require_subcommand(1);
   register_train(*dit);
   register_distill(*dit);
   register_stream(*dit);
   register_eval(*dit);
+  register_dit_classifier(*dit);
 }
 
 }  // namespace streamgen::cli

@@ -24,6 +24,7 @@ void register_stream_commands(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_dit(CLI::App& app);
 void register_tae(CLI::App& app);
+void register_dit_classifier(CLI::App& dit);  // under `dit`
 
 // --device / --dtype / --threads, parsed as text and resolved by resolve().
 struct ComputeArgs {

@@ -4,9 +4,11 @@
 // ratio, dynamic degree, drift of brightness / contrast / caption accuracy along the stream).
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "streamgen/caption_classifier.h"
 #include "streamgen/dit_codec.h"
 #include "streamgen/dit_metrics.h"
 #include "streamgen/stream_dit.h"
@@ -26,6 +28,18 @@ struct StreamDrift {
   // The same for contrast (standard deviation of the [0, 1] intensities of each span).
   std::vector<double> span_contrast{};
   double furthest_span_contrast = 1;
+  // With a caption classifier: its caption score (colour, shape, direction) over the last span
+  // against the first, and the mean over each span's whole windows, as for brightness.
+  double classifier_caption = 1;
+  std::vector<double> span_classifier_caption{};
+  double furthest_span_classifier_caption = 1;
+};
+
+// The captions of the streams as the caption classifier reads them (StreamEvalOptions::classifier).
+struct ClassifierCaptionScores {
+  double caption_accuracy = 0;  // mean of colour / shape / direction over the first window
+  double colour = 0, shape = 0, direction = 0;
+  double every_window = 0;  // over every whole window (directions only where objects wrap)
 };
 
 struct StreamQuality {
@@ -40,6 +54,8 @@ struct StreamQuality {
   // span is capped at half the stream).
   double drift_brightness = 1, drift_contrast = 1, drift_caption = 1;  // means of per_stream
   std::vector<StreamDrift> per_stream;  // a mean near 1 can hide one stream that faded and one that brightened
+  std::optional<ClassifierCaptionScores> classifier;  // with a caption classifier
+  torch::Tensor classifier_features;  // [windows of every stream, feature_size]: KID against another set
   std::int64_t streams = 0, frames_per_stream = 0;
   double nfe_per_frame = 0;     // after the start
 };
@@ -51,6 +67,9 @@ struct StreamEvalOptions {
   std::int64_t drift_reference_frames = 500;  // the "first frames" the drift compares against (capped at half the stream)
   std::uint64_t seed = 4242;
   EdgeRule edges = EdgeRule::Bounce;   // the world of the prompts and of the real video (the model's training data)
+  // Scores every window a second time with this classifier (its window must be `window` frames of
+  // the streams' size); none: the palette heuristics of dit_metrics.h alone.
+  CaptionClassifier classifier{nullptr};
   std::function<void(std::int64_t done, std::int64_t total)> on_frames;  // progress
 };
 

@@ -64,4 +64,10 @@ double intensity_contrast(const torch::Tensor& frames);
 // frames [F, 3, H, W] in [-1, 1]; chunk boundaries every `chunk_frames` frames (<= 1: seam ratio left 0).
 VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk_frames);
 
+// Kernel Inception Distance (Bińkowski et al. 2018) between two sets of features a [n, d] and
+// b [m, d]: the unbiased squared MMD under the kernel (x·y/d + 1)^3. About 0 when both come from
+// one distribution (it can dip below 0); n, m >= 2. Stable with the few hundred samples an
+// evaluation on this machine affords, unlike the Fréchet distance.
+double kernel_inception_distance(const torch::Tensor& a, const torch::Tensor& b);
+
 }  // namespace streamgen

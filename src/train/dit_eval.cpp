@@ -1,11 +1,13 @@
 #include "streamgen/dit_eval.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <random>
 
+#include "streamgen/caption_classifier_trainer.h"
 #include "streamgen/device.h"
 #include "streamgen/dit_trainer.h"
 #include "streamgen/error.h"
@@ -20,6 +22,42 @@ struct Accumulator {
   double colour = 0, shape = 0, direction = 0, seam = 0, dynamic = 0, every_window = 0;
   std::vector<StreamDrift> drifts{};  // one per stream added
   std::int64_t seams = 0;
+  ClassifierCaptionScores classified{};  // sums over streams, with a classifier
+  std::vector<torch::Tensor> features{};
+
+  // A window's caption score as "every window" counts it: the direction only where it holds.
+  double window_score(const CaptionScore& s) const {
+    return o.edges == EdgeRule::Wrap ? (s.colour + s.shape + s.direction) / 3 : (s.colour + s.shape) / 2;
+  }
+
+  // The classifier's reading of every whole window of `frames`; fills the drift's classifier fields.
+  void classify(const torch::Tensor& frames, const std::string& caption, std::int64_t ref_frames, StreamDrift& drift) {
+    const auto w = o.window, f = frames.size(0);
+    torch::Tensor window_features;
+    auto classifier = o.classifier;  // a holder: shares the module
+    const auto probabilities = classify_windows(classifier, frames, &window_features);
+    features.push_back(window_features);
+    std::vector<double> scores;
+    for (std::int64_t i = 0; i < probabilities.size(0); ++i) scores.push_back(window_score(score_caption_probabilities(probabilities[i], caption)));
+    const auto first = score_caption_probabilities(probabilities[0], caption);
+    classified.colour += first.colour, classified.shape += first.shape, classified.direction += first.direction;
+    double all = 0;
+    for (double v : scores) all += v;
+    classified.every_window += all / static_cast<double>(scores.size());
+    // Mean score of the windows that lie wholly in [begin, begin + length).
+    auto span_mean = [&](std::int64_t begin, std::int64_t length) {
+      double sum = 0;
+      std::int64_t n = 0;
+      for (std::int64_t i = 0; i < static_cast<std::int64_t>(scores.size()); ++i)
+        if (i * w >= begin && (i + 1) * w <= begin + length) sum += scores[static_cast<std::size_t>(i)], ++n;
+      return n > 0 ? sum / static_cast<double>(n) : 0.0;
+    };
+    const double ref = span_mean(0, ref_frames), last = span_mean(f - ref_frames, ref_frames);
+    drift.classifier_caption = ref > 0 ? last / ref : 1.0;
+    const auto span = o.drift_reference_frames;
+    if (span >= w && f >= 2 * span)
+      for (std::int64_t start = 0; start + span <= f; start += span) drift.span_classifier_caption.push_back(span_mean(start, span));
+  }
 
   void add(const torch::Tensor& frames, const std::string& caption) {
     const auto f = frames.size(0), w = std::min(o.window, f);
@@ -27,12 +65,11 @@ struct Accumulator {
     colour += first.colour;
     shape += first.shape;
     direction += first.direction;
-    const bool directions_hold = o.edges == EdgeRule::Wrap;
     double windows_score = 0;
     std::int64_t windows = 0;
     for (std::int64_t start = 0; start + w <= f; start += w, ++windows) {
       const auto score = start == 0 ? first : score_caption(frames.narrow(0, start, w), caption);
-      windows_score += directions_hold ? (score.colour + score.shape + score.direction) / 3 : (score.colour + score.shape) / 2;
+      windows_score += window_score(score);
     }
     every_window += windows_score / static_cast<double>(std::max<std::int64_t>(1, windows));
     const auto stats = video_statistics(frames, chunk_frames);
@@ -65,6 +102,10 @@ struct Accumulator {
     };
     drift.furthest_span_brightness = furthest(drift.span_brightness);
     drift.furthest_span_contrast = furthest(drift.span_contrast);
+    if (o.classifier) {
+      classify(frames, caption, ref_frames, drift);
+      drift.furthest_span_classifier_caption = furthest(drift.span_classifier_caption);
+    }
     drifts.push_back(std::move(drift));
   }
 
@@ -86,16 +127,36 @@ struct Accumulator {
       q.drift_caption += s.caption_score / d;
     }
     q.per_stream = drifts;
+    if (o.classifier) {
+      ClassifierCaptionScores c;
+      c.colour = classified.colour / d, c.shape = classified.shape / d, c.direction = classified.direction / d;
+      c.caption_accuracy = (c.colour + c.shape + c.direction) / 3;
+      c.every_window = classified.every_window / d;
+      q.classifier = c;
+      if (!features.empty()) q.classifier_features = torch::cat(features);
+    }
     q.streams = n;
     q.frames_per_stream = frames;
     return q;
   }
 };
 
+// A classifier reads windows of its own length and frame size; anything else is the caller's mistake.
+void check_classifier(const StreamEvalOptions& o, std::int64_t width, std::int64_t height) {
+  if (!o.classifier) return;
+  const auto& c = o.classifier->config;
+  if (c.frames != o.window || c.width != width || c.height != height)
+    throw Error(fmt::format("dit eval: the caption classifier reads windows of {} frames of {}x{}, but the streams are {}x{} scored in windows of {}",
+                            c.frames, c.width, c.height, width, height, o.window));
+  if (c.edges != edge_rule_name(o.edges))
+    spdlog::warn("dit eval: the caption classifier was trained on the {} world, the streams are of the {} world", c.edges, edge_rule_name(o.edges));
+}
+
 }  // namespace
 
 StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(std::uint64_t)>& make_sampler, std::int64_t width,
                                          std::int64_t height, const StreamEvalOptions& o, DiTVideoCodec* codec) {
+  check_classifier(o, width, height);
   const ScopedBlasThreads blas_threads(1);
   std::int64_t chunk = 1;
   Accumulator acc{o, 0};
@@ -132,6 +193,7 @@ StreamQuality evaluate_real_streams(std::int64_t width, std::int64_t height, std
   if (codec && codec->latent() && (chunk_frames % codec->frames_per_latent() != 0 || o.frames % chunk_frames != 0))
     throw Error(fmt::format("real video through the autoencoder: {} frames do not split into chunks of {} frames of {} per latent frame",
                             o.frames, chunk_frames, codec->frames_per_latent()));
+  check_classifier(o, width, height);
   Accumulator acc{o, chunk_frames};
   torch::NoGradGuard no_grad;
   for (std::int64_t i = 0; i < o.streams; ++i) {

@@ -1,5 +1,7 @@
 #include "streamgen/dit_metrics.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -8,6 +10,8 @@
 #include <map>
 #include <optional>
 #include <sstream>
+
+#include "streamgen/error.h"
 
 namespace streamgen {
 namespace {
@@ -261,6 +265,20 @@ VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk
   }
   s.dynamic_degree = moves > 0 ? moved / static_cast<double>(moves) : 0.0;
   return s;
+}
+
+double kernel_inception_distance(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(1) || a.size(0) < 2 || b.size(0) < 2)
+    throw Error(fmt::format("kernel inception distance: needs two feature sets [n >= 2, d] of one width, got [{}] and [{}]", fmt::join(a.sizes(), ", "), fmt::join(b.sizes(), ", ")));
+  const auto x = a.detach().to(torch::kCPU, torch::kFloat64), y = b.detach().to(torch::kCPU, torch::kFloat64);
+  const double d = static_cast<double>(x.size(1)), n = static_cast<double>(x.size(0)), m = static_cast<double>(y.size(0));
+  auto kernel = [d](const torch::Tensor& p, const torch::Tensor& q) { return (p.matmul(q.t()) / d + 1).pow(3); };
+  // Off-diagonal means: the diagonal k(x_i, x_i) would bias the estimate.
+  const auto kxx = kernel(x, x), kyy = kernel(y, y);
+  const double xx = (kxx.sum() - kxx.diagonal().sum()).item<double>() / (n * (n - 1));
+  const double yy = (kyy.sum() - kyy.diagonal().sum()).item<double>() / (m * (m - 1));
+  const double xy = kernel(x, y).mean().item<double>();
+  return xx + yy - 2 * xy;
 }
 
 }  // namespace streamgen
