@@ -129,6 +129,9 @@ TEST(KernelInceptionDistance, NearZeroForOneDistributionAndGrowsWithAShift) {
   EXPECT_GT(shifted, 10 * std::abs(same) + 0.5);
   EXPECT_NEAR(kernel_inception_distance(a, b), kernel_inception_distance(b, a), 1e-9);
   test::expect_error_mentions([&] { kernel_inception_distance(a, torch::randn({5, 8})); }, "one width");
+  // Standardised by the reference, features of any scale read as those of unit scale.
+  EXPECT_NEAR(kernel_inception_distance_standardised(a * 50 + 7, b * 50 + 7), kernel_inception_distance_standardised(a, b), 1e-9);
+  EXPECT_GT(kernel_inception_distance_standardised((a + 1) * 50, b * 50), 0.5);
 }
 
 TEST(StreamEval, ScoresWithTheCaptionClassifierToo) {

@@ -520,6 +520,17 @@ TEST(CliDiT, TheShippedModelsLoadAndStream) {
   }
 }
 
+// The caption classifier the latent models' cards are scored with names held-out real clips of its
+// world as its card says (a regression of the shipped weights or of the procedural world shows here).
+TEST(CliDiT, TheShippedCaptionClassifierNamesRealClips) {
+  const auto model = (test::data_path("..") / ".." / "models" / "caption-classifier-64-wrap").lexically_normal().string();
+  const auto r = run("-q dit classifier eval --model " + model + " --clips 48 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_GT(j["colour_accuracy"].get<double>(), 0.95) << j.dump();
+  EXPECT_GT(j["caption_accuracy"].get<double>(), 0.85) << j.dump();  // 0.920 on these 48 clips, 0.893 on 256 (its card)
+}
+
 TEST(CliDiT, ServeStreamsAModelWithItsOwnSamplerSettings) {
   // The live page runs a StreamDiT as its card measured it: sampler.json's c, s and guidance unless flags say otherwise.
   const auto model = (test::data_path("..") / ".." / "models" / "streamdit-latent-64").lexically_normal().string();

@@ -460,14 +460,14 @@ void register_eval(CLI::App& dit) {
                                    {"guidance_keep_mean", a->sampler.guidance_form.keep_mean},
                                    {"guidance_rescale", a->sampler.guidance_form.rescale}}}};
       if (real_ae) j["streams"]["real_through_autoencoder"] = quality_json(*real_ae);
-      // KID against real video in the classifier's features (x1000, as papers quote it).
+      // KID against real video in the classifier's features, standardised by the real ones (x1000, as papers quote it).
       std::optional<double> kid, kid_ae;
       auto kid_defined = [](const torch::Tensor& f) { return f.defined() && f.size(0) >= 2; };  // an unbiased estimate needs 2 windows a side
       if (kid_defined(generated.classifier_features) && kid_defined(real.classifier_features)) {
-        kid = 1000 * kernel_inception_distance(generated.classifier_features, real.classifier_features);
+        kid = 1000 * kernel_inception_distance_standardised(generated.classifier_features, real.classifier_features);
         j["streams"]["generated"]["kid_x1000"] = *kid;
         if (real_ae && kid_defined(real_ae->classifier_features)) {
-          kid_ae = 1000 * kernel_inception_distance(real_ae->classifier_features, real.classifier_features);
+          kid_ae = 1000 * kernel_inception_distance_standardised(real_ae->classifier_features, real.classifier_features);
           j["streams"]["real_through_autoencoder"]["kid_x1000"] = *kid_ae;
         }
       }

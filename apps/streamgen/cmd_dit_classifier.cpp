@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 #include <iostream>
 
 #include "commands.h"
@@ -77,6 +79,7 @@ void register_eval(CLI::App& classifier) {
     std::string model;
     std::int64_t clips = 256;
     std::uint64_t seed = 4242;
+    bool json = false;
     ComputeArgs compute;
   };
   auto a = std::make_shared<Args>();
@@ -84,10 +87,21 @@ void register_eval(CLI::App& classifier) {
   cmd->add_option("--model,-m", a->model, "Caption classifier folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--clips", a->clips, "Held-out clips")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "Seed of the held-out clips (keep it away from the training seed)")->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print one JSON object");
   a->compute.add_to(*cmd);
   cmd->callback([a] {
     auto classifier = load_caption_classifier(a->model, a->compute.resolve());
-    print_report(evaluate_caption_classifier(classifier, caption_classifier_world(classifier->config), a->clips, a->seed), classifier->config);
+    const auto r = evaluate_caption_classifier(classifier, caption_classifier_world(classifier->config), a->clips, a->seed);
+    if (!a->json) return print_report(r, classifier->config);
+    const nlohmann::json j{{"clips", r.clips},
+                           {"caption_accuracy", r.score.overall()},
+                           {"colour_accuracy", r.score.colour},
+                           {"shape_accuracy", r.score.shape},
+                           {"direction_accuracy", r.score.direction},
+                           {"presence_label_accuracy", r.presence_accuracy},
+                           {"shape_label_accuracy", r.shape_label_accuracy},
+                           {"direction_label_accuracy", r.direction_label_accuracy}};
+    std::cout << j.dump() << "\n";
   });
 }
 

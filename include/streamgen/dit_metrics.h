@@ -69,5 +69,10 @@ VideoStatistics video_statistics(const torch::Tensor& frames, std::int64_t chunk
 // one distribution (it can dip below 0); n, m >= 2. Stable with the few hundred samples an
 // evaluation on this machine affords, unlike the Fréchet distance.
 double kernel_inception_distance(const torch::Tensor& a, const torch::Tensor& b);
+// The same after centring both sets on `reference`'s mean and dividing by its spread (the RMS of
+// the per-feature standard deviations; one map for both sets): features of a small network without
+// normalisation layers run to tens, where the cubic kernel's values reach 1e9 and the estimate
+// drowns in its own variance.
+double kernel_inception_distance_standardised(const torch::Tensor& candidate, const torch::Tensor& reference);
 
 }  // namespace streamgen

@@ -281,4 +281,15 @@ double kernel_inception_distance(const torch::Tensor& a, const torch::Tensor& b)
   return xx + yy - 2 * xy;
 }
 
+double kernel_inception_distance_standardised(const torch::Tensor& candidate, const torch::Tensor& reference) {
+  if (reference.dim() != 2 || reference.size(0) < 2)
+    throw Error(fmt::format("kernel inception distance: the reference needs [n >= 2, d] features, got [{}]", fmt::join(reference.sizes(), ", ")));
+  const auto r = reference.detach().to(torch::kCPU, torch::kFloat64);
+  // One spread for every feature (the RMS of their standard deviations): per-feature scaling would
+  // blow up a unit that is nearly constant on the reference into the whole distance.
+  const auto mean = r.mean(0);
+  const auto spread = r.var(0).mean().sqrt().clamp_min(1e-6);
+  return kernel_inception_distance((candidate.detach().to(torch::kCPU, torch::kFloat64) - mean) / spread, (r - mean) / spread);
+}
+
 }  // namespace streamgen
