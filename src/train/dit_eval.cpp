@@ -38,9 +38,11 @@ struct Accumulator {
     const auto probabilities = classify_windows(classifier, frames, &window_features);
     features.push_back(window_features);
     std::vector<double> scores;
-    for (std::int64_t i = 0; i < probabilities.size(0); ++i) scores.push_back(window_score(score_caption_probabilities(probabilities[i], caption)));
-    const auto first = score_caption_probabilities(probabilities[0], caption);
-    classified.colour += first.colour, classified.shape += first.shape, classified.direction += first.direction;
+    for (std::int64_t i = 0; i < probabilities.size(0); ++i) {
+      const auto score = score_caption_probabilities(probabilities[i], caption);
+      if (i == 0) classified.colour += score.colour, classified.shape += score.shape, classified.direction += score.direction;
+      scores.push_back(window_score(score));
+    }
     double all = 0;
     for (double v : scores) all += v;
     classified.every_window += all / static_cast<double>(scores.size());
