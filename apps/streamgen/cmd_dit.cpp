@@ -482,10 +482,12 @@ void register_eval(CLI::App& dit) {
         std::cout << fmt::format("  {:<22} {:>10} {:>10} {:>8}{}\n", "metric", "generated", "real", "ratio",
                                  real_ae ? fmt::format(" {:>12}", "real via AE") : std::string{});
         // The last column: real video through the autoencoder (latent models).
-        auto row = [&](const char* name, double StreamQuality::*metric) {
-          const double g = generated.*metric, r = real.*metric;
+        auto print_row = [](const char* name, double g, double r, std::optional<double> via_ae) {
           std::cout << fmt::format("  {:<22} {:>10.3f} {:>10.3f} {:>8.2f}{}\n", name, g, r, r != 0 ? g / r : 0.0,
-                                   real_ae ? fmt::format(" {:>12.3f}", (*real_ae).*metric) : std::string{});
+                                   via_ae ? fmt::format(" {:>12.3f}", *via_ae) : std::string{});
+        };
+        auto row = [&](const char* name, double StreamQuality::*metric) {
+          print_row(name, generated.*metric, real.*metric, real_ae ? std::optional<double>((*real_ae).*metric) : std::nullopt);
         };
         row("caption accuracy", &StreamQuality::caption_accuracy);
         row("  colour", &StreamQuality::colour_accuracy);
@@ -503,9 +505,8 @@ void register_eval(CLI::App& dit) {
         if (generated.classifier && real.classifier) {
           std::cout << fmt::format("  by the caption classifier ({}):\n", a->classifier);
           auto classified = [&](const char* name, double ClassifierCaptionScores::*metric) {
-            const double g = (*generated.classifier).*metric, r = (*real.classifier).*metric;
-            std::cout << fmt::format("  {:<22} {:>10.3f} {:>10.3f} {:>8.2f}{}\n", name, g, r, r != 0 ? g / r : 0.0,
-                                     real_ae ? fmt::format(" {:>12.3f}", (*real_ae->classifier).*metric) : std::string{});
+            print_row(name, (*generated.classifier).*metric, (*real.classifier).*metric,
+                      real_ae ? std::optional<double>((*real_ae->classifier).*metric) : std::nullopt);
           };
           classified("caption accuracy", &ClassifierCaptionScores::caption_accuracy);
           classified("  colour", &ClassifierCaptionScores::colour);
