@@ -432,6 +432,10 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   r = run("dit classifier train --out " + classifier + " --edges bounce --size 16 --frames 16 --channels 8,16 --steps 2 --batch 2 --eval-clips 2");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("2 held-out real clips (16 frames of 16x16, bounce edges)"), std::string::npos) << r.out;
+  // Resumed, it keeps the run's own config (16x16), whatever the size flags default to.
+  r = run("-q dit classifier train --out " + classifier + " --resume --steps 3 --batch 2 --eval-clips 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("trained steps 2..3"), std::string::npos) << r.out;
   r = run("dit classifier eval --model " + classifier + " --clips 3");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("caption accuracy"), std::string::npos) << r.out;

@@ -31,14 +31,14 @@ torch::Tensor caption_classifier_loss(const torch::Tensor& logits, const torch::
 CaptionScore score_caption_probabilities(const torch::Tensor& probabilities, const std::string& caption);
 
 struct CaptionClassifierTrainOptions : OptimisationOptions {
-  ProceduralVideoOptions world;  // the real clips it learns from (frame size set from the config)
   // Augmentations of the real clips, so that the classifier names what is drawn rather than how
   // crisply: Gaussian blur of σ drawn from [0, blur] pixels (at 64 px; scaled with the frame
   // size), pixel noise of σ drawn from [0, noise].
   double blur = 1.5, noise = 0.05;
 };
 
-// Trains `config` into options.out (or resumes there); data from options.world, seeded per step.
+// Trains `config` into options.out (or resumes there) on real clips of caption_classifier_world(config),
+// seeded per step.
 TrainSummary train_caption_classifier(const CaptionClassifierConfig& config, const CaptionClassifierTrainOptions& options,
                                       const std::function<void(const TrainStepInfo&)>& on_step = {});
 

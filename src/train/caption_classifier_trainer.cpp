@@ -9,6 +9,7 @@
 
 #include "streamgen/device.h"
 #include "streamgen/error.h"
+#include "streamgen/json_file.h"
 
 namespace streamgen {
 
@@ -34,10 +35,11 @@ torch::Tensor gaussian_blur(const torch::Tensor& frames, double sigma) {
 }
 
 // One real clip of the world with its targets, augmented; engines of (seed, step, micro, index).
-std::pair<torch::Tensor, torch::Tensor> training_example(const CaptionClassifierConfig& config, const CaptionClassifierTrainOptions& o,
-                                                         std::uint64_t step, std::uint64_t micro, std::int64_t index) {
+std::pair<torch::Tensor, torch::Tensor> training_example(const CaptionClassifierConfig& config, const ProceduralVideoOptions& world,
+                                                         const CaptionClassifierTrainOptions& o, std::uint64_t step, std::uint64_t micro,
+                                                         std::int64_t index) {
   auto [rng, gen] = example_engines(o.seed, step, micro, index);
-  const auto clip = make_procedural_clip(o.world, config.frames, rng);
+  const auto clip = make_procedural_clip(world, config.frames, rng);
   auto video = clip.frames;
   const double size_scale = static_cast<double>(std::min(config.width, config.height)) / 64.0;
   video = gaussian_blur(video, uniform01(rng) * o.blur * size_scale);
@@ -98,20 +100,22 @@ CaptionScore score_caption_probabilities(const torch::Tensor& probabilities, con
   return score;
 }
 
-TrainSummary train_caption_classifier(const CaptionClassifierConfig& requested, const CaptionClassifierTrainOptions& given,
+TrainSummary train_caption_classifier(const CaptionClassifierConfig& requested, const CaptionClassifierTrainOptions& o,
                                       const std::function<void(const TrainStepInfo&)>& on_step) {
-  CaptionClassifierTrainOptions o = given;
   CaptionClassifierConfig config = requested;
-  if (o.resume && has_training_run(o.out)) config = load_caption_classifier(o.out)->config;
+  if (o.resume && has_training_run(o.out)) {
+    const auto file = o.out / "config.json";
+    config = CaptionClassifierConfig::from_json(read_json_file(file), file.string());
+  }
   config.validate("caption classifier");
-  o.world = caption_classifier_world(config);
+  const auto world = caption_classifier_world(config);
   OptimisationHooks run;
   run.create = [&config]() -> ModulePtr { return CaptionClassifier(config).ptr(); };
   run.loss = [&](const ModulePtr& m, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
     auto classifier = as_classifier(m);
     std::vector<torch::Tensor> clips, targets;
     for (std::int64_t e = first; e < first + count; ++e) {
-      auto [video, target] = training_example(config, o, step, micro, e);
+      auto [video, target] = training_example(config, world, o, step, micro, e);
       clips.push_back(video);
       targets.push_back(target);
     }
