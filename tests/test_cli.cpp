@@ -462,7 +462,7 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   test::TempDir dir;
   const auto teacher = (dir / "teacher").string(), student = (dir / "student").string(), staged = (dir / "staged").string();
   ASSERT_EQ(run("-q dit train --out " + teacher + kTinyDiT + "--steps 2").code, 0);
-  auto r = run("dit distill --teacher " + teacher + " --out " + student + " --segments 4 --teacher-steps 2 -g 2 --steps 2 --batch 2 --eval-batches 1");
+  auto r = run("dit distill --teacher " + teacher + " --out " + student + " --segments 4 --teacher-steps 2 -g 2 --steps 2 --batch 2 --eval-batches 1 --student-init-steps 8");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("c=2 N=4 K=0: teacher s=2 w=2 -> student s=1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("held-out endpoint error"), std::string::npos) << r.out;
@@ -473,9 +473,13 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   const auto sampler = nlohmann::json::parse(test::read_bytes(std::filesystem::path(student) / "sampler.json"));
   EXPECT_EQ(sampler["micro_steps"], 1);
   EXPECT_EQ(sampler["guidance"], 1.0);
+  EXPECT_EQ(sampler["init_steps"], 8);
   r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -o " + (dir / "pngs").string());
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("sampler: c=2 s=1 guidance 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sampler: c=2 s=1 guidance 1, 8 start steps"), std::string::npos) << r.out;
+  // 8 start steps over N = 4 levels: 2 per level, and the noisiest chunk's level needs none of its own.
+  EXPECT_NE(r.out.find("(6 for the start"), std::string::npos) << r.out;
+
   r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -s 2 -o " + (dir / "pngs").string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("sampler: c=2 s=2 guidance 1"), std::string::npos) << r.out;

@@ -232,6 +232,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   written.guidance = 4.0;
   written.guidance_interval = {0.25, 0.75};
   written.guidance_form = {true, 0.5};
+  written.init_steps = 32;
   write_sampler_settings(dir.path(), written);
   StreamDiTOptions read;
   ASSERT_TRUE(read_sampler_settings(dir.path(), read));
@@ -242,6 +243,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   EXPECT_EQ(read.guidance_interval[1], 0.75);
   EXPECT_TRUE(read.guidance_form.keep_mean);
   EXPECT_EQ(read.guidance_form.rescale, 0.5);
+  EXPECT_EQ(read.init_steps, 32);
   test::TempDir none;
   EXPECT_FALSE(read_sampler_settings(none.path(), read));
   test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");
@@ -277,6 +279,9 @@ TEST(DiTDistill, BadRecipesNameTheField) {
   r = recipe();
   r.rollout_share = -0.1;
   expect_error(r, "rollout share");
+  r = recipe();
+  r.student_init_steps = 6;  // N = 8 chunks of 2
+  expect_error(r, "multiple of its 8 chunks");
 }
 
 }  // namespace

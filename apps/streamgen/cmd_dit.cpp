@@ -29,6 +29,7 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--reference-frames", o.reference_frames, "K clean reference frames at the head of the buffer (the last frames emitted)")
       ->capture_default_str();
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
+  cmd.add_option("--init-steps", o.init_steps, "Steps of the T2V start (0: s·N; a multiple of N)")->capture_default_str();
   add_guidance_shape_options(cmd, o);
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
       ->capture_default_str()
@@ -207,6 +208,9 @@ void register_distill(CLI::App& dit) {
       ->capture_default_str();
   cmd->add_option("--rollout-chunks", r.rollout_max_chunks, "Rollouts run the teacher's stream 0..this many chunks past its start")
       ->capture_default_str();
+  cmd->add_option("--student-init-steps", r.student_init_steps,
+                  "T2V start steps written to the student's sampler.json (0: one per chunk; a multiple of N)")
+      ->capture_default_str();
   cmd->add_flag("--progressive", a->progressive,
                 "Halve the steps stage by stage (s -> s/2 -> ... -> 1, each stage's student the next one's teacher; stages in OUT/stages/)");
   cmd->add_flag("--bf16-autocast", a->distill.bf16_autocast, "Teacher and student passes in bf16 autocast (weights and optimiser stay fp32)");
@@ -302,7 +306,6 @@ void register_stream(CLI::App& dit) {
   cmd->add_option("--strength", a->sampler.strength, "Video-to-video: how far the input is noised, (0, 1] (1: as much as text-to-video)")
       ->check(CLI::Range(0.0, 1.0));
   add_sampler_options(*cmd, a->sampler);
-  cmd->add_option("--init-steps", a->sampler.init_steps, "Steps of the T2V start (0: s·N)")->capture_default_str();
   cmd->add_option("--seed", a->sampler.seed, "Noise seed")->capture_default_str();
   a->compute.add_to(*cmd);
   cmd->callback([a, cmd] {

@@ -48,6 +48,9 @@ struct DistillRecipe {
   // Teachers with an anchor (StreamDiTConfig::anchor): share of examples whose teacher and student
   // passes run without it, as the stream's first chunks and a prompt change's do.
   double anchor_dropout = 0.1;
+  // The T2V start the student's sampler.json asks for (0: N·s_S passes, one per segment). A student
+  // starts better with more: its uniform-level passes are the least practised.
+  std::int64_t student_init_steps = 0;
 
   // The stream partition over `buffer_frames` (B = K + N·c) with the student's micro steps.
   BufferPartition student_partition(std::int64_t buffer_frames) const;

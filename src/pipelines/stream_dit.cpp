@@ -45,6 +45,7 @@ bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTO
     options.guidance_interval = j.value("guidance_interval", options.guidance_interval);
     options.guidance_form.keep_mean = j.value("guidance_keep_mean", options.guidance_form.keep_mean);
     options.guidance_form.rescale = j.value("guidance_rescale", options.guidance_form.rescale);
+    options.init_steps = j.value("init_steps", options.init_steps);
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}': {}", file.string(), e.what()));
   }
@@ -58,7 +59,8 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
                                                   {"guidance", options.guidance},
                                                   {"guidance_interval", options.guidance_interval},
                                                   {"guidance_keep_mean", options.guidance_form.keep_mean},
-                                                  {"guidance_rescale", options.guidance_form.rescale}});
+                                                  {"guidance_rescale", options.guidance_form.rescale},
+                                                  {"init_steps", options.init_steps}});
 }
 
 torch::Tensor combine_guidance(const torch::Tensor& vc, const torch::Tensor& vu, const torch::Tensor& guidance, const GuidanceForm& form) {

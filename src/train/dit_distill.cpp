@@ -29,7 +29,11 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
   if (rollout_max_chunks < 0) throw Error(fmt::format("distillation: rollout chunks must be >= 0, got {}", rollout_max_chunks));
   if (!(staggered_share >= 0 && staggered_share <= 1))
     throw Error(fmt::format("distillation: the staggered share must be in [0, 1], got {}", staggered_share));
-  student_partition(buffer_frames).validate();
+  const auto p = student_partition(buffer_frames);
+  p.validate();
+  if (student_init_steps < 0 || student_init_steps % p.chunks != 0)
+    throw Error(fmt::format("distillation: the student's start steps must be a multiple of its {} chunks (0: one per chunk), got {}", p.chunks,
+                            student_init_steps));
 }
 
 std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
@@ -260,10 +264,13 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
                     {"staggered_share", recipe.staggered_share},
                     {"rollout_share", recipe.rollout_share},
                     {"rollout_max_chunks", recipe.rollout_max_chunks},
+                    {"student_init_steps", recipe.student_init_steps},
                     {"anchor_dropout", config.anchor ? nlohmann::json(recipe.anchor_dropout) : nlohmann::json()},
                     {"data", data.describe()}};
   const auto summary = run_dit_optimisation(config, o, hooks, on_step);
-  write_sampler_settings(o.out, recipe.stream_options(recipe.student_steps, 1.0));  // how the student is meant to be streamed
+  auto settings = recipe.stream_options(recipe.student_steps, 1.0);  // how the student is meant to be streamed
+  settings.init_steps = recipe.student_init_steps;
+  write_sampler_settings(o.out, settings);
   return summary;
 }
 
