@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -479,6 +480,16 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   EXPECT_NE(r.out.find("sampler: c=2 s=1 guidance 1, 8 start steps"), std::string::npos) << r.out;
   // 8 start steps over N = 4 levels: 2 per level, and the noisiest chunk's level needs none of its own.
   EXPECT_NE(r.out.find("(6 for the start"), std::string::npos) << r.out;
+  // The benchmark streams a distilled student as its folder starts it (the teacher rows: one pass per level).
+  r = run("-q bench dit-stream --model " + teacher + " --student " + student + " --runs 1 --dtypes fp32 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::istringstream rows(r.out);
+  std::map<std::string, std::int64_t> start_passes;
+  for (std::string line; std::getline(rows, line);) {
+    const auto j = nlohmann::json::parse(line);
+    start_passes[j["setting"].get<std::string>()] = j["start_nfe"].get<std::int64_t>();
+  }
+  EXPECT_EQ(start_passes, (std::map<std::string, std::int64_t>{{"teacher_cfg", 2 * 12}, {"teacher", 12}, {"distilled_student", 6}}));
 
   r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -s 2 -o " + (dir / "pngs").string());
   ASSERT_EQ(r.code, 0) << r.out;

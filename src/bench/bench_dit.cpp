@@ -62,6 +62,10 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
       so.chunk_frames = st.c;
       so.micro_steps = st.s;
       so.guidance = st.guidance;
+      if (is_student && !o.student.empty()) {  // a distilled student starts as its folder says (its first frame is a figure here)
+        StreamDiTOptions own;
+        if (read_sampler_settings(o.student, own)) so.init_steps = own.init_steps;
+      }
       StreamDiTSampler sampler(model, so);
       auto codec = codec_of(is_student && !o.student.empty() ? o.student : o.model);
       const auto frames_per_chunk = st.c * codec.frames_per_latent();
@@ -86,6 +90,7 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
       row["c"] = st.c;
       row["s"] = st.s;
       row["guidance"] = st.guidance;
+      row["start_nfe"] = sampler.init_nfe();
       add_timing(row, t);
       row["nfe_per_chunk"] = static_cast<double>(sampler.nfe() - before) / static_cast<double>(o.runs);
       row["nfe_per_frame"] = static_cast<double>(sampler.nfe() - before) / static_cast<double>(o.runs * frames_per_chunk);
