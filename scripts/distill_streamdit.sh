@@ -15,8 +15,8 @@ if [ "${1:-}" = "--latent" ]; then
   OUT="${1:-runs/streamdit-latent-64-student}"
   # The teacher's 2 micro steps with CFG 3 that leaves each frame's mean to the conditional pass;
   # EMA 0.998 so that the student's weights leave the teacher's start within the run; its stream
-  # starts with 16 passes instead of 8 (sampler.json; the card has why).
-  recipe=(--teacher-steps 2 -g 3 --guidance-keep-mean --steps 1500 --lr 2e-4 --ema 0.998 --student-init-steps 16)
+  # starts with 16 passes instead of 8, guided (CFG 3, mean kept) as the teacher was (sampler.json; the card has why).
+  recipe=(--teacher-steps 2 -g 3 --guidance-keep-mean --steps 1500 --lr 2e-4 --ema 0.998 --student-init-steps 16 --student-init-guidance 3)
   streams=32
 else
   teacher=models/streamdit-shapes-32

@@ -463,9 +463,9 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   test::TempDir dir;
   const auto teacher = (dir / "teacher").string(), student = (dir / "student").string(), staged = (dir / "staged").string();
   ASSERT_EQ(run("-q dit train --out " + teacher + kTinyDiT + "--steps 2").code, 0);
-  auto r = run("dit distill --teacher " + teacher + " --out " + student + " --segments 4 --teacher-steps 2 -g 2 --steps 2 --batch 2 --eval-batches 1 --student-init-steps 8");
+  auto r = run("dit distill --teacher " + teacher + " --out " + student + " --segments 4 --teacher-steps 2 -g 2 --steps 2 --batch 2 --eval-batches 1 --student-init-steps 8 --student-init-guidance 3 --guidance-keep-mean");
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("c=2 N=4 K=0: teacher s=2 w=2 -> student s=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("c=2 N=4 K=0: teacher s=2 w=2, mean kept -> student s=1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("held-out endpoint error"), std::string::npos) << r.out;
   const auto state = nlohmann::json::parse(test::read_bytes(std::filesystem::path(student) / "training" / "state.json"));
   EXPECT_EQ(state["teacher_steps"], 2);
@@ -475,12 +475,16 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   EXPECT_EQ(sampler["micro_steps"], 1);
   EXPECT_EQ(sampler["guidance"], 1.0);
   EXPECT_EQ(sampler["init_steps"], 8);
+  EXPECT_EQ(sampler["init_guidance"], 3.0);
+  EXPECT_EQ(sampler["guidance_keep_mean"], true);
   r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -o " + (dir / "pngs").string());
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("sampler: c=2 s=1 guidance 1, 8 start steps"), std::string::npos) << r.out;
-  // 8 start steps over N = 4 levels: 2 per level, and the noisiest chunk's level needs none of its own.
-  EXPECT_NE(r.out.find("(6 for the start"), std::string::npos) << r.out;
-  // The benchmark streams a distilled student as its folder starts it (the teacher rows: one pass per level).
+  EXPECT_NE(r.out.find("sampler: c=2 s=1 guidance 1 (the start 3), mean kept, 8 start steps"), std::string::npos) << r.out;
+  // 8 start steps over N = 4 levels: 2 per level, and the noisiest chunk's level needs none of its own;
+  // guided, two passes each.
+  EXPECT_NE(r.out.find("(12 for the start"), std::string::npos) << r.out;
+  // The benchmark streams a distilled student as its folder starts it, guided start included (the teacher
+  // rows: one pass per level).
   r = run("-q bench dit-stream --model " + teacher + " --student " + student + " --runs 1 --dtypes fp32 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   std::istringstream rows(r.out);
@@ -489,11 +493,11 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
     const auto j = nlohmann::json::parse(line);
     start_passes[j["setting"].get<std::string>()] = j["start_nfe"].get<std::int64_t>();
   }
-  EXPECT_EQ(start_passes, (std::map<std::string, std::int64_t>{{"teacher_cfg", 2 * 12}, {"teacher", 12}, {"distilled_student", 6}}));
+  EXPECT_EQ(start_passes, (std::map<std::string, std::int64_t>{{"teacher_cfg", 2 * 12}, {"teacher", 12}, {"distilled_student", 2 * 6}}));
 
-  r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -s 2 -o " + (dir / "pngs").string());
+  r = run("dit stream --model " + student + " -p 'red circle moving left' -n 4 -s 2 --init-guidance 0 -o " + (dir / "pngs").string());
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("sampler: c=2 s=2 guidance 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sampler: c=2 s=2 guidance 1, 8 start steps"), std::string::npos) << r.out;  // flags win
 
   r = run("-q dit distill --teacher " + teacher + " --out " + staged + " --progressive --teacher-steps 4 --steps 1 --batch 2 --eval-batches 0");
   ASSERT_EQ(r.code, 0) << r.out;

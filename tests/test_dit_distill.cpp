@@ -233,6 +233,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   written.guidance_interval = {0.25, 0.75};
   written.guidance_form = {true, 0.5};
   written.init_steps = 32;
+  written.init_guidance = 2.5;
   write_sampler_settings(dir.path(), written);
   StreamDiTOptions read;
   ASSERT_TRUE(read_sampler_settings(dir.path(), read));
@@ -244,6 +245,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   EXPECT_TRUE(read.guidance_form.keep_mean);
   EXPECT_EQ(read.guidance_form.rescale, 0.5);
   EXPECT_EQ(read.init_steps, 32);
+  EXPECT_EQ(read.init_guidance, 2.5);
   test::TempDir none;
   EXPECT_FALSE(read_sampler_settings(none.path(), read));
   test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");
@@ -282,6 +284,9 @@ TEST(DiTDistill, BadRecipesNameTheField) {
   r = recipe();
   r.student_init_steps = 6;  // N = 8 chunks of 2
   expect_error(r, "multiple of its 8 chunks");
+  r = recipe();
+  r.student_init_guidance = -1;
+  expect_error(r, "start guidance");
 }
 
 }  // namespace

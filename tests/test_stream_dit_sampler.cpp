@@ -120,6 +120,31 @@ TEST(StreamDiTSampler, CountsModelPassesPerChunkAndForTheStart) {
   EXPECT_THROW(StreamDiTSampler(random_model(), o), Error);  // 16 frames do not split into 3s
 }
 
+TEST(StreamDiTSampler, StartGuidanceGuidesTheStartAlone) {
+  auto o = teacher_options();
+  o.micro_steps = 1;
+  o.init_steps = 16;
+  o.init_guidance = 3.0;
+  StreamDiTSampler start_guided(random_model(), o);
+  o.init_guidance = 0;
+  o.guidance = 3.0;
+  StreamDiTSampler guided(random_model(), o);
+  for (auto* s : {&start_guided, &guided}) {
+    s->set_prompt("red circle moving left");
+    s->start();
+  }
+  // The same guided start: the buffers it leaves agree bit for bit, and so do its passes.
+  EXPECT_TRUE(torch::equal(start_guided.buffer(), guided.buffer()));
+  EXPECT_EQ(start_guided.init_nfe(), 2 * (16 - 2));
+  EXPECT_EQ(guided.init_nfe(), start_guided.init_nfe());
+  // Then the loop runs the conditional pass alone.
+  for (int i = 0; i < 3; ++i) start_guided.step(), guided.step();
+  EXPECT_EQ(start_guided.nfe() - start_guided.init_nfe(), 3);
+  EXPECT_EQ(guided.nfe() - guided.init_nfe(), 2 * 3);
+  o.init_guidance = -1;
+  EXPECT_THROW(StreamDiTSampler(random_model(), o), Error);
+}
+
 TEST(StreamDiTSampler, DeterministicUnderASeed) {
   StreamDiTSampler a(random_model(), teacher_options()), b(random_model(), teacher_options());
   a.set_prompt("blue square moving up");

@@ -30,6 +30,7 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
       ->capture_default_str();
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
   cmd.add_option("--init-steps", o.init_steps, "Steps of the T2V start (0: s·N; a multiple of N)")->capture_default_str();
+  cmd.add_option("--init-guidance", o.init_guidance, "CFG scale of the T2V start alone (0: the stream's --guidance)")->capture_default_str();
   add_guidance_shape_options(cmd, o);
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
       ->capture_default_str()
@@ -210,6 +211,9 @@ void register_distill(CLI::App& dit) {
       ->capture_default_str();
   cmd->add_option("--student-init-steps", r.student_init_steps,
                   "T2V start steps written to the student's sampler.json (0: one per chunk; a multiple of N)")
+      ->capture_default_str();
+  cmd->add_option("--student-init-guidance", r.student_init_guidance,
+                  "CFG scale of the student's T2V start alone, written to its sampler.json with the guidance form (0: none)")
       ->capture_default_str();
   cmd->add_flag("--progressive", a->progressive,
                 "Halve the steps stage by stage (s -> s/2 -> ... -> 1, each stage's student the next one's teacher; stages in OUT/stages/)");

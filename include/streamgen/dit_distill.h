@@ -51,6 +51,10 @@ struct DistillRecipe {
   // The T2V start the student's sampler.json asks for (0: N·s_S passes, one per segment). A student
   // starts better with more: its uniform-level passes are the least practised.
   std::int64_t student_init_steps = 0;
+  // CFG scale of that start alone, written to sampler.json with the teacher's guidance form (0: none).
+  // The student keeps its conditional pass's unconditional half from the teacher; guided once at the
+  // start, it settles what the stream shows as its teacher does, and the loop stays one pass per chunk.
+  double student_init_guidance = 0;
 
   // The stream partition over `buffer_frames` (B = K + N·c) with the student's micro steps.
   BufferPartition student_partition(std::int64_t buffer_frames) const;

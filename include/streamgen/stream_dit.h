@@ -63,6 +63,9 @@ struct StreamDiTOptions {
   std::array<double, 2> guidance_interval{0.0, 1.0};
   GuidanceForm guidance_form;
   std::int64_t init_steps = 0;        // T2V initialisation steps (0: T = s·N); N must divide it
+  // CFG scale of the T2V start alone (0: `guidance`). The start decides what the stream shows, and
+  // it runs once: a distilled student guided there, and only there, keeps its one-pass loop.
+  double init_guidance = 0;
   std::uint64_t seed = 0;             // the buffer's noise generator
   std::int64_t frame_height = 0, frame_width = 0;  // 0: the model's sample size
   // Video-to-video (spec §8): 0 makes video from text; σ in (0, 1] noises input frames to the entry
@@ -77,7 +80,8 @@ struct StreamDiTOptions {
   bool use_anchor = true;
 };
 
-// "5", "5 on levels [0.2, 0.7]" when the interval is narrower than [0, 1], "5, mean kept, rescaled 0.7".
+// "5", "5 on levels [0.2, 0.7]" when the interval is narrower than [0, 1], "5, mean kept, rescaled 0.7",
+// "1 (the start 2), mean kept" when the T2V start has a guidance of its own.
 std::string describe_guidance(const StreamDiTOptions& options);
 
 // A model folder's own sampler settings, `sampler.json` (distillation writes the student's c, s and
@@ -121,7 +125,9 @@ class StreamDiTSampler {
   const torch::Tensor& buffer() const { return buffer_; }  // [1, B, C, H, W]
   std::int64_t nfe() const { return nfe_; }               // model passes so far (a CFG pair counts 2)
   // Per-frame CFG scales for levels `tau` ([F]; every entry 1 when no frame is guided).
-  torch::Tensor guidance_scales(const std::vector<double>& tau) const;
+  torch::Tensor guidance_scales(const std::vector<double>& tau) const { return guidance_scales(tau, options_.guidance); }
+  torch::Tensor guidance_scales(const std::vector<double>& tau, double guidance) const;
+  double start_guidance() const { return options_.init_guidance > 0 ? options_.init_guidance : options_.guidance; }
   std::int64_t init_nfe() const { return init_nfe_; }     // of which spent in start()
   std::int64_t chunks_emitted() const { return chunks_emitted_; }
   bool started() const { return buffer_.defined(); }
@@ -131,7 +137,7 @@ class StreamDiTSampler {
   StreamDiT& model() { return model_; }
 
  private:
-  torch::Tensor velocity(const torch::Tensor& x, const std::vector<double>& tau);
+  torch::Tensor velocity(const torch::Tensor& x, const std::vector<double>& tau, double guidance);
   torch::Tensor noise(std::int64_t frames);
   torch::Tensor text_snapshot() const;
   torch::Tensor advance(const torch::Tensor& entering);  // micro steps, emit, shift, append `entering`

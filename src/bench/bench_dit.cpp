@@ -64,7 +64,11 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
       so.guidance = st.guidance;
       if (is_student && !o.student.empty()) {  // a distilled student starts as its folder says (its first frame is a figure here)
         StreamDiTOptions own;
-        if (read_sampler_settings(o.student, own)) so.init_steps = own.init_steps;
+        if (read_sampler_settings(o.student, own)) {
+          so.init_steps = own.init_steps;
+          so.init_guidance = own.init_guidance;
+          so.guidance_form = own.guidance_form;
+        }
       }
       StreamDiTSampler sampler(model, so);
       auto codec = codec_of(is_student && !o.student.empty() ? o.student : o.model);

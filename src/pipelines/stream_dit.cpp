@@ -26,7 +26,9 @@ std::string GuidanceForm::describe() const {
 
 std::string describe_guidance(const StreamDiTOptions& o) {
   auto text = fmt::format("{}", o.guidance);
-  if (o.guidance == 1.0) return text;
+  const bool start_differs = o.init_guidance > 0 && o.init_guidance != o.guidance;
+  if (start_differs) text += fmt::format(" (the start {})", o.init_guidance);
+  if (o.guidance == 1.0 && !start_differs) return text;
   const auto [low, high] = o.guidance_interval;
   if (low != 0.0 || high != 1.0) text += fmt::format(" on levels [{}, {}]", low, high);
   return text + o.guidance_form.describe();
@@ -46,6 +48,7 @@ bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTO
     options.guidance_form.keep_mean = j.value("guidance_keep_mean", options.guidance_form.keep_mean);
     options.guidance_form.rescale = j.value("guidance_rescale", options.guidance_form.rescale);
     options.init_steps = j.value("init_steps", options.init_steps);
+    options.init_guidance = j.value("init_guidance", options.init_guidance);
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}': {}", file.string(), e.what()));
   }
@@ -60,7 +63,8 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
                                                   {"guidance_interval", options.guidance_interval},
                                                   {"guidance_keep_mean", options.guidance_form.keep_mean},
                                                   {"guidance_rescale", options.guidance_form.rescale},
-                                                  {"init_steps", options.init_steps}});
+                                                  {"init_steps", options.init_steps},
+                                                  {"init_guidance", options.init_guidance}});
 }
 
 torch::Tensor combine_guidance(const torch::Tensor& vc, const torch::Tensor& vu, const torch::Tensor& guidance, const GuidanceForm& form) {
@@ -99,6 +103,7 @@ StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) :
   const auto& c = model_->config;
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
   if (o.guidance < 0) throw Error(fmt::format("StreamDiT: guidance must be >= 0, got {}", o.guidance));
+  if (o.init_guidance < 0) throw Error(fmt::format("StreamDiT: the start's guidance must be >= 0 (0: the stream's), got {}", o.init_guidance));
   o.guidance_form.validate("StreamDiT");
   const auto [low, high] = o.guidance_interval;
   if (!(low >= 0 && low <= high && high <= 1))
@@ -167,10 +172,10 @@ void StreamDiTSampler::sync_anchor_to_prompt() {
   anchor_wait_ = 0;
 }
 
-torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vector<double>& tau) {
+torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vector<double>& tau, double guidance) {
   // x [1, F, C, H, W]
   const auto t = torch::tensor(tau, torch::kFloat32).view({1, x.size(1)}).to(x.device());
-  const auto scales = guidance_scales(tau);
+  const auto scales = guidance_scales(tau, guidance);
   if (scales.eq(1.0).all().item<bool>()) {
     nfe_ += 1;
     return model_->forward(x, t, text_snapshot(), anchor_);
@@ -179,10 +184,10 @@ torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vect
   return guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_, {}, options_.guidance_form);
 }
 
-torch::Tensor StreamDiTSampler::guidance_scales(const std::vector<double>& tau) const {
+torch::Tensor StreamDiTSampler::guidance_scales(const std::vector<double>& tau, double guidance) const {
   const auto [low, high] = options_.guidance_interval;
   std::vector<float> w(tau.size());
-  for (std::size_t i = 0; i < tau.size(); ++i) w[i] = tau[i] >= low && tau[i] <= high ? static_cast<float>(options_.guidance) : 1.0f;
+  for (std::size_t i = 0; i < tau.size(); ++i) w[i] = tau[i] >= low && tau[i] <= high ? static_cast<float>(guidance) : 1.0f;
   return torch::tensor(w);
 }
 
@@ -264,7 +269,7 @@ torch::Tensor StreamDiTSampler::start() {
   const auto level = [&](std::int64_t i) { return shifted_time(static_cast<double>(i) / static_cast<double>(steps), model_->config.time_shift); };
   for (std::int64_t i = 0; i < last_needed; ++i) {
     const std::vector<double> tau(static_cast<std::size_t>(b), level(i));
-    x = x + velocity(x, tau) * (level(i + 1) - level(i));
+    x = x + velocity(x, tau, start_guidance()) * (level(i + 1) - level(i));
     if ((i + 1) % per_level == 0) at_level.push_back(x);
   }
   // Chunk k takes the cached clip at level m = N - 1 - k; references take the clean clip.
@@ -292,7 +297,7 @@ torch::Tensor StreamDiTSampler::advance(const torch::Tensor& entering) {
   const auto k = p.reference_frames, c = p.chunk_frames, b = start_frames();
   auto levels = buffer_levels(0);
   for (std::int64_t j = 0; j < p.micro_steps; ++j) {
-    const auto v = velocity(buffer_, levels);
+    const auto v = velocity(buffer_, levels, options_.guidance);
     auto next = buffer_levels(j + 1);
     std::vector<double> step(levels.size());
     for (std::size_t f = 0; f < step.size(); ++f) step[f] = next[f] - levels[f];  // 1/T per frame on the linear schedule

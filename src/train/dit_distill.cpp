@@ -34,6 +34,7 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
   if (student_init_steps < 0 || student_init_steps % p.chunks != 0)
     throw Error(fmt::format("distillation: the student's start steps must be a multiple of its {} chunks (0: one per chunk), got {}", p.chunks,
                             student_init_steps));
+  if (!(student_init_guidance >= 0)) throw Error(fmt::format("distillation: the student's start guidance must be >= 0 (0: none), got {}", student_init_guidance));
 }
 
 std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
@@ -265,11 +266,16 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
                     {"rollout_share", recipe.rollout_share},
                     {"rollout_max_chunks", recipe.rollout_max_chunks},
                     {"student_init_steps", recipe.student_init_steps},
+                    {"student_init_guidance", recipe.student_init_guidance},
                     {"anchor_dropout", config.anchor ? nlohmann::json(recipe.anchor_dropout) : nlohmann::json()},
                     {"data", data.describe()}};
   const auto summary = run_dit_optimisation(config, o, hooks, on_step);
   auto settings = recipe.stream_options(recipe.student_steps, 1.0);  // how the student is meant to be streamed
   settings.init_steps = recipe.student_init_steps;
+  if (recipe.student_init_guidance > 0) {
+    settings.init_guidance = recipe.student_init_guidance;
+    settings.guidance_form = recipe.guidance_form;
+  }
   write_sampler_settings(o.out, settings);
   return summary;
 }
