@@ -52,8 +52,9 @@ struct DistillRecipe {
   // starts better with more: its uniform-level passes are the least practised.
   std::int64_t student_init_steps = 0;
   // CFG scale of that start alone, written to sampler.json with the teacher's guidance form (0: none).
-  // The student keeps its conditional pass's unconditional half from the teacher; guided once at the
-  // start, it settles what the stream shows as its teacher does, and the loop stays one pass per chunk.
+  // The student learns from captioned examples only, yet its empty-caption pass (what weights that
+  // began as the teacher's make of no caption) still guides: once, at the start, which settles what
+  // the stream shows, while the loop stays one pass per chunk (streamdit-latent-64-student's card).
   double student_init_guidance = 0;
 
   // The stream partition over `buffer_frames` (B = K + N·c) with the student's micro steps.
