@@ -666,6 +666,13 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
     EXPECT_GT(j["samples_per_s"].get<double>(), 0.0) << line;
   }
   EXPECT_EQ(names, (std::set<std::string>{"dit_train_batch", "dit_train_step", "dit_forward"}));
+  // Anchor guidance: two passes per step once the anchor is taken; a model without one says why not.
+  r = run("dit stream --model " + anchored + " -p 'red circle moving left' -n 8 -c 2 -s 1 --anchor-guidance 2 -o " + (dir / "pulled").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("guidance 1, anchor guidance 2"), std::string::npos) << r.out;
+  r = run("dit stream --model " + dit + " -p 'red circle moving left' -n 8 -c 2 -s 1 --anchor-guidance 2 -o " + (dir / "unanchored").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("anchor guidance 2 needs an anchor frame"), std::string::npos) << r.out;
 
   r = run("dit stream --model " + dit + " -p 'red circle moving left' -n 8 -c 2 -s 1 -g 3 --guidance-keep-mean --guidance-rescale 0.5 -o " +
           (dir / "guided.mp4").string());

@@ -234,6 +234,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   written.guidance_form = {true, 0.5};
   written.init_steps = 32;
   written.init_guidance = 2.5;
+  written.anchor_guidance = 1.5;
   write_sampler_settings(dir.path(), written);
   StreamDiTOptions read;
   ASSERT_TRUE(read_sampler_settings(dir.path(), read));
@@ -246,6 +247,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   EXPECT_EQ(read.guidance_form.rescale, 0.5);
   EXPECT_EQ(read.init_steps, 32);
   EXPECT_EQ(read.init_guidance, 2.5);
+  EXPECT_EQ(read.anchor_guidance, 1.5);
   test::TempDir none;
   EXPECT_FALSE(read_sampler_settings(none.path(), read));
   test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");

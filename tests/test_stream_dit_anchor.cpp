@@ -191,10 +191,65 @@ TEST(DiTAnchor, TheSamplerAnchorsOnTheFirstFrameAndRenewsItAfterAPromptChange) {
   EXPECT_FALSE(compare_tensors(with.step(), without.step()).within(1e-4));
 }
 
+TEST(DiTAnchor, AnchorGuidancePullsEachStepTowardsTheAnchoredVelocity) {
+  auto model = test::random_tiny_dit(6, 0.05, anchored_config());
+  auto sampler = [&](double w, double text_w = 1.0) {
+    auto o = sampler_options();
+    o.anchor_guidance = w;
+    o.guidance = text_w;
+    return std::make_unique<StreamDiTSampler>(model, o);
+  };
+  auto plain = sampler(1.0), pulled = sampler(3.0), free = sampler(0.0);
+  auto o = sampler_options();
+  o.use_anchor = false;
+  StreamDiTSampler unanchored(model, o);
+  for (auto* s : {plain.get(), pulled.get(), free.get(), &unanchored}) s->set_prompt("red circle moving left");
+  // The first chunk has no anchor yet: one pass, the same frames.
+  const auto first = plain->step();
+  EXPECT_TRUE(torch::equal(pulled->step(), first));
+  EXPECT_TRUE(torch::equal(free->step(), first));
+  unanchored.step();
+  EXPECT_EQ(pulled->nfe(), plain->nfe());
+  // Then two passes per step; with s = 1 a chunk is the buffer plus one velocity step, so the pulled
+  // chunk lies W − 1 = 2 times as far beyond the anchored one as the anchored one lies from v_∅'s.
+  const auto before = pulled->nfe();
+  const auto a = plain->step(), p = pulled->step(), f = free->step();
+  EXPECT_EQ(pulled->nfe() - before, 2);
+  EXPECT_FALSE(compare_tensors(a, f).within(1e-4));
+  EXPECT_TRUE(compare_tensors(p, a + 2.0 * (a - f)).within(1e-4));
+  // W = 0 is the stream without its anchor.
+  EXPECT_TRUE(compare_tensors(f, unanchored.step()).within(1e-5));
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(compare_tensors(free->step(), unanchored.step()).within(1e-4));
+
+  // With CFG on the caption: three passes in one batch, and W = 1 is CFG alone.
+  auto guided = sampler(1.0, 3.0), both = sampler(2.0, 3.0);
+  guided->set_prompt("red circle moving left");
+  both->set_prompt("red circle moving left");
+  EXPECT_TRUE(torch::equal(guided->step(), both->step()));
+  const auto n = both->nfe();
+  EXPECT_FALSE(compare_tensors(guided->step(), both->step()).within(1e-4));
+  EXPECT_EQ(both->nfe() - n, 3);
+  EXPECT_NE(describe_guidance([] {
+              StreamDiTOptions d;
+              d.anchor_guidance = 2;
+              return d;
+            }()).find("anchor guidance 2"),
+            std::string::npos);
+  StreamDiTOptions counted;
+  counted.anchor_guidance = 2;
+  EXPECT_EQ(passes_per_step(counted), 2);
+  counted.guidance = 3;
+  EXPECT_EQ(passes_per_step(counted), 3);
+  test::expect_error_mentions([&] { sampler(-1.0); }, "anchor guidance");
+}
+
 TEST(DiTAnchor, ModelsWithoutAnAnchorStreamAsBefore) {
   StreamDiTSampler s(test::random_tiny_dit(6), sampler_options());
   for (int i = 0; i < 2; ++i) s.step();
   EXPECT_FALSE(s.anchor().defined());
+  auto o = sampler_options();
+  o.anchor_guidance = 2;
+  test::expect_error_mentions([&] { StreamDiTSampler(test::random_tiny_dit(6), o); }, "needs an anchor frame");
 }
 
 TEST(DiTAnchor, DistillationGivesTeacherAndStudentTheSameAnchor) {

@@ -31,6 +31,9 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
   cmd.add_option("--init-steps", o.init_steps, "Steps of the T2V start (0: s·N; a multiple of N)")->capture_default_str();
   cmd.add_option("--init-guidance", o.init_guidance, "CFG scale of the T2V start alone (0: the stream's --guidance)")->capture_default_str();
+  cmd.add_option("--anchor-guidance", o.anchor_guidance,
+                 "Pull each step towards the stream's anchor frame: v_a + (W-1)(v_a - v_without) (1: off; one pass more per step)")
+      ->capture_default_str();
   add_guidance_shape_options(cmd, o);
   cmd.add_option("--noise-scale", o.noise_scale, "Temperature of the entering noise (1: as trained; lower: cleaner, less varied)")
       ->capture_default_str()
@@ -341,7 +344,7 @@ void register_stream(CLI::App& dit) {
     auto sink = open_sink(a->output, so);
     const auto& p = sampler.partition();
     spdlog::info("StreamDiT {}, guidance {}: up to {} NFE per chunk of {} frames -> {}", p.describe(), describe_guidance(a->sampler),
-                 p.micro_steps * (a->sampler.guidance == 1.0 ? 1 : 2), p.chunk_frames, sink->description());
+                 p.micro_steps * passes_per_step(a->sampler), p.chunk_frames, sink->description());
     ProgressBar bar("dit stream", a->frames, "frame");
     o.on_chunk = [&](const DiTStreamStats& s) {
       bar.set(s.frames);

@@ -66,6 +66,11 @@ struct StreamDiTOptions {
   // CFG scale of the T2V start alone (0: `guidance`). The start decides what the stream shows, and
   // it runs once: a distilled student guided there, and only there, keeps its one-pass loop.
   double init_guidance = 0;
+  // Anchor guidance (models with an anchor): v_a + (w_a − 1)·(v_a − v_∅), v_∅ the same pass without
+  // the anchor. A stream's errors compound chunk after chunk; the anchor is what it can be pulled
+  // back to, and a model trained on clips that never drift leans on it weakly. 1: off (one pass
+  // fewer); it acts once the stream has its anchor.
+  double anchor_guidance = 1.0;
   std::uint64_t seed = 0;             // the buffer's noise generator
   std::int64_t frame_height = 0, frame_width = 0;  // 0: the model's sample size
   // Video-to-video (spec §8): 0 makes video from text; σ in (0, 1] noises input frames to the entry
@@ -81,8 +86,11 @@ struct StreamDiTOptions {
 };
 
 // "5", "5 on levels [0.2, 0.7]" when the interval is narrower than [0, 1], "5, mean kept, rescaled 0.7",
-// "1 (the start 2), mean kept" when the T2V start has a guidance of its own.
+// "1 (the start 2), mean kept" when the T2V start has a guidance of its own, ", anchor guidance 2".
 std::string describe_guidance(const StreamDiTOptions& options);
+
+// Model passes per micro step of the loop at most (CFG and anchor guidance each add one).
+std::int64_t passes_per_step(const StreamDiTOptions& options);
 
 // A model folder's own sampler settings, `sampler.json` (distillation writes the student's c, s and
 // guidance there, since a student streamed with its teacher's settings wastes passes and drifts).

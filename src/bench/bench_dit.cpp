@@ -68,6 +68,7 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
           so.init_steps = own.init_steps;
           so.init_guidance = own.init_guidance;
           so.guidance_form = own.guidance_form;
+          so.anchor_guidance = own.anchor_guidance;
         }
       }
       StreamDiTSampler sampler(model, so);

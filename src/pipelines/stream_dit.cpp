@@ -28,11 +28,14 @@ std::string describe_guidance(const StreamDiTOptions& o) {
   auto text = fmt::format("{}", o.guidance);
   const bool start_differs = o.init_guidance > 0 && o.init_guidance != o.guidance;
   if (start_differs) text += fmt::format(" (the start {})", o.init_guidance);
-  if (o.guidance == 1.0 && !start_differs) return text;
+  const auto anchor = o.anchor_guidance != 1.0 ? fmt::format(", anchor guidance {}", o.anchor_guidance) : std::string();
+  if (o.guidance == 1.0 && !start_differs) return text + anchor;
   const auto [low, high] = o.guidance_interval;
   if (low != 0.0 || high != 1.0) text += fmt::format(" on levels [{}, {}]", low, high);
-  return text + o.guidance_form.describe();
+  return text + o.guidance_form.describe() + anchor;
 }
+
+std::int64_t passes_per_step(const StreamDiTOptions& o) { return 1 + (o.guidance != 1.0 ? 1 : 0) + (o.anchor_guidance != 1.0 ? 1 : 0); }
 
 bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTOptions& options) {
   const auto file = model_folder / "sampler.json";
@@ -49,6 +52,7 @@ bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTO
     options.guidance_form.rescale = j.value("guidance_rescale", options.guidance_form.rescale);
     options.init_steps = j.value("init_steps", options.init_steps);
     options.init_guidance = j.value("init_guidance", options.init_guidance);
+    options.anchor_guidance = j.value("anchor_guidance", options.anchor_guidance);
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}': {}", file.string(), e.what()));
   }
@@ -64,7 +68,8 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
                                                   {"guidance_keep_mean", options.guidance_form.keep_mean},
                                                   {"guidance_rescale", options.guidance_form.rescale},
                                                   {"init_steps", options.init_steps},
-                                                  {"init_guidance", options.init_guidance}});
+                                                  {"init_guidance", options.init_guidance},
+                                                  {"anchor_guidance", options.anchor_guidance}});
 }
 
 torch::Tensor combine_guidance(const torch::Tensor& vc, const torch::Tensor& vu, const torch::Tensor& guidance, const GuidanceForm& form) {
@@ -104,6 +109,10 @@ StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) :
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
   if (o.guidance < 0) throw Error(fmt::format("StreamDiT: guidance must be >= 0, got {}", o.guidance));
   if (o.init_guidance < 0) throw Error(fmt::format("StreamDiT: the start's guidance must be >= 0 (0: the stream's), got {}", o.init_guidance));
+  if (!(o.anchor_guidance >= 0)) throw Error(fmt::format("StreamDiT: the anchor guidance must be >= 0 (1: off), got {}", o.anchor_guidance));
+  if (o.anchor_guidance != 1.0 && !(model_->config.anchor && o.use_anchor))
+    throw Error(fmt::format("StreamDiT: anchor guidance {} needs an anchor frame, and this stream has none ({})", o.anchor_guidance,
+                            model_->config.anchor ? "streamed without it" : "the model's config.json has no \"anchor\": true"));
   o.guidance_form.validate("StreamDiT");
   const auto [low, high] = o.guidance_interval;
   if (!(low >= 0 && low <= high && high <= 1))
@@ -176,12 +185,31 @@ torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vect
   // x [1, F, C, H, W]
   const auto t = torch::tensor(tau, torch::kFloat32).view({1, x.size(1)}).to(x.device());
   const auto scales = guidance_scales(tau, guidance);
-  if (scales.eq(1.0).all().item<bool>()) {
+  const bool text_guided = !scales.eq(1.0).all().item<bool>();
+  const bool anchor_guided = anchor_.defined() && options_.anchor_guidance != 1.0;
+  if (!text_guided && !anchor_guided) {
     nfe_ += 1;
     return model_->forward(x, t, text_snapshot(), anchor_);
   }
-  nfe_ += 2;
-  return guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_, {}, options_.guidance_form);
+  if (!anchor_guided) {
+    nfe_ += 2;
+    return guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_, {}, options_.guidance_form);
+  }
+  // One batch: the caption with the anchor, the caption without it (and the empty caption with it).
+  const auto cond = text_snapshot();
+  std::vector<torch::Tensor> texts{cond, cond};
+  std::vector<float> keep{1.0f, 0.0f};
+  if (text_guided) {
+    texts.push_back(uncond_);
+    keep.push_back(1.0f);
+  }
+  const auto n = static_cast<std::int64_t>(keep.size());
+  nfe_ += n;
+  const auto v = model_->forward(x.expand({n, -1, -1, -1, -1}), t.expand({n, -1}), torch::cat(texts), anchor_, torch::tensor(keep));
+  const auto va = v.narrow(0, 0, 1), v_free = v.narrow(0, 1, 1);
+  const auto text_step =
+      text_guided ? combine_guidance(va, v.narrow(0, 2, 1), scales.to(v.device(), v.scalar_type()).view({1, -1, 1, 1, 1}), options_.guidance_form) : va;
+  return text_step + (options_.anchor_guidance - 1.0) * (va - v_free);
 }
 
 torch::Tensor StreamDiTSampler::guidance_scales(const std::vector<double>& tau, double guidance) const {
