@@ -402,6 +402,15 @@ TEST(CliDiT, TrainResumeStreamAndEval) {
   ASSERT_EQ(j["streams"]["generated"]["drift_per_stream"].size(), 2u);
   const auto first_caption = j["streams"]["generated"]["drift_per_stream"][0]["caption"];
   EXPECT_EQ(first_caption, j["streams"]["real"]["drift_per_stream"][0]["caption"]);  // scored against the same prompts
+  // After a prompt change: the same scored captions, the loop's passes counted from the change's turnover on.
+  r = run("-q dit eval --model " + model + " --batches 0 --streams 2 --stream-frames 12 -c 2 -s 1 --change-at 4 --change-guidance 3 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["streams"]["change_at"], 4);
+  EXPECT_EQ(j["streams"]["sampler"]["change_guidance"], 3.0);
+  EXPECT_EQ(j["streams"]["generated"]["frames_per_stream"], 12);
+  EXPECT_EQ(j["streams"]["generated"]["drift_per_stream"][0]["caption"], first_caption);
+  EXPECT_NEAR(j["streams"]["generated"]["nfe_per_frame"].get<double>(), 0.5, 1e-9);
   // Another stream seed draws other prompts.
   r = run("-q dit eval --model " + model + " --batches 0 --streams 2 --stream-frames 12 -c 2 -s 1 --stream-seed 5 --json");
   ASSERT_EQ(r.code, 0) << r.out;

@@ -235,6 +235,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   written.init_steps = 32;
   written.init_guidance = 2.5;
   written.anchor_guidance = 1.5;
+  written.change_guidance = 2.0;
   write_sampler_settings(dir.path(), written);
   StreamDiTOptions read;
   ASSERT_TRUE(read_sampler_settings(dir.path(), read));
@@ -248,6 +249,7 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   EXPECT_EQ(read.init_steps, 32);
   EXPECT_EQ(read.init_guidance, 2.5);
   EXPECT_EQ(read.anchor_guidance, 1.5);
+  EXPECT_EQ(read.change_guidance, 2.0);
   test::TempDir none;
   EXPECT_FALSE(read_sampler_settings(none.path(), read));
   test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");

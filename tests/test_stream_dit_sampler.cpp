@@ -268,6 +268,40 @@ TEST(StreamDiTSampler, PromptChangesTakeEffectAtTheNextStep) {
   EXPECT_FALSE(torch::equal(a.step(), b.step()));
 }
 
+TEST(StreamDiTSampler, ChangeGuidanceGuidesTheNStepsAfterAPromptChange) {
+  auto o = teacher_options();
+  o.micro_steps = 1;
+  o.change_guidance = 3.0;
+  StreamDiTSampler changed(random_model(), o);
+  o.change_guidance = 0;
+  StreamDiTSampler plain(random_model(), o);
+  for (auto* s : {&changed, &plain}) s->set_prompt("red circle moving left");
+  // The prompt a stream starts with is no change: one pass per step, the plain stream's frames.
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(torch::equal(changed.step(), plain.step()));
+  EXPECT_EQ(changed.nfe(), plain.nfe());
+  EXPECT_EQ(changed.loop_guidance(), 1.0);
+  // A change: N = 8 steps of CFG pairs (from the same buffer, other frames than the plain stream's),
+  // then one pass again; the same prompt given again is no change.
+  for (auto* s : {&changed, &plain}) s->set_prompt("green triangle moving down");
+  auto n = changed.nfe();
+  EXPECT_FALSE(compare_tensors(changed.step(), plain.step()).within(1e-4));
+  for (int i = 1; i < 8; ++i) {
+    EXPECT_EQ(changed.loop_guidance(), 3.0) << "step " << i;
+    changed.step();
+  }
+  EXPECT_EQ(changed.nfe() - n, 2 * 8);
+  EXPECT_EQ(changed.loop_guidance(), 1.0);
+  changed.set_prompt("green triangle moving down");
+  n = changed.nfe();
+  changed.step();
+  EXPECT_EQ(changed.nfe() - n, 1);
+  o.change_guidance = 3.0;
+  EXPECT_EQ(describe_guidance(o), "1 (after a prompt change 3)");
+  EXPECT_EQ(passes_per_step(o), 2);
+  o.change_guidance = -1;
+  test::expect_error_mentions([&] { StreamDiTSampler(random_model(), o); }, "after a prompt change");
+}
+
 TEST(StreamDiTSampler, ReferenceFramesAreEmittedFirstAndStayClean) {
   auto o = teacher_options();
   o.reference_frames = 2;

@@ -31,6 +31,9 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_option("--guidance,-g", o.guidance, "CFG scale (1: no CFG, one pass per step)")->capture_default_str();
   cmd.add_option("--init-steps", o.init_steps, "Steps of the T2V start (0: s·N; a multiple of N)")->capture_default_str();
   cmd.add_option("--init-guidance", o.init_guidance, "CFG scale of the T2V start alone (0: the stream's --guidance)")->capture_default_str();
+  cmd.add_option("--change-guidance", o.change_guidance,
+                 "CFG scale for the N steps after a prompt change, while the new caption's chunks cross the buffer (0: the stream's --guidance)")
+      ->capture_default_str();
   cmd.add_option("--anchor-guidance", o.anchor_guidance,
                  "Pull each step towards the stream's anchor frame: v_a + (W-1)(v_a - v_without) (1: off; one pass more per step)")
       ->capture_default_str();
@@ -409,6 +412,10 @@ void register_eval(CLI::App& dit) {
   cmd->add_option("--stream-frames", a->streams.frames, "Frames per scored stream")->capture_default_str();
   cmd->add_option("--stream-seed", a->streams.seed, "Seed of the scored streams' captions and noise (the cards use the default)")
       ->capture_default_str();
+  cmd->add_option("--change-at", a->streams.change_at,
+                  "Score streams after a prompt change: FRAMES under another scene's caption first, then the scored caption once the buffer has turned over (0: from the start)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--classifier", a->classifier,
                   "A caption classifier folder (dit classifier train) that scores the streams' captions too, and gives their KID against real video")
       ->check(CLI::ExistingDirectory);
@@ -468,7 +475,9 @@ void register_eval(CLI::App& dit) {
                       {"sampler", {{"chunk_frames", a->sampler.chunk_frames}, {"micro_steps", a->sampler.micro_steps}, {"guidance", a->sampler.guidance},
                                    {"guidance_interval", a->sampler.guidance_interval},
                                    {"guidance_keep_mean", a->sampler.guidance_form.keep_mean},
-                                   {"guidance_rescale", a->sampler.guidance_form.rescale}}}};
+                                   {"guidance_rescale", a->sampler.guidance_form.rescale},
+                                   {"change_guidance", a->sampler.change_guidance}}},
+                      {"change_at", a->streams.change_at}};
       if (real_ae) j["streams"]["real_through_autoencoder"] = quality_json(*real_ae);
       // KID against real video in the classifier's features, standardised by the real ones (x1000, as papers quote it).
       std::optional<double> kid, kid_ae;
@@ -486,9 +495,10 @@ void register_eval(CLI::App& dit) {
       if (!seams_defined)
         for (const char* side : {"generated", "real"}) j["streams"][side]["seam_ratio"] = nullptr;
       if (!a->json) {
-        std::cout << fmt::format("{} streams of {} frames, c = {}, s = {}, guidance {} ({:.2f} NFE per frame):\n", generated.streams,
-                                 generated.frames_per_stream, a->sampler.chunk_frames, a->sampler.micro_steps, describe_guidance(a->sampler),
-                                 generated.nfe_per_frame);
+        std::cout << fmt::format("{} streams of {} frames{}, c = {}, s = {}, guidance {} ({:.2f} NFE per frame):\n", generated.streams,
+                                 generated.frames_per_stream,
+                                 a->streams.change_at > 0 ? fmt::format(" after a prompt change at frame {}", a->streams.change_at) : std::string{},
+                                 a->sampler.chunk_frames, a->sampler.micro_steps, describe_guidance(a->sampler), generated.nfe_per_frame);
         std::cout << fmt::format("  {:<22} {:>10} {:>10} {:>8}{}\n", "metric", "generated", "real", "ratio",
                                  real_ae ? fmt::format(" {:>12}", "real via AE") : std::string{});
         // The last column: real video through the autoencoder (latent models).

@@ -65,6 +65,7 @@ void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, Strea
   if (cmd.count("--guidance-rescale") == 0) o.guidance_form.rescale = from_model.guidance_form.rescale;
   if (cmd.get_option_no_throw("--init-steps") == nullptr || cmd.count("--init-steps") == 0) o.init_steps = from_model.init_steps;
   if (cmd.get_option_no_throw("--init-guidance") == nullptr || cmd.count("--init-guidance") == 0) o.init_guidance = from_model.init_guidance;
+  if (cmd.get_option_no_throw("--change-guidance") == nullptr || cmd.count("--change-guidance") == 0) o.change_guidance = from_model.change_guidance;
   if (cmd.get_option_no_throw("--anchor-guidance") == nullptr || cmd.count("--anchor-guidance") == 0) o.anchor_guidance = from_model.anchor_guidance;
   if (cmd.get_option_no_throw("--reference-frames") != nullptr && cmd.count("--reference-frames") == 0)
     o.reference_frames = from_model.reference_frames;

@@ -66,6 +66,10 @@ struct StreamEvalOptions {
   std::int64_t window = 16;            // frames per scoring window
   std::int64_t drift_reference_frames = 500;  // the "first frames" the drift compares against (capped at half the stream)
   std::uint64_t seed = 4242;
+  // Generated streams only: stream this many frames under another scene's caption first, change to
+  // the scored caption, let the N chunks that entered before the change leave, then score (0: the
+  // scored caption from the start). How well a prompt change takes, against fresh real video.
+  std::int64_t change_at = 0;
   EdgeRule edges = EdgeRule::Bounce;   // the world of the prompts and of the real video (the model's training data)
   // Scores every window a second time with this classifier (its window must be `window` frames of
   // the streams' size); none: the palette heuristics of dit_metrics.h alone.

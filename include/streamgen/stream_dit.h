@@ -71,6 +71,9 @@ struct StreamDiTOptions {
   // back to, and a model trained on clips that never drift leans on it weakly. 1: off (one pass
   // fewer); it acts once the stream has its anchor.
   double anchor_guidance = 1.0;
+  // CFG scale for the N steps after a prompt change (0: `guidance`): while the chunks that entered
+  // as noise under the new caption cross the buffer, what the guided start does for the first one.
+  double change_guidance = 0;
   std::uint64_t seed = 0;             // the buffer's noise generator
   std::int64_t frame_height = 0, frame_width = 0;  // 0: the model's sample size
   // Video-to-video (spec §8): 0 makes video from text; σ in (0, 1] noises input frames to the entry
@@ -89,7 +92,7 @@ struct StreamDiTOptions {
 // "1 (the start 2), mean kept" when the T2V start has a guidance of its own, ", anchor guidance 2".
 std::string describe_guidance(const StreamDiTOptions& options);
 
-// Model passes per micro step of the loop at most (CFG and anchor guidance each add one).
+// Model passes per micro step of the loop at most (CFG, also after a prompt change, and anchor guidance each add one).
 std::int64_t passes_per_step(const StreamDiTOptions& options);
 
 // A model folder's own sampler settings, `sampler.json` (distillation writes the student's c, s and
@@ -136,6 +139,8 @@ class StreamDiTSampler {
   torch::Tensor guidance_scales(const std::vector<double>& tau) const { return guidance_scales(tau, options_.guidance); }
   torch::Tensor guidance_scales(const std::vector<double>& tau, double guidance) const;
   double start_guidance() const { return options_.init_guidance > 0 ? options_.init_guidance : options_.guidance; }
+  // The scale of the next step's loop passes: change_guidance for N steps after a prompt change.
+  double loop_guidance() const { return change_steps_left_ > 0 && options_.change_guidance > 0 ? options_.change_guidance : options_.guidance; }
   std::int64_t init_nfe() const { return init_nfe_; }     // of which spent in start()
   std::int64_t chunks_emitted() const { return chunks_emitted_; }
   bool started() const { return buffer_.defined(); }
@@ -151,6 +156,7 @@ class StreamDiTSampler {
   torch::Tensor advance(const torch::Tensor& entering);  // micro steps, emit, shift, append `entering`
   void update_anchor(const torch::Tensor& emitted);
   void sync_anchor_to_prompt();
+  void notice_prompt_change();
   std::vector<double> buffer_levels(std::int64_t micro_step) const;
   torch::Tensor check_input(const torch::Tensor& frames, std::int64_t count, const char* what) const;
 
@@ -169,6 +175,8 @@ class StreamDiTSampler {
   torch::Tensor anchor_;
   std::uint64_t anchor_version_ = 0;  // the prompt version the anchor belongs to
   std::int64_t anchor_wait_ = 0;      // chunks still to leave before the next anchor is taken
+  std::uint64_t change_version_ = 0;  // the prompt version the loop's guidance has seen
+  std::int64_t change_steps_left_ = 0;  // steps still under change_guidance
   std::int64_t nfe_ = 0, init_nfe_ = 0, chunks_emitted_ = 0;
 };
 

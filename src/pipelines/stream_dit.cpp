@@ -27,15 +27,21 @@ std::string GuidanceForm::describe() const {
 std::string describe_guidance(const StreamDiTOptions& o) {
   auto text = fmt::format("{}", o.guidance);
   const bool start_differs = o.init_guidance > 0 && o.init_guidance != o.guidance;
-  if (start_differs) text += fmt::format(" (the start {})", o.init_guidance);
+  const bool change_differs = o.change_guidance > 0 && o.change_guidance != o.guidance;
+  if (start_differs && change_differs) text += fmt::format(" (the start {}, after a prompt change {})", o.init_guidance, o.change_guidance);
+  else if (start_differs) text += fmt::format(" (the start {})", o.init_guidance);
+  else if (change_differs) text += fmt::format(" (after a prompt change {})", o.change_guidance);
   const auto anchor = o.anchor_guidance != 1.0 ? fmt::format(", anchor guidance {}", o.anchor_guidance) : std::string();
-  if (o.guidance == 1.0 && !start_differs) return text + anchor;
+  if (o.guidance == 1.0 && !start_differs && !change_differs) return text + anchor;
   const auto [low, high] = o.guidance_interval;
   if (low != 0.0 || high != 1.0) text += fmt::format(" on levels [{}, {}]", low, high);
   return text + o.guidance_form.describe() + anchor;
 }
 
-std::int64_t passes_per_step(const StreamDiTOptions& o) { return 1 + (o.guidance != 1.0 ? 1 : 0) + (o.anchor_guidance != 1.0 ? 1 : 0); }
+std::int64_t passes_per_step(const StreamDiTOptions& o) {
+  const bool cfg = o.guidance != 1.0 || (o.change_guidance > 0 && o.change_guidance != 1.0);
+  return 1 + (cfg ? 1 : 0) + (o.anchor_guidance != 1.0 ? 1 : 0);
+}
 
 bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTOptions& options) {
   const auto file = model_folder / "sampler.json";
@@ -53,6 +59,7 @@ bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTO
     options.init_steps = j.value("init_steps", options.init_steps);
     options.init_guidance = j.value("init_guidance", options.init_guidance);
     options.anchor_guidance = j.value("anchor_guidance", options.anchor_guidance);
+    options.change_guidance = j.value("change_guidance", options.change_guidance);
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}': {}", file.string(), e.what()));
   }
@@ -69,7 +76,8 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
                                                   {"guidance_rescale", options.guidance_form.rescale},
                                                   {"init_steps", options.init_steps},
                                                   {"init_guidance", options.init_guidance},
-                                                  {"anchor_guidance", options.anchor_guidance}});
+                                                  {"anchor_guidance", options.anchor_guidance},
+                                                  {"change_guidance", options.change_guidance}});
 }
 
 torch::Tensor combine_guidance(const torch::Tensor& vc, const torch::Tensor& vu, const torch::Tensor& guidance, const GuidanceForm& form) {
@@ -109,6 +117,7 @@ StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) :
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
   if (o.guidance < 0) throw Error(fmt::format("StreamDiT: guidance must be >= 0, got {}", o.guidance));
   if (o.init_guidance < 0) throw Error(fmt::format("StreamDiT: the start's guidance must be >= 0 (0: the stream's), got {}", o.init_guidance));
+  if (o.change_guidance < 0) throw Error(fmt::format("StreamDiT: the guidance after a prompt change must be >= 0 (0: the stream's), got {}", o.change_guidance));
   if (!(o.anchor_guidance >= 0)) throw Error(fmt::format("StreamDiT: the anchor guidance must be >= 0 (1: off), got {}", o.anchor_guidance));
   if (o.anchor_guidance != 1.0 && !(model_->config.anchor && o.use_anchor))
     throw Error(fmt::format("StreamDiT: anchor guidance {} needs an anchor frame, and this stream has none ({})", o.anchor_guidance,
@@ -179,6 +188,15 @@ void StreamDiTSampler::sync_anchor_to_prompt() {
   anchor_version_ = prompt_version_;
   anchor_ = torch::Tensor{};
   anchor_wait_ = 0;
+  change_version_ = prompt_version_;
+  change_steps_left_ = 0;
+}
+
+void StreamDiTSampler::notice_prompt_change() {
+  std::lock_guard lock(prompt_mutex_);
+  if (prompt_version_ == change_version_) return;
+  change_version_ = prompt_version_;
+  change_steps_left_ = v2v_chunks_;
 }
 
 torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vector<double>& tau, double guidance) {
@@ -324,8 +342,11 @@ torch::Tensor StreamDiTSampler::advance(const torch::Tensor& entering) {
   const auto& p = partition_;
   const auto k = p.reference_frames, c = p.chunk_frames, b = start_frames();
   auto levels = buffer_levels(0);
+  notice_prompt_change();
+  const auto guidance = loop_guidance();
+  if (change_steps_left_ > 0) --change_steps_left_;
   for (std::int64_t j = 0; j < p.micro_steps; ++j) {
-    const auto v = velocity(buffer_, levels, options_.guidance);
+    const auto v = velocity(buffer_, levels, guidance);
     auto next = buffer_levels(j + 1);
     std::vector<double> step(levels.size());
     for (std::size_t f = 0; f < step.size(); ++f) step[f] = next[f] - levels[f];  // 1/T per frame on the linear schedule

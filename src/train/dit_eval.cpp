@@ -171,17 +171,33 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
     if (codec) codec->reset();
     auto rgb = [&](const torch::Tensor& x) { return codec ? codec->decode(x) : x; };
     acc.chunk_frames = chunk;
-    sampler.set_prompt(caption);
     std::vector<torch::Tensor> frames;
-    const auto refs = sampler.start();
-    if (refs.defined()) frames.push_back(rgb(refs));
+    if (o.change_at > 0) {
+      // Another scene's caption first; its frames are decoded (the codec carries context), not scored.
+      std::string before;
+      for (std::uint64_t draw = 0; before.empty() || before == caption; ++draw) {
+        std::mt19937_64 other(step_seed(o.seed, static_cast<std::uint64_t>(i), 79 + draw));
+        before = ProceduralScene(ProceduralVideoOptions::for_frame_size(width, height, o.edges), other).caption();
+      }
+      sampler.set_prompt(before);
+      const auto refs = sampler.start();
+      std::int64_t streamed = refs.defined() ? rgb(refs).size(0) : 0;
+      while (streamed < o.change_at) streamed += rgb(sampler.step()).size(0);
+      sampler.set_prompt(caption);
+      for (std::int64_t k = 0; k < sampler.partition().chunks; ++k) rgb(sampler.step());
+    } else {
+      sampler.set_prompt(caption);
+      const auto refs = sampler.start();
+      if (refs.defined()) frames.push_back(rgb(refs));
+    }
+    const auto nfe_before = sampler.nfe() - sampler.init_nfe();
     std::int64_t have = frames.empty() ? 0 : frames.front().size(0);
     while (have < o.frames) {
       frames.push_back(rgb(sampler.step()));
       have += frames.back().size(0);
       if (o.on_frames) o.on_frames(i * o.frames + std::min(have, o.frames), o.streams * o.frames);
     }
-    nfe += sampler.nfe() - sampler.init_nfe();
+    nfe += sampler.nfe() - sampler.init_nfe() - nfe_before;
     counted += have;
     acc.add(torch::cat(frames).narrow(0, 0, o.frames).clamp(-1, 1), caption);
   }
