@@ -164,8 +164,11 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
   Accumulator acc{o, 0};
   std::int64_t nfe = 0, counted = 0;
   for (std::int64_t i = 0; i < o.streams; ++i) {
-    std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), 77));
-    const auto caption = ProceduralScene(ProceduralVideoOptions::for_frame_size(width, height, o.edges), rng).caption();
+    auto caption_of = [&](std::uint64_t salt) {
+      std::mt19937_64 rng(step_seed(o.seed, static_cast<std::uint64_t>(i), salt));
+      return ProceduralScene(ProceduralVideoOptions::for_frame_size(width, height, o.edges), rng).caption();
+    };
+    const auto caption = caption_of(77);
     auto sampler = make_sampler(step_seed(o.seed, static_cast<std::uint64_t>(i), 78));
     chunk = sampler.partition().chunk_frames * (codec ? codec->frames_per_latent() : 1);
     if (codec) codec->reset();
@@ -175,10 +178,7 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
     if (o.change_at > 0) {
       // Another scene's caption first; its frames are decoded (the codec carries context), not scored.
       std::string before;
-      for (std::uint64_t draw = 0; before.empty() || before == caption; ++draw) {
-        std::mt19937_64 other(step_seed(o.seed, static_cast<std::uint64_t>(i), 79 + draw));
-        before = ProceduralScene(ProceduralVideoOptions::for_frame_size(width, height, o.edges), other).caption();
-      }
+      for (std::uint64_t draw = 0; before.empty() || before == caption; ++draw) before = caption_of(79 + draw);
       sampler.set_prompt(before);
       const auto refs = sampler.start();
       std::int64_t streamed = refs.defined() ? rgb(refs).size(0) : 0;
@@ -190,14 +190,14 @@ StreamQuality evaluate_generated_streams(const std::function<StreamDiTSampler(st
       const auto refs = sampler.start();
       if (refs.defined()) frames.push_back(rgb(refs));
     }
-    const auto nfe_before = sampler.nfe() - sampler.init_nfe();
+    const auto nfe_before = sampler.nfe();  // the loop's passes are counted from here
     std::int64_t have = frames.empty() ? 0 : frames.front().size(0);
     while (have < o.frames) {
       frames.push_back(rgb(sampler.step()));
       have += frames.back().size(0);
       if (o.on_frames) o.on_frames(i * o.frames + std::min(have, o.frames), o.streams * o.frames);
     }
-    nfe += sampler.nfe() - sampler.init_nfe() - nfe_before;
+    nfe += sampler.nfe() - nfe_before;
     counted += have;
     acc.add(torch::cat(frames).narrow(0, 0, o.frames).clamp(-1, 1), caption);
   }
