@@ -224,6 +224,35 @@ TEST(DiTDistill, AnInterruptedRunResumesOnTheSameCurve) {
   EXPECT_TRUE(torch::equal(load_stream_dit(straight.path())->blocks->parameters()[0], load_stream_dit(split.path())->blocks->parameters()[0]));
 }
 
+TEST(DiTDistill, AStudentCanStartFromAnotherModelsWeights) {
+  // --init: distilling further from an earlier student (lr 0 leaves its weights as they were).
+  auto data = test::tiny_clip_source();
+  auto teacher = test::random_tiny_dit(5);
+  auto earlier = test::random_tiny_dit(6);
+  test::TempDir earlier_dir, out, other_dir;
+  save_stream_dit(earlier, earlier_dir.path());
+  DiTDistillOptions o;
+  o.steps = 1;
+  o.batch = 1;
+  o.lr = 0;
+  o.recipe = recipe(2, 1, 1.0);
+  o.out = out.path();
+  o.init_from = earlier_dir.path();
+  distill_stream_dit(teacher, data, o);
+  const auto student = load_stream_dit(out.path());
+  EXPECT_TRUE(torch::equal(student->blocks->parameters()[0], earlier->blocks->parameters()[0]));
+  EXPECT_FALSE(torch::equal(student->blocks->parameters()[0], teacher->blocks->parameters()[0]));
+  // A model of another config is refused by name.
+  auto config = test::tiny_dit_config();
+  config.depth += 1;
+  StreamDiT other(config);
+  save_stream_dit(other, other_dir.path());
+  o.init_from = other_dir.path();
+  test::TempDir out2;
+  o.out = out2.path();
+  test::expect_error_mentions([&] { distill_stream_dit(teacher, data, o); }, "another config");
+}
+
 TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   test::TempDir dir;
   StreamDiTOptions written;

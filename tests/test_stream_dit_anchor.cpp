@@ -296,5 +296,55 @@ TEST(DiTAnchor, DistillationGivesTeacherAndStudentTheSameAnchor) {
   EXPECT_TRUE(torch::equal(anchor[0], first[0]));
 }
 
+TEST(DiTAnchor, DistilledAnchorGuidanceIsTheGuidedStreamsStep) {
+  // The teacher's target with anchor guidance (and CFG) is what the guided sampler does in one step:
+  // take a stream's buffer and anchor once it has one, and compare its next chunk with the segment end.
+  auto teacher = test::random_tiny_dit(8, 0.1, anchored_config());
+  DistillRecipe r;
+  r.chunk_frames = 2;
+  r.teacher_steps = 2;
+  r.guidance = 2.0;
+  r.anchor_guidance = 2.5;
+  auto o = r.stream_options(r.teacher_steps, r.guidance);
+  o.anchor_guidance = r.anchor_guidance;
+  o.seed = 5;
+  StreamDiTSampler stream(teacher, o);
+  stream.set_prompt("red circle moving left");
+  stream.step();
+  ASSERT_TRUE(stream.anchor().defined());
+  DistillBatch batch;
+  batch.start = torch::cat({stream.buffer(), stream.buffer()});
+  batch.tau = torch::tensor(stream.levels(0), torch::kFloat32).view({1, 16}).repeat({2, 1});
+  batch.moving = torch::ones({2, 16});
+  batch.tokens = teacher->tokenizer.encode_batch({"red circle moving left", "red circle moving left"});
+  batch.guidance = torch::full({2}, 2.0);
+  batch.anchor = torch::cat({stream.anchor(), stream.anchor()});
+  batch.anchor_keep = torch::tensor({1.0f, 0.0f});  // the second example runs without its anchor
+  const auto end = teacher_segment_end(teacher, batch, r, 16);
+  const auto emitted = stream.step();
+  EXPECT_TRUE(compare_tensors(end[0].narrow(0, 0, 2), emitted).within(1e-5)) << compare_tensors(end[0].narrow(0, 0, 2), emitted).rel;
+  EXPECT_TRUE(compare_tensors(end.narrow(0, 0, 1).narrow(1, 2, 14), stream.buffer().narrow(1, 0, 14)).within(1e-5));
+  // Without its anchor an example gets plain CFG, as if the recipe had no anchor guidance;
+  // with it, anchor guidance moves the end.
+  auto plain = r;
+  plain.anchor_guidance = 1.0;
+  const auto unguided = teacher_segment_end(teacher, batch, plain, 16);
+  EXPECT_TRUE(compare_tensors(end[1], unguided[1]).within(1e-5));
+  EXPECT_FALSE(compare_tensors(end[0], unguided[0]).within(1e-3));
+  EXPECT_NE(r.guidance_label().find("anchor guidance 2.5"), std::string::npos) << r.guidance_label();
+
+  // Bad recipes: a negative scale, and anchor guidance from a teacher without an anchor.
+  auto negative = r;
+  negative.anchor_guidance = -1;
+  test::expect_error_mentions([&] { negative.validate(16); }, "anchor guidance");
+  DiTDistillOptions d;
+  d.recipe = r;
+  d.steps = 1;
+  test::TempDir out;
+  d.out = out.path();
+  auto data = test::tiny_clip_source();
+  test::expect_error_mentions([&] { distill_stream_dit(test::random_tiny_dit(8), data, d); }, "needs a teacher with an anchor");
+}
+
 }  // namespace
 }  // namespace streamgen

@@ -209,6 +209,9 @@ void register_distill(CLI::App& dit) {
   cmd->add_flag("--guidance-keep-mean", r.guidance_form.keep_mean, "The teacher's CFG leaves each frame's mean colour to its conditional pass");
   cmd->add_option("--guidance-rescale", r.guidance_form.rescale, "0..1: the teacher's guided velocity's per-frame spread rescaled to the conditional one's")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--anchor-guidance", r.anchor_guidance,
+                  "The teacher's anchor guidance (v_a + (W-1)(v_a - v_without), anchored teachers), folded into the student (1: none)")
+      ->capture_default_str();
   cmd->add_option("--staggered-share", r.staggered_share, "Share of staggered segment starts (the rest: the uniform levels a stream starts from)")
       ->capture_default_str();
   cmd->add_option("--rollout-share", r.rollout_share, "Share of examples starting from the teacher's own stream instead of a noised clip")
@@ -221,8 +224,9 @@ void register_distill(CLI::App& dit) {
   cmd->add_option("--student-init-guidance", r.student_init_guidance,
                   "CFG scale of the student's T2V start alone, written to its sampler.json with the guidance form (0: none)")
       ->capture_default_str();
-  cmd->add_flag("--progressive", a->progressive,
+  auto* progressive = cmd->add_flag("--progressive", a->progressive,
                 "Halve the steps stage by stage (s -> s/2 -> ... -> 1, each stage's student the next one's teacher; stages in OUT/stages/)");
+  add_init_option(*cmd, a->distill, "student (a StreamDiT of the teacher's config)")->excludes(progressive);
   cmd->add_flag("--bf16-autocast", a->distill.bf16_autocast, "Teacher and student passes in bf16 autocast (weights and optimiser stay fp32)");
   add_run_options(*cmd, a->distill, "Optimiser steps (per stage with --progressive)", "Seed of the data and the noise");
   cmd->add_option("--eval-batches", a->eval_batches, "Held-out batches for the endpoint error printed at the end (0: skip)")->capture_default_str();
@@ -242,6 +246,7 @@ void register_distill(CLI::App& dit) {
     }
     if (!a->guidance_range.empty()) std::tie(recipe.guidance, recipe.guidance_high) = std::pair(a->guidance_range[0], a->guidance_range[1]);
     recipe.validate(config.max_frames);
+    resolve_init_or_resume(a->distill);
     a->distill.command_line = command_line();
     a->distill.teacher_description = fs::absolute(a->teacher).string();
     auto source = make_dit_clip_source(config, tae, a->data, a->distill.bf16_autocast);
@@ -279,6 +284,7 @@ void register_distill(CLI::App& dit) {
       recipe.teacher_steps = student_steps;  // the next stage halves this student's steps
       recipe.guidance = 1.0;                 // already folded in
       recipe.guidance_high = 0;
+      recipe.anchor_guidance = 1.0;
       a->distill.teacher_description = o.out.string();
     }
     std::cout << fmt::format("distilled in {}; student in {} (its sampler.json: c = {}, s = 1, no CFG)\n", format_duration(seconds), a->out,

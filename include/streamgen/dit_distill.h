@@ -38,6 +38,9 @@ struct DistillRecipe {
   // not told w, learns their mean effect (a range instead of one scale: less committed to one w).
   double guidance_high = 0;
   GuidanceForm guidance_form;         // of the teacher's CFG (keep_mean, rescale), folded in with it
+  // The teacher's anchor guidance (StreamDiTOptions::anchor_guidance; anchored teachers), folded in
+  // too: the pull towards the stream's first frame that a guided stream pays a pass for (1: none).
+  double anchor_guidance = 1.0;
   double staggered_share = 0.8;       // else the uniform layout the stream starts from
   // Share of examples whose start state is the buffer of the teacher's own stream (its T2V start
   // plus 0..rollout_max_chunks steps, same c, s and w) instead of a noised clip: on-policy states,

@@ -51,6 +51,13 @@ torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const to
 torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
                               const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor = {},
                               const torch::Tensor& anchor_keep = {}, const GuidanceForm& form = {});
+// The same with anchor guidance on top (models with an anchor): text_step + (w_a − 1)·(v_a − v_∅),
+// v_a the caption's pass with the anchor, v_∅ without it, text_step the CFG of v_a (v_a itself where
+// every scale is 1); one batch of 2b rows (3b with CFG). Examples with anchor_keep 0 get the plain
+// guided velocity. w_a = 1 or no anchor: guided_velocity's passes exactly.
+torch::Tensor anchor_guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
+                                     const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor,
+                                     const torch::Tensor& anchor_keep, double anchor_guidance, const GuidanceForm& form = {});
 
 struct StreamDiTOptions {
   std::int64_t chunk_frames = 2;      // c

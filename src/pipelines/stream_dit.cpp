@@ -112,6 +112,34 @@ torch::Tensor guided_velocity(StreamDiT& model, const torch::Tensor& x, const to
   return guided_velocity(model, x, tau, cond, uncond, torch::full({x.size(0)}, guidance, torch::kFloat32), anchor, {}, form);
 }
 
+torch::Tensor anchor_guided_velocity(StreamDiT& model, const torch::Tensor& x, const torch::Tensor& tau, const torch::Tensor& cond,
+                                     const torch::Tensor& uncond, const torch::Tensor& guidance, const torch::Tensor& anchor,
+                                     const torch::Tensor& anchor_keep, double anchor_guidance, const GuidanceForm& form) {
+  // x [b, F, C, H, W], tau [b, F], guidance [b] or [b, F], anchor [b or 1, C, H, W], anchor_keep [b] or undefined
+  const bool text_guided = !guidance.eq(1.0).all().item<bool>();
+  if (!anchor.defined() || anchor_guidance == 1.0) {
+    if (text_guided) return guided_velocity(model, x, tau, cond, uncond, guidance, anchor, anchor_keep, form);
+    return model->forward(x, tau, cond, anchor, anchor_keep);
+  }
+  const auto b = x.size(0);
+  auto expand = [b](const torch::Tensor& t) { return t.size(0) == b ? t : t.expand({b, t.size(1), t.size(2)}); };
+  const auto keep = anchor_keep.defined() ? anchor_keep.to(torch::kFloat32) : torch::ones({b}, torch::kFloat32);
+  // Rows: the caption with the anchor, the caption without it (and the empty caption with it).
+  std::vector<torch::Tensor> texts{expand(cond), expand(cond)}, keeps{keep, torch::zeros_like(keep)};
+  if (text_guided) {
+    texts.push_back(expand(uncond));
+    keeps.push_back(keep);
+  }
+  const auto n = static_cast<std::int64_t>(texts.size());
+  const auto rows_anchor = anchor.size(0) == 1 ? anchor : anchor.repeat({n, 1, 1, 1});
+  const auto v = model->forward(x.repeat({n, 1, 1, 1, 1}), tau.repeat({n, 1}), torch::cat(texts), rows_anchor, torch::cat(keeps).to(x.device()));
+  const auto va = v.narrow(0, 0, b), v_free = v.narrow(0, b, b);
+  const auto frames = guidance.dim() == 2 ? guidance.size(1) : 1;
+  const auto text_step =
+      text_guided ? combine_guidance(va, v.narrow(0, 2 * b, b), guidance.to(v.device(), v.scalar_type()).view({b, frames, 1, 1, 1}), form) : va;
+  return text_step + (anchor_guidance - 1.0) * (va - v_free);
+}
+
 StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) : model_(std::move(model)), options_(o) {
   const auto& c = model_->config;
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
@@ -205,29 +233,9 @@ torch::Tensor StreamDiTSampler::velocity(const torch::Tensor& x, const std::vect
   const auto scales = guidance_scales(tau, guidance);
   const bool text_guided = !scales.eq(1.0).all().item<bool>();
   const bool anchor_guided = anchor_.defined() && options_.anchor_guidance != 1.0;
-  if (!text_guided && !anchor_guided) {
-    nfe_ += 1;
-    return model_->forward(x, t, text_snapshot(), anchor_);
-  }
-  if (!anchor_guided) {
-    nfe_ += 2;
-    return guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_, {}, options_.guidance_form);
-  }
-  // One batch: the caption with the anchor, the caption without it (and the empty caption with it).
-  const auto cond = text_snapshot();
-  std::vector<torch::Tensor> texts{cond, cond};
-  std::vector<float> keep{1.0f, 0.0f};
-  if (text_guided) {
-    texts.push_back(uncond_);
-    keep.push_back(1.0f);
-  }
-  const auto n = static_cast<std::int64_t>(keep.size());
-  nfe_ += n;
-  const auto v = model_->forward(x.expand({n, -1, -1, -1, -1}), t.expand({n, -1}), torch::cat(texts), anchor_, torch::tensor(keep));
-  const auto va = v.narrow(0, 0, 1), v_free = v.narrow(0, 1, 1);
-  const auto text_step =
-      text_guided ? combine_guidance(va, v.narrow(0, 2, 1), scales.to(v.device(), v.scalar_type()).view({1, -1, 1, 1, 1}), options_.guidance_form) : va;
-  return text_step + (options_.anchor_guidance - 1.0) * (va - v_free);
+  nfe_ += 1 + (text_guided ? 1 : 0) + (anchor_guided ? 1 : 0);
+  return anchor_guided_velocity(model_, x, t, text_snapshot(), uncond_, scales.unsqueeze(0), anchor_, {}, options_.anchor_guidance,
+                                options_.guidance_form);
 }
 
 torch::Tensor StreamDiTSampler::guidance_scales(const std::vector<double>& tau, double guidance) const {

@@ -25,6 +25,7 @@ void DistillRecipe::validate(std::int64_t buffer_frames) const {
   guidance_form.validate("distillation");
   if (guidance_high != 0 && !(guidance_high > guidance))
     throw Error(fmt::format("distillation: the guidance range {},{} is empty (the high end must exceed the low)", guidance, guidance_high));
+  if (!(anchor_guidance >= 0)) throw Error(fmt::format("distillation: the anchor guidance must be >= 0 (1: none), got {}", anchor_guidance));
   if (!(rollout_share >= 0 && rollout_share <= 1)) throw Error(fmt::format("distillation: the rollout share must be in [0, 1], got {}", rollout_share));
   if (rollout_max_chunks < 0) throw Error(fmt::format("distillation: rollout chunks must be >= 0, got {}", rollout_max_chunks));
   if (!(staggered_share >= 0 && staggered_share <= 1))
@@ -44,7 +45,8 @@ std::string DistillRecipe::describe(std::int64_t buffer_frames) const {
 }
 
 std::string DistillRecipe::guidance_label() const {
-  return (guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance)) + guidance_form.describe();
+  return (guidance_high > 0 ? fmt::format("{}..{}", guidance, guidance_high) : fmt::format("{}", guidance)) + guidance_form.describe() +
+         (anchor_guidance != 1.0 ? fmt::format(", anchor guidance {}", anchor_guidance) : std::string());
 }
 
 StreamDiTOptions DistillRecipe::stream_options(std::int64_t micro_steps, double stream_guidance) const {
@@ -192,8 +194,8 @@ torch::Tensor teacher_segment_end(StreamDiT& teacher, const DistillBatch& batch,
   for (std::int64_t i = 0; i < recipe.teacher_steps / recipe.student_steps; ++i) {
     const auto next = advanced_levels(batch, static_cast<double>(i + 1) * du, shift);
     const auto tau = level.to(w.device(), w.scalar_type());
-    const auto v = guided ? guided_velocity(teacher, x, tau, cond, uncond, batch.guidance, anchor, batch.anchor_keep, recipe.guidance_form)
-                          : teacher->forward(x, tau, cond, anchor, batch.anchor_keep);
+    const auto v = anchor_guided_velocity(teacher, x, tau, cond, uncond, batch.guidance, anchor, batch.anchor_keep, recipe.anchor_guidance,
+                                          recipe.guidance_form);
     x = x + (v.to(torch::kFloat32) * per_frame((next - level).to(w.device(), torch::kFloat32))).to(x.scalar_type());
     level = next;
   }
@@ -238,10 +240,20 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
   const auto& config = teacher->config;
   const auto& recipe = o.recipe;
   recipe.validate(config.max_frames);
+  if (recipe.anchor_guidance != 1.0 && !config.anchor)
+    throw Error(fmt::format("distillation: anchor guidance {} needs a teacher with an anchor frame (its config.json has no \"anchor\": true)",
+                            recipe.anchor_guidance));
   teacher->eval();  // its passes run under NoGradGuard (teacher_segment_end)
 
   DiTRunHooks hooks;
-  hooks.initialise = [&](StreamDiT& student) { copy_parameters(*teacher, *student); };
+  hooks.initialise = [&](StreamDiT& student) {
+    if (o.init_from.empty()) return copy_parameters(*teacher, *student);
+    // A student distilled further (e.g. with another recipe) starts from its own weights.
+    const auto start = load_stream_dit(o.init_from);
+    if (start->config.to_json() != config.to_json())
+      throw Error(fmt::format("dit distill: '{}' is a model of another config than the teacher '{}'", o.init_from.string(), o.teacher_description));
+    copy_parameters(*start, *student);
+  };
   hooks.loss = [&](StreamDiT& student, std::uint64_t step, std::uint64_t micro, std::int64_t first, std::int64_t count) {
     const ScopedCpuAutocast autocast(o.bf16_autocast);  // rollout streams are teacher passes too
     const auto batch = seeded_distill_batch(data, teacher, recipe, o.seed, step, micro, first, count);
@@ -262,6 +274,7 @@ TrainSummary distill_stream_dit(StreamDiT teacher, ClipSource& data, const DiTDi
                     {"guidance_high", recipe.guidance_high},
                     {"guidance_keep_mean", recipe.guidance_form.keep_mean},
                     {"guidance_rescale", recipe.guidance_form.rescale},
+                    {"anchor_guidance", recipe.anchor_guidance},
                     {"staggered_share", recipe.staggered_share},
                     {"rollout_share", recipe.rollout_share},
                     {"rollout_max_chunks", recipe.rollout_max_chunks},
