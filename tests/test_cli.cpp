@@ -531,6 +531,19 @@ TEST(CliDiT, DistillDirectAndProgressiveThenStreamTheStudent) {
   r = run("dit distill --teacher " + teacher + " --out " + (dir / "bad").string() + " --progressive --teacher-steps 3");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("power of two"), std::string::npos) << r.out;
+
+  // Distilling further from the first student; anchor guidance needs a teacher with an anchor.
+  r = run("-q dit distill --teacher " + teacher + " --out " + (dir / "further").string() + " --init " + student +
+          " --segments 4 --teacher-steps 2 --steps 1 --batch 2 --eval-batches 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto further = nlohmann::json::parse(test::read_bytes(dir / "further" / "training" / "state.json"));
+  EXPECT_EQ(further["initialised_from"], student);
+  r = run("dit distill --teacher " + teacher + " --out " + (dir / "bad").string() + " --anchor-guidance 2 --steps 1");
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("needs a teacher with an anchor frame"), std::string::npos) << r.out;
+  r = run("dit distill --teacher " + teacher + " --out " + (dir / "bad").string() + " --init " + student + " --progressive");
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("excludes"), std::string::npos) << r.out;
 }
 
 }  // namespace
