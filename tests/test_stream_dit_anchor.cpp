@@ -332,6 +332,20 @@ TEST(DiTAnchor, DistilledAnchorGuidanceIsTheGuidedStreamsStep) {
   EXPECT_TRUE(compare_tensors(end[1], unguided[1]).within(1e-5));
   EXPECT_FALSE(compare_tensors(end[0], unguided[0]).within(1e-3));
   EXPECT_NE(r.guidance_label().find("anchor guidance 2.5"), std::string::npos) << r.guidance_label();
+  // Rollout starts follow the same policy: the teacher's stream with the recipe's anchor guidance.
+  auto buffer_after_two = [&](double w) {
+    auto so = o;
+    so.anchor_guidance = w;
+    StreamDiTSampler s(teacher, so);
+    s.set_prompt("red circle moving left");
+    s.start();
+    s.step();
+    s.step();
+    return s.buffer();
+  };
+  const auto rolled = teacher_rollout_state(teacher, r, "red circle moving left", 2.0, 5, 2);
+  EXPECT_TRUE(torch::equal(rolled, buffer_after_two(2.5)));
+  EXPECT_FALSE(torch::equal(rolled, buffer_after_two(1.0)));
 
   // Bad recipes: a negative scale, and anchor guidance from a teacher without an anchor.
   auto negative = r;

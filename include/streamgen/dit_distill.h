@@ -87,7 +87,8 @@ struct DistillBatch {
 DistillBatch make_distill_batch(const ClipBatch& clips, StreamDiT& teacher, const DistillRecipe& recipe, std::mt19937_64& rng,
                                 at::Generator& noise);
 // The buffer [1, B, C, H, W] of the teacher's stream for `caption` after its start and `chunks`
-// steps: a segment start at the staggered levels of micro step 0. `anchor`, when given, receives
+// steps (CFG `guidance`, the recipe's anchor guidance): a segment start at the staggered levels of
+// micro step 0. `anchor`, when given, receives
 // the stream's anchor frame [1, C, H, W] (undefined while it has none).
 torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& recipe, const std::string& caption, double guidance,
                                     std::uint64_t seed, std::int64_t chunks, torch::Tensor* anchor = nullptr);

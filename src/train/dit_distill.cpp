@@ -62,6 +62,7 @@ StreamDiTOptions DistillRecipe::stream_options(std::int64_t micro_steps, double 
 torch::Tensor teacher_rollout_state(StreamDiT& teacher, const DistillRecipe& recipe, const std::string& caption, double guidance,
                                     std::uint64_t seed, std::int64_t chunks, torch::Tensor* anchor) {
   auto o = recipe.stream_options(recipe.teacher_steps, guidance);
+  o.anchor_guidance = teacher->config.anchor ? recipe.anchor_guidance : 1.0;  // the policy the targets follow
   o.seed = seed;
   StreamDiTSampler stream(teacher, o);
   stream.set_prompt(caption);
