@@ -226,7 +226,7 @@ void register_distill(CLI::App& dit) {
       ->capture_default_str();
   auto* progressive = cmd->add_flag("--progressive", a->progressive,
                 "Halve the steps stage by stage (s -> s/2 -> ... -> 1, each stage's student the next one's teacher; stages in OUT/stages/)");
-  add_init_option(*cmd, a->distill, "student (a StreamDiT of the teacher's config)")->excludes(progressive);
+  add_init_option(*cmd, a->distill, "student (a StreamDiT of the teacher's config)", "")->excludes(progressive);
   cmd->add_flag("--bf16-autocast", a->distill.bf16_autocast, "Teacher and student passes in bf16 autocast (weights and optimiser stay fp32)");
   add_run_options(*cmd, a->distill, "Optimiser steps (per stage with --progressive)", "Seed of the data and the noise");
   cmd->add_option("--eval-batches", a->eval_batches, "Held-out batches for the endpoint error printed at the end (0: skip)")->capture_default_str();

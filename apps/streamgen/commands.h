@@ -56,7 +56,8 @@ void add_guidance_shape_options(CLI::App& cmd, StreamDiTOptions& o);
 // --edges bounce|wrap: the procedural world's edge rule (procedural_video.h); `more` ends the help.
 CLI::Option* add_edges_option(CLI::App& cmd, std::string& edges, const std::string& more);
 // --init MODEL: fine-tune that model folder (its config and weights; a fresh optimiser and schedule).
-CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what);
+// `ignored`: what the model folder's config overrides, named in the help ("" for commands without such flags).
+CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what, const std::string& ignored = "the size flags");
 // --init with --resume is one command a script can re-run: it starts the run when OUT holds none
 // and continues it when it does. Call before training.
 void resolve_init_or_resume(OptimisationOptions& o);

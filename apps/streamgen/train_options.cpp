@@ -84,11 +84,11 @@ CLI::Option* add_edges_option(CLI::App& cmd, std::string& edges, const std::stri
       ->check(CLI::IsMember({edge_rule_name(EdgeRule::Bounce), edge_rule_name(EdgeRule::Wrap)}));
 }
 
-CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what) {
+CLI::Option* add_init_option(CLI::App& cmd, OptimisationOptions& o, const std::string& what, const std::string& ignored) {
   return cmd
       .add_option("--init", o.init_from,
-                  "A " + what + " model folder to fine-tune: its config and weights, with a fresh optimiser and schedule (the size flags are "
-                  "then ignored; with --resume: only when OUT holds no run yet)")
+                  "A " + what + " model folder to fine-tune: its config and weights, with a fresh optimiser and schedule (" +
+                      (ignored.empty() ? std::string() : ignored + " are then ignored; ") + "with --resume: only when OUT holds no run yet)")
       ->check(CLI::ExistingDirectory);
 }
 
