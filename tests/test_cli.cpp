@@ -695,6 +695,15 @@ TEST(CliTAE, TrainEvalReconstructThenALatentDiTStreams) {
   r = run("dit stream --model " + dit + " -p 'red circle moving left' -n 8 -c 2 -s 1 --anchor-guidance 2 -o " + (dir / "unanchored").string());
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("anchor guidance 2 needs an anchor frame"), std::string::npos) << r.out;
+  // Colour hold: said in the stream's description; a gain outside [0, 1] is refused by the parser.
+  r = run("dit stream --model " + dit + " -p 'red circle moving left' -n 16 -c 2 -s 1 --colour-hold 0.5 --colour-hold-frames 2 -o " +
+          (dir / "held").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("colour hold 0.5 over 2 frames"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "held" / "frame_00015.png")) << r.out;
+  r = run("dit stream --model " + dit + " -p 'red circle moving left' -n 8 --colour-hold 2 -o " + (dir / "overheld").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--colour-hold: Value 2 not in range"), std::string::npos) << r.out;
 
   r = run("dit stream --model " + dit + " -p 'red circle moving left' -n 8 -c 2 -s 1 -g 3 --guidance-keep-mean --guidance-rescale 0.5 -o " +
           (dir / "guided.mp4").string());

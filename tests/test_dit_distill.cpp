@@ -265,6 +265,8 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   written.init_guidance = 2.5;
   written.anchor_guidance = 1.5;
   written.change_guidance = 2.0;
+  written.colour_hold = 0.25;
+  written.colour_hold_frames = 32;
   write_sampler_settings(dir.path(), written);
   StreamDiTOptions read;
   ASSERT_TRUE(read_sampler_settings(dir.path(), read));
@@ -279,6 +281,8 @@ TEST(DiTDistill, SamplerSettingsRoundTripAndBadFilesNameThemselves) {
   EXPECT_EQ(read.init_guidance, 2.5);
   EXPECT_EQ(read.anchor_guidance, 1.5);
   EXPECT_EQ(read.change_guidance, 2.0);
+  EXPECT_EQ(read.colour_hold, 0.25);
+  EXPECT_EQ(read.colour_hold_frames, 32);
   test::TempDir none;
   EXPECT_FALSE(read_sampler_settings(none.path(), read));
   test::write_bytes(dir / "sampler.json", R"({"micro_steps": "one"})");

@@ -42,6 +42,14 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 2.0));
   cmd.add_flag("--no-anchor{false}", o.use_anchor, "Stream a model with an anchor frame without one (for comparison)");
+  cmd.add_option("--colour-hold", o.colour_hold,
+                 "0..1: each step, move the buffer this share of the way from its recent mean colour back to the stream's first "
+                 "frames' (after a prompt change: the new prompt's first frames), so a long stream keeps its look (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--colour-hold-frames", o.colour_hold_frames, "Latent frames whose mean colour is the look to hold, and the span of the recent mean")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 }
 
 void register_train(CLI::App& dit) {
@@ -352,8 +360,8 @@ void register_stream(CLI::App& dit) {
     so.png_text = {{"prompt", a->prompt}, {"seed", std::to_string(a->sampler.seed)}};
     auto sink = open_sink(a->output, so);
     const auto& p = sampler.partition();
-    spdlog::info("StreamDiT {}, guidance {}: up to {} NFE per chunk of {} frames -> {}", p.describe(), describe_guidance(a->sampler),
-                 p.micro_steps * passes_per_step(a->sampler), p.chunk_frames, sink->description());
+    spdlog::info("StreamDiT {}, guidance {}{}: up to {} NFE per chunk of {} frames -> {}", p.describe(), describe_guidance(a->sampler),
+                 describe_colour_hold(a->sampler), p.micro_steps * passes_per_step(a->sampler), p.chunk_frames, sink->description());
     ProgressBar bar("dit stream", a->frames, "frame");
     o.on_chunk = [&](const DiTStreamStats& s) {
       bar.set(s.frames);
@@ -501,10 +509,11 @@ void register_eval(CLI::App& dit) {
       if (!seams_defined)
         for (const char* side : {"generated", "real"}) j["streams"][side]["seam_ratio"] = nullptr;
       if (!a->json) {
-        std::cout << fmt::format("{} streams of {} frames{}, c = {}, s = {}, guidance {} ({:.2f} NFE per frame):\n", generated.streams,
+        std::cout << fmt::format("{} streams of {} frames{}, c = {}, s = {}, guidance {}{} ({:.2f} NFE per frame):\n", generated.streams,
                                  generated.frames_per_stream,
                                  a->streams.change_at > 0 ? fmt::format(" after a prompt change at frame {}", a->streams.change_at) : std::string{},
-                                 a->sampler.chunk_frames, a->sampler.micro_steps, describe_guidance(a->sampler), generated.nfe_per_frame);
+                                 a->sampler.chunk_frames, a->sampler.micro_steps, describe_guidance(a->sampler), describe_colour_hold(a->sampler),
+                                 generated.nfe_per_frame);
         std::cout << fmt::format("  {:<22} {:>10} {:>10} {:>8}{}\n", "metric", "generated", "real", "ratio",
                                  real_ae ? fmt::format(" {:>12}", "real via AE") : std::string{});
         // The last column: real video through the autoencoder (latent models).

@@ -62,8 +62,8 @@ void register_serve(CLI::App& app) {
       d.height = a->height > 0 ? a->height : d.width;
       d.fps = a->fps;
       o.dit = d;
-      spdlog::info("StreamDiT model {}: text-to-video sessions, c = {}, s = {}, guidance {}, {} FPS", a->model, a->dit.chunk_frames,
-                   a->dit.micro_steps, describe_guidance(a->dit), a->fps);
+      spdlog::info("StreamDiT model {}: text-to-video sessions, c = {}, s = {}, guidance {}{}, {} FPS", a->model, a->dit.chunk_frames,
+                   a->dit.micro_steps, describe_guidance(a->dit), describe_colour_hold(a->dit), a->fps);
     } else if (a->taesd.empty()) {
       throw Error("--model " + a->model + " is a Stable Diffusion pipeline: it streams through TAESD, give its folder with --taesd");
     }

@@ -67,10 +67,14 @@ void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, Strea
   if (cmd.get_option_no_throw("--init-guidance") == nullptr || cmd.count("--init-guidance") == 0) o.init_guidance = from_model.init_guidance;
   if (cmd.get_option_no_throw("--change-guidance") == nullptr || cmd.count("--change-guidance") == 0) o.change_guidance = from_model.change_guidance;
   if (cmd.get_option_no_throw("--anchor-guidance") == nullptr || cmd.count("--anchor-guidance") == 0) o.anchor_guidance = from_model.anchor_guidance;
+  if (cmd.get_option_no_throw("--colour-hold") == nullptr || cmd.count("--colour-hold") == 0) o.colour_hold = from_model.colour_hold;
+  if (cmd.get_option_no_throw("--colour-hold-frames") == nullptr || cmd.count("--colour-hold-frames") == 0)
+    o.colour_hold_frames = from_model.colour_hold_frames;
   if (cmd.get_option_no_throw("--reference-frames") != nullptr && cmd.count("--reference-frames") == 0)
     o.reference_frames = from_model.reference_frames;
-  spdlog::info("sampler: c={} s={} guidance {}{} (flags given, else the model's sampler.json)", o.chunk_frames, o.micro_steps,
-               describe_guidance(o), o.init_steps > 0 ? fmt::format(", {} start steps", o.init_steps) : "");
+  spdlog::info("sampler: c={} s={} guidance {}{}{} (flags given, else the model's sampler.json)", o.chunk_frames, o.micro_steps,
+               describe_guidance(o), o.init_steps > 0 ? fmt::format(", {} start steps", o.init_steps) : "",
+               describe_colour_hold(o));
 }
 
 void add_guidance_shape_options(CLI::App& cmd, StreamDiTOptions& o) {

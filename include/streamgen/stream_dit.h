@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "streamgen/colour_hold.h"
 #include "streamgen/dit.h"
 #include "streamgen/flow_matching.h"
 
@@ -93,11 +94,20 @@ struct StreamDiTOptions {
   // emitted frame, and after a prompt change on the first frame made wholly under the new prompt.
   // false streams such a model without one (as its anchor-dropout examples trained it to).
   bool use_anchor = true;
+  // Colour hold (colour_hold.h): each step moves the clean share τ of every buffer frame by this
+  // share of the gap between the per-channel latent mean of the stream's first colour_hold_frames
+  // emitted frames (after a prompt change, of the first ones made under it) and the mean of the recent
+  // ones (over about as many frames). Keeps a long stream's look from wandering; 0: off.
+  double colour_hold = 0;
+  std::int64_t colour_hold_frames = 16;
 };
 
 // "5", "5 on levels [0.2, 0.7]" when the interval is narrower than [0, 1], "5, mean kept, rescaled 0.7",
 // "1 (the start 2), mean kept" when the T2V start has a guidance of its own, ", anchor guidance 2".
 std::string describe_guidance(const StreamDiTOptions& options);
+
+// ", colour hold 0.5 over 16 frames", or "" when it is off.
+std::string describe_colour_hold(const StreamDiTOptions& options);
 
 // Model passes per micro step of the loop at most (CFG, also after a prompt change, and anchor guidance each add one).
 std::int64_t passes_per_step(const StreamDiTOptions& options);
@@ -154,6 +164,7 @@ class StreamDiTSampler {
   // The frame every step is conditioned on ([1, C, H, W]); undefined before the first chunk
   // leaves, for N steps after a prompt change, and always for models without an anchor.
   const torch::Tensor& anchor() const { return anchor_; }
+  const ColourHold& colour_hold() const { return colour_hold_; }
   StreamDiT& model() { return model_; }
 
  private:
@@ -162,6 +173,8 @@ class StreamDiTSampler {
   torch::Tensor text_snapshot() const;
   torch::Tensor advance(const torch::Tensor& entering);  // micro steps, emit, shift, append `entering`
   void update_anchor(const torch::Tensor& emitted);
+  void hold_colour(const torch::Tensor& emitted);  // after the shift: nudges the buffer towards the stream's look
+  std::uint64_t prompt_version() const;
   void sync_anchor_to_prompt();
   void notice_prompt_change();
   std::vector<double> buffer_levels(std::int64_t micro_step) const;
@@ -184,6 +197,8 @@ class StreamDiTSampler {
   std::int64_t anchor_wait_ = 0;      // chunks still to leave before the next anchor is taken
   std::uint64_t change_version_ = 0;  // the prompt version the loop's guidance has seen
   std::int64_t change_steps_left_ = 0;  // steps still under change_guidance
+  ColourHold colour_hold_;
+  std::uint64_t hold_version_ = 0;  // the prompt version the held look belongs to
   std::int64_t nfe_ = 0, init_nfe_ = 0, chunks_emitted_ = 0;
 };
 

@@ -38,6 +38,10 @@ std::string describe_guidance(const StreamDiTOptions& o) {
   return text + o.guidance_form.describe() + anchor;
 }
 
+std::string describe_colour_hold(const StreamDiTOptions& o) {
+  return o.colour_hold > 0 ? fmt::format(", colour hold {} over {} frames", o.colour_hold, o.colour_hold_frames) : std::string();
+}
+
 std::int64_t passes_per_step(const StreamDiTOptions& o) {
   const bool cfg = o.guidance != 1.0 || (o.change_guidance > 0 && o.change_guidance != 1.0);
   return 1 + (cfg ? 1 : 0) + (o.anchor_guidance != 1.0 ? 1 : 0);
@@ -60,6 +64,8 @@ bool read_sampler_settings(const std::filesystem::path& model_folder, StreamDiTO
     options.init_guidance = j.value("init_guidance", options.init_guidance);
     options.anchor_guidance = j.value("anchor_guidance", options.anchor_guidance);
     options.change_guidance = j.value("change_guidance", options.change_guidance);
+    options.colour_hold = j.value("colour_hold", options.colour_hold);
+    options.colour_hold_frames = j.value("colour_hold_frames", options.colour_hold_frames);
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}': {}", file.string(), e.what()));
   }
@@ -77,7 +83,9 @@ void write_sampler_settings(const std::filesystem::path& model_folder, const Str
                                                   {"init_steps", options.init_steps},
                                                   {"init_guidance", options.init_guidance},
                                                   {"anchor_guidance", options.anchor_guidance},
-                                                  {"change_guidance", options.change_guidance}});
+                                                  {"change_guidance", options.change_guidance},
+                                                  {"colour_hold", options.colour_hold},
+                                                  {"colour_hold_frames", options.colour_hold_frames}});
 }
 
 torch::Tensor combine_guidance(const torch::Tensor& vc, const torch::Tensor& vu, const torch::Tensor& guidance, const GuidanceForm& form) {
@@ -140,7 +148,8 @@ torch::Tensor anchor_guided_velocity(StreamDiT& model, const torch::Tensor& x, c
   return text_step + (anchor_guidance - 1.0) * (va - v_free);
 }
 
-StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o) : model_(std::move(model)), options_(o) {
+StreamDiTSampler::StreamDiTSampler(StreamDiT model, const StreamDiTOptions& o)
+    : model_(std::move(model)), options_(o), colour_hold_(o.colour_hold, o.colour_hold_frames, o.colour_hold_frames) {
   const auto& c = model_->config;
   partition_ = BufferPartition::for_chunk_size(c.max_frames, o.chunk_frames, o.reference_frames, o.micro_steps);
   if (o.guidance < 0) throw Error(fmt::format("StreamDiT: guidance must be >= 0, got {}", o.guidance));
@@ -218,6 +227,13 @@ void StreamDiTSampler::sync_anchor_to_prompt() {
   anchor_wait_ = 0;
   change_version_ = prompt_version_;
   change_steps_left_ = 0;
+  hold_version_ = prompt_version_;
+  colour_hold_.restart();
+}
+
+std::uint64_t StreamDiTSampler::prompt_version() const {
+  std::lock_guard lock(prompt_mutex_);
+  return prompt_version_;
 }
 
 void StreamDiTSampler::notice_prompt_change() {
@@ -248,11 +264,7 @@ torch::Tensor StreamDiTSampler::guidance_scales(const std::vector<double>& tau, 
 void StreamDiTSampler::update_anchor(const torch::Tensor& emitted) {
   // emitted [c, C, H, W]
   if (!model_->config.anchor || !options_.use_anchor) return;
-  std::uint64_t version = 0;
-  {
-    std::lock_guard lock(prompt_mutex_);
-    version = prompt_version_;
-  }
+  const auto version = prompt_version();
   if (version != anchor_version_) {
     // The chunks in the buffer began under the old prompt: the next anchor is the first chunk that
     // entered as noise after the change, N chunks from now (this one is the first of them).
@@ -266,6 +278,22 @@ void StreamDiTSampler::update_anchor(const torch::Tensor& emitted) {
     return;
   }
   if (!anchor_.defined()) anchor_ = emitted.narrow(0, 0, 1).clone();
+}
+
+void StreamDiTSampler::hold_colour(const torch::Tensor& emitted) {
+  // emitted [c, C, H, W]; buffer_ [1, B, C, H, W], already shifted
+  if (!colour_hold_.enabled()) return;
+  const auto version = prompt_version();
+  if (version != hold_version_) {
+    // As for the anchor: the look to keep is the one of the chunks that entered as noise after the change.
+    hold_version_ = version;
+    colour_hold_.restart(v2v_chunks_ * partition_.chunk_frames);
+  }
+  const auto shift = colour_hold_.observe(emitted);
+  if (!colour_hold_.holding()) return;
+  // Frame f holds the data at share τ_f (x_τ = τ·x1 + (1 − (1 − σ)τ)·x0): that share moves.
+  const auto tau = torch::tensor(buffer_levels(0), torch::kFloat32).view({1, -1, 1, 1, 1});
+  buffer_.add_((tau * shift.view({1, 1, -1, 1, 1})).to(buffer_.device(), buffer_.scalar_type()));
 }
 
 double StreamDiTSampler::entry_level() const {
@@ -371,6 +399,7 @@ torch::Tensor StreamDiTSampler::advance(const torch::Tensor& entering) {
   parts.push_back(buffer_.narrow(1, k + c, b - k - c));
   parts.push_back(entering);
   buffer_ = torch::cat(parts, 1);
+  hold_colour(emitted);
   ++chunks_emitted_;
   return emitted;
 }
