@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace streamgen {
 
@@ -24,12 +25,19 @@ class ColourHold {
   // Forgets the look; the next `skip_frames` emitted frames are not measured (they began under an
   // earlier prompt), then the next reference_frames are.
   void restart(std::int64_t skip_frames = 0);
-  // Records emitted frames [c, C, H, W] and returns the per-channel shift [C] (fp32) to add to the
-  // clean share of the buffer: gain · (look − recent mean); zeros while the look is being measured.
-  torch::Tensor observe(const torch::Tensor& emitted);
+  struct Correction {
+    torch::Tensor shift;  // [C]: gain · (look mean − recent mean), to add to the clean share
+    torch::Tensor scale;  // [C]: 1 + gain · (look spread / recent spread − 1), for the clean share's deviation from its mean
+  };
+  // Records emitted frames [c, C, H, W] and returns the correction (fp32; shift 0 and scale 1 while
+  // the look is being measured).
+  Correction observe(const torch::Tensor& emitted);
+  // Frames [1, F, C, H, W] at levels tau [F] moved by the correction on their clean share τ.
+  static torch::Tensor apply(const torch::Tensor& frames, const std::vector<double>& tau, const Correction& correction);
   bool holding() const { return look_.defined(); }
-  const torch::Tensor& look() const { return look_; }      // [C]; undefined while measuring
-  const torch::Tensor& recent() const { return recent_; }  // [C]; undefined while measuring
+  // [2, C]: per-channel mean, then spatial spread (the frames' std over pixels, averaged); undefined while measuring.
+  const torch::Tensor& look() const { return look_; }
+  const torch::Tensor& recent() const { return recent_; }
 
  private:
   double gain_;

@@ -94,10 +94,11 @@ struct StreamDiTOptions {
   // emitted frame, and after a prompt change on the first frame made wholly under the new prompt.
   // false streams such a model without one (as its anchor-dropout examples trained it to).
   bool use_anchor = true;
-  // Colour hold (colour_hold.h): each step moves the clean share τ of every buffer frame by this
-  // share of the gap between the per-channel latent mean of the stream's first colour_hold_frames
-  // emitted frames (after a prompt change, of the first ones made under it) and the mean of the recent
-  // ones (over about as many frames). Keeps a long stream's look from wandering; 0: off.
+  // Colour hold (colour_hold.h): after each step, the clean share τ of every buffer frame moves this
+  // share of the way from the recent emitted frames' per-channel latent mean and spatial spread (over
+  // about colour_hold_frames frames) back to those of the stream's first colour_hold_frames frames
+  // (after a prompt change, of the first ones made under it). Keeps a long stream's look from
+  // wandering; 0: off.
   double colour_hold = 0;
   std::int64_t colour_hold_frames = 16;
 };

@@ -69,6 +69,8 @@ std::vector<BenchRow> bench_dit_stream(const DiTBenchOptions& o) {
           so.init_guidance = own.init_guidance;
           so.guidance_form = own.guidance_form;
           so.anchor_guidance = own.anchor_guidance;
+          so.colour_hold = own.colour_hold;
+          so.colour_hold_frames = own.colour_hold_frames;
         }
       }
       StreamDiTSampler sampler(model, so);

@@ -22,30 +22,41 @@ void ColourHold::restart(std::int64_t skip_frames) {
   sum_ = look_ = recent_ = torch::Tensor{};
 }
 
-torch::Tensor ColourHold::observe(const torch::Tensor& emitted) {
+ColourHold::Correction ColourHold::observe(const torch::Tensor& emitted) {
   // emitted [c, C, H, W]
   const auto c = emitted.size(0);
-  auto frame_means = emitted.to(torch::kFloat32).mean({2, 3});  // [c, C]
-  const auto zero = torch::zeros({emitted.size(1)}, frame_means.options());
-  if (!enabled()) return zero;
+  const auto x = emitted.to(torch::kFloat32).flatten(2);
+  const auto frame_looks = torch::stack({x.mean(2), x.std(2, false)}, 1);  // [c, 2, C]
+  const Correction none{torch::zeros({emitted.size(1)}), torch::ones({emitted.size(1)})};
+  if (!enabled()) return none;
   std::int64_t first = std::min(skip_, c);
   skip_ -= first;
   if (!look_.defined()) {
     const auto take = std::min(c - first, reference_frames_ - measured_);
     if (take > 0) {
-      const auto part = frame_means.narrow(0, first, take).sum(0);
+      const auto part = frame_looks.narrow(0, first, take).sum(0);
       sum_ = sum_.defined() ? sum_ + part : part;
       measured_ += take;
       first += take;
     }
-    if (measured_ < reference_frames_) return zero;
+    if (measured_ < reference_frames_) return none;
     look_ = sum_ / static_cast<double>(reference_frames_);
     recent_ = look_.clone();
   }
   // The recent mean forgets a frame's weight at 1/recent_frames per frame.
   const double keep = 1.0 - 1.0 / static_cast<double>(recent_frames_);
-  for (std::int64_t f = first; f < c; ++f) recent_ = keep * recent_ + (1.0 - keep) * frame_means[f];
-  return gain_ * (look_ - recent_);
+  for (std::int64_t f = first; f < c; ++f) recent_ = keep * recent_ + (1.0 - keep) * frame_looks[f];
+  return {gain_ * (look_[0] - recent_[0]), 1.0 + gain_ * (look_[1] / recent_[1].clamp_min(1e-6) - 1.0)};
+}
+
+torch::Tensor ColourHold::apply(const torch::Tensor& frames, const std::vector<double>& tau, const Correction& correction) {
+  // frames [1, F, C, H, W]; x_τ = τ·x1 + (1 − (1 − σ)τ)·x0: the clean share is τ, so τ of the correction applies.
+  const auto t = torch::tensor(tau, torch::kFloat32).view({1, -1, 1, 1, 1}).to(frames.device());
+  const auto x = frames.to(torch::kFloat32);
+  const auto mean = x.mean({3, 4}, true);
+  const auto shift = correction.shift.to(frames.device()).view({1, 1, -1, 1, 1});
+  const auto scale = correction.scale.to(frames.device()).view({1, 1, -1, 1, 1});
+  return (x + t * shift + t * (scale - 1.0) * (x - mean)).to(frames.scalar_type());
 }
 
 }  // namespace streamgen

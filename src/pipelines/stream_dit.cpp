@@ -289,11 +289,8 @@ void StreamDiTSampler::hold_colour(const torch::Tensor& emitted) {
     hold_version_ = version;
     colour_hold_.restart(v2v_chunks_ * partition_.chunk_frames);
   }
-  const auto shift = colour_hold_.observe(emitted);
-  if (!colour_hold_.holding()) return;
-  // Frame f holds the data at share τ_f (x_τ = τ·x1 + (1 − (1 − σ)τ)·x0): that share moves.
-  const auto tau = torch::tensor(buffer_levels(0), torch::kFloat32).view({1, -1, 1, 1, 1});
-  buffer_.add_((tau * shift.view({1, 1, -1, 1, 1})).to(buffer_.device(), buffer_.scalar_type()));
+  const auto correction = colour_hold_.observe(emitted);
+  if (colour_hold_.holding()) buffer_ = ColourHold::apply(buffer_, buffer_levels(0), correction);
 }
 
 double StreamDiTSampler::entry_level() const {
