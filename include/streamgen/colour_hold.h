@@ -2,12 +2,13 @@
 // Colour hold for long streams. A stream builds every chunk on the buffer the last one left, so the
 // errors of its colours do not average out but wander: a model whose 64-frame clips are right can
 // be 5–15 % brighter or darker a few thousand frames later (streamdit-latent-64-student's card).
-// Real video of one caption keeps its look. This loop measures the per-channel latent mean of the
-// frames a stream emits, takes the mean of its first frames (after a prompt change: of the first
-// frames made under the new prompt) as the look to keep, and tells the sampler how far the recent
-// frames have strayed from it; the sampler moves the clean share of each buffer frame back by a
-// fraction of that. Only the slow part is held: a chunk may still differ from its neighbours (an
-// object enters, the background shows), since the recent mean is an average over many frames.
+// Real video of one caption keeps its look. This loop measures the per-channel latent mean and
+// spatial spread of the frames a stream emits, takes those of its first frames (after a prompt
+// change: of the first frames made under the new prompt) as the look to keep, and tells the sampler
+// how far the recent frames have strayed from it; the sampler moves the clean share of each buffer
+// frame back by a fraction of that. Only the slow part is held: a chunk may still differ from its
+// neighbours (an object enters, the background shows), since the recent look is an average over
+// many frames. The mean alone kept a stream's brightness but let its contrast wander (the card).
 #include <torch/types.h>
 
 #include <cstdint>

@@ -24,11 +24,11 @@ void ColourHold::restart(std::int64_t skip_frames) {
 
 ColourHold::Correction ColourHold::observe(const torch::Tensor& emitted) {
   // emitted [c, C, H, W]
+  const Correction none{torch::zeros({emitted.size(1)}), torch::ones({emitted.size(1)})};
+  if (!enabled()) return none;
   const auto c = emitted.size(0);
   const auto x = emitted.to(torch::kFloat32).flatten(2);
   const auto frame_looks = torch::stack({x.mean(2), x.std(2, false)}, 1);  // [c, 2, C]
-  const Correction none{torch::zeros({emitted.size(1)}), torch::ones({emitted.size(1)})};
-  if (!enabled()) return none;
   std::int64_t first = std::min(skip_, c);
   skip_ -= first;
   if (!look_.defined()) {
