@@ -44,10 +44,10 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
   cmd.add_flag("--no-anchor{false}", o.use_anchor, "Stream a model with an anchor frame without one (for comparison)");
   cmd.add_option("--colour-hold", o.colour_hold,
                  "0..1: each step, move the buffer this share of the way from its recent mean colour and contrast back to the "
-                 "stream's first frames' (after a prompt change: the new prompt's first frames), so a long stream keeps its look (0: off)")
+                 "stream's first frames' (after a prompt change: the new prompt's first frames), so a long stream keeps its look (0: off; default: the model's sampler.json, else 0)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
-  cmd.add_option("--colour-hold-frames", o.colour_hold_frames, "Latent frames whose colour and contrast are the look to hold, and the span of the recent look")
+  cmd.add_option("--colour-hold-frames", o.colour_hold_frames, "Latent frames whose colour and contrast are the look to hold, and the span of the recent look (default: sampler.json, else 16)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
 }
