@@ -4,6 +4,7 @@
 
 #include "streamgen/bench.h"
 #include "streamgen/safetensors.h"
+#include "streamgen/system_info.h"
 
 namespace {
 
@@ -36,4 +37,11 @@ BENCHMARK_CAPTURE(BM_SafetensorsOpen, read, streamgen::LoadMode::Read)->Arg(64)-
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  streamgen::upgrade_blas_kernels();  // the kernels the CLI runs (see system_info.h)
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

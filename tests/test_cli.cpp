@@ -31,8 +31,9 @@ struct Result {
   std::string out;  // stdout and stderr together
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(STREAMGEN_CLI) + " " + args + " 2>&1";
+// env: assignments put before the command ("OPENBLAS_CORETYPE=Haswell"), for the shell to apply.
+Result run(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + " " + std::string(STREAMGEN_CLI) + " " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;
@@ -133,6 +134,28 @@ TEST(Cli, InfoReportsIsaBlasAndMatmul) {
 #ifdef STREAMGEN_LINKED_MALLOC
   EXPECT_NE(j["malloc"].get<std::string>().find(STREAMGEN_LINKED_MALLOC), std::string::npos) << j["malloc"];
 #endif
+}
+
+TEST(Cli, InfoNamesOpenBlasKernelsAndKeepsTheUsersChoice) {
+  auto r = run("info --no-probe --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  if (!j.contains("blas_kernels")) GTEST_SKIP() << "LibTorch's BLAS is not OpenBLAS: " << j["blas"];
+  const auto for_cpu = j["blas_kernels"]["for_cpu"].get<std::string>();
+  if (for_cpu.empty()) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {
+    // Started plainly, the CLI runs the CPU's own family, picked by OpenBLAS or upgraded at start.
+    EXPECT_EQ(j["blas_kernels"]["loaded"], for_cpu) << r.out;
+  }
+  // Forced onto older kernels by the user, it keeps them and says so.
+  r = run("info --no-probe --json", "OPENBLAS_CORETYPE=Sandybridge");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["blas_kernels"]["loaded"], "Sandybridge") << r.out;
+  EXPECT_EQ(j["blas_kernels"]["chosen_by"], "OPENBLAS_CORETYPE") << r.out;
+  r = run("info --probe-size 64 --probe-seconds 0.05", "OPENBLAS_CORETYPE=Sandybridge");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("Sandybridge kernels, chosen by OPENBLAS_CORETYPE"), std::string::npos) << r.out;
 }
 
 TEST(Cli, BenchJsonLinesCarryTheRequiredFields) {

@@ -91,6 +91,32 @@ TEST(SystemInfo, DetectsCpuAndBlas) {
   EXPECT_FALSE(loaded_blas_library().empty());
 }
 
+TEST(SystemInfo, OpenBlasRunsTheKernelsThisCpuSupports) {
+  // The test main upgrades OpenBLAS's choice as the CLI's does; on a CPU the installed OpenBLAS does
+  // not know (Debian 12's 0.3.21 on Emerald Rapids) it would otherwise run its SSE3 kernels.
+  const auto k = blas_kernels();
+  if (k.loaded.empty()) GTEST_SKIP() << "LibTorch's BLAS is not OpenBLAS: " << loaded_blas_library();
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
+    EXPECT_EQ(k.chosen_by, "OPENBLAS_CORETYPE");  // the user's choice stands, whatever it is
+    return;
+  }
+  EXPECT_FALSE(k.behind_cpu()) << "OpenBLAS runs " << k.loaded << " on a CPU that runs " << k.for_cpu;
+  EXPECT_TRUE(k.chosen_by == "OpenBLAS" || k.chosen_by == "streamgen") << k.chosen_by;
+  if (k.chosen_by == "streamgen") {
+    EXPECT_FALSE(k.replaced.empty());
+    const BlasKernels before{.loaded = k.replaced, .for_cpu = k.for_cpu};
+    EXPECT_TRUE(before.behind_cpu()) << k.replaced;
+  }
+  // A second call changes nothing, and the upgraded kernels compute what the reference does.
+  const auto again = upgrade_blas_kernels();
+  EXPECT_EQ(again.loaded, k.loaded);
+  torch::manual_seed(0);
+  const auto a = torch::randn({257, 300}, torch::kFloat64), b = torch::randn({300, 190}, torch::kFloat64);
+  const auto fp32 = torch::mm(a.to(torch::kFloat32), b.to(torch::kFloat32)).to(torch::kFloat64);
+  const auto reference = torch::mm(a, b);
+  EXPECT_LT(((fp32 - reference).norm() / reference.norm()).item<double>(), 1e-6);
+}
+
 TEST(SystemInfo, NamesTheMallocThisProcessCalls) {
   const auto path = malloc_library();
   ASSERT_FALSE(path.empty());

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,35 @@ struct InfoArgs {
 
 const char* yes_no(bool b) { return b ? "yes" : "no"; }
 
+// Why fp32 matmul is slow, from what is loaded: the reference BLAS, OpenBLAS forced onto kernels
+// older than the CPU, or (none of these) cores busy with other work.
+std::string slow_fp32_warning(double gflops, const std::string& blas, const BlasKernels& kernels) {
+  const auto rate = fmt::format("fp32 matmul reaches only {:.1f} GFLOP/s (a healthy build exceeds {:.0f})", gflops, kHealthyFp32Gflops);
+  if (kernels.loaded.empty())
+    return fmt::format("{}: the BLAS loaded is not OpenBLAS ({}), probably the reference one; install libopenblas0-pthread "
+                       "(scripts/setup.sh does)",
+                       rate, blas.empty() ? "none found" : blas);
+  if (kernels.behind_cpu() && kernels.chosen_by == "OPENBLAS_CORETYPE")
+    return fmt::format("{}: OPENBLAS_CORETYPE={} puts OpenBLAS on its {} kernels on a CPU that runs {}; unset it or set "
+                       "OPENBLAS_CORETYPE={}",
+                       rate, std::getenv("OPENBLAS_CORETYPE"), kernels.loaded, kernels.for_cpu, kernels.for_cpu);
+  if (kernels.behind_cpu())
+    return fmt::format("{}: OpenBLAS runs its {} kernels on a CPU that runs {} (it does not know this CPU); run with "
+                       "OPENBLAS_CORETYPE={}",
+                       rate, kernels.loaded, kernels.for_cpu, kernels.for_cpu);
+  return fmt::format("{} with OpenBLAS's {} kernels: other processes are using the cores, or the machine is throttled; "
+                     "measure again when it is idle",
+                     rate, kernels.loaded);
+}
+
+std::string describe_blas(const std::string& blas, const BlasKernels& kernels) {
+  if (blas.empty()) return "none loaded";
+  if (kernels.loaded.empty()) return blas;
+  if (kernels.chosen_by == "streamgen")
+    return fmt::format("{} ({} kernels; OpenBLAS took this CPU for {})", blas, kernels.loaded, kernels.replaced);
+  return fmt::format("{} ({} kernels, chosen by {})", blas, kernels.loaded, kernels.chosen_by);
+}
+
 void run_info(const InfoArgs& args) {
   const auto opts = args.compute.resolve();
   const auto cpu = detect_cpu_features();
@@ -40,6 +70,10 @@ void run_info(const InfoArgs& args) {
   info["threads"] = opts.threads;
   info["hardware_threads"] = cpu.hardware_threads;
   info["blas"] = loaded_blas_library();
+  const auto kernels = blas_kernels();
+  if (!kernels.loaded.empty())
+    info["blas_kernels"] = {{"loaded", kernels.loaded}, {"for_cpu", kernels.for_cpu}, {"chosen_by", kernels.chosen_by},
+                            {"replaced", kernels.replaced}};
   info["malloc"] = malloc_library();
   info["onednn"] = torch_has_onednn();
 
@@ -56,10 +90,7 @@ void run_info(const InfoArgs& args) {
       const double gflops = matmul_gflops(args.probe_size, t.median_ms);
       info["matmul_" + dtype_label(dtype) + "_gflops"] = gflops;
       if (dtype == torch::kFloat32 && opts.device.is_cpu() && gflops < kHealthyFp32Gflops)
-        warnings.push_back(fmt::format(
-            "fp32 matmul reaches only {:.1f} GFLOP/s (a healthy build exceeds {:.0f}): the reference BLAS is loaded "
-            "({}); install libopenblas0-pthread (scripts/setup.sh does)",
-            gflops, kHealthyFp32Gflops, info["blas"].get<std::string>()));
+        warnings.push_back(slow_fp32_warning(gflops, info["blas"].get<std::string>(), kernels));
     }
     info["matmul_device"] = opts.device.str();
     info["matmul_n"] = args.probe_size;
@@ -82,7 +113,7 @@ void run_info(const InfoArgs& args) {
                              yes_no(cpu.avx2), yes_no(cpu.fma), yes_no(cpu.avx512f), yes_no(cpu.avx512_bf16),
                              yes_no(cpu.avx512_fp16), yes_no(cpu.amx_bf16 && cpu.amx_tile), yes_no(cpu.amx_int8 && cpu.amx_tile));
     std::cout << fmt::format("threads        {} (of {} hardware threads)\n", opts.threads, cpu.hardware_threads);
-    std::cout << fmt::format("BLAS           {}\n", info["blas"].get<std::string>().empty() ? "none loaded" : info["blas"].get<std::string>());
+    std::cout << fmt::format("BLAS           {}\n", describe_blas(info["blas"].get<std::string>(), kernels));
     std::cout << fmt::format("malloc         {}\n", info["malloc"].get<std::string>().empty() ? "unknown" : info["malloc"].get<std::string>());
     std::cout << fmt::format("oneDNN         {}\n", yes_no(torch_has_onednn()));
     if (!args.no_probe)

@@ -10,8 +10,10 @@
 #include "streamgen/device.h"
 #include "streamgen/error.h"
 #include "streamgen/progress.h"
+#include "streamgen/system_info.h"
 
 int main(int argc, char** argv) {
+  streamgen::upgrade_blas_kernels();  // before any BLAS call: OpenBLAS reads its choice on every call
   streamgen::tune_memory_allocator();
   // Logs go to stderr so that stdout stays clean for data (--json, raw frames).
   spdlog::set_default_logger(spdlog::stderr_color_mt("streamgen"));
