@@ -9,5 +9,5 @@ OUT="${1:-dit-demo.mp4}"
 MODEL="${STREAMGEN_DIT_MODEL:-models/streamdit-latent-64-student}"
 scripts/setup.sh
 build/bin/streamgen dit stream --model "$MODEL" -p "red circle moving right" --prompt-at 64:"blue square moving up" \
-  -n 256 --dtype bf16 --output-size 256x256 --fps 24 -o "$OUT"
+  -n 256 --dtype auto --output-size 256x256 --fps 24 -o "$OUT"
 echo "wrote $OUT (256 frames; the prompt changes to 'blue square moving up' from frame 64)"

@@ -18,6 +18,8 @@
 #include "streamgen/distributed.h"
 #include "streamgen/image_io.h"
 #include "streamgen/media.h"
+#include "streamgen/model_folder.h"
+#include "streamgen/device.h"
 #include "streamgen/safetensors.h"
 #include "streamgen/tensor_compare.h"
 #include "streamgen/weight_set.h"
@@ -589,6 +591,30 @@ TEST(CliDiT, TheShippedModelsLoadAndStream) {
       EXPECT_NE(r.out.find("colour hold 1 over 16 frames"), std::string::npos) << r.out;  // its sampler.json holds long streams' look
     }
   }
+}
+
+// --dtype auto: the faster dtype for the model on this machine, said in the log; refused where
+// there is no model to size it by.
+TEST(CliDiT, DtypeAutoPicksByTheModelAndTheMachine) {
+  const auto model = (test::data_path("..") / ".." / "models" / "streamdit-latent-64-student").lexically_normal().string();
+  test::TempDir dir;
+  auto r = run("dit stream --model " + model + " -p 'red circle moving right' -n 8 --dtype auto --output-size 64x64 -o " + (dir / "a").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto chosen = dtype_label(fastest_dtype(torch::kCPU, stored_parameter_count(model)));
+  EXPECT_NE(r.out.find("--dtype auto: " + chosen + " for " + model), std::string::npos) << chosen << "\n" << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "a" / "frame_00007.png")) << r.out;
+  // A Stable Diffusion pipeline is sized by its UNet.
+  const auto sd = test::data_path("tiny-sd21").string();
+  r = run("txt2img --model " + sd + " --taesd " + test::data_path("taesd").string() + " -p x -W 64 -H 64 --dtype auto --out " +
+          (dir / "t.png").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("--dtype auto: " + dtype_label(fastest_dtype(torch::kCPU, stored_parameter_count(sd))) + " for " + sd),
+            std::string::npos)
+      << r.out;
+  r = run("tensors run --model " + sd + " --component tokenizer --prompts /dev/null --out " + (dir / "x.safetensors").string() +
+          " --dtype auto");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--dtype auto is for the commands that stream a --model"), std::string::npos) << r.out;
 }
 
 // The caption classifier the latent models' cards are scored with names held-out real clips of its

@@ -117,6 +117,22 @@ TEST(SystemInfo, OpenBlasRunsTheKernelsThisCpuSupports) {
   EXPECT_LT(((fp32 - reference).norm() / reference.norm()).item<double>(), 1e-6);
 }
 
+TEST(Device, AutoDtypeFollowsTheHardwareAndTheModelSize) {
+  CpuFeatures avx512_bf16;
+  avx512_bf16.avx2 = avx512_bf16.avx512f = avx512_bf16.avx512_bf16 = true;
+  // Without AMX, bf16 pays only for weights too large to stay in cache.
+  EXPECT_EQ(fastest_cpu_dtype(avx512_bf16, 30'000'000), torch::kFloat32);
+  EXPECT_EQ(fastest_cpu_dtype(avx512_bf16, 866'000'000), torch::kBFloat16);
+  auto amx = avx512_bf16;
+  amx.amx_tile = amx.amx_bf16 = true;
+  EXPECT_EQ(fastest_cpu_dtype(amx, 30'000'000), torch::kBFloat16);
+  CpuFeatures avx2;
+  avx2.avx2 = true;
+  EXPECT_EQ(fastest_cpu_dtype(avx2, 866'000'000), torch::kFloat32);  // bf16 would be emulated
+  EXPECT_EQ(fastest_dtype(torch::Device(torch::kCUDA, 0), 1), torch::kBFloat16);
+  EXPECT_EQ(fastest_dtype(torch::kCPU, 866'000'000), fastest_cpu_dtype(detect_cpu_features(), 866'000'000));
+}
+
 TEST(SystemInfo, NamesTheMallocThisProcessCalls) {
   const auto path = malloc_library();
   ASSERT_FALSE(path.empty());

@@ -131,6 +131,10 @@ TEST(ComponentFolderGolden, TinySd21UnetFolder) {
   std::uint64_t params = 0;
   for (const auto& n : c.weights.names()) params += c.weights.entry(n).numel();
   EXPECT_EQ(params, 1106212u);  // the count the golden README gives
+  // --dtype auto sizes a pipeline by its UNet, read from the headers alone.
+  EXPECT_EQ(stored_parameter_count(test::data_path("tiny-sd21")), 1106212);
+  EXPECT_EQ(stored_parameter_count(test::data_path("tiny-sd21/unet")), 1106212);
+  EXPECT_THROW(stored_parameter_count(test::data_path("does-not-exist")), Error);
 }
 
 }  // namespace

@@ -331,9 +331,9 @@ void register_stream(CLI::App& dit) {
       ->check(CLI::Range(0.0, 1.0));
   add_sampler_options(*cmd, a->sampler);
   cmd->add_option("--seed", a->sampler.seed, "Noise seed")->capture_default_str();
-  a->compute.add_to(*cmd);
+  a->compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
   cmd->callback([a, cmd] {
-    const auto compute = a->compute.resolve();
+    const auto compute = a->compute.resolve_for_model(a->model);
     apply_model_sampler_settings(*cmd, a->model, a->sampler);
     std::vector<PromptChange> changes;
     for (const auto& text : a->prompt_at) changes.push_back(parse_prompt_change(text));
@@ -435,9 +435,9 @@ void register_eval(CLI::App& dit) {
       ->check(CLI::ExistingDirectory);
   add_sampler_options(*cmd, a->sampler);
   cmd->add_flag("--json", a->json, "Print one JSON object");
-  a->compute.add_to(*cmd);
+  a->compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
   cmd->callback([a, cmd] {
-    const auto compute = a->compute.resolve();
+    const auto compute = a->compute.resolve_for_model(a->model);
     if (a->streams.streams > 0) apply_model_sampler_settings(*cmd, a->model, a->sampler);
     auto model = load_stream_dit(a->model, compute);
     const auto& c = model->config;

@@ -45,7 +45,7 @@ void register_serve(CLI::App& app) {
   dit_group->add_option("--guidance,-g", a->dit.guidance, "CFG scale (1: no CFG; default: the model's sampler.json, else 1; the page's slider overrides)");
   add_guidance_shape_options(*dit_group, a->dit);
   dit_group->add_option("--fps", a->fps, "Pace of the video sent to the page (0: as fast as it is made)")->capture_default_str();
-  a->compute.add_to(*cmd);
+  a->compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
   cmd->callback([a, cmd] {
     ServerOptions o;
     o.host = a->host;
@@ -54,7 +54,7 @@ void register_serve(CLI::App& app) {
     if (is_stream_dit_folder(a->model)) {
       DiTRunnerOptions d;
       d.model = a->model;
-      d.compute = a->compute.resolve();
+      d.compute = a->compute.resolve_for_model(a->model);
       apply_model_sampler_settings(*cmd, a->model, a->dit);  // the settings the model card was measured with
       d.sampler = a->dit;
       d.prompt = a->prompt.empty() ? "a red circle moving right" : a->prompt;
@@ -69,7 +69,7 @@ void register_serve(CLI::App& app) {
     }
     o.stream.model = a->model;
     o.stream.taesd = a->taesd;
-    o.stream.compute = a->compute.resolve();
+    o.stream.compute = a->compute.resolve_for_model(a->model);
     o.stream.width = a->width > 0 ? a->width : 512;
     o.stream.height = a->height > 0 ? a->height : 512;
     o.stream.prompt = a->prompt.empty() ? "an oil painting, vivid colours" : a->prompt;

@@ -44,7 +44,7 @@ void add_stream_options(CLI::App* cmd, StreamArgs& a) {
   cmd->add_option("--frame-buffer-size", a.frame_buffer, "Frames per UNet call (F): more throughput, more latency")
       ->capture_default_str()
       ->check(CLI::Range(1, 16));
-  a.compute.add_to(*cmd);
+  a.compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
 }
 
 StreamRunnerOptions runner_options(const StreamArgs& a) {
@@ -56,7 +56,7 @@ StreamRunnerOptions runner_options(const StreamArgs& a) {
   o.seed = a.seed;
   o.width = a.width;
   o.height = a.height;
-  o.compute = a.compute.resolve();
+  o.compute = a.compute.resolve_for_model(a.model);
   o.stream.t_index_list = a.t_index;
   o.stream.cfg = parse_cfg_type(a.cfg);
   o.stream.guidance_scale = a.guidance;

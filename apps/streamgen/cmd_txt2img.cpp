@@ -25,12 +25,12 @@ void register_txt2img(CLI::App& app) {
   cmd->add_option("-W,--width", args->options.width, "Image width")->capture_default_str()->check(CLI::Range(8, 4096));
   cmd->add_option("-H,--height", args->options.height, "Image height")->capture_default_str()->check(CLI::Range(8, 4096));
   cmd->add_option("--out,-o", args->out, "Output PNG")->required();
-  args->compute.add_to(*cmd);
+  args->compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
   cmd->callback([args] {
     auto o = args->options;
     o.model = args->model;
     if (!args->taesd.empty()) o.taesd = args->taesd;
-    o.compute = args->compute.resolve();
+    o.compute = args->compute.resolve_for_model(args->model);
     const auto r = txt2img(o);
     write_png(args->out, r.image_u8, r.parameters);
     std::cout << fmt::format("wrote {} ({}x{}): text {:.0f} ms, denoise {:.0f} ms, decode {:.0f} ms (weights loading included)\n", args->out,

@@ -31,8 +31,11 @@ struct ComputeArgs {
   std::string device = "cpu";
   std::string dtype = "fp32";
   int threads = 0;
-  void add_to(CLI::App& cmd, bool with_dtype = true);
+  // with_auto: --dtype also takes auto (the command then resolves with resolve_for_model).
+  void add_to(CLI::App& cmd, bool with_dtype = true, bool with_auto = false);
   ComputeOptions resolve() const;
+  // --dtype auto becomes fastest_dtype() for the weights stored at `model`.
+  ComputeOptions resolve_for_model(const std::string& model) const;
 };
 
 // Ctrl-C / SIGTERM end a run cleanly (queued frames written, videos finalised): installs the

@@ -4,6 +4,8 @@
 
 #include <csignal>
 
+#include "streamgen/error.h"
+#include "streamgen/model_folder.h"
 #include "streamgen/stream_dit.h"
 
 namespace streamgen::cli {
@@ -40,18 +42,35 @@ const std::atomic<bool>& interrupt_flag() {
   return g_interrupted;
 }
 
-void ComputeArgs::add_to(CLI::App& cmd, bool with_dtype) {
+void ComputeArgs::add_to(CLI::App& cmd, bool with_dtype, bool with_auto) {
   cmd.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
-  if (with_dtype) cmd.add_option("--dtype", dtype, "fp32, bf16 or fp16 (bf16 is the fast CPU path)")->capture_default_str();
+  if (with_dtype && with_auto)
+    cmd.add_option("--dtype", dtype,
+                   "fp32, bf16, fp16 or auto (the faster for this model here: bf16 on CUDA, with AMX, or for a large model "
+                   "on AVX512-BF16; else fp32)")
+        ->capture_default_str();
+  else if (with_dtype)
+    cmd.add_option("--dtype", dtype, "fp32, bf16 or fp16")->capture_default_str();
   cmd.add_option("--threads", threads, "CPU threads (0 = one per core)")->capture_default_str();
 }
 
 ComputeOptions ComputeArgs::resolve() const {
+  if (dtype == "auto") throw Error("--dtype auto is for the commands that stream a --model; name fp32, bf16 or fp16 here");
   ComputeOptions o;
   o.device = parse_device(device);
   o.dtype = parse_dtype(dtype);
   o.threads = threads;
   return apply_compute_options(o);
+}
+
+ComputeOptions ComputeArgs::resolve_for_model(const std::string& model) const {
+  if (dtype != "auto") return resolve();
+  auto args = *this;
+  const auto parameters = stored_parameter_count(model);
+  args.dtype = dtype_label(fastest_dtype(parse_device(device), parameters));
+  spdlog::info("--dtype auto: {} for {} ({:.1f} M weights) on {}", args.dtype, model, static_cast<double>(parameters) / 1e6,
+               parse_device(device).is_cuda() ? "CUDA" : "this CPU");
+  return args.resolve();
 }
 
 void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, StreamDiTOptions& o) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "streamgen/system_info.h"
+
 namespace streamgen {
 
 struct ComputeOptions {
@@ -71,6 +73,17 @@ class ScopedCpuAutocast {
  private:
   bool enabled_ = false;
 };
+
+// `--dtype auto`: the dtype that runs a model of `parameters` weights fastest on `device`. CUDA:
+// bf16. A CPU with AMX: bf16 (its tiles multiply bf16 several times faster than fp32). A CPU with
+// AVX512-BF16 but no AMX: a bf16 dot product does as many FLOPs per cycle as an fp32 FMA, so bf16
+// pays only where a step streams its weights from memory, which it halves: bf16 from
+// kLargeModelParameters up (the SD-Turbo UNet, 866 M: 1.49 vs 2.41 s), fp32 below (the StreamDiT
+// student streams at 100 vs 60 FPS, TAESD decodes 256² in 163 vs 255 ms; Emerald Rapids VM, 2 cores).
+// Other CPUs: fp32 (bf16 is emulated).
+torch::ScalarType fastest_dtype(torch::Device device, std::int64_t parameters);
+torch::ScalarType fastest_cpu_dtype(const CpuFeatures& cpu, std::int64_t parameters);
+inline constexpr std::int64_t kLargeModelParameters = 100'000'000;
 
 // Checks that the device exists in this build and on this machine; throws streamgen::Error.
 void check_device(const torch::Device& device);

@@ -5,6 +5,7 @@
 //   <dir>/diffusion_pytorch_model.fp16.safetensors   (the "fp16" variant)
 //   <dir>/diffusion_pytorch_model.safetensors.index.json + shards (sharded checkpoints;
 //        the variant form is diffusion_pytorch_model.safetensors.index.fp16.json)
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -42,6 +43,10 @@ std::filesystem::path find_component_weights(const std::filesystem::path& dir, c
 // The _class_name of `folder`'s config.json ("" when it has none, or no config.json): how the
 // CLI and the server tell a StreamDiT folder, a temporal autoencoder and a diffusers pipeline apart.
 std::string folder_class_name(const std::filesystem::path& folder);
+
+// How many weights the model at `path` stores, read from the safetensors headers (nothing loaded):
+// a pipeline folder counts its UNet (its cost dominates), anything else every tensor open_weights finds.
+std::int64_t stored_parameter_count(const std::filesystem::path& path);
 
 // A checkpoint given as a .safetensors file, a sharded *.index.json, or a component folder.
 WeightSet open_weights(const std::filesystem::path& path, const std::string& variant = "");

@@ -158,6 +158,17 @@ int available_cpus() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+torch::ScalarType fastest_cpu_dtype(const CpuFeatures& cpu, std::int64_t parameters) {
+  if (cpu.amx_tile && cpu.amx_bf16) return torch::kBFloat16;
+  if (cpu.avx512_bf16 && parameters >= kLargeModelParameters) return torch::kBFloat16;
+  return torch::kFloat32;
+}
+
+torch::ScalarType fastest_dtype(torch::Device device, std::int64_t parameters) {
+  if (device.is_cuda()) return torch::kBFloat16;
+  return fastest_cpu_dtype(detect_cpu_features(), parameters);
+}
+
 ComputeOptions apply_compute_options(ComputeOptions options) {
   check_device(options.device);
   if (options.threads < 0) throw Error("--threads must be >= 0 (0 = one per core), got " + std::to_string(options.threads));
@@ -166,7 +177,7 @@ ComputeOptions apply_compute_options(ComputeOptions options) {
   at::set_num_threads(options.threads > 0 ? options.threads : available_cpus());
   options.threads = at::get_num_threads();
   if (options.device.is_cpu() && options.dtype == torch::kFloat16)
-    spdlog::warn("fp16 on CPU has no fast kernels here; bf16 is the fast CPU dtype (AMX/AVX-512)");
+    spdlog::warn("fp16 on CPU has no fast kernels here; use fp32 or bf16 (--dtype auto picks the faster for the model)");
   return options;
 }
 

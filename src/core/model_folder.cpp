@@ -73,6 +73,14 @@ WeightSet open_weights(const std::filesystem::path& path, const std::string& var
   return WeightSet::open(path);
 }
 
+std::int64_t stored_parameter_count(const std::filesystem::path& path) {
+  std::error_code ec;
+  const auto weights = open_weights(std::filesystem::is_directory(path / "unet", ec) ? path / "unet" : path);
+  std::int64_t count = 0;
+  for (const auto& name : weights.names()) count += static_cast<std::int64_t>(weights.entry(name).numel());
+  return count;
+}
+
 std::string folder_class_name(const std::filesystem::path& folder) {
   const auto path = folder / "config.json";
   std::error_code ec;
