@@ -611,6 +611,14 @@ TEST(CliDiT, DtypeAutoPicksByTheModelAndTheMachine) {
   EXPECT_NE(r.out.find("--dtype auto: " + dtype_label(fastest_dtype(torch::kCPU, stored_parameter_count(sd))) + " for " + sd),
             std::string::npos)
       << r.out;
+  // A stream runs TAESD in its own pick (small: fp32 on a CPU without AMX) beside the UNet's.
+  const auto taesd = test::data_path("taesd").string();
+  r = run("txt2img-stream --model " + sd + " --taesd " + taesd + " -p x -W 64 -H 64 -n 2 --dtype auto -o " + (dir / "s").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("--dtype auto: TAESD in " + dtype_label(fastest_dtype(torch::kCPU, stored_parameter_count(test::data_path("taesd"))))),
+            std::string::npos)
+      << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "s" / "frame_00001.png")) << r.out;
   r = run("tensors run --model " + sd + " --component tokenizer --prompts /dev/null --out " + (dir / "x.safetensors").string() +
           " --dtype auto");
   EXPECT_EQ(r.code, 2) << r.out;

@@ -70,7 +70,9 @@ ComputeOptions ComputeArgs::resolve_for_model(const std::string& model) const {
   args.dtype = dtype_label(fastest_dtype(parse_device(device), parameters));
   spdlog::info("--dtype auto: {} for {} ({:.1f} M weights) on {}", args.dtype, model, static_cast<double>(parameters) / 1e6,
                parse_device(device).is_cuda() ? "CUDA" : "this CPU");
-  return args.resolve();
+  auto o = args.resolve();
+  o.auto_dtype = true;
+  return o;
 }
 
 void apply_model_sampler_settings(CLI::App& cmd, const std::string& model, StreamDiTOptions& o) {

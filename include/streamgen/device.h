@@ -14,6 +14,9 @@ struct ComputeOptions {
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   int threads = 0;  // 0: every CPU this process may run on
+  // --dtype auto: `dtype` is the main model's pick (fastest_dtype); a pipeline's small models (TAESD)
+  // take their own.
+  bool auto_dtype = false;
 };
 
 // "cpu", "cuda", "cuda:N". Throws streamgen::Error naming the accepted forms.
@@ -29,6 +32,9 @@ void use_channels_last(torch::nn::Module& module);
 // Moves a freshly built model to its device and dtype, stores its convolutions channels-last and
 // switches it to eval mode: the one preparation every model loader and benchmark applies.
 void prepare_for_inference(torch::nn::Module& module, torch::Device device, torch::ScalarType dtype);
+
+// How many weights the module holds.
+std::int64_t parameter_count(const torch::nn::Module& module);
 
 // Makes a model input match the memory format of the model's convolutions.
 torch::Tensor match_memory_format(const torch::Tensor& x, const torch::Tensor& conv_weight);

@@ -39,6 +39,7 @@ struct StreamModels {
   AutoencoderTiny taesd{nullptr};
   LcmSchedulerConfig scheduler;
   ComputeOptions compute;
+  torch::ScalarType taesd_dtype = torch::kFloat32;  // compute.dtype, or TAESD's own pick under --dtype auto
 
   // `model`: diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler); `taesd`: TAESD folder.
   static std::shared_ptr<StreamModels> load(const std::filesystem::path& model, const std::filesystem::path& taesd,

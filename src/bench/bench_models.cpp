@@ -50,12 +50,6 @@ ClipTextConfig text_preset(const std::string& preset) {
   throw Error("unknown preset '" + preset + "' (expected sd15 or sd21)");
 }
 
-std::int64_t parameter_count(torch::nn::Module& m) {
-  std::int64_t n = 0;
-  for (const auto& p : m.parameters()) n += p.numel();
-  return n;
-}
-
 void sync(const torch::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
 }

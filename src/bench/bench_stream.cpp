@@ -63,6 +63,12 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
     prepare_for_inference(*unet, o.device, dtype);
     AutoencoderTiny taesd(AutoencoderTinyConfig{});
     prepare_for_inference(*taesd, o.device, dtype);
+    std::vector<std::pair<AutoencoderTiny, torch::ScalarType>> taesds{{taesd, dtype}};
+    if (const auto own = fastest_dtype(o.device, parameter_count(*taesd)); own != dtype) {
+      AutoencoderTiny t(AutoencoderTinyConfig{});
+      prepare_for_inference(*t, o.device, own);
+      taesds.emplace_back(t, own);
+    }
     const auto ctx = torch::randn({1, kContextTokens, cfg.cross_attention_dim});
     for (auto size : sizes) {
       const auto latent = size / 8;
@@ -99,24 +105,27 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
         row["ratio"] = t_full.median_ms / t_self.median_ms;
         rows.push_back(row);
       }
-      // End-to-end img2img per frame: preprocess, TAESD encode, one stream step, TAESD decode, to uint8.
-      for (const auto& t_index : std::vector<std::vector<std::int64_t>>{{35}, {32, 45}}) {
-        auto s = make_stream(unet, t_index, CfgType::Self, true, latent, ctx);
-        const auto frame = torch::randint(0, 256, {1, 3, size, size}, torch::kUInt8);
-        const auto total = time_runs(
-            [&] {
-              const auto x = image_u8_to_unit_range(frame).to(o.device, dtype);
-              const auto lat = taesd->encode(x).to(torch::kCPU, torch::kFloat32);
-              const auto out = s.step(lat);
-              unit_range_to_image_u8(taesd->decode(out.latents.to(o.device, dtype)).to(torch::kCPU));
-            },
-            fixed_runs(o.runs));
-        auto row = base_row("stream_img2img_e2e");
-        row["steps"] = static_cast<std::int64_t>(t_index.size());
-        add_timing(row, total);
-        row["fps"] = 1000.0 / total.median_ms;
-        rows.push_back(row);
-      }
+      // End-to-end img2img per frame: preprocess, TAESD encode, one stream step, TAESD decode, to uint8;
+      // TAESD in the UNet's dtype, and in its own (what --dtype auto runs) where that differs.
+      for (auto& [decoder, decoder_dtype] : taesds)
+        for (const auto& t_index : std::vector<std::vector<std::int64_t>>{{35}, {32, 45}}) {
+          auto s = make_stream(unet, t_index, CfgType::Self, true, latent, ctx);
+          const auto frame = torch::randint(0, 256, {1, 3, size, size}, torch::kUInt8);
+          const auto total = time_runs(
+              [&, &decoder = decoder, decoder_dtype = decoder_dtype] {
+                const auto x = image_u8_to_unit_range(frame).to(o.device, decoder_dtype);
+                const auto lat = decoder->encode(x).to(torch::kCPU, torch::kFloat32);
+                const auto out = s.step(lat);
+                unit_range_to_image_u8(decoder->decode(out.latents.to(o.device, decoder_dtype)).to(torch::kCPU));
+              },
+              fixed_runs(o.runs));
+          auto row = base_row("stream_img2img_e2e");
+          row["taesd_dtype"] = dtype_label(decoder_dtype);
+          row["steps"] = static_cast<std::int64_t>(t_index.size());
+          add_timing(row, total);
+          row["fps"] = 1000.0 / total.median_ms;
+          rows.push_back(row);
+        }
     }
   }
   return rows;

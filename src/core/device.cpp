@@ -72,6 +72,12 @@ void prepare_for_inference(torch::nn::Module& module, torch::Device device, torc
   module.eval();
 }
 
+std::int64_t parameter_count(const torch::nn::Module& module) {
+  std::int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
 torch::Tensor match_memory_format(const torch::Tensor& x, const torch::Tensor& conv_weight) {
   if (x.dim() == 4 && conv_weight.dim() == 4 && conv_weight.is_contiguous(torch::MemoryFormat::ChannelsLast) && conv_weight.size(2) * conv_weight.size(3) > 1)
     return x.contiguous(torch::MemoryFormat::ChannelsLast);
