@@ -51,10 +51,11 @@ void register_serve(CLI::App& app) {
     o.host = a->host;
     o.port = static_cast<unsigned short>(a->port);
     o.max_sessions = a->max_sessions;
+    const auto compute = a->compute.resolve_for_model(a->model);
     if (is_stream_dit_folder(a->model)) {
       DiTRunnerOptions d;
       d.model = a->model;
-      d.compute = a->compute.resolve_for_model(a->model);
+      d.compute = compute;
       apply_model_sampler_settings(*cmd, a->model, a->dit);  // the settings the model card was measured with
       d.sampler = a->dit;
       d.prompt = a->prompt.empty() ? "a red circle moving right" : a->prompt;
@@ -69,7 +70,7 @@ void register_serve(CLI::App& app) {
     }
     o.stream.model = a->model;
     o.stream.taesd = a->taesd;
-    o.stream.compute = a->compute.resolve_for_model(a->model);
+    o.stream.compute = compute;
     o.stream.width = a->width > 0 ? a->width : 512;
     o.stream.height = a->height > 0 ? a->height : 512;
     o.stream.prompt = a->prompt.empty() ? "an oil painting, vivid colours" : a->prompt;
