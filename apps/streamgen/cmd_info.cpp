@@ -95,11 +95,8 @@ void run_info(const InfoArgs& args) {
     info["matmul_device"] = opts.device.str();
     info["matmul_n"] = args.probe_size;
   }
-  if (cpu.avx512_bf16 || cpu.amx_bf16) {
-    info["fast_cpu_dtype"] = "bf16";
-  } else {
-    info["fast_cpu_dtype"] = "fp32";
-  }
+  // What --dtype auto runs a large model in (the rule in device.h; small models take fp32 without AMX).
+  info["fast_cpu_dtype"] = dtype_label(fastest_cpu_dtype(cpu, kLargeModelParameters));
   info["warnings"] = warnings;
 
   if (args.json) {

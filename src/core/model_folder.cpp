@@ -1,5 +1,6 @@
 #include "streamgen/model_folder.h"
 #include "streamgen/model_io.h"
+#include "streamgen/component_run.h"
 
 #include <vector>
 
@@ -74,8 +75,7 @@ WeightSet open_weights(const std::filesystem::path& path, const std::string& var
 }
 
 std::int64_t stored_parameter_count(const std::filesystem::path& path) {
-  std::error_code ec;
-  const auto weights = open_weights(std::filesystem::is_directory(path / "unet", ec) ? path / "unet" : path);
+  const auto weights = open_weights(resolve_component_dir(path, "unet"));  // a pipeline's UNet, else `path` itself
   std::int64_t count = 0;
   for (const auto& name : weights.names()) count += static_cast<std::int64_t>(weights.entry(name).numel());
   return count;
