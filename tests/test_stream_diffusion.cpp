@@ -150,7 +150,7 @@ UNet2DConditionModel constant_unet(float eps) {
   return unet;
 }
 
-// The spec's worked example (shared/docs/streamdiffusion.md 4.5): [32, 45], F = 1, self, gamma 1.2,
+// The spec's worked example (docs/streamdiffusion.md 4.5): [32, 45], F = 1, self, gamma 1.2,
 // delta 1.0, N_0 = 0.5, N_1 = -0.25, constant input latent 1.0, toy model eps_c = 0.1; float64
 // reference values.
 struct WorkedExample {

@@ -1,8 +1,8 @@
 #pragma once
 // A small 3D-CNN that reads a window of procedural video and names, for each palette colour,
 // whether an object of that colour is there, which shapes of that colour and which directions of
-// motion (issue 6's caption-accuracy scorer: "a small classifier trained on real procedural clips";
-// ../shared/docs/streamdit.md §15 metric 4 takes its features for KID). Trained by
+// motion (the project's caption-accuracy scorer: "a small classifier trained on real procedural clips";
+// docs/streamdit.md §15 metric 4 takes its features for KID). Trained by
 // caption_classifier_trainer.h on real clips only; it never sees generated video.
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>

@@ -1,6 +1,6 @@
 #pragma once
 // The small caption encoder StreamDiT's tiny configuration trains jointly with the DiT
-// (../shared/docs/streamdit.md §15): a word-level tokenizer over a fixed vocabulary, a token and
+// (docs/streamdit.md §15): a word-level tokenizer over a fixed vocabulary, a token and
 // position embedding, a few pre-norm transformer layers and a final LayerNorm. Any encoder that
 // yields [batch, M, D] token states can take its place.
 #include <torch/nn/module.h>

@@ -1,5 +1,5 @@
 #pragma once
-// The StreamDiT denoiser (../shared/docs/streamdit.md §11): an adaLN-Zero DiT over a buffer of
+// The StreamDiT denoiser (docs/streamdit.md §11): an adaLN-Zero DiT over a buffer of
 // frames, with a per-frame flow-time embedding, 3D window self-attention (Swin-style half-window
 // shift on odd blocks, optional region mask for wrapped voxels), cross-attention to caption tokens
 // and factorised (t, h, w) position tables. Parameter names follow facebookresearch/DiT

@@ -1,5 +1,5 @@
 #pragma once
-// Multistep distillation of a StreamDiT teacher (../shared/docs/streamdit.md §12): per buffer
+// Multistep distillation of a StreamDiT teacher (docs/streamdit.md §12): per buffer
 // segment, the student learns to take in one conditional pass what the teacher takes in s guided
 // Euler micro steps, so a stream needs one model call per emitted chunk and no CFG pair.
 //

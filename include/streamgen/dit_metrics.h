@@ -1,5 +1,5 @@
 #pragma once
-// Evaluation of generated shape videos without pretrained networks (../shared/docs/streamdit.md
+// Evaluation of generated shape videos without pretrained networks (docs/streamdit.md
 // §15, metrics 2–3): objects are found by the known palette (colour threshold + connected
 // components), which gives their colour, shape (fill ratio of the bounding box) and centroid
 // track; from these come caption accuracy, dynamic degree (centroid speed), seam ratio and drift.

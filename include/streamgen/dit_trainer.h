@@ -1,6 +1,6 @@
 #pragma once
 // Training StreamDiT with buffered flow matching over mixed partitions
-// (../shared/docs/streamdit.md §2–§5): the batch construction, the data sources and the trainer
+// (docs/streamdit.md §2–§5): the batch construction, the data sources and the trainer
 // (AdamW, warm-up + cosine, gradient clipping, EMA, accumulation, resumable checkpoints, progress
 // and a CSV loss log).
 #include <ATen/core/Generator.h>

@@ -1,5 +1,5 @@
 #pragma once
-// Buffered flow matching (StreamDiT, ../shared/docs/streamdit.md §1–§7): the partition of a
+// Buffered flow matching (StreamDiT, docs/streamdit.md §1–§7): the partition of a
 // B-frame buffer into K reference frames and N chunks of c frames, the per-frame flow time τ for
 // training and for each micro step of the streaming sampler, and the interpolant / target.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Procedural training video for StreamDiT's tiny configuration (../shared/docs/streamdit.md §15):
+// Procedural training video for StreamDiT's tiny configuration (docs/streamdit.md §15):
 // 1–2 coloured shapes moving at constant velocity with elastic bounces over a dark background,
 // with templated captions and the true object state kept for the metrics. Infinite and seeded:
 // the same seed gives the same pixels on every machine.

@@ -1,6 +1,6 @@
 #pragma once
 // The StreamDiffusion denoising core (Stream Batch, RCFG, LCM step) as specified in
-// shared/docs/streamdiffusion.md: n slots at staggered timesteps, each slot F rows, advanced by ONE
+// docs/streamdiffusion.md: n slots at staggered timesteps, each slot F rows, advanced by ONE
 // batched UNet call per stream step; the oldest slot's x0 leaves, the others are re-noised one slot
 // down. Model-agnostic in the sense that matters: it takes the UNet and the scheduler maths, and
 // latents in, latents out (encoding/decoding and threads live elsewhere).

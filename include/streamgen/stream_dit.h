@@ -1,5 +1,5 @@
 #pragma once
-// StreamDiT's streaming sampler (../shared/docs/streamdit.md §6–§9): a B-frame buffer partitioned
+// StreamDiT's streaming sampler (docs/streamdit.md §6–§9): a B-frame buffer partitioned
 // into K reference frames and N chunks of c frames at staggered flow times, advanced by s Euler
 // micro steps of 1/T per emitted chunk; the clean oldest chunk leaves, the buffer shifts by c and
 // fresh noise enters. Started by a uniform-noise T2V pass whose cached latents fill the chunks at

@@ -1,6 +1,6 @@
 #pragma once
 // The live stream: frames in, images out, with the work split over threads so that no stage
-// waits for another (shared/docs/streamdiffusion.md section 6):
+// waits for another (docs/streamdiffusion.md section 6):
 //   push() -> latest-frame mailbox -> compute thread (SSF, preprocess, TAESD encode, StreamDiffusion
 //   step) -> decode queue -> decode thread (TAESD decode, to uint8) -> output queue -> pop()
 //   set_prompt() -> prompt thread (tokenizer + text encoder, only when the prompt changes) ->

@@ -1,6 +1,6 @@
 #pragma once
 // The temporal autoencoder (TAE) StreamDiT's latent models stream through
-// (../shared/docs/streamdit.md §10, §15): 2^n× spatial and r_t× temporal compression (8× and 4×
+// (docs/streamdit.md §10, §15): 2^n× spatial and r_t× temporal compression (8× and 4×
 // with the defaults) into `latent_channels` channels, in the spirit of TAEHV — per-frame 2D
 // convolutions, causal memory blocks that also see the previous frame's features, temporal
 // pooling (consecutive frames folded into channels, then a 1×1 conv) in the encoder and its
