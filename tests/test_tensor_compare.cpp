@@ -5,6 +5,7 @@
 
 #include "streamgen/error.h"
 #include "streamgen/tensor_compare.h"
+#include "bf16_bound.h"
 
 namespace streamgen {
 namespace {
@@ -34,6 +35,37 @@ TEST(TensorCompare, ZeroReferenceAndMixedDtypes) {
   EXPECT_TRUE(std::isinf(compare_tensors(torch::ones({3}), torch::zeros({3})).rel));
   EXPECT_TRUE(compare_tensors(torch::ones({3}, torch::kBFloat16), torch::ones({3}, torch::kFloat64)).within(0));
   EXPECT_THROW(compare_tensors(torch::ones({3}), torch::ones({4})), Error);
+}
+
+// The parts of the bf16 bound (bf16_bound.h) measure what they say.
+TEST(Bf16Bound, RoundingAndWidestReduction) {
+  torch::manual_seed(3);
+  torch::nn::Sequential net(torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 8, 3)), torch::nn::Linear(10, 3));
+  EXPECT_EQ(test::widest_reduction(*net), 36);  // 4 channels x 3 x 3 beats 10 features
+  const auto before = net->parameters()[0].clone();
+  {
+    const test::ScopedRoundedParameters rounded(*net);
+    const auto w = net->parameters()[0];
+    EXPECT_TRUE(torch::equal(w, test::round_to(w)));  // every value is a bf16 value
+    EXPECT_FALSE(torch::equal(w, before));
+    // bf16 keeps 8 significant bits: a relative rounding error of at most 2^-9 per value.
+    EXPECT_LE((w - before).abs().max().item<double>(), std::ldexp(1.0, -9) * before.abs().max().item<double>());
+  }
+  EXPECT_TRUE(torch::equal(net->parameters()[0], before));  // restored
+}
+
+TEST(Bf16Bound, ReductionErrorIsAtLeastOneRoundingAndFinite) {
+  // Whatever the kernels, a bf16 result is rounded once: the relative error of rounding
+  // Gaussian values to bf16 is about 2^-9 (0.0017 measured); accumulating in bf16 only adds to it.
+  for (std::int64_t k : {16, 256}) {
+    const double e = test::reduction_error(k);
+    EXPECT_TRUE(std::isfinite(e));
+    EXPECT_GT(e, 1e-3) << "k " << k;
+    EXPECT_LT(e, 0.1) << "k " << k;
+    EXPECT_EQ(test::reduction_error(k), e);  // seeded and cached
+  }
+  const test::Bf16Bound bound{0.01, 0.002};
+  EXPECT_DOUBLE_EQ(bound.tol(), 0.024);
 }
 
 }  // namespace
