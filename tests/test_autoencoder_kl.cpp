@@ -12,8 +12,6 @@
 namespace streamgen {
 namespace {
 
-constexpr double kFp32Tol = 1e-4;
-
 class VaeGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(VaeGolden, EncodeDecodeInFp32AndBf16) {
@@ -28,16 +26,16 @@ TEST_P(VaeGolden, EncodeDecodeInFp32AndBf16) {
     const auto dist = vae->encode(x);
     for (const auto& [name, t] : {std::pair{"latent_mean", dist.mean}, std::pair{"latent_logvar", dist.logvar}, std::pair{"latent_std", dist.std}}) {
       const auto d = compare_tensors(t, golden.tensor(c + "." + name));
-      EXPECT_TRUE(d.within(kFp32Tol)) << name << " rel " << d.rel;
+      EXPECT_TRUE(d.within(test::kFp32Tol)) << name << " rel " << d.rel;
     }
-    EXPECT_TRUE(compare_tensors(dist.sample(golden.tensor(c + ".noise")), golden.tensor(c + ".latent_sample")).within(kFp32Tol));
+    EXPECT_TRUE(compare_tensors(dist.sample(golden.tensor(c + ".noise")), golden.tensor(c + ".latent_sample")).within(test::kFp32Tol));
     const auto d = compare_tensors(vae->decode(golden.tensor(c + ".latent_mean")), golden.tensor(c + ".decoded_mean"));
-    EXPECT_TRUE(d.within(kFp32Tol)) << "decoded rel " << d.rel;
+    EXPECT_TRUE(d.within(test::kFp32Tol)) << "decoded rel " << d.rel;
   }
   // Pipeline convention: latents are stored scaled by scaling_factor.
   const auto scaled = golden.tensor("rand.latents_scaled");
   const auto dec = vae->decode(scaled / vae->config.scaling_factor);
-  EXPECT_TRUE(compare_tensors(dec, golden.tensor("rand.decoded")).within(kFp32Tol));
+  EXPECT_TRUE(compare_tensors(dec, golden.tensor("rand.decoded")).within(test::kFp32Tol));
 
   // bf16 request: this config says force_upcast, so the VAE computes in fp32 (as diffusers'
   // pipelines do) and hands back bf16.

@@ -13,7 +13,7 @@ namespace streamgen {
 namespace {
 
 // A classifier small enough to train in seconds: 4 frames of 16×16, two blocks.
-CaptionClassifierConfig tiny_config() {
+CaptionClassifierConfig tiny_classifier_config() {
   CaptionClassifierConfig c;
   c.frames = 4;
   c.width = c.height = 16;
@@ -24,7 +24,7 @@ CaptionClassifierConfig tiny_config() {
 MovingObject object(int colour, ShapeKind shape, double vx, double vy) { return {colour, shape, 8, 8, vx, vy, 3}; }
 
 TEST(CaptionClassifier, TargetsNameEachColoursShapesAndDirections) {
-  const auto c = tiny_config();
+  const auto c = tiny_classifier_config();
   // red circle moving left, then (a bounce) right; a blue triangle moving up throughout.
   const std::vector<std::vector<MovingObject>> states{{object(0, ShapeKind::Circle, -1, 0), object(2, ShapeKind::Triangle, 0, -1)},
                                                      {object(0, ShapeKind::Circle, 1, 0), object(2, ShapeKind::Triangle, 0, -1)}};
@@ -37,7 +37,7 @@ TEST(CaptionClassifier, TargetsNameEachColoursShapesAndDirections) {
 }
 
 TEST(CaptionClassifier, LossIgnoresTheAttributesOfAbsentColours) {
-  const auto c = tiny_config();
+  const auto c = tiny_classifier_config();
   const auto targets = caption_classifier_targets({{object(1, ShapeKind::Square, 0, 1)}}, c).unsqueeze(0);
   // Confident and right everywhere: the loss is about 0.
   auto logits = (targets * 2 - 1) * 20;
@@ -71,15 +71,15 @@ TEST(CaptionClassifier, ScoresACaptionFromItsProbabilities) {
 }
 
 TEST(CaptionClassifier, ChecksItsInputAndConfig) {
-  CaptionClassifier model(tiny_config());
+  CaptionClassifier model(tiny_classifier_config());
   EXPECT_EQ(model->forward(torch::zeros({2, 4, 3, 16, 16})).sizes(), (std::vector<std::int64_t>{2, 6, 8}));
   EXPECT_EQ(model->features(torch::zeros({2, 4, 3, 16, 16})).sizes(), (std::vector<std::int64_t>{2, 32}));
   test::expect_error_mentions([&] { model->forward(torch::zeros({2, 4, 3, 32, 32})); }, "[N, 4, 3, 16, 16]");
   test::expect_error_mentions([&] { classify_windows(model, torch::zeros({3, 3, 16, 16})); }, "fewer than one window of 4");
-  auto bad = tiny_config();
+  auto bad = tiny_classifier_config();
   bad.width = 18;
   test::expect_error_mentions([&] { bad.validate(); }, "multiples of 4");
-  bad = tiny_config();
+  bad = tiny_classifier_config();
   bad.edges = "sideways";
   EXPECT_THROW(bad.validate(), Error);
 }
@@ -87,7 +87,7 @@ TEST(CaptionClassifier, ChecksItsInputAndConfig) {
 TEST(CaptionClassifier, SavedFolderLoadsToTheSameOutputs) {
   test::TempDir dir;
   torch::manual_seed(3);
-  CaptionClassifier model(tiny_config());
+  CaptionClassifier model(tiny_classifier_config());
   model->eval();
   save_caption_classifier(model, dir.path());
   EXPECT_TRUE(is_caption_classifier_folder(dir.path()));
@@ -108,7 +108,7 @@ TEST(CaptionClassifier, LearnsToSeeColourInAFewHundredSteps) {
   o.ema_decay = 0.9;
   o.checkpoint_every = 1000;
   std::vector<double> losses;
-  train_caption_classifier(tiny_config(), o, [&](const TrainStepInfo& s) { losses.push_back(s.loss); });
+  train_caption_classifier(tiny_classifier_config(), o, [&](const TrainStepInfo& s) { losses.push_back(s.loss); });
   ASSERT_EQ(losses.size(), 600u);
   double first = 0, last = 0;
   for (int i = 0; i < 20; ++i) first += losses[static_cast<std::size_t>(i)], last += losses[losses.size() - 1 - static_cast<std::size_t>(i)];
@@ -139,7 +139,7 @@ TEST(StreamEval, ScoresWithTheCaptionClassifierToo) {
   o.streams = 2;
   o.frames = 12;
   o.window = 4;
-  auto config = tiny_config();
+  auto config = tiny_classifier_config();
   config.edges = "bounce";
   o.classifier = CaptionClassifier(config);
   const auto q = evaluate_real_streams(16, 16, 2, o);

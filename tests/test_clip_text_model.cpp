@@ -12,9 +12,6 @@
 namespace streamgen {
 namespace {
 
-// fp32 parity bound (the project rule); bf16 results are held to a bound derived per run (bf16_bound.h).
-constexpr double kFp32Tol = 1e-4;
-
 const std::vector<std::string> kPrompts = {"a photo of a cat", "an astronaut riding a horse on mars, 4k, highly detailed", ""};
 
 class ClipTextGolden : public ::testing::TestWithParam<std::string> {};
@@ -33,7 +30,7 @@ TEST_P(ClipTextGolden, MatchesTheReferenceInFp32AndBf16) {
   const auto layers = static_cast<int>(out.hidden_states.size());
   for (int i = 0; i < layers; ++i) {
     const auto d = compare_tensors(out.hidden_states[static_cast<std::size_t>(i)], golden.tensor("hidden_states." + std::to_string(i)));
-    EXPECT_TRUE(d.within(kFp32Tol)) << "hidden_states." << i << " rel " << d.rel;
+    EXPECT_TRUE(d.within(test::kFp32Tol)) << "hidden_states." << i << " rel " << d.rel;
   }
   EXPECT_FALSE(golden.contains("hidden_states." + std::to_string(layers)));
   for (const char* name : {"last_hidden_state", "penultimate_hidden_state", "pooler_output"}) {
@@ -41,11 +38,11 @@ TEST_P(ClipTextGolden, MatchesTheReferenceInFp32AndBf16) {
                     : std::string(name) == "penultimate_hidden_state" ? out.penultimate_hidden_state
                                                                       : out.pooler_output;
     const auto d = compare_tensors(t, golden.tensor(name));
-    EXPECT_TRUE(d.within(kFp32Tol)) << name << " rel " << d.rel;
+    EXPECT_TRUE(d.within(test::kFp32Tol)) << name << " rel " << d.rel;
   }
   // clip skip: final_layer_norm of the penultimate layer
   const auto skip = model->text_model->final_layer_norm(out.penultimate_hidden_state);
-  EXPECT_TRUE(compare_tensors(skip, golden.tensor("penultimate_final_ln")).within(kFp32Tol));
+  EXPECT_TRUE(compare_tensors(skip, golden.tensor("penultimate_final_ln")).within(test::kFp32Tol));
 
   ComputeOptions bf16;
   bf16.dtype = torch::kBFloat16;

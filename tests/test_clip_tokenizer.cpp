@@ -18,7 +18,7 @@ const ClipTokenizer& sd21() {
   return t;
 }
 
-const nlohmann::json& cases() {
+const nlohmann::json& tokenizer_cases() {
   static const nlohmann::json j = read_json_file(test::data_path("tokenizer/cases.json"));
   return j["cases"];
 }
@@ -33,9 +33,9 @@ TEST(ClipTokenizer, PaddingConventionsComeFromTheFolder) {
 }
 
 TEST(ClipTokenizer, EveryGoldenCaseBothConventions) {
-  ASSERT_EQ(cases().size(), 64u);
+  ASSERT_EQ(tokenizer_cases().size(), 64u);
   int checked = 0;
-  for (const auto& c : cases()) {
+  for (const auto& c : tokenizer_cases()) {
     const auto prompt = c["prompt"].get<std::string>();
     SCOPED_TRACE("prompt: " + prompt);
     for (const auto& [label, tok] : {std::pair{"sd15", &sd15()}, std::pair{"sd21", &sd21()}}) {

@@ -104,7 +104,7 @@ TEST(SystemInfo, OpenBlasRunsTheKernelsThisCpuSupports) {
   EXPECT_TRUE(k.chosen_by == "OpenBLAS" || k.chosen_by == "streamgen") << k.chosen_by;
   if (k.chosen_by == "streamgen") {
     EXPECT_FALSE(k.replaced.empty());
-    const BlasKernels before{.loaded = k.replaced, .for_cpu = k.for_cpu};
+    const BlasKernels before{.loaded = k.replaced, .for_cpu = k.for_cpu, .chosen_by = "OpenBLAS", .replaced = ""};
     EXPECT_TRUE(before.behind_cpu()) << k.replaced;
   }
   // A second call changes nothing, and the upgraded kernels compute what the reference does.

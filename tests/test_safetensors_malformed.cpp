@@ -26,7 +26,7 @@ struct Case {
   std::string expected;  // substring of the error message
 };
 
-std::vector<Case> cases() {
+std::vector<Case> malformed_cases() {
   const std::string w16 = R"("w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]})";
   return {
       {"empty file", "", "file is empty"},
@@ -93,7 +93,7 @@ TEST_P(Malformed, IsRejectedWithItsSpecificMessage) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Files, Malformed, ::testing::ValuesIn(cases()), [](const auto& info) {
+INSTANTIATE_TEST_SUITE_P(Files, Malformed, ::testing::ValuesIn(malformed_cases()), [](const auto& info) {
   std::string name;
   for (char ch : info.param.label) name += std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
   return name;

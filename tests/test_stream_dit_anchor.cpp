@@ -27,10 +27,10 @@ StreamDiTConfig anchored_config() {
   return c;
 }
 
-struct Inputs {
+struct AnchorInputs {
   torch::Tensor x, tau, text, anchor;
 };
-Inputs inputs(StreamDiT& model, std::int64_t batch) {
+AnchorInputs anchor_inputs(StreamDiT& model, std::int64_t batch) {
   torch::manual_seed(4);
   torch::NoGradGuard no_grad;
   return {torch::randn({batch, 16, 3, 16, 16}), torch::rand({batch, 16}),
@@ -45,7 +45,7 @@ TEST(DiTAnchor, AFreshAnchorPathChangesNothingAndDroppedAnchorsAreIgnored) {
   StreamDiT anchored(anchored_config());
   copy_parameters(*plain, *anchored, [](const std::string& name) { return name.find("anchor") != std::string::npos; });
   torch::NoGradGuard no_grad;
-  auto in = inputs(plain, 2);
+  auto in = anchor_inputs(plain, 2);
   const auto base = plain->forward(in.x, in.tau, in.text);
   EXPECT_TRUE(torch::equal(anchored->forward(in.x, in.tau, in.text), base));
   EXPECT_TRUE(compare_tensors(anchored->forward(in.x, in.tau, in.text, in.anchor), base).within(1e-6));
@@ -56,7 +56,7 @@ TEST(DiTAnchor, AFreshAnchorPathChangesNothingAndDroppedAnchorsAreIgnored) {
   // Once the anchor path carries weight, the anchor changes predictions; anchor_keep 0 for an
   // example is exactly that example without its anchor, and a [1, ...] anchor serves the batch.
   auto trained = test::random_tiny_dit(3, 0.05, anchored_config());
-  in = inputs(trained, 2);
+  in = anchor_inputs(trained, 2);
   const auto none = trained->forward(in.x, in.tau, in.text);
   const auto with = trained->forward(in.x, in.tau, in.text, in.anchor);
   EXPECT_GT((with - none).abs().max().item<float>(), 1e-3);
@@ -70,7 +70,7 @@ TEST(DiTAnchor, AFreshAnchorPathChangesNothingAndDroppedAnchorsAreIgnored) {
 
 TEST(DiTAnchor, TheAnchorReachesEveryFrameAndTrainsItsPath) {
   auto model = test::random_tiny_dit(5, 0.05, anchored_config());
-  auto in = inputs(model, 1);
+  auto in = anchor_inputs(model, 1);
   const auto anchor = in.anchor.clone().requires_grad_(true);
   model->forward(in.x, in.tau, in.text, anchor).sum().backward();
   EXPECT_GT(anchor.grad().abs().sum().item<float>(), 0.f);
@@ -95,7 +95,7 @@ TEST(DiTAnchor, ConfigRoundTripsAndBadAnchorsGiveClearErrors) {
   auto plain = test::random_tiny_dit(1);
   auto anchored = test::random_tiny_dit(1, 0.05, c);
   torch::NoGradGuard no_grad;
-  const auto in = inputs(plain, 2);
+  const auto in = anchor_inputs(plain, 2);
   test::expect_error_mentions([&] { plain->forward(in.x, in.tau, in.text, in.anchor); }, "without anchor conditioning");
   test::expect_error_mentions([&] { anchored->forward(in.x, in.tau, in.text, in.anchor.narrow(1, 0, 2)); }, "anchor frame must be");
   test::expect_error_mentions([&] { anchored->forward(in.x, in.tau, in.text, in.anchor, torch::ones({3})); }, "anchor_keep must be [2]");

@@ -594,6 +594,16 @@ TEST(DiTTrainer, Bf16AutocastTrainsWithFp32WeightsAndMatchesFp32) {
   double first = 0, last = 0;
   for (int step = 0; step < 150; ++step) {
     opt.zero_grad();
+    // At step 20, before the autocast pass records its graph: the fp32 forward, and the fp32 forward
+    // on the bf16-rounded weights and inputs autocast gives its linear layers (rounded in place and
+    // restored, which the graph of a later pass would not allow).
+    torch::Tensor reference, on_rounded;
+    if (step == 20) {
+      torch::NoGradGuard no_grad;
+      reference = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
+      const test::ScopedRoundedParameters rounded(*model);
+      on_rounded = model->forward(test::round_to(fm.noisy), fm.tau, model->encode_text(fm.tokens));
+    }
     torch::Tensor prediction;
     {
       const ScopedCpuAutocast autocast(true);
@@ -601,13 +611,6 @@ TEST(DiTTrainer, Bf16AutocastTrainsWithFp32WeightsAndMatchesFp32) {
     }
     if (step == 20) {
       EXPECT_EQ(prediction.scalar_type(), torch::kBFloat16);  // the final linear ran in bf16
-      torch::NoGradGuard no_grad;
-      const auto reference = model->forward(fm.noisy, fm.tau, model->encode_text(fm.tokens));
-      torch::Tensor on_rounded;  // autocast runs the linear layers on bf16 copies of weights and inputs
-      {
-        const test::ScopedRoundedParameters rounded(*model);
-        on_rounded = model->forward(test::round_to(fm.noisy), fm.tau, model->encode_text(fm.tokens));
-      }
       const test::Bf16Bound bound{compare_tensors(on_rounded, reference).rel, test::reduction_error(test::widest_reduction(*model))};
       const auto d = compare_tensors(prediction.to(torch::kFloat32), reference);
       EXPECT_TRUE(d.within(bound.tol())) << "bf16 rel " << d.rel << ", " << bound.describe();

@@ -12,8 +12,6 @@
 namespace streamgen {
 namespace {
 
-constexpr double kFp32Tol = 1e-4;
-
 class UNetGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(UNetGolden, EveryCaseInFp32AndBf16) {
@@ -32,7 +30,7 @@ TEST_P(UNetGolden, EveryCaseInFp32AndBf16) {
     const auto sample = golden.tensor(c + ".sample"), t = golden.tensor(c + ".timestep"), ctx = golden.tensor(c + ".encoder_hidden_states");
     const auto ref = golden.tensor(c + ".out");
     const auto d = compare_tensors(unet->forward(sample, t, ctx), ref);
-    EXPECT_TRUE(d.within(kFp32Tol)) << "rel " << d.rel;
+    EXPECT_TRUE(d.within(test::kFp32Tol)) << "rel " << d.rel;
     const test::Bf16Bound bound{compare_tensors(rounded->forward(test::round_to(sample), t, test::round_to(ctx)), ref).rel, reduction};
     const auto d16 = compare_tensors(unet16->forward(sample.to(torch::kBFloat16), t, ctx.to(torch::kBFloat16)), ref);
     EXPECT_TRUE(d16.within(bound.tol())) << "bf16 rel " << d16.rel << ", " << bound.describe();
@@ -48,7 +46,7 @@ TEST(UNet, TimeEmbeddingMatchesTheIntermediates) {
   auto unet = load_unet_2d_condition(test::data_path("tiny-sd15/unet"));
   const auto proj = timestep_embedding(golden.tensor("case0.timestep"), 32, true, 0);
   EXPECT_TRUE(compare_tensors(proj, golden.tensor("case0.intermediate.time_proj")).within(1e-6));
-  EXPECT_TRUE(compare_tensors(unet->time_embedding(proj), golden.tensor("case0.intermediate.time_embedding")).within(kFp32Tol));
+  EXPECT_TRUE(compare_tensors(unet->time_embedding(proj), golden.tensor("case0.intermediate.time_embedding")).within(test::kFp32Tol));
 }
 
 TEST(UNet, ConfigErrorsAreSpecific) {

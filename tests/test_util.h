@@ -15,6 +15,9 @@
 
 namespace streamgen::test {
 
+// The project's parity bound for fp32 results against the reference outputs (relative error).
+inline constexpr double kFp32Tol = 1e-4;
+
 // `fn` must throw a streamgen::Error whose message contains `want`.
 inline void expect_error_mentions(const std::function<void()>& fn, const std::string& want) {
   try {

@@ -52,7 +52,7 @@ void add_sampler_options(CLI::App& cmd, StreamDiTOptions& o) {
       ->check(CLI::PositiveNumber);
 }
 
-void register_train(CLI::App& dit) {
+void register_dit_train(CLI::App& dit) {
   struct Args {
     std::string out, config, data, autoencoder, edges;
     std::int64_t size = 32, frames = 16, hidden = 128, depth = 4, heads = 4, patch = 4;
@@ -187,7 +187,7 @@ void register_train(CLI::App& dit) {
   });
 }
 
-void register_distill(CLI::App& dit) {
+void register_dit_distill(CLI::App& dit) {
   struct Args {
     std::string teacher, out, data;
     std::int64_t segments = 0;
@@ -308,7 +308,7 @@ void register_distill(CLI::App& dit) {
   });
 }
 
-void register_stream(CLI::App& dit) {
+void register_dit_stream(CLI::App& dit) {
   struct Args {
     std::string model, prompt, output, output_size, input;
     std::vector<std::string> prompt_at;
@@ -403,7 +403,7 @@ nlohmann::json quality_json(const StreamQuality& q) {
            }()}};
 }
 
-void register_eval(CLI::App& dit) {
+void register_dit_eval(CLI::App& dit) {
   struct Args {
     std::string model, chunk_sizes, classifier;
     std::int64_t batches = 16, batch = 8;
@@ -582,10 +582,10 @@ void register_eval(CLI::App& dit) {
 void register_dit(CLI::App& app) {
   auto* dit = app.add_subcommand("dit", "StreamDiT: streaming text-to-video (train, distill, stream, eval, classifier)");
   dit->require_subcommand(1);
-  register_train(*dit);
-  register_distill(*dit);
-  register_stream(*dit);
-  register_eval(*dit);
+  register_dit_train(*dit);
+  register_dit_distill(*dit);
+  register_dit_stream(*dit);
+  register_dit_eval(*dit);
   register_dit_classifier(*dit);
 }
 

@@ -23,7 +23,7 @@ void print_report(const CaptionClassifierReport& r, const CaptionClassifierConfi
             << std::flush;
 }
 
-void register_train(CLI::App& classifier) {
+void register_classifier_train(CLI::App& classifier) {
   struct Args {
     std::string out, edges = "wrap";
     std::int64_t size = 64, frames = 16, eval_clips = 256;
@@ -74,7 +74,7 @@ void register_train(CLI::App& classifier) {
   });
 }
 
-void register_eval(CLI::App& classifier) {
+void register_classifier_eval(CLI::App& classifier) {
   struct Args {
     std::string model;
     std::int64_t clips = 256;
@@ -110,8 +110,8 @@ void register_eval(CLI::App& classifier) {
 void register_dit_classifier(CLI::App& dit) {
   auto* classifier = dit.add_subcommand("classifier", "The caption classifier of dit eval: a small 3D-CNN trained on real procedural clips");
   classifier->require_subcommand(1);
-  register_train(*classifier);
-  register_eval(*classifier);
+  register_classifier_train(*classifier);
+  register_classifier_eval(*classifier);
 }
 
 }  // namespace streamgen::cli

@@ -36,7 +36,7 @@ void print_report(const TAEEvalReport& r, std::int64_t chunk_latents, std::int64
             << std::flush;
 }
 
-void register_train(CLI::App& tae) {
+void register_tae_train(CLI::App& tae) {
   struct Args {
     std::string out, data, edges = "bounce";
     std::int64_t size = 64, frames = 16, latent_channels = 8, temporal = 4;
@@ -108,7 +108,7 @@ void register_train(CLI::App& tae) {
   });
 }
 
-void register_eval(CLI::App& tae) {
+void register_tae_eval(CLI::App& tae) {
   struct Args {
     std::string model, data, compare, edges = "bounce";
     std::int64_t size = 64, frames = 64, clips = 16, chunk = 2;
@@ -147,7 +147,7 @@ void register_eval(CLI::App& tae) {
   });
 }
 
-void register_reconstruct(CLI::App& tae) {
+void register_tae_reconstruct(CLI::App& tae) {
   struct Args {
     std::string model, input, output;
     std::int64_t chunk = 2, overlap = -1, frames = -1;
@@ -202,9 +202,9 @@ void register_reconstruct(CLI::App& tae) {
 void register_tae(CLI::App& app) {
   auto* tae = app.add_subcommand("tae", "Temporal autoencoder for StreamDiT latents (train, eval, reconstruct)");
   tae->require_subcommand(1);
-  register_train(*tae);
-  register_eval(*tae);
-  register_reconstruct(*tae);
+  register_tae_train(*tae);
+  register_tae_eval(*tae);
+  register_tae_reconstruct(*tae);
 }
 
 }  // namespace streamgen::cli

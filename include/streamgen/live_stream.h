@@ -16,6 +16,9 @@
 
 namespace streamgen {
 
+// How long a stream's threads wait on a queue before they look again whether to stop.
+inline constexpr auto kLiveStreamPollInterval = std::chrono::milliseconds(50);
+
 struct StreamFrame {
   torch::Tensor image_u8;  // [3, H, W]
   std::int64_t index = 0;  // output counter

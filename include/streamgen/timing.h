@@ -1,5 +1,6 @@
 #pragma once
 // Repeated timing with robust statistics, shared by `streamgen bench`, `info` and bench/.
+#include <chrono>
 #include <functional>
 #include <vector>
 
@@ -28,5 +29,12 @@ struct TimingOptions {
 inline TimingOptions fixed_runs(int runs, int warmup = 1) { return {warmup, runs, runs, 0.0}; }
 
 Timing time_runs(const std::function<void()>& fn, const TimingOptions& options = {});
+
+// Milliseconds from `from` to `to` on the steady clock.
+inline double ms_between(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+// Milliseconds from `from` to now.
+inline double ms_since(std::chrono::steady_clock::time_point from) { return ms_between(from, std::chrono::steady_clock::now()); }
 
 }  // namespace streamgen

@@ -11,6 +11,7 @@
 #include "streamgen/error.h"
 #include "streamgen/image_io.h"
 #include "streamgen/server.h"
+#include "streamgen/timing.h"
 
 namespace streamgen {
 namespace {
@@ -21,8 +22,6 @@ namespace net = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kWarmup = 3;
-
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 struct Pass {
   std::vector<double> latency_ms;

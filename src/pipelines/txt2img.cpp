@@ -15,16 +15,10 @@
 #include "streamgen/image_tensor.h"
 #include "streamgen/lcm_scheduler.h"
 #include "streamgen/progress.h"
+#include "streamgen/timing.h"
 #include "streamgen/unet_2d_condition.h"
 
 namespace streamgen {
-namespace {
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
 
 Txt2ImgResult txt2img(const Txt2ImgOptions& o) {
   torch::NoGradGuard no_grad;

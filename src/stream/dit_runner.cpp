@@ -10,14 +10,12 @@
 #include "streamgen/dit_codec.h"
 #include "streamgen/dit_stream.h"
 #include "streamgen/error.h"
+#include "streamgen/timing.h"
 
 namespace streamgen {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr auto kPollInterval = std::chrono::milliseconds(50);
-
-double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
 struct MadeFrame {
   torch::Tensor image_u8;
@@ -72,7 +70,7 @@ struct DiTRunner::Impl {
     const auto period = o.fps > 0 ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / o.fps)) : Clock::duration::zero();
     auto due = Clock::now();
     while (running) {
-      auto item = made.pop(kPollInterval);
+      auto item = made.pop(kLiveStreamPollInterval);
       if (!item) {
         if (made.closed() && made.size() == 0) break;
         continue;

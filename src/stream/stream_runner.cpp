@@ -16,15 +16,13 @@
 #include "streamgen/component_run.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
+#include "streamgen/timing.h"
 
 namespace streamgen {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kDecodeQueueCapacity = 2;
-constexpr auto kPollInterval = std::chrono::milliseconds(50);
-
-double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
 struct Input {
   torch::Tensor image_u8;
@@ -141,7 +139,7 @@ struct StreamRunner::Impl {
           // F frames make one call (frame_buffer_size); latency counts from the oldest of them.
           std::vector<torch::Tensor> batch;
           while (running && static_cast<std::int64_t>(batch.size()) < F) {
-            auto in = inputs.pop(kPollInterval);
+            auto in = inputs.pop(kLiveStreamPollInterval);
             if (!in) continue;
             if (batch.empty()) pushed = in->pushed;
             batch.push_back(in->image_u8.unsqueeze(0));
@@ -197,7 +195,7 @@ struct StreamRunner::Impl {
     torch::Tensor last;
     try {
       while (true) {
-        auto item = to_decode.pop(kPollInterval);
+        auto item = to_decode.pop(kLiveStreamPollInterval);
         if (!item) {
           if (to_decode.closed()) break;
           continue;
