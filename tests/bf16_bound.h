@@ -11,9 +11,14 @@
 //     in bf16, and the error grows as √K: 0.020 at K = 288 and 0.041 at K = 1280 on an AVX2 EPYC.
 //     `reduction`: this machine's measured error for a reduction as wide as the model's widest,
 //     the worse of the two matrix layouts LibTorch's kernels take.
-// bound = 2 (rounding + reduction): the two parts add at worst linearly at the output, and the factor 2
-// budgets the elementwise ops between reductions (norms, activations, residual adds, softmax), each of
-// which rounds its output once more, never by more than a reduction's final rounding.
+// bound = 3 (rounding + reduction). The two parts add at worst linearly at the output. The factor 3
+// budgets the elementwise ops between reductions: in these models a weight is followed by at most two
+// ops that round their output in bf16 before the next weight (a normalisation and an activation, or a
+// residual add and a softmax), each by no more than the weight's own rounding (2^-8 of the value) and
+// through the same downstream layers, so they add at most twice the first part; the reduction part
+// gets the same factor for the same reason. (The tiny VAE run wholly in bf16 measured 2.3-2.8 % on an
+// earlier development machine and 3.4 % on an AVX2 EPYC, its first part 1.1 %: with a reduction part
+// of one rounding, 0.17 %, a factor 2 would not cover it.)
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -106,10 +111,10 @@ inline double reduction_error(std::int64_t k, torch::ScalarType dtype = torch::k
 struct Bf16Bound {
   double rounding = 0;   // the fp32 model on rounded weights and inputs, against the reference
   double reduction = 0;  // this machine's error for the model's widest reduction
-  double tol() const { return 2 * (rounding + reduction); }
+  double tol() const { return 3 * (rounding + reduction); }
   std::string describe() const {
     std::ostringstream s;
-    s << "bound " << tol() << " = 2 (weight and input rounding " << rounding << " + reduction " << reduction << ")";
+    s << "bound " << tol() << " = 3 (weight and input rounding " << rounding << " + reduction " << reduction << ")";
     return s.str();
   }
 };
