@@ -15,6 +15,7 @@
 #include "streamgen/safetensors.h"
 #include "streamgen/error.h"
 #include "streamgen/tensor_compare.h"
+#include "streamgen/timing.h"
 
 namespace streamgen::cli {
 namespace {
@@ -161,7 +162,7 @@ void run_run(const RunArgs& args) {
     if (!args.config_from.empty()) config_from = args.config_from;
     outputs = run_component(component, args.model, inputs, compute, config_from);
   }
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double ms = ms_since(start);
   NamedTensors named;
   for (auto& [name, t] : outputs) named.emplace_back(args.prefix + name, t);
   save_safetensors(args.out, named,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "streamgen/error.h"
+#include "streamgen/timing.h"
 
 namespace streamgen {
 namespace {
@@ -130,7 +131,7 @@ std::unique_ptr<at::ObserverContext> on_timer_start(const at::RecordFunction& fn
 void on_timer_end(const at::RecordFunction& fn, at::ObserverContext* ctx) {
   --t_timer_depth;
   if (!ctx) return;
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - static_cast<TimedOp*>(ctx)->start).count();
+  const double ms = ms_since(static_cast<TimedOp*>(ctx)->start);
   std::lock_guard lock(g_timer_mutex);
   auto& e = g_timer_entries[fn.name()];
   ++e.calls;

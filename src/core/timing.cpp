@@ -36,7 +36,7 @@ Timing time_runs(const std::function<void()>& fn, const TimingOptions& options) 
     const auto t0 = clock::now();
     fn();
     const auto t1 = clock::now();
-    samples.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    samples.push_back(ms_between(t0, t1));
     const double elapsed = std::chrono::duration<double>(t1 - start).count();
     if (static_cast<int>(samples.size()) >= options.min_runs && elapsed >= options.min_seconds) break;
   }
