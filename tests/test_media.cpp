@@ -69,6 +69,20 @@ INSTANTIATE_TEST_SUITE_P(Containers, VideoRoundTrip,
                                            Container{".avi", "mpeg4", 25}),
                          [](const auto& info) { return info.param.ext.substr(1) + (info.param.codec.empty() ? "" : "_" + info.param.codec); });
 
+TEST(Media, ImagesOverThePixelBudgetAreRefusedFromTheirHeader) {
+  // 16000x16000 claimed by 33 bytes: refused before the decoder allocates 768 MB for it.
+  test::expect_error_mentions([] { decode_image(test::png_header_claiming(16000, 16000), "the frame"); },
+                              "cannot decode the frame: 16000x16000 pixels is more than the 16777216 accepted");
+  test::expect_error_mentions([] { decode_image(test::png_header_claiming(64, 64), "the frame", 32 * 32); },
+                              "64x64 pixels is more than the 1024 accepted");
+  // Within the budget the header passes and the missing image data is the error.
+  test::expect_error_mentions([] { decode_image(test::png_header_claiming(64, 64), "the frame"); }, "cannot decode the frame: ");
+  // A real image exactly at the budget decodes.
+  const auto jpeg = encode_jpeg(pattern(1, 32, 24));
+  EXPECT_EQ(decode_image(jpeg, "the frame", 32 * 24).sizes(), (std::vector<std::int64_t>{1, 3, 24, 32}));
+  test::expect_error_mentions([&] { decode_image(jpeg, "the frame", 32 * 24 - 1); }, "32x24 pixels is more than the 767 accepted");
+}
+
 TEST(Media, PhotoFolderAndGlobSources) {
   auto photo = open_source(test::data_path("astronaut_512.png").string());
   EXPECT_EQ(photo->info().kind, "images");

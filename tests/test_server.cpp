@@ -213,10 +213,12 @@ TEST(Server, MalformedMessagesAreRejectedAndTheSessionSurvives) {
   }
   c.send_binary("definitely not an image");
   EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("cannot decode the frame"), std::string::npos);
+  c.send_binary(test::png_header_claiming(16000, 16000));  // a decompression bomb: refused from its header
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("16000x16000 pixels is more than the"), std::string::npos);
   c.send_binary(jpeg_frame(5));  // still serving
   EXPECT_EQ(c.next_frame().size(1), 3);
   const auto m = http_get(server.port(), "/metrics").second;
-  EXPECT_NE(m.find("streamgen_messages_rejected_total 8"), std::string::npos) << m;
+  EXPECT_NE(m.find("streamgen_messages_rejected_total 9"), std::string::npos) << m;
 }
 
 TEST(Server, OversizedMessageClosesOnlyThatSession) {

@@ -9,6 +9,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -36,6 +37,12 @@ namespace {
 constexpr std::size_t kMaxPendingFrames = 2;  // frames waiting to be sent to one client; older ones are dropped
 constexpr std::size_t kMaxPromptChars = 2000;
 constexpr auto kStatsEvery = 500ms;
+
+// The largest frame a session decodes: 4x its stream's pixels, at least a 1080p camera frame, at most
+// decode_image's cap. The check reads the image's header, before anything is decoded.
+std::int64_t frame_pixel_budget(std::int64_t width, std::int64_t height) {
+  return std::clamp<std::int64_t>(4 * width * height, 1920 * 1080, kMaxDecodedPixels);
+}
 
 class WsSession;
 
@@ -161,7 +168,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     if (!r) throw Error("the stream is not running (see the last error)");
     if (dit_) throw Error("this server streams text-to-video (StreamDiT): send a prompt, not frames");
     if (opts_.stream.txt2img) throw Error("frames are not used in txt2img mode");
-    const auto image = decode_image(bytes, "the frame");
+    const auto image = decode_image(bytes, "the frame", frame_pixel_budget(opts_.width, opts_.height));
     r->push(fit_image(image, opts_.width, opts_.height, Fit::Crop)[0]);
   }
 
