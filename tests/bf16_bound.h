@@ -37,13 +37,19 @@ inline torch::Tensor round_to(const torch::Tensor& t, torch::ScalarType dtype = 
   return t.is_floating_point() ? t.to(dtype).to(t.scalar_type()) : t;
 }
 
+// A module's parameters and floating buffers: what a dtype conversion of the module converts.
+inline std::vector<torch::Tensor> floating_state(const torch::nn::Module& module) {
+  auto all = module.parameters();
+  for (const auto& b : module.buffers())
+    if (b.is_floating_point()) all.push_back(b);
+  return all;
+}
+
 // Rounds every floating parameter and buffer of an fp32 module to `dtype`, in place: the fp32 model
 // that computes exactly on the weights a `dtype` model holds.
 inline void round_parameters_to(torch::nn::Module& module, torch::ScalarType dtype = torch::kBFloat16) {
   torch::NoGradGuard no_grad;
-  for (auto& p : module.parameters()) p.copy_(round_to(p, dtype));
-  for (auto& b : module.buffers())
-    if (b.is_floating_point()) b.copy_(round_to(b, dtype));
+  for (auto& t : floating_state(module)) t.copy_(round_to(t, dtype));
 }
 
 // The same for the life of the scope: the module's own values come back at its end (a module that
@@ -52,24 +58,18 @@ class ScopedRoundedParameters {
  public:
   explicit ScopedRoundedParameters(torch::nn::Module& module, torch::ScalarType dtype = torch::kBFloat16) : module_(module) {
     torch::NoGradGuard no_grad;
-    for (const auto& t : tensors()) saved_.push_back(t.detach().clone());
+    for (const auto& t : floating_state(module)) saved_.push_back(t.detach().clone());
     round_parameters_to(module, dtype);
   }
   ~ScopedRoundedParameters() {
     torch::NoGradGuard no_grad;
-    auto current = tensors();
+    auto current = floating_state(module_);
     for (std::size_t i = 0; i < current.size(); ++i) current[i].copy_(saved_[i]);
   }
   ScopedRoundedParameters(const ScopedRoundedParameters&) = delete;
   ScopedRoundedParameters& operator=(const ScopedRoundedParameters&) = delete;
 
  private:
-  std::vector<torch::Tensor> tensors() const {
-    auto all = module_.parameters();
-    for (const auto& b : module_.buffers())
-      if (b.is_floating_point()) all.push_back(b);
-    return all;
-  }
   torch::nn::Module& module_;
   std::vector<torch::Tensor> saved_;
 };
