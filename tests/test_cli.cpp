@@ -121,6 +121,42 @@ TEST(Cli, BadInputIsAClearErrorNotACrash) {
   EXPECT_NE(r.out.find("unknown device 'gpu0'"), std::string::npos) << r.out;
 }
 
+TEST(Cli, TensorsLsEscapesHostileBytesInItsErrors) {
+  test::TempDir dir;
+  const std::string header = "{\"w\xff\x1b[2J\":1}";  // a name that is not UTF-8, and a terminal escape
+  std::string bytes(8, '\0');
+  bytes[0] = static_cast<char>(header.size());
+  test::write_bytes(dir / "hostile.safetensors", bytes + header);
+  const auto r = run("tensors ls " + (dir / "hostile.safetensors").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("\\xff"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\xff'), std::string::npos) << "raw byte printed: " << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "raw escape printed: " << r.out;
+}
+
+// serve checks its folders and options before loading anything (a 1 GB model takes a while): each
+// of these is a usage error, exit 2, that names what was found.
+TEST(Cli, ServeRefusesWhatCanNeverServeBeforeLoading) {
+  const auto sd = test::data_path("tiny-sd21").string(), taesd = test::data_path("taesd").string();
+  test::TempDir empty;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--model " + taesd, "is a TAESD folder (AutoencoderTiny): serve takes a Stable Diffusion pipeline folder"},
+      {"--model " + empty.path().string(), "is an empty folder: serve takes"},
+      {"--model " + sd, "give its folder with --taesd"},
+      {"--model " + sd + " --taesd " + sd, "is a diffusers pipeline (StableDiffusionPipeline), not a TAESD folder"},
+      {"--model " + sd + " --taesd " + taesd + " -W 100 -H 100", "multiples of 8, got 100x100"},
+      {"--model " + sd + " --taesd " + taesd + " --t-index 20,60", "t_index 60 outside 0..49"},
+      {"--model " + sd + " --taesd " + taesd + " --host localhost", "--host 'localhost' is not an IP address"},
+      {"--model " + sd + " --taesd " + taesd + " --idle-timeout 0", "--idle-timeout must be between 0.1 and 86400 seconds"},
+  };
+  for (const auto& [args, want] : cases) {
+    const auto r = run("serve --port 0 " + args, "timeout 120");  // a regression would serve for ever
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(want), std::string::npos) << args << "\n" << r.out;
+    EXPECT_EQ(r.out.find("serving on"), std::string::npos) << r.out;
+  }
+}
+
 TEST(Cli, InfoReportsIsaBlasAndMatmul) {
   auto r = run("info --probe-seconds 0.1 --probe-size 256");
   EXPECT_EQ(r.code, 0) << r.out;

@@ -69,6 +69,10 @@ std::vector<Case> malformed_cases() {
        "key 'dtype' appears more than once"},
       {"absurd nesting", with_header(R"({"w":[[[[[[[[[[[[1]]]]]]]]]]]]})", 0), "nests deeper than"},
       {"data section truncated", with_header("{" + w16 + "}", 0), "run past the end of the data section (0 bytes)"},
+      // Hostile bytes reach the message escaped: the parser's "last read" text carries the raw byte.
+      {"a name that is not UTF-8", with_header("{\"w\xff\":1}", 0), "ill-formed UTF-8 byte; last read: '\"w\\xff'"},
+      {"a terminal escape in a name", with_header(R"({"\u001b[2Jw":{"dtype":"F9","shape":[1],"data_offsets":[0,1]}})", 1),
+       "tensor '\\x1b[2Jw': unknown dtype 'F9'"},
   };
 }
 
@@ -89,6 +93,7 @@ TEST_P(Malformed, IsRejectedWithItsSpecificMessage) {
       const std::string msg = e.what();
       EXPECT_NE(msg.find(c.expected), std::string::npos) << c.label << "\n  got: " << msg << "\n  want: " << c.expected;
       EXPECT_EQ(msg.rfind(path.string(), 0), 0u) << "the message starts with the file: " << msg;
+      EXPECT_EQ(msg, printable(msg)) << "the message is safe to print as it is";
     }
   }
 }
@@ -117,6 +122,25 @@ TEST(MalformedPath, EmptyTensorsMayShareAnOffset) {
   EXPECT_EQ(f.tensor("a").numel(), 0);
   EXPECT_EQ(f.tensor("b").sizes(), (std::vector<std::int64_t>{0, 3}));
   EXPECT_EQ(f.tensor("c").numel(), 2);
+}
+
+}  // namespace
+}  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+TEST(Printable, KeepsUtf8AndEscapesWhatIsNot) {
+  EXPECT_EQ(printable("plain text\nline two\ttab"), "plain text\nline two\ttab");
+  EXPECT_EQ(printable("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x8e\xa8"), "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x8e\xa8");  // é ✓ 🎨 stay
+  EXPECT_EQ(printable("a\xff\xfe"), "a\\xff\\xfe");
+  EXPECT_EQ(printable(std::string("nul\0!", 5)), "nul\\x00!");
+  EXPECT_EQ(printable("\x1b[31mred\x7f"), "\\x1b[31mred\\x7f");
+  EXPECT_EQ(printable("\xc2\x9b"), "\\xc2\\x9b");                 // C1 control (CSI)
+  EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");                 // overlong '/'
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");        // a UTF-16 surrogate
+  EXPECT_EQ(printable("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // above U+10FFFF
+  EXPECT_EQ(printable("\xe2\x9c"), "\\xe2\\x9c");                 // truncated sequence
 }
 
 }  // namespace

@@ -6,6 +6,9 @@
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 #include <nlohmann/json.hpp>
+#include <array>
+#include <cmath>
+#include <functional>
 
 #include "streamgen/error.h"
 #include "streamgen/image_io.h"
@@ -82,7 +85,9 @@ class Client {
     return {};
   }
   torch::Tensor next_frame() {
-    while (frames_.empty()) {
+    // Stats arrive twice a second whether frames do or not: 100 text messages without a frame is a failure.
+    for (int i = 0; frames_.empty(); ++i) {
+      if (i == 100) throw std::runtime_error("100 messages and no frame");
       auto [text, data] = read();
       if (!text) return decode_image(data, "frame");
     }
@@ -325,18 +330,201 @@ TEST(Server, TextToVideoSessionsStreamAndSwapPrompts) {
   c.close();
 }
 
-TEST(Server, AddressInUseIsAClearError) {
+TEST(Server, AddressInUseIsAClearErrorBeforeAnyModelLoads) {
   Server a(tiny_server());
   a.start();
   auto o = tiny_server();
   o.port = a.port();
-  Server b(o);
+  o.stream.model = "/nonexistent/model";  // never reached: the address is bound first
   try {
-    b.start();
+    Server b(o);
     ADD_FAILURE() << "bound twice";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot listen on 127.0.0.1:" + std::to_string(a.port())), std::string::npos) << e.what();
   }
+}
+
+TEST(Server, OptionsThatCanNeverServeAreRefusedBeforeLoading) {
+  const std::vector<std::pair<std::function<void(ServerOptions&)>, std::string>> bad = {
+      {[](ServerOptions& o) { o.stream.width = o.stream.height = 100; }, "multiples of 8, got 100x100"},
+      {[](ServerOptions& o) { o.host = "localhost:80"; }, "--host 'localhost:80' is not an IP address"},
+      {[](ServerOptions& o) { o.max_sessions = 0; }, "--max-sessions must be at least 1"},
+      {[](ServerOptions& o) { o.stream.stream.t_index_list = {10, 50}; }, "t_index 50 outside 0..49"},
+      {[](ServerOptions& o) { o.timeouts.idle_s = 0; }, "--idle-timeout must be between"},
+      {[](ServerOptions& o) { o.timeouts.write_s = std::nan(""); }, "--write-timeout must be between"},
+  };
+  for (const auto& [change, want] : bad) {
+    auto o = tiny_server();
+    o.stream.model = "/nonexistent/model";
+    change(o);
+    try {
+      Server server(o);
+      ADD_FAILURE() << "accepted; expected: " << want;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+  ServerOptions dit;
+  dit.dit = DiTRunnerOptions{};
+  dit.dit->fps = -1;
+  EXPECT_THROW(validate_server_options(dit), Error);
+}
+
+// Raw HTTP: writes `request` as given and returns everything the server sends before it closes.
+std::string raw_http(unsigned short port, const std::string& request) {
+  net::io_context ioc;
+  tcp::socket s(ioc);
+  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  net::write(s, net::buffer(request));
+  std::string out;
+  beast::error_code ec;
+  std::array<char, 4096> buf{};
+  while (!ec) out.append(buf.data(), s.read_some(net::buffer(buf), ec));
+  return out;
+}
+
+TEST(Server, BadHttpGetsAnErrorStatusAndEveryResponseItsSecurityHeaders) {
+  Server server(tiny_server());
+  server.start();
+  const auto port = server.port();
+  auto status_line = [](const std::string& r) { return r.substr(0, r.find("\r\n")); };
+  EXPECT_EQ(status_line(raw_http(port, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'a') + "\r\n\r\n")),
+            "HTTP/1.1 431 Request Header Fields Too Large");
+  std::string many = "GET / HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 1000; ++i) many += "X-H" + std::to_string(i) + ": 1\r\n";
+  EXPECT_EQ(status_line(raw_http(port, many + "\r\n")), "HTTP/1.1 431 Request Header Fields Too Large");
+  EXPECT_EQ(status_line(raw_http(port, "GET / HTTP/9.9\r\nHost: x\r\n\r\n")), "HTTP/1.1 505 HTTP Version Not Supported");
+  EXPECT_EQ(status_line(raw_http(port, "GET / HTTP/1.x\r\nHost: x\r\n\r\n")), "HTTP/1.1 505 HTTP Version Not Supported");
+  EXPECT_EQ(status_line(raw_http(port, "\x01\x02garbage\r\n\r\n")), "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(status_line(raw_http(port, "DELETE / HTTP/1.1\r\nHost: x\r\n\r\n")), "HTTP/1.1 405 Method Not Allowed");
+
+  const auto not_found = raw_http(port, "GET /<script> HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(status_line(not_found), "HTTP/1.1 404 Not Found");
+  for (const char* h : {"X-Content-Type-Options: nosniff", "Cache-Control: no-store", "X-Frame-Options: DENY", "text/plain"})
+    EXPECT_NE(not_found.find(h), std::string::npos) << h << " in " << not_found;
+  const auto page = raw_http(port, "GET / HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n\r\n");
+  EXPECT_NE(page.find("Content-Security-Policy: default-src 'none'; script-src 'self'"), std::string::npos) << page.substr(0, 800);
+  EXPECT_NE(page.find("connect-src 'self' ws://127.0.0.1:" + std::to_string(port)), std::string::npos) << page.substr(0, 800);
+  const auto head = raw_http(port, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_NE(head.find("Content-Length: 3"), std::string::npos) << head;
+  EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << head;  // no body
+
+  const std::string upgrade = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                              "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\n";
+  EXPECT_EQ(status_line(raw_http(port, upgrade + "Origin: https://evil.example\r\n\r\n")), "HTTP/1.1 403 Forbidden");
+  {  // the same origin is welcome, and the upgrade is never cached
+    net::io_context ioc;
+    websocket::stream<tcp::socket> ws(ioc);
+    ws.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    ws.set_option(websocket::stream_base::decorator(
+        [port](websocket::request_type& req) { req.set(http::field::origin, "http://127.0.0.1:" + std::to_string(port)); }));
+    websocket::response_type res;
+    ws.handshake(res, "127.0.0.1:" + std::to_string(port), "/ws");
+    EXPECT_EQ(res[http::field::cache_control], "no-store");
+    ws.close(websocket::close_code::normal);
+  }
+  const auto m = http_get(port, "/metrics").second;
+  EXPECT_NE(m.find("streamgen_http_errors_total{status=\"431\"} 2"), std::string::npos) << m;
+  EXPECT_NE(m.find("streamgen_sessions_rejected_total{reason=\"origin\"} 1"), std::string::npos) << m;
+}
+
+// Waits up to 20 s for /metrics to hold `sample`.
+bool metrics_reach(unsigned short port, const std::string& sample) {
+  for (int i = 0; i < 200; ++i) {
+    if (http_get(port, "/metrics").second.find(sample) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+TEST(Server, ConnectionsThatNeverSendARequestAreClosed) {
+  auto o = tiny_server();
+  o.timeouts.handshake_s = 0.5;
+  Server server(o);
+  server.start();
+  net::io_context ioc;
+  tcp::socket s(ioc);
+  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port()));
+  std::array<char, 16> buf{};
+  beast::error_code ec;
+  s.read_some(net::buffer(buf), ec);  // returns when the server gives the connection up
+  EXPECT_EQ(ec, net::error::eof);
+  EXPECT_TRUE(metrics_reach(server.port(), "streamgen_timeouts_total{kind=\"handshake\"} 1"));
+}
+
+TEST(Server, IdleImg2ImgSessionsAreClosedAndFreeTheirSlot) {
+  auto o = tiny_server(1);
+  o.timeouts.idle_s = 0.6;
+  Server server(o);
+  server.start();
+  Client idle(server.port());
+  idle.next_json("ready");
+  const auto e = idle.next_json("error");
+  EXPECT_NE(e["message"].get<std::string>().find("no frame or message for 0.6 s"), std::string::npos) << e.dump();
+  EXPECT_EQ(idle.wait_close(), static_cast<int>(websocket::close_code::policy_error));
+  Client next(server.port());  // the slot is free again
+  next.next_json("ready");
+  // A txt2img session makes frames with no input: it is not idle while the client reads them.
+  next.send_json({{"type", "config"}, {"mode", "txt2img"}});
+  next.next_json("config");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (std::chrono::steady_clock::now() < until) EXPECT_EQ(next.next_frame().size(1), 3);
+  EXPECT_TRUE(metrics_reach(server.port(), "streamgen_timeouts_total{kind=\"idle\"} 1"));
+  EXPECT_TRUE(metrics_reach(server.port(), "streamgen_sessions_active 1"));
+}
+
+TEST(Server, ClientsThatStopReadingAreDisconnected) {
+  auto o = tiny_server(1);
+  o.timeouts.write_s = 1;
+  o.stream.width = o.stream.height = 256;  // frames of ~20 KiB fill the send buffer in seconds
+  Server server(o);
+  server.start();
+  {
+    net::io_context ioc;
+    websocket::stream<tcp::socket> ws(ioc);
+    ws.next_layer().open(tcp::v4());
+    ws.next_layer().set_option(net::socket_base::receive_buffer_size(2048));  // fills after a frame or two
+    ws.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port()));
+    ws.handshake("127.0.0.1", "/ws");
+    ws.text(true);
+    ws.write(net::buffer(json{{"type", "config"}, {"mode", "txt2img"}}.dump()));
+    // ... and never reads: the server's writes stall until the write timeout gives the client up.
+    EXPECT_TRUE(metrics_reach(server.port(), "streamgen_timeouts_total{kind=\"write\"} 1"));
+  }
+  EXPECT_TRUE(metrics_reach(server.port(), "streamgen_sessions_active 0"));
+  Client c(server.port());
+  c.next_json("ready");
+}
+
+TEST(Server, AReconnectRightAfterACloseIsAdmitted) {
+  Server server(tiny_server(1));
+  server.start();
+  for (int i = 0; i < 20; ++i) {
+    Client c(server.port());
+    const auto first = c.next_json("ready");
+    ASSERT_EQ(first["type"], "ready") << "attempt " << i;
+    c.close();  // returns once the server's close frame is back: the slot must be free now
+  }
+  EXPECT_NE(http_get(server.port(), "/metrics").second.find("streamgen_sessions_rejected_total{reason=\"busy\"} 0"), std::string::npos);
+}
+
+TEST(Server, FloodedFramesAreDecodedOneAtATimeAndTheRestDropped) {
+  Server server(tiny_server(1));
+  server.start();
+  Client c(server.port());
+  c.next_json("ready");
+  const auto frame = jpeg_frame(9);
+  for (int i = 0; i < 40; ++i) c.send_binary(frame);
+  EXPECT_EQ(c.next_frame().size(2), 64);  // the session goes on
+  EXPECT_EQ(http_get(server.port(), "/healthz").first, 200);
+  const auto m = http_get(server.port(), "/metrics").second;
+  // Every frame is either taken by the stream or counted as dropped somewhere.
+  const auto count = [&](const std::string& sample) {
+    const auto at = m.find(sample + " ");
+    return at == std::string::npos ? -1 : std::stoll(m.substr(at + sample.size() + 1));
+  };
+  EXPECT_GT(count("streamgen_frames_dropped_total{where=\"decode\"}") + count("streamgen_frames_dropped_total{where=\"input\"}"), 0) << m;
 }
 
 }  // namespace

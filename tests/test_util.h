@@ -13,6 +13,7 @@
 #include <string>
 
 #include "streamgen/error.h"
+#include "image_bytes.h"
 
 namespace streamgen::test {
 
@@ -29,21 +30,6 @@ inline void expect_error_mentions(const std::function<void()>& fn, const std::st
   }
 }
 
-// A PNG of a few dozen bytes whose header claims width x height, with no image data after it: what a
-// decompression bomb shows a decoder that trusts the header.
-inline std::string png_header_claiming(std::uint32_t width, std::uint32_t height) {
-  std::string png("\x89PNG\r\n\x1a\n", 8);
-  const auto be32 = [&](std::uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8) png.push_back(static_cast<char>((v >> shift) & 0xffu));
-  };
-  be32(13);
-  png += "IHDR";
-  be32(width);
-  be32(height);
-  png += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB, deflate, no filter, no interlace
-  be32(0);                                             // CRC (decoders skip it)
-  return png;
-}
 
 inline std::filesystem::path data_path(const std::string& name) { return std::filesystem::path(STREAMGEN_TEST_DATA) / name; }
 

@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, width: 512, height: 512, source: null, stream: null, running: false,
-  inFlight: [], received: 0, times: [], lastUrl: null, promptTimer: null,
+  inFlight: [], received: 0, times: [], lastUrl: null, promptTimer: null, pending: null,
 };
 const MAX_IN_FLIGHT = 2;  // frames sent but not answered: more only adds latency
 
@@ -30,8 +30,17 @@ function config() {
   };
 }
 
+// A session the server closed (idle, restarted) is opened again by the next thing the user does;
+// the message goes out once the new session is ready.
 function send(obj) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(obj));
+  } else if (!state.ws || state.ws.readyState === WebSocket.CLOSED || state.ws.readyState === WebSocket.CLOSING) {
+    state.pending = obj;
+    connect();
+  } else {
+    state.pending = obj;
+  }
 }
 
 function connect() {
@@ -40,7 +49,7 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => setStatus('connected');
   ws.onclose = (e) => {
-    setStatus(e.code === 1013 ? 'server busy' : 'disconnected');
+    setStatus(e.code === 1013 ? 'server busy' : e.code === 1008 ? 'disconnected (idle): start a source to reconnect' : 'disconnected');
     state.running = false;
   };
   ws.onmessage = (e) => (typeof e.data === 'string' ? onText(JSON.parse(e.data)) : onFrame(e.data));
@@ -74,6 +83,11 @@ function onText(msg) {
         ? `not in the model's vocabulary (ignored): ${msg.unknown_words.join(', ')}` : '');
     } else if (msg.type === 'ready') {
       send(config());
+    }
+    if (msg.type === 'ready' && state.pending) {
+      const pending = state.pending;
+      state.pending = null;
+      send(pending);
     }
   } else if (msg.type === 'stats') {
     const lat = msg.stages && msg.stages.latency;

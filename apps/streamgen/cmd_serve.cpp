@@ -3,12 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
 #include "commands.h"
 #include "streamgen/dit.h"
 #include "streamgen/error.h"
+#include "streamgen/model_folder.h"
 #include "streamgen/server.h"
 
 namespace streamgen::cli {
@@ -22,6 +24,7 @@ void register_serve(CLI::App& app) {
     StreamDiTOptions dit;
     std::vector<std::int64_t> t_index{32, 45};
     ComputeArgs compute;
+    ServerTimeouts timeouts;
   };
   auto a = std::make_shared<Args>();
   a->dit.chunk_frames = 2;
@@ -45,17 +48,37 @@ void register_serve(CLI::App& app) {
   dit_group->add_option("--guidance,-g", a->dit.guidance, "CFG scale (1: no CFG; default: the model's sampler.json, else 1; the page's slider overrides)");
   add_guidance_shape_options(*dit_group, a->dit);
   dit_group->add_option("--fps", a->fps, "Pace of the video sent to the page (0: as fast as it is made)")->capture_default_str();
+  auto& t = a->timeouts;
+  cmd->add_option("--handshake-timeout", t.handshake_s, "Seconds a connection has to send its request and open the WebSocket")
+      ->capture_default_str();
+  cmd->add_option("--idle-timeout", t.idle_s, "Seconds an img2img session may send no frame or message before it is closed "
+                                              "(txt2img and text-to-video sessions do not idle)")
+      ->capture_default_str();
+  cmd->add_option("--write-timeout", t.write_s, "Seconds a client may leave one message unread before its connection is closed")
+      ->capture_default_str();
   a->compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
   cmd->callback([a, cmd] {
     ServerOptions o;
     o.host = a->host;
     o.port = static_cast<unsigned short>(a->port);
     o.max_sessions = a->max_sessions;
-    const auto compute = a->compute.resolve_for_model(a->model);
-    if (is_stream_dit_folder(a->model)) {
+    o.timeouts = a->timeouts;
+    // Everything is checked before anything loads: the model folder's kind, then every option.
+    const bool dit = is_stream_dit_folder(a->model);
+    if (!dit) {
+      if (!std::filesystem::is_regular_file(std::filesystem::path(a->model) / "model_index.json"))
+        throw Error("--model " + a->model + " is " + describe_model_folder(a->model) +
+                    ": serve takes a Stable Diffusion pipeline folder (model_index.json) or a StreamDiT model");
+      if (a->taesd.empty())
+        throw Error("--model " + a->model + " is a Stable Diffusion pipeline: it streams through TAESD, give its folder with --taesd");
+      if (folder_class_name(a->taesd) != "AutoencoderTiny")
+        throw Error("--taesd " + a->taesd + " is " + describe_model_folder(a->taesd) + ", not a TAESD folder (config.json with _class_name AutoencoderTiny)");
+    } else if (!a->taesd.empty()) {
+      throw Error("--taesd is for Stable Diffusion pipelines; " + a->model + " is a StreamDiT model (it decodes with its own autoencoder)");
+    }
+    if (dit) {
       DiTRunnerOptions d;
       d.model = a->model;
-      d.compute = compute;
       apply_model_sampler_settings(*cmd, a->model, a->dit);  // the settings the model card was measured with
       d.sampler = a->dit;
       d.prompt = a->prompt.empty() ? "a red circle moving right" : a->prompt;
@@ -63,14 +86,9 @@ void register_serve(CLI::App& app) {
       d.height = a->height > 0 ? a->height : d.width;
       d.fps = a->fps;
       o.dit = d;
-      spdlog::info("StreamDiT model {}: text-to-video sessions, c = {}, s = {}, guidance {}{}, {} FPS", a->model, a->dit.chunk_frames,
-                   a->dit.micro_steps, describe_guidance(a->dit), describe_colour_hold(a->dit), a->fps);
-    } else if (a->taesd.empty()) {
-      throw Error("--model " + a->model + " is a Stable Diffusion pipeline: it streams through TAESD, give its folder with --taesd");
     }
     o.stream.model = a->model;
     o.stream.taesd = a->taesd;
-    o.stream.compute = compute;
     o.stream.width = a->width > 0 ? a->width : 512;
     o.stream.height = a->height > 0 ? a->height : 512;
     o.stream.prompt = a->prompt.empty() ? "an oil painting, vivid colours" : a->prompt;
@@ -78,6 +96,15 @@ void register_serve(CLI::App& app) {
     o.stream.stream.cfg = CfgType::Self;
     o.stream.input_capacity = 1;
     o.stream.output_capacity = 2;
+    validate_server_options(o);
+
+    const auto compute = a->compute.resolve_for_model(a->model);
+    o.stream.compute = compute;
+    if (o.dit) {
+      o.dit->compute = compute;
+      spdlog::info("StreamDiT model {}: text-to-video sessions, c = {}, s = {}, guidance {}{}, {} FPS", a->model, a->dit.chunk_frames,
+                   a->dit.micro_steps, describe_guidance(a->dit), describe_colour_hold(a->dit), a->fps);
+    }
     if (o.host != "127.0.0.1" && o.host != "::1") spdlog::warn("binding to {}: the server is reachable from other machines", o.host);
     Server server(o);
     server.start();

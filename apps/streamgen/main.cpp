@@ -57,13 +57,13 @@ int main(int argc, char** argv) {
   } catch (const streamgen::cli::ExitCode& e) {
     return e.code;
   } catch (const streamgen::Error& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", streamgen::printable(e.what()));
     return 2;
   } catch (const c10::Error& e) {
-    spdlog::error("LibTorch: {}", e.what_without_backtrace());
+    spdlog::error("LibTorch: {}", streamgen::printable(e.what_without_backtrace()));
     return 3;
   } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", streamgen::printable(e.what()));
     return 3;
   }
   return 0;

@@ -31,6 +31,9 @@ struct DiTRunnerOptions {
   std::size_t output_capacity = 4;     // pop() queue; the oldest frame is dropped when nobody reads
 };
 
+// Throws streamgen::Error for settings that can never work (pace, output size), before anything loads.
+void check_dit_runner_options(const DiTRunnerOptions& options);
+
 class DiTRunner : public LiveStream {
  public:
   explicit DiTRunner(DiTRunnerOptions options);

@@ -3,6 +3,7 @@
 // option involved and what was expected, so a user can act on them without a debugger.
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace streamgen {
 
@@ -22,5 +23,10 @@ class StateDictError : public Error {
  public:
   using Error::Error;
 };
+
+// `text` made safe to print in a message, a terminal or a log: valid UTF-8 is kept, every byte that
+// is not (a hostile file's name or a corrupt header), and control characters other than newline and
+// tab (terminal escape sequences), become \xNN.
+std::string printable(std::string_view text);
 
 }  // namespace streamgen

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "streamgen/image_header.h"
+
 namespace streamgen {
 
 // image_u8: uint8 [3, H, W] or [1, 3, H, W] RGB. `text` becomes PNG tEXt chunks (key -> value).
@@ -16,11 +18,8 @@ namespace streamgen {
 void write_png(const std::filesystem::path& path, const torch::Tensor& image_u8, const std::map<std::string, std::string>& text = {});
 // uint8 [1, 3, H, W] RGB.
 torch::Tensor read_image(const std::filesystem::path& path);
-// The most pixels decode_image accepts unless told otherwise: 4096², 48 MiB as RGB.
-inline constexpr std::int64_t kMaxDecodedPixels = 4096LL * 4096;
-// PNG/JPEG/BMP bytes in memory -> uint8 [1, 3, H, W]; `what` names the data in errors. The size in the
-// header is checked before anything is decoded: a file of a few hundred bytes can claim 16000×16000
-// and have the decoder allocate gigabytes, so an image of more than `max_pixels` is refused.
+// PNG/JPEG/BMP bytes in memory -> uint8 [1, 3, H, W]; `what` names the data in errors. An image of
+// more than `max_pixels` is refused from its header (checked_image_size), before any decoding.
 torch::Tensor decode_image(std::string_view bytes, const std::string& what, std::int64_t max_pixels = kMaxDecodedPixels);
 // uint8 [3, H, W] or [1, 3, H, W] -> JPEG bytes (quality 1-100).
 std::string encode_jpeg(const torch::Tensor& image_u8, int quality = 85);

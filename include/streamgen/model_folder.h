@@ -44,6 +44,10 @@ std::filesystem::path find_component_weights(const std::filesystem::path& dir, c
 // CLI and the server tell a StreamDiT folder, a temporal autoencoder and a diffusers pipeline apart.
 std::string folder_class_name(const std::filesystem::path& folder);
 
+// What `folder` holds, for messages that refuse it: "a diffusers pipeline (StableDiffusionPipeline)",
+// "a StreamDiT model", "a TAESD folder (AutoencoderTiny)", "an empty folder", ... Reads only JSON.
+std::string describe_model_folder(const std::filesystem::path& folder);
+
 // How many weights the model at `path` stores, read from the safetensors headers (nothing loaded):
 // a pipeline folder counts its UNet (its cost dominates), anything else every tensor open_weights finds.
 std::int64_t stored_parameter_count(const std::filesystem::path& path);

@@ -25,24 +25,39 @@
 
 namespace streamgen {
 
+// How long the server waits on a client before it gives the connection up; each is counted in
+// /metrics (streamgen_timeouts_total{kind=...}).
+struct ServerTimeouts {
+  double handshake_s = 10;  // from connect to a complete HTTP request and WebSocket upgrade (also the close handshake)
+  double idle_s = 60;       // img2img sessions: no frame and no message for this long (txt2img and text-to-video never idle)
+  double write_s = 10;      // one message not taken by the client (it stopped reading)
+};
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   unsigned short port = 8080;         // 0: any free port (see Server::port())
   int max_sessions = 4;
   std::size_t max_message_bytes = 4u << 20;
   int jpeg_quality = 85;
+  ServerTimeouts timeouts;
   StreamRunnerOptions stream;         // defaults for new sessions; stream.models is loaded if empty
   std::optional<DiTRunnerOptions> dit;  // set: sessions stream this StreamDiT model instead (dit->loaded is loaded if empty)
 };
 
+// Throws streamgen::Error, naming the option, for anything that could never serve a session: the
+// address, limits, timeouts, the stream's size and slots. Cheap: nothing is loaded.
+void validate_server_options(const ServerOptions& options);
+
 class Server {
  public:
+  // Validates the options, binds the address (so that a taken port is reported before a long model
+  // load), then loads the models. Throws streamgen::Error.
   explicit Server(ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds and starts serving on background threads; throws streamgen::Error if the address is taken.
+  // Starts accepting connections on background threads.
   void start();
   unsigned short port() const;
   // Blocks until stop() (from another thread or a signal handler's flag watcher).

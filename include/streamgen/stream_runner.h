@@ -62,6 +62,10 @@ struct StreamRunnerOptions {
   std::size_t output_capacity = 4;
 };
 
+// Throws streamgen::Error for settings no model can run (size, slots, t_index range), before anything
+// loads; the constructor checks the same.
+void check_stream_runner_options(const StreamRunnerOptions& options);
+
 class StreamRunner : public LiveStream {
  public:
   explicit StreamRunner(StreamRunnerOptions options);

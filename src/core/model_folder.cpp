@@ -89,6 +89,27 @@ std::string folder_class_name(const std::filesystem::path& folder) {
   return j.is_object() && j.contains("_class_name") && j["_class_name"].is_string() ? j["_class_name"].get<std::string>() : "";
 }
 
+std::string describe_model_folder(const std::filesystem::path& folder) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(folder, ec)) return std::filesystem::exists(folder, ec) ? "a file, not a folder" : "a path that does not exist";
+  if (std::filesystem::is_regular_file(folder / "model_index.json", ec)) {
+    const auto j = read_json_file(folder / "model_index.json");
+    const auto name = j.is_object() && j.contains("_class_name") && j["_class_name"].is_string() ? j["_class_name"].get<std::string>() : "";
+    return "a diffusers pipeline" + (name.empty() ? std::string() : " (" + printable(name) + ")");
+  }
+  if (std::filesystem::is_regular_file(folder / "config.json", ec)) {
+    const auto name = folder_class_name(folder);
+    if (name == "StreamDiT") return "a StreamDiT model";
+    if (name == "AutoencoderTiny") return "a TAESD folder (AutoencoderTiny)";
+    if (name.empty()) return "a component folder whose config.json names no _class_name";
+    return "a " + printable(name) + " folder";
+  }
+  std::size_t entries = 0;
+  for (auto it = std::filesystem::directory_iterator(folder, ec); !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) ++entries;
+  if (entries == 0) return "an empty folder";
+  return "a folder with neither model_index.json nor config.json (" + std::to_string(entries) + " entries)";
+}
+
 void save_model_folder(torch::nn::Module& module, const nlohmann::json& config, const std::filesystem::path& folder, torch::ScalarType dtype,
                        const std::map<std::string, std::string>& metadata) {
   std::error_code ec;

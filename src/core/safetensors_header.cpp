@@ -38,11 +38,11 @@ constexpr int kMaxJsonDepth = 8;
 using json = nlohmann::json;
 
 [[noreturn]] void fail(const std::string& source, const std::string& what) {
-  throw FormatError(source + ": " + what);
+  throw FormatError(printable(source + ": " + what));
 }
 
 [[noreturn]] void fail_tensor(const std::string& source, const std::string& name, const std::string& what) {
-  throw FormatError(source + ": tensor '" + name + "': " + what);
+  throw FormatError(printable(source + ": tensor '" + name + "': " + what));
 }
 
 std::uint64_t read_le_u64(const std::uint8_t* p) {

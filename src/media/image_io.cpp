@@ -13,6 +13,7 @@
 #include <random>
 
 #include "streamgen/error.h"
+#include "streamgen/image_header.h"
 
 namespace streamgen {
 namespace {
@@ -95,14 +96,10 @@ void write_png(const std::filesystem::path& path, const torch::Tensor& image, co
 }
 
 torch::Tensor decode_image(std::string_view bytes, const std::string& what, std::int64_t max_pixels) {
-  if (bytes.empty() || bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) throw Error("cannot decode " + what + ": empty or too large");
+  checked_image_size(bytes, what, max_pixels);
   const auto* in = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int size = static_cast<int>(bytes.size());
   int w = 0, h = 0, channels = 0;
-  if (!stbi_info_from_memory(in, size, &w, &h, &channels)) throw Error("cannot decode " + what + ": " + stbi_failure_reason());
-  if (static_cast<std::int64_t>(w) * h > max_pixels)
-    throw Error("cannot decode " + what + ": " + std::to_string(w) + "x" + std::to_string(h) + " pixels is more than the " +
-                std::to_string(max_pixels) + " accepted");
   auto* data = stbi_load_from_memory(in, size, &w, &h, &channels, 3);
   if (!data) throw Error("cannot decode " + what + ": " + stbi_failure_reason());
   auto t = torch::from_blob(data, {h, w, 3}, torch::kUInt8).permute({2, 0, 1}).unsqueeze(0).contiguous();

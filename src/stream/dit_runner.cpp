@@ -88,10 +88,15 @@ struct DiTRunner::Impl {
   }
 };
 
+void check_dit_runner_options(const DiTRunnerOptions& o) {
+  if (!(o.fps >= 0)) throw Error(fmt::format("StreamDiT stream: fps must be ≥ 0, got {}", o.fps));
+  if (o.width < 0 || o.height < 0 || o.width > 4096 || o.height > 4096)
+    throw Error(fmt::format("StreamDiT stream: output size {}x{} is not in 0..4096 (0: the model's)", o.width, o.height));
+}
+
 DiTRunner::DiTRunner(DiTRunnerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
   auto& m = *impl_;
-  if (m.o.fps < 0) throw Error(fmt::format("StreamDiT stream: fps must be ≥ 0, got {}", m.o.fps));
-  if (m.o.width < 0 || m.o.height < 0) throw Error(fmt::format("StreamDiT stream: bad output size {}x{}", m.o.width, m.o.height));
+  check_dit_runner_options(m.o);
   m.model = m.o.loaded ? m.o.loaded : load_stream_dit(m.o.model, m.o.compute);
   m.codec = DiTVideoCodec(m.o.loaded ? m.o.loaded_autoencoder : load_dit_autoencoder(m.o.model, m.o.compute));
   m.model->eval();

@@ -250,14 +250,22 @@ std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& mo
   return m;
 }
 
-StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
-  auto& m = *impl_;
-  auto& o = m.o;
+void check_stream_runner_options(const StreamRunnerOptions& o) {
   if (o.width % 8 != 0 || o.height % 8 != 0 || o.width <= 0 || o.height <= 0)
     throw Error("stream: width and height must be positive multiples of 8, got " + std::to_string(o.width) + "x" + std::to_string(o.height));
   if (o.stream.frame_buffer_size < 1) throw Error("stream: frame_buffer_size must be at least 1");
   if (o.ssf && o.stream.frame_buffer_size != 1)
     throw Error("stream: the similarity filter decides frame by frame; use it with frame_buffer_size 1");
+  if (o.stream.t_index_list.empty()) throw Error("stream: t_index_list is empty");
+  for (const auto i : o.stream.t_index_list)
+    if (i < 0 || i >= o.stream.num_inference_steps)
+      throw Error("stream: t_index " + std::to_string(i) + " outside 0.." + std::to_string(o.stream.num_inference_steps - 1));
+}
+
+StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  auto& m = *impl_;
+  auto& o = m.o;
+  check_stream_runner_options(o);
   m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute);
   o.compute = m.models->compute;
   auto unet = m.models->unet;

@@ -1,0 +1,34 @@
+#pragma once
+// The text messages a browser session sends to `streamgen serve` (see server.h), parsed and
+// range-checked without touching a model: what a message asks to change, or one Error naming the
+// field and what it must be. Torch-free so that the fuzzer builds it on its own.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace streamgen {
+
+// Stable Diffusion sessions take img2img frames (or generate txt2img); StreamDiT sessions stream
+// text-to-video ("t2v") and take only a prompt, guidance and seed.
+enum class SessionKind { StableDiffusion, TextToVideo };
+
+inline constexpr std::size_t kMaxPromptChars = 2000;
+
+// Fields the message set; absent ones keep the session's current value.
+struct SessionConfigUpdate {
+  std::optional<std::string> mode;             // "img2img" | "txt2img" (SD), "t2v" (StreamDiT)
+  std::optional<std::string> prompt, negative_prompt;
+  std::optional<std::string> cfg;              // "none" | "full" | "self" | "initialize"
+  std::optional<double> guidance, delta;
+  std::optional<std::uint64_t> seed;
+  std::optional<std::vector<std::int64_t>> t_index;  // 1 to 8 entries; their range is the scheduler's to check
+  int blend_frames = 0;                        // prompt change cross-faded over this many frames
+};
+
+// `text`: one WebSocket text message, a JSON object {"type": "config", ...}. Unknown fields, wrong
+// types and values out of range are errors (streamgen::Error) that name the field.
+SessionConfigUpdate parse_session_message(std::string_view text, SessionKind kind);
+
+}  // namespace streamgen
