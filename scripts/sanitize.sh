@@ -14,8 +14,7 @@ cmake --build build-asan -j "$(nproc)"
 # LibTorch, OpenBLAS and OpenMP keep a few allocations for the life of the process (thread pools,
 # kernel caches) and free them only at exit, if ever: those are suppressed by library, never ours.
 export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
-# LibTorch's pybind-free build still installs a SIGSEGV handler; ASan must see faults first.
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:allow_user_segv_handler=0:detect_odr_violation=0:halt_on_error=1"
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # The browser tests start Chromium; the CUDA ones skip without a GPU; the rest runs instrumented.
 (cd build-asan && ctest --output-on-failure -j "$(nproc)" -E '^e2e\.' --timeout 1800 "$@")

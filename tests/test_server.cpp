@@ -474,22 +474,28 @@ TEST(Server, IdleImg2ImgSessionsAreClosedAndFreeTheirSlot) {
   EXPECT_TRUE(metrics_reach(server.port(), "streamgen_sessions_active 1"));
 }
 
+// A client that sends and never reads: every config message is answered (here ~2 KiB, the prompt
+// echoed), the server stops reading once 32 replies wait, and when the kernel's buffers are full the
+// write timeout ends the connection. Nothing grows without bound on the way.
 TEST(Server, ClientsThatStopReadingAreDisconnected) {
   auto o = tiny_server(1);
   o.timeouts.write_s = 1;
-  o.stream.width = o.stream.height = 256;  // frames of ~20 KiB fill the send buffer in seconds
   Server server(o);
   server.start();
   {
     net::io_context ioc;
     websocket::stream<tcp::socket> ws(ioc);
     ws.next_layer().open(tcp::v4());
-    ws.next_layer().set_option(net::socket_base::receive_buffer_size(2048));  // fills after a frame or two
+    ws.next_layer().set_option(net::socket_base::receive_buffer_size(2048));
     ws.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port()));
     ws.handshake("127.0.0.1", "/ws");
     ws.text(true);
-    ws.write(net::buffer(json{{"type", "config"}, {"mode", "txt2img"}}.dump()));
-    // ... and never reads: the server's writes stall until the write timeout gives the client up.
+    beast::error_code ec;
+    int sent = 0;
+    // Blocks once the server stops reading; fails once the write timeout has closed the connection.
+    for (; sent < 100000 && !ec; ++sent)
+      ws.write(net::buffer(json{{"type", "config"}, {"prompt", std::string(1990, 'a' + sent % 26)}}.dump()), ec);
+    EXPECT_TRUE(ec) << "the server read " << sent << " messages without its replies being taken";
     EXPECT_TRUE(metrics_reach(server.port(), "streamgen_timeouts_total{kind=\"write\"} 1"));
   }
   EXPECT_TRUE(metrics_reach(server.port(), "streamgen_sessions_active 0"));

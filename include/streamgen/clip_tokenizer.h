@@ -7,8 +7,6 @@
 // tokenizer_config.json) are split out of the raw text first and map straight to their ids.
 // SD2.x / SD-Turbo folders name "!" as the pad token, so every "!" in their prompts becomes id 0:
 // that is what the reference does (diffusers #4153) and what their text encoders were fed.
-#include <torch/types.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
@@ -16,6 +14,10 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+namespace at {
+class Tensor;
+}  // namespace at
 
 namespace streamgen {
 
@@ -48,8 +50,8 @@ class ClipTokenizer {
   std::vector<std::int64_t> token_ids(std::string_view text) const;
   // BOS + first (max_length-2) tokens + EOS, padded to max_length with the pad id.
   ClipEncoding encode(std::string_view text) const;
-  // int64 [N, max_length].
-  torch::Tensor encode_batch(const std::vector<std::string>& prompts) const;
+  // int64 [N, max_length] (defined in clip_text_model.cpp: everything else here is torch-free).
+  at::Tensor encode_batch(const std::vector<std::string>& prompts) const;
 
   std::int64_t bos_id() const { return bos_id_; }
   std::int64_t eos_id() const { return eos_id_; }

@@ -1,7 +1,10 @@
 #pragma once
 // Typed reads from a model's config.json with errors that name the file and the field.
+#include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "streamgen/error.h"
 
@@ -22,6 +25,19 @@ template <typename T>
 T config_required(const nlohmann::json& j, const char* key, const std::string& source) {
   if (!j.is_object() || !j.contains(key) || j[key].is_null()) throw FormatError(source + ": config has no '" + key + "'");
   return config_value<T>(j, key, T{}, source);
+}
+
+// Sizes and counts a model is built from: each must lie in [lo, hi], or no model can be built from
+// the config (and a hostile one could ask for terabytes or shift past 63 bits).
+inline void config_check_range(std::int64_t v, std::int64_t lo, std::int64_t hi, const char* key, const std::string& source) {
+  if (v < lo || v > hi)
+    throw FormatError(source + ": '" + key + "' is " + std::to_string(v) + ", expected " + std::to_string(lo) + ".." + std::to_string(hi));
+}
+inline void config_check_range(const std::vector<std::int64_t>& v, std::int64_t lo, std::int64_t hi, const char* key, const std::string& source) {
+  for (const auto x : v) config_check_range(x, lo, hi, key, source);
+}
+inline void config_check_positive(double v, const char* key, const std::string& source) {
+  if (!(v > 0 && std::isfinite(v))) throw FormatError(source + ": '" + key + "' must be a positive number, got " + std::to_string(v));
 }
 
 }  // namespace streamgen

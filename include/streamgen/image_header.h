@@ -16,8 +16,9 @@ struct ImageSize {
   int width = 0, height = 0;
 };
 
-// The image's size from its header; an Error ("cannot decode <what>: ...") if the bytes are not a
-// PNG/JPEG/BMP header or the image has more than `max_pixels` pixels.
+// The image's size from its header; an Error ("cannot decode <what>: ...") if the bytes do not start
+// like a PNG, JPEG or BMP file (stb's other decoders are never reached), the header is malformed, or
+// the image has more than `max_pixels` pixels.
 ImageSize checked_image_size(std::string_view bytes, const std::string& what, std::int64_t max_pixels = kMaxDecodedPixels);
 
 }  // namespace streamgen

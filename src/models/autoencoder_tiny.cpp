@@ -14,33 +14,7 @@ torch::nn::Conv2d conv3(std::int64_t in, std::int64_t out, std::int64_t stride =
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1).stride(stride).bias(bias));
 }
 
-void check_lengths(const AutoencoderTinyConfig& c, const std::string& source) {
-  if (c.encoder_block_out_channels.size() != c.num_encoder_blocks.size() || c.num_encoder_blocks.empty())
-    throw Error(source + ": encoder_block_out_channels and num_encoder_blocks must have the same, non-zero length");
-  if (c.decoder_block_out_channels.size() != c.num_decoder_blocks.size() || c.num_decoder_blocks.empty())
-    throw Error(source + ": decoder_block_out_channels and num_decoder_blocks must have the same, non-zero length");
-}
-
 }  // namespace
-
-AutoencoderTinyConfig AutoencoderTinyConfig::from_json(const nlohmann::json& j, const std::string& source) {
-  AutoencoderTinyConfig c;
-  c.in_channels = config_value(j, "in_channels", c.in_channels, source);
-  c.out_channels = config_value(j, "out_channels", c.out_channels, source);
-  c.latent_channels = config_value(j, "latent_channels", c.latent_channels, source);
-  c.encoder_block_out_channels = config_value(j, "encoder_block_out_channels", c.encoder_block_out_channels, source);
-  c.decoder_block_out_channels = config_value(j, "decoder_block_out_channels", c.decoder_block_out_channels, source);
-  c.num_encoder_blocks = config_value(j, "num_encoder_blocks", c.num_encoder_blocks, source);
-  c.num_decoder_blocks = config_value(j, "num_decoder_blocks", c.num_decoder_blocks, source);
-  c.upsampling_scaling_factor = config_value(j, "upsampling_scaling_factor", c.upsampling_scaling_factor, source);
-  c.scaling_factor = config_value(j, "scaling_factor", c.scaling_factor, source);
-  const auto act = config_value<std::string>(j, "act_fn", "relu", source);
-  if (act != "relu") throw Error(source + ": act_fn '" + act + "' is not supported by AutoencoderTiny (expected relu)");
-  const auto up = config_value<std::string>(j, "upsample_fn", "nearest", source);
-  if (up != "nearest") throw Error(source + ": upsample_fn '" + up + "' is not supported (expected nearest)");
-  check_lengths(c, source);
-  return c;
-}
 
 AutoencoderTinyBlockImpl::AutoencoderTinyBlockImpl(std::int64_t in, std::int64_t out) {
   conv = register_module("conv", torch::nn::Sequential(conv3(in, out), torch::nn::ReLU(), conv3(out, out), torch::nn::ReLU(), conv3(out, out)));

@@ -45,6 +45,10 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::size_t kMaxPendingFrames = 2;  // frames waiting to be sent to one client; older ones are dropped
+// Messages waiting to be sent to one client beyond which the session stops reading from it: every
+// config message is answered, so a client that sends and never reads would otherwise grow the
+// outbox without bound. Reading resumes when half of them are out.
+constexpr std::size_t kMaxPendingMessages = 32;
 constexpr auto kTickEvery = 500ms;            // stats to the page, and the session's timeouts checked
 // Connections that have not yet sent a complete request: each costs a socket and a 30 KiB parser
 // at most; beyond this many the newest is closed at once (under the default 1024 descriptors).
@@ -248,7 +252,12 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     } catch (const std::exception& e) {
       reject(e.what());
     }
-    if (!closing_) do_read();
+    if (closing_) return;
+    if (outbox_.size() > kMaxPendingMessages) {
+      read_paused_ = true;  // until the client takes its replies (or the write timeout ends it)
+      return;
+    }
+    do_read();
   }
 
   void reject(const std::string& what) {
@@ -552,6 +561,10 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       return;
     }
     outbox_.pop_front();
+    if (read_paused_ && outbox_.size() <= kMaxPendingMessages / 2 && !closing_) {
+      read_paused_ = false;
+      do_read();
+    }
     if (!outbox_.empty()) {
       do_write();
     } else if (busy_) {
@@ -619,6 +632,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   std::uint64_t id_ = 0;
   bool holding_slot_ = false;  // guarded by the server's mutex
   bool writing_ = false, busy_ = false, ended_ = false, closing_ = false, decoding_ = false, stream_error_sent_ = false;
+  bool read_paused_ = false;  // too many replies waiting: the client's messages wait in its socket
 };
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {

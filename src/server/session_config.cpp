@@ -3,7 +3,8 @@
 #include <fmt/core.h>
 
 #include <algorithm>
-#include <array>
+#include <string_view>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "streamgen/error.h"
@@ -54,17 +55,15 @@ SessionConfigUpdate parse_session_message(std::string_view text, SessionKind kin
     throw Error(fmt::format("unknown message type '{}' (expected \"config\")", type));
 
   const bool t2v = kind == SessionKind::TextToVideo;
-  static constexpr std::array kSdFields{"type", "mode", "prompt", "negative_prompt", "guidance", "delta", "seed", "t_index", "cfg", "blend_frames"};
-  static constexpr std::array kT2vFields{"type", "mode", "prompt", "guidance", "seed"};
-  for (const auto& [key, value] : j.items()) {
-    const auto known = [&](const auto& fields) { return std::find(fields.begin(), fields.end(), key) != fields.end(); };
-    if (!(t2v ? known(kT2vFields) : known(kSdFields))) {
-      std::string list;
-      for (const char* f : t2v ? std::vector<const char*>(kT2vFields.begin() + 1, kT2vFields.end())
-                               : std::vector<const char*>(kSdFields.begin() + 1, kSdFields.end()))
-        list += fmt::format("{}{}", list.empty() ? "" : ", ", f);
-      throw Error(fmt::format("unknown field \"{}\" in a {} config (known: {})", key, t2v ? "text-to-video" : "Stable Diffusion", list));
-    }
+  static const std::vector<std::string_view> kSdFields{"type", "mode", "prompt", "negative_prompt", "guidance", "delta", "seed", "t_index", "cfg", "blend_frames"};
+  static const std::vector<std::string_view> kT2vFields{"type", "mode", "prompt", "guidance", "seed"};
+  const auto& fields = t2v ? kT2vFields : kSdFields;
+  for (const auto& item : j.items()) {
+    if (std::find(fields.begin(), fields.end(), item.key()) != fields.end()) continue;
+    std::string list;
+    for (const auto f : fields)
+      if (f != "type") list += fmt::format("{}{}", list.empty() ? "" : ", ", f);
+    throw Error(fmt::format("unknown field \"{}\" in a {} config (known: {})", item.key(), t2v ? "text-to-video" : "Stable Diffusion", list));
   }
 
   SessionConfigUpdate u;

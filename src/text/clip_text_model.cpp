@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "streamgen/attention.h"
+#include "streamgen/clip_tokenizer.h"
 #include "streamgen/config_json.h"
 #include "streamgen/diffusers_blocks.h"
 #include "streamgen/error.h"
@@ -10,27 +11,6 @@
 #include "streamgen/state_dict.h"
 
 namespace streamgen {
-
-ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& root, const std::string& source) {
-  const nlohmann::json& j = root.contains("text_config") ? root["text_config"] : root;
-  ClipTextConfig c;
-  c.vocab_size = config_value(j, "vocab_size", c.vocab_size, source);
-  c.hidden_size = config_value(j, "hidden_size", c.hidden_size, source);
-  c.intermediate_size = config_value(j, "intermediate_size", c.intermediate_size, source);
-  c.num_hidden_layers = config_value(j, "num_hidden_layers", c.num_hidden_layers, source);
-  c.num_attention_heads = config_value(j, "num_attention_heads", c.num_attention_heads, source);
-  c.max_position_embeddings = config_value(j, "max_position_embeddings", c.max_position_embeddings, source);
-  c.hidden_act = config_value(j, "hidden_act", c.hidden_act, source);
-  c.layer_norm_eps = config_value(j, "layer_norm_eps", c.layer_norm_eps, source);
-  c.eos_token_id = config_value(j, "eos_token_id", c.eos_token_id, source);
-  if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
-    throw Error(source + ": hidden_act '" + c.hidden_act + "' is not supported (expected quick_gelu or gelu)");
-  if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0)
-    throw Error(source + ": hidden_size " + std::to_string(c.hidden_size) + " is not divisible by num_attention_heads " +
-                std::to_string(c.num_attention_heads));
-  if (c.num_hidden_layers < 1) throw Error(source + ": num_hidden_layers must be at least 1");
-  return c;
-}
 
 ClipAttentionImpl::ClipAttentionImpl(const ClipTextConfig& c)
     : heads(c.num_attention_heads), head_dim(c.hidden_size / c.num_attention_heads) {
@@ -137,6 +117,17 @@ ClipTextModel load_clip_text_model(const ComponentSource& source, const ComputeO
   load_state_dict(*model, *source.weights, opt);
   prepare_for_inference(*model, compute.device, compute.dtype);
   return model;
+}
+
+// The tokenizer itself is torch-free (so that it can be fuzzed alone); its tensor form lives with its consumer.
+torch::Tensor ClipTokenizer::encode_batch(const std::vector<std::string>& prompts) const {
+  auto out = torch::empty({static_cast<std::int64_t>(prompts.size()), max_length_}, torch::kInt64);
+  auto acc = out.accessor<std::int64_t, 2>();
+  for (std::size_t n = 0; n < prompts.size(); ++n) {
+    const auto e = encode(prompts[n]);
+    for (int i = 0; i < max_length_; ++i) acc[static_cast<std::int64_t>(n)][i] = e.ids[static_cast<std::size_t>(i)];
+  }
+  return out;
 }
 
 }  // namespace streamgen

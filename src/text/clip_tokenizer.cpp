@@ -1,7 +1,5 @@
 #include "streamgen/clip_tokenizer.h"
 
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <array>
 #include <fstream>
@@ -264,16 +262,6 @@ ClipEncoding ClipTokenizer::encode(std::string_view text) const {
   e.ids.resize(static_cast<std::size_t>(max_length_), pad_id_);
   e.eos_index = static_cast<int>(std::find(e.ids.begin(), e.ids.end(), eos_id_) - e.ids.begin());
   return e;
-}
-
-torch::Tensor ClipTokenizer::encode_batch(const std::vector<std::string>& prompts) const {
-  auto out = torch::empty({static_cast<std::int64_t>(prompts.size()), max_length_}, torch::kInt64);
-  auto acc = out.accessor<std::int64_t, 2>();
-  for (std::size_t n = 0; n < prompts.size(); ++n) {
-    const auto e = encode(prompts[n]);
-    for (int i = 0; i < max_length_; ++i) acc[static_cast<std::int64_t>(n)][i] = e.ids[static_cast<std::size_t>(i)];
-  }
-  return out;
 }
 
 }  // namespace streamgen

@@ -227,17 +227,19 @@ void malformed(unsigned short port, const Profile&, Row& row) {
   if (c.close_code() != 1007) row.fail("a text message that is not UTF-8 closed with " + std::to_string(c.close_code()) + ", expected 1007");
 }
 
-// Clients that switch to txt2img (frames with no input) and stop reading: the write timeout ends them.
+// Clients that send and never read: each config message is answered with ~2 KiB (the prompt
+// echoed); the server stops reading when 32 replies wait and the write timeout ends the connection.
 void slow_readers(unsigned short port, const Profile& p, Row& row, double write_timeouts_before) {
-  clients(p.slow_readers, [&](int) {
+  clients(p.slow_readers, [&](int i) {
     WsClient c(port, 2048);
     if (!c.read_type({"ready"}, 20s)) return row.fail("slow reader not admitted");
     ++row.admitted;
-    c.send_text(R"({"type":"config","mode":"txt2img"})");
-    // Never reads: the kernel's buffers fill (a few hundred KiB), the next write stalls, the write timeout ends it.
-    const auto until = Clock::now() + std::chrono::milliseconds(static_cast<int>(p.write_s * 1000) + 20000);
-    while (Clock::now() < until && metric(http_get(port, "/metrics").second, "streamgen_timeouts_total{kind=\"write\"}") - write_timeouts_before < p.slow_readers)
-      std::this_thread::sleep_for(200ms);
+    // Blocks once the server stops reading, and fails once it has closed the connection.
+    for (int k = 0; k < 100000 && !c.closed(); ++k) {
+      c.send_text(json{{"type", "config"}, {"prompt", std::string(1990, static_cast<char>('a' + (i + k) % 26))}}.dump());
+      ++row.frames_in;
+    }
+    if (!c.closed()) row.fail("the server read 100000 messages from a client that took none of its replies");
   });
   const auto timeouts = metric(http_get(port, "/metrics").second, "streamgen_timeouts_total{kind=\"write\"}") - write_timeouts_before;
   row.errors = static_cast<int>(timeouts);
