@@ -36,6 +36,13 @@ inline void config_check_range(std::int64_t v, std::int64_t lo, std::int64_t hi,
 inline void config_check_range(const std::vector<std::int64_t>& v, std::int64_t lo, std::int64_t hi, const char* key, const std::string& source) {
   for (const auto x : v) config_check_range(x, lo, hi, key, source);
 }
+// GroupNorm over each block's channels: the groups must divide every one of them.
+inline void config_check_groups(const std::vector<std::int64_t>& channels, std::int64_t groups, const std::string& source) {
+  config_check_range(groups, 1, 1024, "norm_num_groups", source);
+  for (const auto ch : channels)
+    if (ch % groups != 0)
+      throw FormatError(source + ": block_out_channels " + std::to_string(ch) + " is not divisible into norm_num_groups " + std::to_string(groups));
+}
 inline void config_check_positive(double v, const char* key, const std::string& source) {
   if (!(v > 0 && std::isfinite(v))) throw FormatError(source + ": '" + key + "' must be a positive number, got " + std::to_string(v));
 }

@@ -25,10 +25,7 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const nlohmann::json& j, cons
   config_check_range(static_cast<std::int64_t>(c.block_out_channels.size()), 1, 8, "block_out_channels (count)", source);
   config_check_range(c.block_out_channels, 1, 16384, "block_out_channels", source);
   config_check_range(c.layers_per_block, 1, 16, "layers_per_block", source);
-  config_check_range(c.norm_num_groups, 1, 1024, "norm_num_groups", source);
-  for (const auto ch : c.block_out_channels)
-    if (ch % c.norm_num_groups != 0)
-      throw FormatError(source + ": block_out_channels " + std::to_string(ch) + " is not divisible into norm_num_groups " + std::to_string(c.norm_num_groups));
+  config_check_groups(c.block_out_channels, c.norm_num_groups, source);
   config_check_positive(c.scaling_factor, "scaling_factor", source);
   for (const char* key : {"down_block_types", "up_block_types"}) {
     const auto types = config_value<std::vector<std::string>>(j, key, {}, source);

@@ -52,18 +52,10 @@ WsClient::WsClient(unsigned short port, int receive_buffer) : ws_(ioc_) {
   open_ = run_until(ioc_, s, done, 5000ms) && !ec;
 }
 
-void WsClient::send_text(const std::string& s) {
+void WsClient::send(const std::string& s, bool text) {
   if (!open_ || closed_) return;
   beast::error_code ec;
-  ws_.text(true);
-  ws_.write(net::buffer(s), ec);
-  if (ec) closed_ = true;
-}
-
-void WsClient::send_binary(const std::string& s) {
-  if (!open_ || closed_) return;
-  beast::error_code ec;
-  ws_.binary(true);
+  ws_.text(text);
   ws_.write(net::buffer(s), ec);
   if (ec) closed_ = true;
 }

@@ -33,8 +33,10 @@ class WsClient {
   // `receive_buffer` > 0 shrinks the socket's receive buffer (a client that reads slowly or never).
   explicit WsClient(unsigned short port, int receive_buffer = 0);
   bool open() const { return open_; }
-  void send_text(const std::string& s);
-  void send_binary(const std::string& s);
+  // A blocking write: it waits while the server does not read, and fails (closed()) once it has closed.
+  void send(const std::string& s, bool text);
+  void send_text(const std::string& s) { send(s, true); }
+  void send_binary(const std::string& s) { send(s, false); }
   // The next message, or nothing on timeout or when the connection ended (then closed() is true).
   // A timed-out read stays pending and the next call continues it.
   std::optional<Message> read(std::chrono::milliseconds timeout);
