@@ -14,12 +14,13 @@ PACKAGES=(
   libtcmalloc-minimal4         # the executables' malloc: with glibc's, CPU streams spend ~40 % of their time in page faults
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libicu-dev                   # Unicode categories, NFC and case mapping for the CLIP tokenizer
-  libstb-dev                   # PNG/JPEG reading and PNG writing
+  libstb-dev                   # BMP reading, PNG/JPEG writing
+  libturbojpeg0-dev libpng-dev # JPEG and PNG reading: Debian 12's stb 2.27 overflows a heap buffer on crafted JPEGs
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev   # video files and cameras
   libboost-dev                 # Beast + Asio: the HTTP/WebSocket server
   libgloo-dev                  # headers of the Gloo backend LibTorch's c10d uses for data-parallel training
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-dev        # libFuzzer for the header fuzz test
+  clang libclang-rt-dev        # libFuzzer for the fuzz tests
   chromium                     # the real-browser end-to-end test (driven by playwright-core from npm)
 )
 

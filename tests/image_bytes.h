@@ -17,7 +17,13 @@ inline std::string png_header_claiming(std::uint32_t width, std::uint32_t height
   be32(width);
   be32(height);
   png += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB, deflate, no filter, no interlace
-  be32(0);                                             // CRC (decoders skip it)
+  // The chunk's CRC-32 over type and data (libpng checks it; stb does not).
+  std::uint32_t crc = 0xffffffffu;
+  for (std::size_t i = 12; i < png.size(); ++i) {
+    crc ^= static_cast<std::uint8_t>(png[i]);
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  be32(crc ^ 0xffffffffu);
   return png;
 }
 

@@ -1,6 +1,5 @@
 #include "streamgen/image_io.h"
 
-#include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -96,15 +95,8 @@ void write_png(const std::filesystem::path& path, const torch::Tensor& image, co
 }
 
 torch::Tensor decode_image(std::string_view bytes, const std::string& what, std::int64_t max_pixels) {
-  checked_image_size(bytes, what, max_pixels);
-  const auto* in = reinterpret_cast<const stbi_uc*>(bytes.data());
-  const int size = static_cast<int>(bytes.size());
-  int w = 0, h = 0, channels = 0;
-  auto* data = stbi_load_from_memory(in, size, &w, &h, &channels, 3);
-  if (!data) throw Error("cannot decode " + what + ": " + stbi_failure_reason());
-  auto t = torch::from_blob(data, {h, w, 3}, torch::kUInt8).permute({2, 0, 1}).unsqueeze(0).contiguous();
-  stbi_image_free(data);
-  return t;
+  auto image = decode_rgb8(bytes, what, max_pixels);
+  return torch::from_blob(image.rgb.data(), {image.height, image.width, 3}, torch::kUInt8).permute({2, 0, 1}).unsqueeze(0).contiguous();
 }
 
 torch::Tensor read_image(const std::filesystem::path& path) { return decode_image(read_file(path), "image '" + path.string() + "'"); }
