@@ -81,6 +81,9 @@ TEST(Media, ImagesOverThePixelBudgetAreRefusedFromTheirHeader) {
   const auto jpeg = encode_jpeg(pattern(1, 32, 24));
   EXPECT_EQ(decode_image(jpeg, "the frame", 32 * 24).sizes(), (std::vector<std::int64_t>{1, 3, 24, 32}));
   test::expect_error_mentions([&] { decode_image(jpeg, "the frame", 32 * 24 - 1); }, "32x24 pixels is more than the 767 accepted");
+  // A corrupt JPEG leaves nothing behind: the next good one on the same thread decodes.
+  test::expect_error_mentions([&] { decode_image(jpeg.substr(0, 40), "the frame"); }, "cannot decode the frame: ");
+  EXPECT_EQ(decode_image(jpeg, "the frame").sizes(), (std::vector<std::int64_t>{1, 3, 24, 32}));
   // stb's other decoders (GIF, PSD, TGA, HDR, PIC, PNM) are never reached.
   for (const std::string other : {"GIF89a\x01\x00\x01\x00\x00\x00\x00", "8BPS\x00\x01", "P6\n1 1\n255\n\x00\x00\x00", "#?RADIANCE\n"})
     test::expect_error_mentions([&] { decode_image(other, "the frame"); }, "cannot decode the frame: not a PNG, JPEG or BMP file");

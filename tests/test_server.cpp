@@ -515,6 +515,29 @@ TEST(Server, AReconnectRightAfterACloseIsAdmitted) {
   EXPECT_NE(http_get(server.port(), "/metrics").second.find("streamgen_sessions_rejected_total{reason=\"busy\"} 0"), std::string::npos);
 }
 
+// A server that is stopped with clients still connected lets go of everything: no handler left
+// holding the server (its io_context is the server's own), so the models it was given are released.
+TEST(Server, StoppingWithClientsConnectedReleasesTheServerAndItsModels) {
+  auto o = tiny_server(2);
+  o.stream.models = StreamModels::load(o.stream.model, o.stream.taesd, o.stream.compute);
+  const std::weak_ptr<StreamModels> models = o.stream.models;
+  {
+    Server server(o);
+    o.stream.models.reset();
+    server.start();
+    Client streaming(server.port());
+    streaming.next_json("ready");
+    streaming.send_binary(jpeg_frame(3));
+    streaming.next_frame();
+    net::io_context ioc;
+    tcp::socket silent(ioc);  // connected, never sends a request
+    silent.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port()));
+    http_get(server.port(), "/healthz");
+    server.stop();
+  }
+  EXPECT_TRUE(models.expired()) << "the server (or a session) was never destroyed: " << models.use_count() << " references left";
+}
+
 TEST(Server, FloodedFramesAreDecodedOneAtATimeAndTheRestDropped) {
   Server server(tiny_server(1));
   server.start();

@@ -27,18 +27,18 @@ Format sniff(std::string_view bytes, const std::string& what) {
   throw Error("cannot decode " + what + ": not a PNG, JPEG or BMP file");
 }
 
-// One TurboJPEG decompressor per thread: creating one costs more than decoding a small frame.
-tjhandle jpeg_decoder() {
-  struct Handle {
-    tjhandle h = tjInitDecompress();
-    ~Handle() {
-      if (h) tjDestroy(h);
-    }
-  };
-  thread_local Handle handle;
-  if (!handle.h) throw Error("cannot start the JPEG decoder (libjpeg-turbo)");
-  return handle.h;
-}
+// A TurboJPEG decompressor for one image. Not reused: libjpeg-turbo 2.1 can leave a handle in a bad
+// state after a corrupt image (the next good one then fails with "Bogus DQT index"), and a fresh one
+// costs microseconds.
+struct JpegDecoder {
+  tjhandle h = tjInitDecompress();
+  JpegDecoder() {
+    if (!h) throw Error("cannot start the JPEG decoder (libjpeg-turbo)");
+  }
+  ~JpegDecoder() { tjDestroy(h); }
+  JpegDecoder(const JpegDecoder&) = delete;
+  JpegDecoder& operator=(const JpegDecoder&) = delete;
+};
 
 const unsigned char* data_of(std::string_view bytes) { return reinterpret_cast<const unsigned char*>(bytes.data()); }
 
@@ -61,7 +61,8 @@ ImageSize checked_image_size(std::string_view bytes, const std::string& what, st
   const auto format = sniff(bytes, what);
   if (format == Format::Jpeg) {
     int subsampling = 0, colorspace = 0;
-    const auto decoder = jpeg_decoder();
+    const JpegDecoder jpeg;
+    const auto decoder = jpeg.h;
     if (tjDecompressHeader3(decoder, data_of(bytes), static_cast<unsigned long>(bytes.size()), &w, &h, &subsampling, &colorspace) != 0)
       throw Error("cannot decode " + what + ": " + tjGetErrorStr2(decoder));
   } else if (format == Format::Png) {
@@ -92,7 +93,8 @@ DecodedImage decode_rgb8(std::string_view bytes, const std::string& what, std::i
   DecodedImage out{size.width, size.height, {}};
   out.rgb.resize(static_cast<std::size_t>(size.width) * static_cast<std::size_t>(size.height) * 3);
   if (sniff(bytes, what) == Format::Jpeg) {
-    const auto decoder = jpeg_decoder();
+    const JpegDecoder jpeg;
+    const auto decoder = jpeg.h;
     if (tjDecompress2(decoder, data_of(bytes), static_cast<unsigned long>(bytes.size()), out.rgb.data(), size.width, 0, size.height, TJPF_RGB,
                       0) != 0 &&
         tjGetErrorCode(decoder) == TJERR_FATAL)  // TJERR_WARNING: a truncated or slightly corrupt image, decoded as far as it goes

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "server/web_assets.h"
 #include "streamgen/dit_codec.h"
@@ -109,6 +110,13 @@ bool same_origin(beast::string_view origin, beast::string_view host) {
 
 class WsSession;
 
+// Every connection, so that stop() can close what clients left open: their pending handlers hold the
+// server (its io_context is the server's), and only a closed socket lets them finish.
+struct Connection {
+  virtual ~Connection() = default;
+  virtual void close_now() = 0;  // only once the I/O threads have stopped
+};
+
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
@@ -123,6 +131,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   bool started = false, stopped = false;
   int slots_used = 0;                              // admitted sessions whose close has not completed
   std::set<std::shared_ptr<WsSession>> sessions;   // admitted sessions until their stream has stopped and been counted
+  std::vector<std::weak_ptr<Connection>> connections;  // every connection opened, for stop(); pruned as they end
   std::uint64_t next_id = 1;
   std::atomic<int> http_connections{0};            // connections still reading their first request
   // Totals of sessions that have ended (live sessions are added at scrape time).
@@ -134,6 +143,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   explicit Impl(ServerOptions options) : o(std::move(options)) {}
   void accept();
   std::string metrics() const;
+  void track(const std::shared_ptr<Connection>& c) {
+    std::lock_guard lock(mutex);
+    if (connections.size() >= 64 && connections.size() % 64 == 0)
+      std::erase_if(connections, [](const auto& w) { return w.expired(); });
+    connections.push_back(c);
+  }
   void count_timeout(TimeoutKind kind) {
     std::lock_guard lock(mutex);
     ++timeouts[static_cast<int>(kind)];
@@ -142,7 +157,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
 namespace {
 
-class WsSession : public std::enable_shared_from_this<WsSession> {
+class WsSession : public Connection, public std::enable_shared_from_this<WsSession> {
  public:
   WsSession(tcp::socket&& socket, std::shared_ptr<Server::Impl> server) : ws_(std::move(socket)), server_(std::move(server)) {}
 
@@ -169,6 +184,11 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       if (kind == websocket::frame_type::close) release_slot();
     });
     ws_.async_accept(req, beast::bind_front_handler(&WsSession::on_accept, shared_from_this()));
+  }
+
+  void close_now() override {
+    beast::get_lowest_layer(ws_).close();
+    timer_.cancel();
   }
 
   std::uint64_t id() const { return id_; }
@@ -635,12 +655,13 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   bool read_paused_ = false;  // too many replies waiting: the client's messages wait in its socket
 };
 
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket&& socket, std::shared_ptr<Server::Impl> server) : stream_(std::move(socket)), server_(std::move(server)) {
     ++server_->http_connections;
   }
-  ~HttpSession() { --server_->http_connections; }
+  ~HttpSession() override { --server_->http_connections; }
+  void close_now() override { stream_.close(); }
 
   void run() {
     parser_.header_limit(kMaxHeaderBytes);
@@ -676,7 +697,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                                                                           std::string(origin), std::string(req[http::field::host]))));
       }
       stream_.expires_never();  // the WebSocket session keeps its own time
-      std::make_shared<WsSession>(stream_.release_socket(), server_)->run(parser_.release());
+      auto session = std::make_shared<WsSession>(stream_.release_socket(), server_);
+      server_->track(session);
+      session->run(parser_.release());
       return;
     }
     if (req.method() != http::verb::get && !head_) return error_reply(http::status::method_not_allowed, "GET or HEAD only\n", {{"Allow", "GET, HEAD"}});
@@ -746,7 +769,9 @@ void Server::Impl::accept() {
       beast::error_code ignored;
       socket.close(ignored);
     } else {
-      std::make_shared<HttpSession>(std::move(socket), self)->run();
+      auto session = std::make_shared<HttpSession>(std::move(socket), self);
+      self->track(session);
+      session->run();
     }
     self->accept();
   });
@@ -883,21 +908,32 @@ void Server::stop() {
     if (m.stopped) return;
     m.stopped = true;
   }
-  net::post(m.ioc, [&m] {
-    beast::error_code ignored;
-    m.acceptor.close(ignored);
-  });
   m.ioc.stop();
   for (auto& t : m.threads)
     if (t.joinable()) t.join();
-  std::set<std::shared_ptr<WsSession>> ending;
+  // The I/O threads are gone: close everything clients left open, so that every pending handler
+  // completes (with an error) and lets go of its session and of this server; the streams stop.
+  std::vector<std::shared_ptr<Connection>> open;
+  std::set<std::shared_ptr<WsSession>> sessions;
   {
     std::lock_guard lock(m.mutex);
-    ending = m.sessions;
+    for (const auto& w : m.connections)
+      if (auto c = w.lock()) open.push_back(std::move(c));
+    m.connections.clear();
+    sessions = m.sessions;
   }
-  for (const auto& session : ending) session->shutdown();
-  ending.clear();
+  beast::error_code ignored;
+  m.acceptor.close(ignored);
+  m.accept_retry.cancel();
+  for (const auto& c : open) c->close_now();
+  open.clear();
+  for (const auto& session : sessions) session->shutdown();
+  sessions.clear();
+  m.ioc.restart();
+  m.ioc.run();       // the aborted handlers, on this thread
   m.workers.join();  // streams of closed sessions still stopping, decodes in flight
+  m.ioc.restart();
+  m.ioc.run();       // what those posted back
   {
     std::lock_guard lock(m.mutex);
     m.sessions.clear();
