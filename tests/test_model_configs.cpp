@@ -38,6 +38,8 @@ std::vector<ConfigCase> config_cases() {
   return {
       {"unet groups not dividing", "tiny-sd21/unet/config.json", {{"norm_num_groups", 5}}, unet, "unet/config.json: block_out_channels 32 is not divisible into norm_num_groups 5"},
       {"unet negative channels", "tiny-sd21/unet/config.json", {{"in_channels", -4}}, unet, "'in_channels' is -4, expected 1..1024"},
+      {"unet float too large for an integer", "tiny-sd21/unet/config.json", {{"in_channels", 3.3e94}}, unet, "field 'in_channels' must hold integers, found 3.3e+94"},
+      {"unet fractional channels", "tiny-sd21/unet/config.json", {{"block_out_channels", {32.5, 64}}}, unet, "field 'block_out_channels' must hold integers"},
       {"unet no layers", "tiny-sd21/unet/config.json", {{"layers_per_block", 0}}, unet, "'layers_per_block' is 0, expected 1..16"},
       {"unet zero eps", "tiny-sd21/unet/config.json", {{"norm_eps", 0}}, unet, "'norm_eps' must be a positive number"},
       {"vae 70 blocks", "tiny-sd21/vae/config.json", {{"block_out_channels", std::vector<int>(70, 32)}, {"down_block_types", nullptr}, {"up_block_types", nullptr}}, vae,

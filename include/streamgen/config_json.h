@@ -2,6 +2,7 @@
 // Typed reads from a model's config.json with errors that name the file and the field.
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -10,9 +11,31 @@
 
 namespace streamgen {
 
+namespace detail {
+template <typename T>
+struct is_integer_vector : std::false_type {};
+template <typename U>
+struct is_integer_vector<std::vector<U>> : std::bool_constant<std::is_integral_v<U> && !std::is_same_v<U, bool>> {};
+
+// nlohmann converts a JSON float to an integer with a plain cast, undefined for 1e300: an integer
+// field may hold a float only if it is a whole number within 64 bits (configs do write 4.0).
+inline void check_integral(const nlohmann::json& v, const char* key, const std::string& source) {
+  if (v.is_array()) {
+    for (const auto& e : v) check_integral(e, key, source);
+  } else if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (!(d == std::floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+      throw FormatError(source + ": field '" + key + "' must hold integers, found " + v.dump());
+  } else if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+    throw FormatError(source + ": field '" + key + "' holds an integer over 2^63-1: " + v.dump());
+  }
+}
+}  // namespace detail
+
 template <typename T>
 T config_value(const nlohmann::json& j, const char* key, T fallback, const std::string& source) {
   if (!j.is_object() || !j.contains(key) || j[key].is_null()) return fallback;
+  if constexpr ((std::is_integral_v<T> && !std::is_same_v<T, bool>) || detail::is_integer_vector<T>::value) detail::check_integral(j[key], key, source);
   try {
     return j[key].get<T>();
   } catch (const nlohmann::json::exception&) {
