@@ -81,20 +81,25 @@ std::int64_t stored_parameter_count(const std::filesystem::path& path) {
   return count;
 }
 
-std::string folder_class_name(const std::filesystem::path& folder) {
-  const auto path = folder / "config.json";
+namespace {
+
+// The "_class_name" a diffusers JSON file (config.json, model_index.json) names; "" without one.
+std::string class_name_in(const std::filesystem::path& json_path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return "";
-  const auto j = read_json_file(path);
+  if (!std::filesystem::is_regular_file(json_path, ec)) return "";
+  const auto j = read_json_file(json_path);
   return j.is_object() && j.contains("_class_name") && j["_class_name"].is_string() ? j["_class_name"].get<std::string>() : "";
 }
+
+}  // namespace
+
+std::string folder_class_name(const std::filesystem::path& folder) { return class_name_in(folder / "config.json"); }
 
 std::string describe_model_folder(const std::filesystem::path& folder) {
   std::error_code ec;
   if (!std::filesystem::is_directory(folder, ec)) return std::filesystem::exists(folder, ec) ? "a file, not a folder" : "a path that does not exist";
   if (std::filesystem::is_regular_file(folder / "model_index.json", ec)) {
-    const auto j = read_json_file(folder / "model_index.json");
-    const auto name = j.is_object() && j.contains("_class_name") && j["_class_name"].is_string() ? j["_class_name"].get<std::string>() : "";
+    const auto name = class_name_in(folder / "model_index.json");
     return "a diffusers pipeline" + (name.empty() ? std::string() : " (" + printable(name) + ")");
   }
   if (std::filesystem::is_regular_file(folder / "config.json", ec)) {

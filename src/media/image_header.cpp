@@ -54,17 +54,14 @@ struct PngReader {
   PngReader& operator=(const PngReader&) = delete;
 };
 
-}  // namespace
-
-ImageSize checked_image_size(std::string_view bytes, const std::string& what, std::int64_t max_pixels) {
+// The size in the header of an image already sniffed as `format`, checked against the budget.
+// `jpeg`: the decompressor that will decode it (JPEG only), so that one handle serves both.
+ImageSize header_size(std::string_view bytes, Format format, tjhandle jpeg, const std::string& what, std::int64_t max_pixels) {
   int w = 0, h = 0;
-  const auto format = sniff(bytes, what);
   if (format == Format::Jpeg) {
     int subsampling = 0, colorspace = 0;
-    const JpegDecoder jpeg;
-    const auto decoder = jpeg.h;
-    if (tjDecompressHeader3(decoder, data_of(bytes), static_cast<unsigned long>(bytes.size()), &w, &h, &subsampling, &colorspace) != 0)
-      throw Error("cannot decode " + what + ": " + tjGetErrorStr2(decoder));
+    if (tjDecompressHeader3(jpeg, data_of(bytes), static_cast<unsigned long>(bytes.size()), &w, &h, &subsampling, &colorspace) != 0)
+      throw Error("cannot decode " + what + ": " + tjGetErrorStr2(jpeg));
   } else if (format == Format::Png) {
     // The PNG format puts IHDR first, at a fixed place: width and height are read from it without
     // a parser (libpng validates the whole chunk, CRC included, when it decodes).
@@ -88,23 +85,40 @@ ImageSize checked_image_size(std::string_view bytes, const std::string& what, st
   return {w, h};
 }
 
+// A decoder that produced another size than the header's would write past the buffer sized from it.
+void check_decoded_size(int w, int h, ImageSize header, const std::string& what) {
+  if (w != header.width || h != header.height)
+    throw Error("cannot decode " + what + ": decoded " + std::to_string(w) + "x" + std::to_string(h) + ", the header said " +
+                std::to_string(header.width) + "x" + std::to_string(header.height));
+}
+
+}  // namespace
+
+ImageSize checked_image_size(std::string_view bytes, const std::string& what, std::int64_t max_pixels) {
+  const auto format = sniff(bytes, what);
+  if (format != Format::Jpeg) return header_size(bytes, format, nullptr, what, max_pixels);
+  const JpegDecoder jpeg;
+  return header_size(bytes, format, jpeg.h, what, max_pixels);
+}
+
 DecodedImage decode_rgb8(std::string_view bytes, const std::string& what, std::int64_t max_pixels) {
-  const auto size = checked_image_size(bytes, what, max_pixels);
-  DecodedImage out{size.width, size.height, {}};
-  out.rgb.resize(static_cast<std::size_t>(size.width) * static_cast<std::size_t>(size.height) * 3);
-  if (sniff(bytes, what) == Format::Jpeg) {
+  const auto format = sniff(bytes, what);
+  if (format == Format::Jpeg) {
     const JpegDecoder jpeg;
-    const auto decoder = jpeg.h;
-    if (tjDecompress2(decoder, data_of(bytes), static_cast<unsigned long>(bytes.size()), out.rgb.data(), size.width, 0, size.height, TJPF_RGB,
-                      0) != 0 &&
-        tjGetErrorCode(decoder) == TJERR_FATAL)  // TJERR_WARNING: a truncated or slightly corrupt image, decoded as far as it goes
-      throw Error("cannot decode " + what + ": " + tjGetErrorStr2(decoder));
+    const auto size = header_size(bytes, format, jpeg.h, what, max_pixels);
+    DecodedImage out{size.width, size.height, std::vector<std::uint8_t>(static_cast<std::size_t>(size.width) * static_cast<std::size_t>(size.height) * 3)};
+    if (tjDecompress2(jpeg.h, data_of(bytes), static_cast<unsigned long>(bytes.size()), out.rgb.data(), size.width, 0, size.height, TJPF_RGB, 0) != 0 &&
+        tjGetErrorCode(jpeg.h) == TJERR_FATAL)  // TJERR_WARNING: a truncated or slightly corrupt image, decoded as far as it goes
+      throw Error("cannot decode " + what + ": " + tjGetErrorStr2(jpeg.h));
     return out;
   }
-  if (sniff(bytes, what) == Format::Png) {
+  const auto size = header_size(bytes, format, nullptr, what, max_pixels);
+  DecodedImage out{size.width, size.height, std::vector<std::uint8_t>(static_cast<std::size_t>(size.width) * static_cast<std::size_t>(size.height) * 3)};
+  if (format == Format::Png) {
     // RGBA, then the alpha dropped: what stb and PIL give for a PNG with alpha read as RGB (libpng's
     // own RGB output would composite it onto black).
     PngReader png(bytes, what);
+    check_decoded_size(static_cast<int>(png.image.width), static_cast<int>(png.image.height), size, what);
     png.image.format = PNG_FORMAT_RGBA;
     std::vector<std::uint8_t> rgba(PNG_IMAGE_SIZE(png.image));
     if (!png_image_finish_read(&png.image, nullptr, rgba.data(), 0, nullptr)) throw Error("cannot decode " + what + ": " + png.image.message);
@@ -115,9 +129,7 @@ DecodedImage decode_rgb8(std::string_view bytes, const std::string& what, std::i
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load_from_memory(data_of(bytes), static_cast<int>(bytes.size()), &w, &h, &channels, 3),
                                                    stbi_image_free);
   if (!pixels) throw Error("cannot decode " + what + ": " + stbi_failure_reason());
-  if (w != size.width || h != size.height)
-    throw Error("cannot decode " + what + ": decoded " + std::to_string(w) + "x" + std::to_string(h) + ", the header said " +
-                std::to_string(size.width) + "x" + std::to_string(size.height));
+  check_decoded_size(w, h, size, what);
   std::memcpy(out.rgb.data(), pixels.get(), out.rgb.size());
   return out;
 }
