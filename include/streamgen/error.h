@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace streamgen {
 
@@ -28,5 +29,9 @@ class StateDictError : public Error {
 // is not (a hostile file's name or a corrupt header), and control characters other than newline and
 // tab (terminal escape sequences), become \xNN.
 std::string printable(std::string_view text);
+
+// One problem per indented line, for errors that report every problem at once; past `shown` lines
+// the rest are counted ("... and 12 more").
+std::string indented_lines(const std::vector<std::string>& lines, std::size_t shown = 24);
 
 }  // namespace streamgen

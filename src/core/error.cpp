@@ -59,4 +59,11 @@ std::string printable(std::string_view text) {
   return out;
 }
 
+std::string indented_lines(const std::vector<std::string>& lines, std::size_t shown) {
+  std::string out;
+  for (std::size_t i = 0; i < lines.size() && i < shown; ++i) out += "\n  " + lines[i];
+  if (lines.size() > shown) out += "\n  ... and " + std::to_string(lines.size() - shown) + " more";
+  return out;
+}
+
 }  // namespace streamgen
