@@ -186,6 +186,42 @@ TEST(StreamRunner, PromptChangeTakesEffectWithoutReset) {
   EXPECT_EQ(runner.stats().stages.at("text_encoder").count, 2);
 }
 
+TEST(StreamRunner, LoraScaleChangesReachTheUNetAndThePromptLive) {
+  auto steady = [](StreamRunner& r, int count) {
+    torch::Tensor last;
+    for (int i = 0; i < count; ++i) {
+      r.push(frame(0));
+      auto f = r.pop(10s);
+      EXPECT_TRUE(f.has_value());
+      if (f) last = f->image_u8;
+    }
+    return last;
+  };
+  const auto lora = test::data_path("lora/tiny-sd15_kohya_r4.safetensors");
+  auto o = tiny_options();
+  o.loras = {{lora, 1.0}};
+  StreamRunner live(o);
+  const auto at_one = steady(live, 4);
+  EXPECT_GE(live.set_lora_scales({0.5}), 0.0);
+  // The prompt thread sees the text encoder's new weights and encodes the prompt again, with no frame needed.
+  for (int i = 0; i < 1000 && live.stats().stages.at("text_encoder").count < 2; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(live.stats().stages.at("text_encoder").count, 2);
+  const auto changed = steady(live, 4);
+
+  o.loras = {{lora, 0.5}};
+  StreamRunner fresh(o);
+  const auto at_half = steady(fresh, 4);
+  EXPECT_FALSE(torch::equal(at_one, at_half));
+  EXPECT_TRUE(torch::equal(changed, at_half)) << "a live change gives the stream a fresh start at that scale would";
+
+  StreamRunner plain(tiny_options());
+  test::expect_error_mentions([&] { plain.set_lora_scales({0.5}); }, "no LoRA is loaded");
+  test::expect_error_mentions([&] { live.set_lora_scales({0.5, 1.0}); }, "2 given, 1 LoRA(s) loaded");
+  o.lora_rescale = LoraRescale::Never;
+  StreamRunner fixed(o);
+  test::expect_error_mentions([&] { fixed.set_lora_scales({1.0}); }, "fixed LoRA scales");
+}
+
 TEST(StreamRunner, PromptBlendMovesGraduallyToTheNewPrompt) {
   auto steady = [](StreamRunner& r, int count) {
     torch::Tensor last;

@@ -14,6 +14,7 @@ void register_replay(CLI::App& app) {
   struct Args {
     std::string case_file, model, taesd, frames, out;
     bool decode = false;
+    std::vector<std::string> loras;
     ComputeArgs compute;
   };
   auto args = std::make_shared<Args>();
@@ -24,9 +25,11 @@ void register_replay(CLI::App& app) {
   cmd->add_option("--frames", args->frames, "Frames file (default: the case's frames_file beside it)")->check(CLI::ExistingFile);
   cmd->add_option("--out", args->out, "Output .safetensors: out_latents, x0_batch, stock_after, ssf_processed, out_images")->required();
   cmd->add_flag("--decode", args->decode, "Also decode every output latent (out_images)");
+  add_lora_option(*cmd, args->loras);
   args->compute.add_to(*cmd);
   cmd->callback([args] {
     StreamReplayOptions o;
+    o.loras = lora_specs(args->loras);
     o.case_file = args->case_file;
     o.model = args->model;
     o.taesd = args->taesd;

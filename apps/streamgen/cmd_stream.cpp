@@ -26,6 +26,7 @@ struct StreamArgs {
   double guidance = 1.2, delta = 1.0;
   std::uint64_t seed = 2;
   std::int64_t width = 512, height = 512, frame_buffer = 1;
+  std::vector<std::string> loras;
   ComputeArgs compute;
 };
 
@@ -44,6 +45,7 @@ void add_stream_options(CLI::App* cmd, StreamArgs& a) {
   cmd->add_option("--frame-buffer-size", a.frame_buffer, "Frames per UNet call (F): more throughput, more latency")
       ->capture_default_str()
       ->check(CLI::Range(1, 16));
+  add_lora_option(*cmd, a.loras);
   a.compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
 }
 
@@ -53,6 +55,8 @@ StreamRunnerOptions runner_options(const StreamArgs& a) {
   o.taesd = a.taesd;
   o.prompt = a.prompt;
   o.negative_prompt = a.negative;
+  o.loras = lora_specs(a.loras);
+  o.lora_rescale = LoraRescale::Never;  // a file run keeps its scales
   o.seed = a.seed;
   o.width = a.width;
   o.height = a.height;
@@ -79,8 +83,10 @@ void print_stats(const StreamStats& s) {
 std::map<std::string, std::string> png_text(const StreamArgs& a, const std::string& mode) {
   std::string t;
   for (auto i : a.t_index) t += (t.empty() ? "" : ",") + std::to_string(i);
-  return {{"prompt", a.prompt}, {"mode", mode}, {"t_index", t}, {"cfg", a.cfg}, {"guidance", fmt::format("{}", a.guidance)}, {"seed", std::to_string(a.seed)},
-          {"software", "streamgen"}};
+  std::map<std::string, std::string> text{{"prompt", a.prompt}, {"mode", mode}, {"t_index", t}, {"cfg", a.cfg},
+                                          {"guidance", fmt::format("{}", a.guidance)}, {"seed", std::to_string(a.seed)}, {"software", "streamgen"}};
+  if (!a.loras.empty()) text["loras"] = describe_lora_specs(lora_specs(a.loras));
+  return text;
 }
 
 }  // namespace

@@ -124,9 +124,18 @@ void run_diff(const DiffArgs& args) {
 }
 
 struct RunArgs {
-  std::string model, component, in, prompts, out, prefix, config_from;
+  std::string model, component, in, prompts, out, prefix, out_prefix, config_from;
+  std::vector<std::string> loras;
   ComputeArgs compute;
 };
+
+// Outputs are named like the inputs they came from; a run with one LoRA labels them with its scale, as
+// the LoRA goldens do (scale0.5.unet.case0.out), so that runs at several scales sit side by side.
+std::string output_prefix(const RunArgs& args, const std::vector<LoraSpec>& loras, bool given) {
+  if (given) return args.out_prefix;
+  if (loras.size() == 1) return "scale" + python_float_repr(loras[0].scale) + "." + args.prefix;
+  return args.prefix;
+}
 
 std::vector<std::string> read_prompts(const std::string& path) {
   std::ifstream f(path);
@@ -141,8 +150,10 @@ std::vector<std::string> read_prompts(const std::string& path) {
   return prompts;
 }
 
-void run_run(const RunArgs& args) {
+void run_run(const RunArgs& args, bool out_prefix_given) {
   const auto component = parse_component(args.component);
+  const auto loras = lora_specs(args.loras);
+  if (!loras.empty() && component == Component::Tokenizer) throw Error("--lora: the tokenizer has no weights to adapt");
   const auto compute = args.compute.resolve();
   const auto start = std::chrono::steady_clock::now();
   TensorMap outputs;
@@ -160,14 +171,16 @@ void run_run(const RunArgs& args) {
     }
     std::optional<std::filesystem::path> config_from;
     if (!args.config_from.empty()) config_from = args.config_from;
-    outputs = run_component(component, args.model, inputs, compute, config_from);
+    outputs = run_component(component, args.model, inputs, compute, config_from, loras);
   }
   const double ms = ms_since(start);
   NamedTensors named;
-  for (auto& [name, t] : outputs) named.emplace_back(args.prefix + name, t);
-  save_safetensors(args.out, named,
-                   {{"component", args.component}, {"model", args.model}, {"dtype", dtype_label(compute.dtype)},
-                    {"device", compute.device.str()}, {"producer", std::string("streamgen ") + STREAMGEN_VERSION_STRING}});
+  const auto prefix = output_prefix(args, loras, out_prefix_given);
+  for (auto& [name, t] : outputs) named.emplace_back(prefix + name, t);
+  std::map<std::string, std::string> metadata{{"component", args.component}, {"model", args.model}, {"dtype", dtype_label(compute.dtype)},
+                                              {"device", compute.device.str()}, {"producer", std::string("streamgen ") + STREAMGEN_VERSION_STRING}};
+  if (!loras.empty()) metadata["loras"] = describe_lora_specs(loras);
+  save_safetensors(args.out, named, metadata);
   std::cout << fmt::format("wrote {} tensor(s) to {} ({}, {} on {}, {:.1f} ms including loading)\n", named.size(), args.out,
                            args.component, dtype_label(compute.dtype), compute.device.str(), ms)
             << std::flush;
@@ -205,8 +218,11 @@ void register_tensors(CLI::App& app) {
   run_cmd->add_option("--prompts", run->prompts, "Tokenizer input: one prompt per line");
   run_cmd->add_option("--out", run->out, "Output .safetensors")->required();
   run_cmd->add_option("--prefix", run->prefix, "Read inputs named PREFIX<name>, write outputs PREFIX<name>");
+  auto* out_prefix = run_cmd->add_option("--out-prefix", run->out_prefix,
+                                         "Name outputs OUT_PREFIX<name> (default: PREFIX, or scale<S>.PREFIX with one --lora, as the LoRA goldens)");
+  add_lora_option(*run_cmd, run->loras);
   run->compute.add_to(*run_cmd);
-  run_cmd->callback([run] { run_run(*run); });
+  run_cmd->callback([run, out_prefix] { run_run(*run, out_prefix->count() > 0); });
 }
 
 }  // namespace streamgen::cli

@@ -13,6 +13,7 @@ void register_txt2img(CLI::App& app) {
   struct Args {
     Txt2ImgOptions options;
     std::string model, taesd, out;
+    std::vector<std::string> loras;
     ComputeArgs compute;
   };
   auto args = std::make_shared<Args>();
@@ -25,10 +26,12 @@ void register_txt2img(CLI::App& app) {
   cmd->add_option("-W,--width", args->options.width, "Image width")->capture_default_str()->check(CLI::Range(8, 4096));
   cmd->add_option("-H,--height", args->options.height, "Image height")->capture_default_str()->check(CLI::Range(8, 4096));
   cmd->add_option("--out,-o", args->out, "Output PNG")->required();
+  add_lora_option(*cmd, args->loras);
   args->compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
   cmd->callback([args] {
     auto o = args->options;
     o.model = args->model;
+    o.loras = lora_specs(args->loras);
     if (!args->taesd.empty()) o.taesd = args->taesd;
     o.compute = args->compute.resolve_for_model(args->model);
     const auto r = txt2img(o);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "streamgen/device.h"
+#include "streamgen/lora.h"
 #include "streamgen/optimisation.h"
 
 namespace streamgen {
@@ -37,6 +38,11 @@ struct ComputeArgs {
   // --dtype auto becomes fastest_dtype() for the weights stored at `model`.
   ComputeOptions resolve_for_model(const std::string& model) const;
 };
+
+// --lora FILE[:SCALE], repeatable: LoRAs fused into the UNet and text encoder at load, summed.
+void add_lora_option(CLI::App& cmd, std::vector<std::string>& loras);
+// The parsed specs; throws streamgen::Error naming a malformed argument or a file that does not exist.
+std::vector<LoraSpec> lora_specs(const std::vector<std::string>& loras);
 
 // Ctrl-C / SIGTERM end a run cleanly (queued frames written, videos finalised): installs the
 // handlers once and returns the flag they set.

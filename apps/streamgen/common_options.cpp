@@ -54,6 +54,26 @@ void ComputeArgs::add_to(CLI::App& cmd, bool with_dtype, bool with_auto) {
   cmd.add_option("--threads", threads, "CPU threads (0 = one per core)")->capture_default_str();
 }
 
+void add_lora_option(CLI::App& cmd, std::vector<std::string>& loras) {
+  cmd.add_option("--lora", loras,
+                 "FILE[:SCALE] LoRA fused into the UNet and text encoder at load (kohya, diffusers or PEFT .safetensors; "
+                 "SCALE default 1); repeat for several, summed")
+      ->take_all()
+      ->allow_extra_args(false);
+}
+
+std::vector<LoraSpec> lora_specs(const std::vector<std::string>& loras) {
+  std::vector<LoraSpec> specs;
+  for (const auto& arg : loras) {
+    auto spec = parse_lora_spec(arg);
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(spec.file, ec))
+      throw Error("--lora " + printable(arg) + ": file '" + printable(spec.file.string()) + "' does not exist");
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
 ComputeOptions ComputeArgs::resolve() const {
   if (dtype == "auto") throw Error("--dtype auto is for the commands that stream a --model; name fp32, bf16 or fp16 here");
   ComputeOptions o;

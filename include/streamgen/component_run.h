@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "streamgen/device.h"
+#include "streamgen/lora.h"
 
 namespace streamgen {
 
@@ -29,9 +30,10 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 
 // `model` is a pipeline folder, a component folder, or a single-file SD1.x/SD2.x checkpoint (then
 // `config_from` may name a diffusers folder whose configs to use instead of inferring them).
-// Outputs are float32 on the CPU whatever dtype/device computed them.
+// `loras` are fused into the component (unet, text_encoder) at load; the parts of a LoRA for the other
+// component are not used. Outputs are float32 on the CPU whatever dtype/device computed them.
 TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& inputs, const ComputeOptions& compute,
-                        const std::optional<std::filesystem::path>& config_from = std::nullopt);
+                        const std::optional<std::filesystem::path>& config_from = std::nullopt, const std::vector<LoraSpec>& loras = {});
 TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<std::string>& prompts);
 
 }  // namespace streamgen

@@ -30,6 +30,8 @@ struct LoraSpec {
 };
 // "FILE" (scale 1) or "FILE:SCALE"; a colon not followed by a number belongs to the file name.
 LoraSpec parse_lora_spec(std::string_view arg);
+// "a.safetensors:1, b.safetensors:0.5" (empty without LoRAs), for image metadata and logs.
+std::string describe_lora_specs(const std::vector<LoraSpec>& loras);
 // The scale as Python prints a float ("1.0", "0.5"): how the LoRA goldens label their outputs.
 std::string python_float_repr(double value);
 
@@ -109,5 +111,10 @@ class LoraFusion {
   bool rescalable_ = false;
   void fuse();
 };
+
+// What the pipelines call after loading their models: null when `loras` is empty, else the fusion, with
+// one log line per LoRA (file, format, modules, ranks, scale) and the time it took.
+std::shared_ptr<LoraFusion> fuse_loras(const std::vector<LoraSpec>& loras, const std::vector<LoraTarget>& targets,
+                                       LoraRescale rescale = LoraRescale::Never);
 
 }  // namespace streamgen

@@ -25,7 +25,13 @@ struct SessionConfigUpdate {
   std::optional<std::uint64_t> seed;
   std::optional<std::vector<std::int64_t>> t_index;  // 1 to 8 entries; their range is the scheduler's to check
   int blend_frames = 0;                        // prompt change cross-faded over this many frames
+  // One per LoRA the server loaded (serve --lora), each in [-kMaxLoraScale, kMaxLoraScale]; the count is the
+  // server's to check. The models are shared: the change reaches every session.
+  std::optional<std::vector<double>> lora_scales;
 };
+
+inline constexpr std::size_t kMaxLoras = 16;
+inline constexpr double kMaxLoraScale = 10.0;
 
 // `text`: one WebSocket text message, a JSON object {"type": "config", ...}. Unknown fields, wrong
 // types and values out of range are errors (streamgen::Error) that name the field.

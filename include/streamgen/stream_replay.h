@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "streamgen/component_run.h"
+#include "streamgen/lora.h"
 
 namespace streamgen {
 
@@ -15,6 +16,7 @@ struct StreamReplayOptions {
   std::filesystem::path taesd;  // encoder/decoder of the case (TAESD)
   std::optional<std::filesystem::path> frames;  // default: the case's frames_file beside the case
   bool decode = false;                          // also return out_images
+  std::vector<LoraSpec> loras;                  // fused into the UNet (the case holds its own embeddings)
   ComputeOptions compute;
 };
 

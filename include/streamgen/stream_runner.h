@@ -24,14 +24,16 @@
 #include "streamgen/device.h"
 #include "streamgen/lcm_scheduler.h"
 #include "streamgen/live_stream.h"
+#include "streamgen/lora.h"
 #include "streamgen/similarity_filter.h"
 #include "streamgen/stream_diffusion.h"
 #include "streamgen/unet_2d_condition.h"
+#include "streamgen/weights_gate.h"
 
 namespace streamgen {
 
-// The models one stream needs, loaded once and shared read-only by any number of runners (the
-// server's sessions): inference never mutates them.
+// The models one stream needs, loaded once and shared by any number of runners (the server's
+// sessions): inference never mutates them; only a LoRA scale change does, through the gate.
 struct StreamModels {
   ClipTokenizer tokenizer;
   ClipTextModel text_encoder{nullptr};
@@ -40,10 +42,18 @@ struct StreamModels {
   LcmSchedulerConfig scheduler;
   ComputeOptions compute;
   torch::ScalarType taesd_dtype = torch::kFloat32;  // compute.dtype, or TAESD's own pick under --dtype auto
+  std::shared_ptr<LoraFusion> loras;                 // fused into unet and text_encoder; null without LoRAs
+  std::shared_ptr<WeightsGate> weights = std::make_shared<WeightsGate>();  // held by every UNet / text encoder call
 
-  // `model`: diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler); `taesd`: TAESD folder.
+  // `model`: diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler); `taesd`: TAESD folder;
+  // `loras` fused into the UNet and text encoder at load (LoraRescale::Exact: their scales may change later).
   static std::shared_ptr<StreamModels> load(const std::filesystem::path& model, const std::filesystem::path& taesd,
-                                                  const ComputeOptions& compute);
+                                            const ComputeOptions& compute, const std::vector<LoraSpec>& loras = {},
+                                            LoraRescale rescale = LoraRescale::Never);
+  // New scales for the LoRAs, one per LoRA in load order: waits for the model calls in flight, re-fuses,
+  // and every runner on these models re-encodes its prompt if the text encoder is adapted. Returns the
+  // time the re-fusion took (ms). Throws streamgen::Error without LoRAs, or for fixed scales.
+  double set_lora_scales(const std::vector<double>& scales);
 };
 
 struct StreamRunnerOptions {
@@ -54,6 +64,8 @@ struct StreamRunnerOptions {
   ComputeOptions compute;
   std::string prompt;
   std::string negative_prompt;
+  std::vector<LoraSpec> loras;      // fused at load when `models` is not given
+  LoraRescale lora_rescale = LoraRescale::Exact;  // Never: a one-shot run saves the copy of the adapted weights
   std::uint64_t seed = 2;
   std::int64_t width = 512;
   std::int64_t height = 512;
@@ -85,6 +97,8 @@ class StreamRunner : public LiveStream {
   void set_prompt(const std::string& prompt, const std::string& negative_prompt = "", int blend_frames = 0) override;
   StreamStats stats() const override;
   void stop() override;
+  // StreamModels::set_lora_scales on this runner's models (shared with any other runner on them).
+  double set_lora_scales(const std::vector<double>& scales);
 
  private:
   struct Impl;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "streamgen/device.h"
+#include "streamgen/lora.h"
 
 namespace streamgen {
 
@@ -17,6 +18,7 @@ struct Txt2ImgOptions {
   std::filesystem::path model;                // diffusers pipeline folder
   std::optional<std::filesystem::path> taesd;  // decode with TAESD instead of the VAE
   std::string prompt;
+  std::vector<LoraSpec> loras;                 // fused into the UNet and text encoder at load
   std::int64_t steps = 1;
   std::uint64_t seed = 0;
   std::int64_t width = 512;

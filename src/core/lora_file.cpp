@@ -136,6 +136,12 @@ LoraSpec parse_lora_spec(std::string_view arg) {
   return spec;
 }
 
+std::string describe_lora_specs(const std::vector<LoraSpec>& loras) {
+  std::string out;
+  for (const auto& l : loras) out += fmt::format("{}{}:{:g}", out.empty() ? "" : ", ", l.file.filename().string(), l.scale);
+  return out;
+}
+
 std::string python_float_repr(double value) {
   char buf[64];
   const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);  // shortest round-trip form, as Python's repr

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
 
@@ -233,6 +234,17 @@ std::vector<std::string> LoraFusion::describe() const {
   std::vector<std::string> lines;
   for (std::size_t i = 0; i < loras_.size(); ++i) lines.push_back(fmt::format("{} at scale {:g}", summaries_[i], loras_[i].scale));
   return lines;
+}
+
+std::shared_ptr<LoraFusion> fuse_loras(const std::vector<LoraSpec>& loras, const std::vector<LoraTarget>& targets, LoraRescale rescale) {
+  if (loras.empty()) return nullptr;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto fusion = std::make_shared<LoraFusion>(loras, targets, rescale);
+  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  for (const auto& line : fusion->describe()) spdlog::info("LoRA {}", line);
+  spdlog::info("LoRA: {} weights fused in {:.0f} ms{}", fusion->fused_weights(), ms,
+               fusion->rescalable() ? fmt::format("; {:.1f} MiB kept for scale changes", static_cast<double>(fusion->kept_bytes()) / (1 << 20)) : "");
+  return fusion;
 }
 
 }  // namespace streamgen

@@ -86,8 +86,10 @@ TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<st
 }
 
 TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& in, const ComputeOptions& o,
-                        const std::optional<std::filesystem::path>& config_from) {
+                        const std::optional<std::filesystem::path>& config_from, const std::vector<LoraSpec>& loras) {
   torch::NoGradGuard no_grad;
+  if (!loras.empty() && c != Component::Unet && c != Component::TextEncoder)
+    throw Error("LoRAs adapt the unet and the text_encoder; component " + component_name(c) + " has nothing they change");
   std::error_code ec;
   std::optional<SingleFileCheckpoint> single;
   if (std::filesystem::is_regular_file(model, ec) && c != Component::TaesdEncode && c != Component::TaesdDecode)
@@ -97,12 +99,14 @@ TensorMap run_component(Component c, const std::filesystem::path& model, const T
   switch (c) {
     case Component::Unet: {
       auto unet = load_unet_2d_condition(source("unet"), o);
+      fuse_loras(loras, {{"unet", unet.get()}, {"text_encoder", nullptr}});
       const auto out = unet->forward(to_compute(input(in, c, "sample"), o), input(in, c, "timestep").to(o.device),
                                      to_compute(input(in, c, "encoder_hidden_states"), o));
       return {{"out", to_output(out)}};
     }
     case Component::TextEncoder: {
       auto te = load_clip_text_model(source("text_encoder"), o);
+      fuse_loras(loras, {{"unet", nullptr}, {"text_encoder", te.get()}});
       const auto out = te->forward(input(in, c, "input_ids").to(o.device, torch::kInt64));
       return {{"last_hidden_state", to_output(out.last_hidden_state)},
               {"penultimate_hidden_state", to_output(out.penultimate_hidden_state)},

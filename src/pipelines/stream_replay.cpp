@@ -42,6 +42,7 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
   const auto calls = config_required<std::int64_t>(cfg, "calls", src);
 
   auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), o.compute);
+  fuse_loras(o.loras, {{"unet", unet.get()}, {"text_encoder", nullptr}});
   const auto n = static_cast<std::int64_t>(c.t_index_list.size());
   torch::Tensor noise;
   if (file.contains("init_noise")) {

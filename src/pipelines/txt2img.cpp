@@ -31,10 +31,12 @@ Txt2ImgResult txt2img(const Txt2ImgOptions& o) {
   auto t0 = clock::now();
   const auto tokenizer = ClipTokenizer::from_folder(resolve_component_dir(o.model, "tokenizer"));
   auto text_encoder = load_clip_text_model(resolve_component_dir(o.model, "text_encoder"), c);
+  auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), c);
+  fuse_loras(o.loras, {{"unet", unet.get()}, {"text_encoder", text_encoder.get()}});
+  t0 = clock::now();
   const auto embedding = text_encoder->forward(tokenizer.encode_batch({o.prompt}).to(c.device)).last_hidden_state;
   r.text_ms = ms_since(t0);
 
-  auto unet = load_unet_2d_condition(resolve_component_dir(o.model, "unet"), c);
   const LcmScheduler scheduler(LcmSchedulerConfig::from_folder(resolve_component_dir(o.model, "scheduler")));
 
   AutoencoderTiny taesd{nullptr};
@@ -80,6 +82,7 @@ Txt2ImgResult txt2img(const Txt2ImgOptions& o) {
                   {"model", o.model.string()},
                   {"decoder", o.taesd ? "taesd:" + o.taesd->string() : std::string("vae")},
                   {"sampler", "LCM"},
+                  {"loras", describe_lora_specs(o.loras)},
                   {"dtype", dtype_label(c.dtype)},
                   {"device", c.device.str()},
                   {"software", std::string("streamgen ") + STREAMGEN_VERSION_STRING}};

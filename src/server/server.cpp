@@ -140,6 +140,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::map<int, std::uint64_t> http_errors;        // status -> replies to requests that could not be served
   std::uint64_t ended_in = 0, ended_out = 0, ended_skipped = 0, ended_drop_in = 0, ended_drop_out = 0, send_dropped = 0, decode_dropped = 0;
 
+  // LoRA scale changes: the newest request wins and one re-fusion runs at a time, on the worker pool (it
+  // takes seconds for a full-size model on a CPU); the models, so the scales, are shared by every session,
+  // and every Stable Diffusion session is told the new scales.
+  std::optional<std::vector<double>> lora_wanted;
+  std::vector<double> lora_scales;  // as last fused (the fusion's own are written while it re-fuses)
+  bool lora_fusing = false;
+  void request_lora_scales(std::vector<double> scales);
+  void fuse_wanted_loras();
+  json lora_state() const;
+
   explicit Impl(ServerOptions options) : o(std::move(options)) {}
   void accept();
   std::string metrics() const;
@@ -358,6 +368,7 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
       throw Error("\"cfg\" self and initialize need input frames: txt2img takes \"none\" or \"full\"");
     if (u.prompt) next.prompt = *u.prompt;
     if (u.negative_prompt) next.negative_prompt = *u.negative_prompt;
+    if (u.lora_scales) check_lora_scales(*u.lora_scales);
 
     const auto& a = next.stream;
     const auto& b = opts_.stream;
@@ -372,8 +383,27 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
       opts_ = next;
       runner()->set_prompt(opts_.prompt, opts_.negative_prompt, u.blend_frames);
     }
-    send_text(config_message(restart, "config"));
+    if (u.lora_scales) server_->request_lora_scales(*u.lora_scales);  // answered by a "loras" message once fused
+    if (restart || prompt_changed || !u.lora_scales) send_text(config_message(restart, "config"));
   }
+
+  void check_lora_scales(const std::vector<double>& scales) const {
+    const auto& loras = server_->o.stream.models->loras;
+    if (!loras) throw Error("\"lora_scales\": this server has no LoRA loaded (serve --lora FILE[:SCALE])");
+    if (!loras->rescalable()) throw Error("\"lora_scales\": this server's LoRA scales are fixed");
+    if (scales.size() != loras->loras().size())
+      throw Error(fmt::format("\"lora_scales\" must have one scale per LoRA: {} given, {} loaded", scales.size(), loras->loras().size()));
+  }
+
+ public:
+  // From the worker pool once the server's LoRAs were re-fused.
+  void notify(json message) {
+    net::post(ws_.get_executor(), [self = shared_from_this(), message = std::move(message)] {
+      if (!self->ended_ && !self->dit_) self->send_text(message);
+    });
+  }
+
+ private:
 
   // Text-to-video: the prompt hot-swaps; guidance and seed start a new stream.
   void apply_dit_config(const SessionConfigUpdate& u) {
@@ -438,6 +468,7 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
             {"width", opts_.width},
             {"height", opts_.height},
             {"kind", "sd"},
+            {"loras", server_->lora_state()},
             {"restarted", restarted}};
   }
 
@@ -748,6 +779,58 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
 
 }  // namespace
 
+void Server::Impl::request_lora_scales(std::vector<double> scales) {
+  std::lock_guard lock(mutex);
+  lora_wanted = std::move(scales);
+  if (lora_fusing) return;  // the running re-fusion takes the newest request when it is done
+  lora_fusing = true;
+  net::post(workers, [self = shared_from_this()] { self->fuse_wanted_loras(); });
+}
+
+void Server::Impl::fuse_wanted_loras() {
+  while (true) {
+    std::vector<double> scales;
+    {
+      std::lock_guard lock(mutex);
+      if (!lora_wanted || stopped) {
+        lora_fusing = false;
+        return;
+      }
+      scales = std::move(*lora_wanted);
+      lora_wanted.reset();
+    }
+    json message;
+    try {
+      const double ms = o.stream.models->set_lora_scales(scales);
+      {
+        std::lock_guard lock(mutex);
+        lora_scales = scales;
+      }
+      spdlog::info("LoRA scales {} (re-fused in {:.0f} ms)", describe_lora_specs(o.stream.models->loras->loras()), ms);
+      message = {{"type", "loras"}, {"loras", lora_state()}, {"fuse_ms", ms}};
+    } catch (const std::exception& e) {
+      spdlog::error("LoRA scale change failed: {}", e.what());
+      message = {{"type", "error"}, {"message", std::string("LoRA scale change failed: ") + e.what()}};
+    }
+    std::vector<std::shared_ptr<WsSession>> live;
+    {
+      std::lock_guard lock(mutex);
+      live.assign(sessions.begin(), sessions.end());
+    }
+    for (const auto& session : live) session->notify(message);
+  }
+}
+
+json Server::Impl::lora_state() const {
+  json list = json::array();
+  if (o.dit || !o.stream.models || !o.stream.models->loras) return list;
+  std::lock_guard lock(mutex);
+  const auto& loras = o.stream.models->loras->loras();
+  for (std::size_t i = 0; i < loras.size() && i < lora_scales.size(); ++i)
+    list.push_back({{"file", loras[i].file.filename().string()}, {"scale", lora_scales[i]}});
+  return list;
+}
+
 void Server::Impl::accept() {
   acceptor.async_accept(net::make_strand(ioc), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted) return;
@@ -848,6 +931,7 @@ void validate_server_options(const ServerOptions& o) {
     if (!(value >= 0.1 && value <= 86400)) throw Error(fmt::format("{} must be between 0.1 and 86400 seconds, got {}", name, value));
   try {
     if (o.dit) {
+      if (!o.stream.loras.empty()) throw Error("--lora is for Stable Diffusion pipelines; a StreamDiT model takes no LoRA");
       check_dit_runner_options(*o.dit);
     } else {
       check_stream_runner_options(o.stream);
@@ -877,8 +961,9 @@ Server::Server(ServerOptions options) : impl_(std::make_shared<Impl>(std::move(o
     }
     o.dit->loaded->eval();
   } else if (!o.stream.models) {
-    o.stream.models = StreamModels::load(o.stream.model, o.stream.taesd, o.stream.compute);
+    o.stream.models = StreamModels::load(o.stream.model, o.stream.taesd, o.stream.compute, o.stream.loras, o.stream.lora_rescale);
   }
+  if (!o.dit && o.stream.models->loras) m.lora_scales = o.stream.models->loras->scales();
 }
 
 Server::~Server() { stop(); }

@@ -55,7 +55,7 @@ SessionConfigUpdate parse_session_message(std::string_view text, SessionKind kin
     throw Error(fmt::format("unknown message type '{}' (expected \"config\")", type));
 
   const bool t2v = kind == SessionKind::TextToVideo;
-  static const std::vector<std::string_view> kSdFields{"type", "mode", "prompt", "negative_prompt", "guidance", "delta", "seed", "t_index", "cfg", "blend_frames"};
+  static const std::vector<std::string_view> kSdFields{"type", "mode", "prompt", "negative_prompt", "guidance", "delta", "seed", "t_index", "cfg", "blend_frames", "lora_scales"};
   static const std::vector<std::string_view> kT2vFields{"type", "mode", "prompt", "guidance", "seed"};
   const auto& fields = t2v ? kT2vFields : kSdFields;
   for (const auto& item : j.items()) {
@@ -90,6 +90,20 @@ SessionConfigUpdate parse_session_message(std::string_view text, SessionKind kin
     u.t_index = std::move(list);
   }
   if (j.contains("cfg")) u.cfg = one_of(j, "cfg", {"none", "full", "self", "initialize"});
+  if (j.contains("lora_scales")) {
+    const auto& l = j["lora_scales"];
+    if (!l.is_array() || l.empty() || l.size() > kMaxLoras)
+      throw Error(fmt::format("\"lora_scales\" must be an array of 1 to {} numbers, one per LoRA", kMaxLoras));
+    std::vector<double> scales;
+    for (const auto& v : l) {
+      if (!v.is_number()) throw Error("\"lora_scales\" must hold numbers");
+      const auto x = v.get<double>();
+      if (!(x >= -kMaxLoraScale && x <= kMaxLoraScale))
+        throw Error(fmt::format("\"lora_scales\" must be in [{}, {}], got {}", -kMaxLoraScale, kMaxLoraScale, x));
+      scales.push_back(x);
+    }
+    u.lora_scales = std::move(scales);
+  }
   if (j.contains("blend_frames")) u.blend_frames = static_cast<int>(number_in(j, "blend_frames", 0, 240));
   return u;
 }

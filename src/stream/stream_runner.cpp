@@ -88,7 +88,11 @@ struct StreamRunner::Impl {
     const auto t0 = Clock::now();
     auto e = std::make_shared<Embeddings>();
     const auto ids = models->tokenizer.encode_batch({prompt, negative}).to(o.compute.device);
-    const auto hidden = models->text_encoder->forward(ids).last_hidden_state.to(torch::kCPU, torch::kFloat32);
+    torch::Tensor hidden;
+    {
+      const auto reading = models->weights->read();
+      hidden = models->text_encoder->forward(ids).last_hidden_state.to(torch::kCPU, torch::kFloat32);
+    }
     e->cond = hidden.narrow(0, 0, 1);
     e->uncond = hidden.narrow(0, 1, 1);
     record("text_encoder", ms_between(t0, Clock::now()));
@@ -96,17 +100,29 @@ struct StreamRunner::Impl {
   }
 
   void prompt_loop() {
+    std::uint64_t seen_weights = models->weights->version();
     while (true) {
       std::pair<std::string, std::string> job;
       int blend = 0;
       {
         std::unique_lock lock(prompt_mutex);
-        prompt_cv.wait(lock, [&] { return !running || pending_prompt.has_value(); });
+        // The embeddings follow the text encoder's weights too: after a LoRA scale change the current
+        // prompt is encoded again (the gate's version says that the weights changed).
+        const bool adapted = models->loras && models->loras->adapts("text_encoder");
+        const auto weights_changed = [&] { return adapted && models->weights->version() != seen_weights; };
+        prompt_cv.wait_for(lock, kLiveStreamPollInterval, [&] { return !running || pending_prompt.has_value() || weights_changed(); });
         if (!running) return;
-        job = *pending_prompt;
-        blend = pending_blend;
-        pending_prompt.reset();
-        if (job == current_prompt) continue;  // the text encoder runs only when the prompt changes
+        const auto version = models->weights->version();
+        const bool again = adapted && version != seen_weights;
+        seen_weights = version;
+        if (pending_prompt) {
+          job = *pending_prompt;
+          blend = pending_blend;
+          pending_prompt.reset();
+        } else {
+          job = current_prompt;
+        }
+        if (job == current_prompt && !again) continue;  // the text encoder runs only when the prompt (or its weights) change
       }
       try {
         auto e = encode_prompt(job.first, job.second);
@@ -178,7 +194,11 @@ struct StreamRunner::Impl {
           stream->set_embeddings(cond, uncond);
         }
         const auto t0 = Clock::now();
-        const auto out = stream->step(z);
+        StreamDiffusion::Output out;
+        {
+          const auto reading = models->weights->read();
+          out = stream->step(z);
+        }
         record("unet", ms_between(t0, Clock::now()));
         ++calls;
         if (out.valid) to_decode.push({out.latents, pushed});
@@ -227,11 +247,12 @@ struct StreamRunner::Impl {
 };
 
 std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& model, const std::filesystem::path& taesd,
-                                                      const ComputeOptions& compute) {
+                                                 const ComputeOptions& compute, const std::vector<LoraSpec>& loras, LoraRescale rescale) {
   auto m = std::make_shared<StreamModels>(StreamModels{ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer")), nullptr, nullptr,
                                                        nullptr, LcmSchedulerConfig{}, compute});
   m->text_encoder = load_clip_text_model(resolve_component_dir(model, "text_encoder"), compute);
   m->unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), compute);
+  m->loras = fuse_loras(loras, {{"unet", m->unet.get()}, {"text_encoder", m->text_encoder.get()}}, rescale);
   // Under --dtype auto TAESD takes its own dtype: a 2.4 M-weight convnet is compute-bound, and where
   // bf16 has no more FLOPs per cycle than fp32 (no AMX) fp32 runs it faster (decode 256²: 163 vs 255 ms).
   auto taesd_compute = compute;
@@ -250,6 +271,20 @@ std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& mo
   return m;
 }
 
+double StreamModels::set_lora_scales(const std::vector<double>& scales) {
+  if (!loras) throw Error("no LoRA is loaded: start with --lora FILE[:SCALE] to change LoRA scales");
+  if (!loras->rescalable()) throw Error("these models were loaded with fixed LoRA scales");
+  if (scales.size() != loras->loras().size())
+    throw Error("LoRA scales: " + std::to_string(scales.size()) + " given, " + std::to_string(loras->loras().size()) + " LoRA(s) loaded");
+  double ms = 0;
+  weights->write([&] {
+    const auto t0 = Clock::now();
+    loras->set_scales(scales);
+    ms = ms_between(t0, Clock::now());
+  });
+  return ms;
+}
+
 void check_stream_runner_options(const StreamRunnerOptions& o) {
   if (o.width % 8 != 0 || o.height % 8 != 0 || o.width <= 0 || o.height <= 0)
     throw Error("stream: width and height must be positive multiples of 8, got " + std::to_string(o.width) + "x" + std::to_string(o.height));
@@ -266,7 +301,7 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
   auto& m = *impl_;
   auto& o = m.o;
   check_stream_runner_options(o);
-  m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute);
+  m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute, o.loras, o.lora_rescale);
   o.compute = m.models->compute;
   auto unet = m.models->unet;
   const LcmScheduler scheduler(m.models->scheduler);
@@ -288,6 +323,8 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
 }
 
 StreamRunner::~StreamRunner() { stop(); }
+
+double StreamRunner::set_lora_scales(const std::vector<double>& scales) { return impl_->models->set_lora_scales(scales); }
 
 void StreamRunner::stop() {
   auto& m = *impl_;
