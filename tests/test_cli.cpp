@@ -246,6 +246,56 @@ TEST(Cli, TensorsRunIsTheParityHook) {
   EXPECT_EQ(r.code, 2) << r.out;
 }
 
+TEST(Cli, LorasLoadOnEveryPipelineCommand) {
+  test::TempDir dir;
+  const auto out = (dir / "out.safetensors").string();
+  const auto model = test::data_path("tiny-sd15").string();
+  const auto kohya = test::data_path("lora/tiny-sd15_kohya_r4.safetensors").string();
+  const auto peft = test::data_path("lora/tiny-sd15_peft_r4.safetensors").string();
+  const auto kohya_golden = test::data_path("lora/tiny-sd15_kohya_r4_golden.safetensors").string();
+  // The parity contract: the golden's inputs by --prefix, its outputs' names (scale<S>.<prefix><name>).
+  auto r = run("tensors run --model " + model + " --component unet --lora " + kohya + ":0.5 --in " + kohya_golden + " --prefix unet.case0. --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + kohya_golden + " --only scale0.5.unet.case0.out --tol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = run("tensors run --model " + model + " --component text_encoder --lora " + kohya + " --in " + kohya_golden + " --prefix te. --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + kohya_golden + " --only scale1.0.te.last_hidden_state --tol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+
+  // txt2img: the LoRA changes the image and is recorded in it.
+  const auto plain = (dir / "plain.png").string(), styled = (dir / "styled.png").string();
+  const std::string common = "-q txt2img --model " + model + " --prompt 'a red fox' -W 32 -H 32 --steps 1 --seed 3 ";
+  ASSERT_EQ(run(common + "--out " + plain).code, 0);
+  r = run(common + "--lora " + kohya + ":0.8 --lora " + peft + ":0.3 --out " + styled);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(test::read_bytes(plain), test::read_bytes(styled));
+  EXPECT_EQ(read_png_text(styled).at("loras"), "tiny-sd15_kohya_r4.safetensors:0.8, tiny-sd15_peft_r4.safetensors:0.3");
+
+  // The stream commands and replay take it the same way.
+  std::filesystem::create_directories(dir / "in");
+  const auto frames = SafetensorsFile::open(test::data_path("stream/frames_128.safetensors")).tensor("frames_u8");
+  for (int i = 0; i < 2; ++i) write_png(dir / "in" / ("f" + std::to_string(i) + ".png"), frames[i]);
+  r = run("-q img2img --model " + model + " --taesd " + test::data_path("taesd").string() + " -i " + (dir / "in").string() + " -o " +
+          (dir / "frames").string() + " -p 'oil painting' -W 64 -H 64 --lora " + kohya);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "frames" / "frame_00001.png")) << r.out;
+  r = run("replay " + test::data_path("stream/i2i_35_self_g1.4_d0.5.safetensors").string() + " --model " + model + " --taesd " +
+          test::data_path("taesd").string() + " --out " + out + " --lora " + peft + ":0.5");
+  ASSERT_EQ(r.code, 0) << r.out;
+
+  // Bad LoRAs are named before anything runs.
+  r = run(common + "--lora " + (dir / "missing.safetensors").string() + ":0.5 --out " + styled);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("missing.safetensors' does not exist"), std::string::npos) << r.out;
+  r = run(common + "--lora " + kohya_golden + " --out " + styled);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("not a LoRA key"), std::string::npos) << r.out;
+  r = run("tensors run --model " + model + " --component vae_decode --lora " + kohya + " --in " + kohya_golden + " --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("component vae_decode has nothing they change"), std::string::npos) << r.out;
+}
+
 TEST(Cli, Txt2ImgWritesADeterministicPngWithItsParameters) {
   test::TempDir dir;
   const auto model = test::data_path("tiny-sd15").string();

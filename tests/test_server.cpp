@@ -170,6 +170,43 @@ TEST(Server, FramesInFramesOutAndPromptHotSwap) {
   c.close();
 }
 
+TEST(Server, LoraScalesChangeLiveAndEverySessionHearsIt) {
+  auto o = tiny_server();
+  o.stream.model = test::data_path("tiny-sd15");
+  o.stream.loras = {{test::data_path("lora/tiny-sd15_kohya_r4.safetensors"), 1.0}};
+  Server server(o);
+  server.start();
+  Client a(server.port()), b(server.port());
+  const auto ready = a.next_json("ready");
+  EXPECT_EQ(ready["loras"], json::parse(R"([{"file":"tiny-sd15_kohya_r4.safetensors","scale":1.0}])"));
+  b.next_json("ready");
+  a.send_binary(jpeg_frame(1));
+  EXPECT_EQ(a.next_frame().size(3), 64);
+
+  a.send_json({{"type", "config"}, {"lora_scales", {0.5}}});
+  for (auto* c : {&a, &b}) {  // the models are shared: both sessions are told
+    const auto changed = c->next_json("loras");
+    EXPECT_EQ(changed["loras"][0]["scale"], 0.5);
+    EXPECT_GE(changed["fuse_ms"].get<double>(), 0.0);
+  }
+  b.send_json({{"type", "config"}, {"prompt", "a dog"}});
+  EXPECT_EQ(b.next_json("config")["loras"][0]["scale"], 0.5);
+  a.send_json({{"type", "config"}, {"lora_scales", {0.5, 1.0}}});
+  EXPECT_NE(a.next_json("error")["message"].get<std::string>().find("one scale per LoRA: 2 given, 1 loaded"), std::string::npos);
+  a.send_binary(jpeg_frame(2));
+  EXPECT_EQ(a.next_frame().size(3), 64);  // the stream goes on
+  a.close();
+  b.close();
+
+  Server plain(tiny_server());
+  plain.start();
+  Client c(plain.port());
+  EXPECT_EQ(c.next_json("ready")["loras"], json::array());
+  c.send_json({{"type", "config"}, {"lora_scales", {0.5}}});
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("this server has no LoRA loaded"), std::string::npos);
+  c.close();
+}
+
 TEST(Server, TwoSessionsGetTheirOwnStreams) {
   Server server(tiny_server());
   server.start();
@@ -368,6 +405,10 @@ TEST(Server, OptionsThatCanNeverServeAreRefusedBeforeLoading) {
   dit.dit = DiTRunnerOptions{};
   dit.dit->fps = -1;
   EXPECT_THROW(validate_server_options(dit), Error);
+  ServerOptions dit_lora;
+  dit_lora.dit = DiTRunnerOptions{};
+  dit_lora.stream.loras = {{"style.safetensors", 1.0}};
+  test::expect_error_mentions([&] { validate_server_options(dit_lora); }, "--lora is for Stable Diffusion pipelines");
 }
 
 // Raw HTTP: writes `request` as given and returns everything the server sends before it closes.

@@ -19,7 +19,7 @@ std::string session_config_error(const std::string& text, SessionKind kind = Ses
 
 TEST(SessionConfig, AStableDiffusionConfigSetsWhatItNames) {
   const auto u = parse_session_message(
-      R"({"type":"config","mode":"txt2img","prompt":"a cat","guidance":1.5,"delta":0.5,"seed":7,"t_index":[20,40],"cfg":"full","blend_frames":12})",
+      R"({"type":"config","mode":"txt2img","prompt":"a cat","guidance":1.5,"delta":0.5,"seed":7,"t_index":[20,40],"cfg":"full","blend_frames":12,"lora_scales":[0.5,-1]})",
       SessionKind::StableDiffusion);
   EXPECT_EQ(u.mode, "txt2img");
   EXPECT_EQ(u.prompt, "a cat");
@@ -30,8 +30,9 @@ TEST(SessionConfig, AStableDiffusionConfigSetsWhatItNames) {
   EXPECT_EQ(u.t_index, (std::vector<std::int64_t>{20, 40}));
   EXPECT_EQ(u.cfg, "full");
   EXPECT_EQ(u.blend_frames, 12);
+  EXPECT_EQ(u.lora_scales, (std::vector<double>{0.5, -1.0}));
   const auto empty = parse_session_message(R"({"type":"config"})", SessionKind::StableDiffusion);
-  EXPECT_FALSE(empty.mode || empty.prompt || empty.guidance || empty.seed || empty.t_index || empty.cfg);
+  EXPECT_FALSE(empty.mode || empty.prompt || empty.guidance || empty.seed || empty.t_index || empty.cfg || empty.lora_scales);
 }
 
 TEST(SessionConfig, EveryBadFieldIsNamed) {
@@ -53,6 +54,10 @@ TEST(SessionConfig, EveryBadFieldIsNamed) {
       {R"({"type":"config","prompt":7})", "\"prompt\" must be a string"},
       {R"({"type":"config","prompt":")" + std::string(2001, 'x') + R"("})", "\"prompt\" is longer than 2000 characters"},
       {R"({"type":"config","blend_frames":1000})", "\"blend_frames\" must be in [0, 240]"},
+      {R"({"type":"config","lora_scales":0.5})", "\"lora_scales\" must be an array of 1 to 16 numbers"},
+      {R"({"type":"config","lora_scales":[]})", "\"lora_scales\" must be an array of 1 to 16 numbers"},
+      {R"({"type":"config","lora_scales":["a"]})", "\"lora_scales\" must hold numbers"},
+      {R"({"type":"config","lora_scales":[11]})", "\"lora_scales\" must be in [-10, 10], got 11"},
   };
   for (const auto& [text, want] : bad) {
     const auto got = session_config_error(text);

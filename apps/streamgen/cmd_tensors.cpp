@@ -153,7 +153,7 @@ std::vector<std::string> read_prompts(const std::string& path) {
 void run_run(const RunArgs& args, bool out_prefix_given) {
   const auto component = parse_component(args.component);
   const auto loras = lora_specs(args.loras);
-  if (!loras.empty() && component == Component::Tokenizer) throw Error("--lora: the tokenizer has no weights to adapt");
+  check_component_loras(component, loras);
   const auto compute = args.compute.resolve();
   const auto start = std::chrono::steady_clock::now();
   TensorMap outputs;

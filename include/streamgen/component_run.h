@@ -34,6 +34,8 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 // component are not used. Outputs are float32 on the CPU whatever dtype/device computed them.
 TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& inputs, const ComputeOptions& compute,
                         const std::optional<std::filesystem::path>& config_from = std::nullopt, const std::vector<LoraSpec>& loras = {});
+// Throws streamgen::Error when `loras` are given for a component they cannot adapt (only unet and text_encoder).
+void check_component_loras(Component c, const std::vector<LoraSpec>& loras);
 TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<std::string>& prompts);
 
 }  // namespace streamgen

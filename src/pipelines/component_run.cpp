@@ -80,6 +80,11 @@ std::filesystem::path resolve_component_dir(const std::filesystem::path& model, 
   return model;
 }
 
+void check_component_loras(Component c, const std::vector<LoraSpec>& loras) {
+  if (!loras.empty() && c != Component::Unet && c != Component::TextEncoder)
+    throw Error("LoRAs adapt the unet and the text_encoder; component " + component_name(c) + " has nothing they change");
+}
+
 TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<std::string>& prompts) {
   const auto tok = ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer"));
   return {{"input_ids", tok.encode_batch(prompts)}};
@@ -88,8 +93,7 @@ TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<st
 TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& in, const ComputeOptions& o,
                         const std::optional<std::filesystem::path>& config_from, const std::vector<LoraSpec>& loras) {
   torch::NoGradGuard no_grad;
-  if (!loras.empty() && c != Component::Unet && c != Component::TextEncoder)
-    throw Error("LoRAs adapt the unet and the text_encoder; component " + component_name(c) + " has nothing they change");
+  check_component_loras(c, loras);
   std::error_code ec;
   std::optional<SingleFileCheckpoint> single;
   if (std::filesystem::is_regular_file(model, ec) && c != Component::TaesdEncode && c != Component::TaesdDecode)
