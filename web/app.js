@@ -69,8 +69,47 @@ function onDiTReady(msg) {
     `Example: "a green triangle moving down and a red square moving left". The prompt changes the video as you type.`;
 }
 
+// One slider per LoRA the server loaded (serve --lora). The models are shared, so a change made in any
+// session arrives here as a "loras" message too; re-fusing takes a moment, so a slider sends on release.
+function showLoras(loras) {
+  const box = $('loras');
+  box.hidden = !loras || loras.length === 0;
+  if (box.hidden) return;
+  if (box.children.length !== loras.length) {
+    box.replaceChildren();
+    loras.forEach((lora, i) => {
+      const label = document.createElement('label');
+      const value = document.createElement('output');
+      const input = document.createElement('input');
+      input.type = 'range';
+      input.min = '-1';
+      input.max = '2';
+      input.step = '0.05';
+      input.id = `lora-${i}`;
+      input.oninput = () => { value.textContent = input.value; };
+      input.onchange = () => {
+        showMessage('LoRA: re-fusing…');
+        send({ type: 'config', lora_scales: Array.from(box.querySelectorAll('input')).map((el) => Number(el.value)) });
+      };
+      label.append(`LoRA ${lora.file} `, value, input);
+      box.append(label);
+    });
+  }
+  loras.forEach((lora, i) => {
+    const input = $(`lora-${i}`);
+    if (document.activeElement !== input) {
+      input.value = String(lora.scale);
+      input.previousSibling.textContent = String(lora.scale);
+    }
+  });
+}
+
 function onText(msg) {
-  if (msg.type === 'ready' || msg.type === 'config') {
+  if (msg.type === 'loras') {
+    showLoras(msg.loras);
+    showMessage(`LoRA scales ${msg.loras.map((l) => l.scale).join(', ')} (re-fused in ${Math.round(msg.fuse_ms)} ms)`);
+  } else if (msg.type === 'ready' || msg.type === 'config') {
+    if (msg.kind !== 'dit') showLoras(msg.loras);
     state.width = msg.width;
     state.height = msg.height;
     document.body.dataset.kind = msg.kind || 'sd';

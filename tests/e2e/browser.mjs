@@ -5,13 +5,14 @@
 //   dit: a StreamDiT model (text-to-video); frames arrive with no input, the img2img controls are
 //        hidden, the vocabulary is shown, a prompt change is confirmed with no restart while frames
 //        keep coming, and words outside the vocabulary are named on the page.
-//   node browser.mjs sd  STREAMGEN_BINARY MODEL_DIR TAESD_DIR SCREENSHOT_PNG
+//        With a LoRA file, the server loads it and the page's LoRA slider re-fuses it live.
+//   node browser.mjs sd  STREAMGEN_BINARY MODEL_DIR TAESD_DIR SCREENSHOT_PNG [LORA_FILE]
 //   node browser.mjs dit STREAMGEN_BINARY MODEL_DIR - SCREENSHOT_PNG
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
-const [mode, binary, model, taesd, screenshot] = process.argv.slice(2);
+const [mode, binary, model, taesd, screenshot, lora] = process.argv.slice(2);
 if (!screenshot || !['sd', 'dit'].includes(mode)) {
   console.error('usage: node browser.mjs sd|dit STREAMGEN MODEL_DIR TAESD_DIR|- SCREENSHOT_PNG');
   process.exit(2);
@@ -25,7 +26,7 @@ function fail(message) {
 }
 
 function startServer() {
-  const args = mode === 'sd' ? ['--taesd', taesd, '-W', '64', '-H', '64'] : ['-W', '128', '-H', '128', '--dtype', 'bf16'];
+  const args = mode === 'sd' ? ['--taesd', taesd, '-W', '64', '-H', '64', ...(lora ? ['--lora', lora] : [])] : ['-W', '128', '-H', '128', '--dtype', 'bf16'];
   const server = spawn(binary, ['-q', 'serve', '--model', model, '--port', '0', '--max-sessions', '2', ...args],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
@@ -71,6 +72,18 @@ async function imageToImage(page) {
   if (after === before) fail('the output did not change after the prompt change');
   const message = await page.textContent('#message');
   if (message) fail(`the page shows an error: ${message}`);
+  if (lora) await loraSlider(page);
+}
+
+// The LoRA's slider: released at a new scale, the server re-fuses, the page says so and frames change.
+async function loraSlider(page) {
+  if (!(await page.isVisible('#lora-0'))) fail('no LoRA slider for the server\'s --lora');
+  const before = await outputHash(page);
+  const n = await received(page);
+  await page.$eval('#lora-0', (el) => { el.value = '0.25'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); });
+  await page.waitForFunction(() => document.getElementById('message').textContent.startsWith('LoRA scales 0.25 (re-fused in'), null, { timeout: 30000 });
+  await page.waitForFunction((k) => Number(document.body.dataset.received) >= k + 5, n, { timeout: 60000 });
+  if ((await outputHash(page)) === before) fail('the output did not change with the LoRA scale');
 }
 
 async function textToVideo(page) {
