@@ -132,16 +132,42 @@ TEST(Lora, ScaleChangesGiveTheWeightsOfAFreshLoadAtThatScale) {
   fusion.set_scale(0, 0.0);  // scale 0 is the base model
   TinySd15 base;
   expect_same_weights(*m.unet, *base.unet);
-  // What is kept beyond the factors: the adapted weights as loaded (those a fusion changes).
+  // What is kept beyond the factors: the adapted weights as loaded (those a fusion changes), in float16,
+  // which holds them exactly (the tiny model's checkpoint is float16).
   std::int64_t adapted_bytes = 0;
   auto count = [&](torch::nn::Module& loaded, torch::nn::Module& fused) {
     auto f = fused.named_parameters();
     for (const auto& p : loaded.named_parameters())
-      if (!torch::equal(p.value(), f[p.key()])) adapted_bytes += p.value().numel() * 4;
+      if (!torch::equal(p.value(), f[p.key()])) adapted_bytes += p.value().numel() * 2;
   };
   count(*base.unet, *fresh.unet);
   count(*base.text_encoder, *fresh.text_encoder);
   EXPECT_EQ(fusion.kept_bytes() - fresh_fusion.kept_bytes(), adapted_bytes);
+}
+
+TEST(Lora, HighRankLorasKeepTheirUpdateDenseOnTheCpuAndStayExact) {
+  test::TempDir dir;
+  torch::manual_seed(5);
+  NamedTensors tensors;
+  for (const std::string m : {"down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "down_blocks_0_resnets_0_conv1"}) {
+    const bool conv = m.find("conv") != std::string::npos;
+    tensors.emplace_back("lora_unet_" + m + ".lora_down.weight", conv ? torch::randn({64, 32, 3, 3}) * 0.05 : torch::randn({64, 32}) * 0.1);
+    tensors.emplace_back("lora_unet_" + m + ".lora_up.weight", conv ? torch::randn({32, 64, 1, 1}) * 0.1 : torch::randn({32, 64}) * 0.1);
+  }
+  const auto file = dir / "r64.safetensors";
+  save_safetensors(file, tensors);
+  TinySd15 live, fresh, once;
+  LoraFusion fusion({{file, 1.0}}, {{"unet", live.unet.get()}}, LoraRescale::Exact);
+  for (const double s : {0.3, -0.7, 2.0, 1.0}) fusion.set_scale(0, s);
+  LoraFusion fresh_fusion({{file, 1.0}}, {{"unet", fresh.unet.get()}}, LoraRescale::Exact);
+  expect_same_weights(*live.unet, *fresh.unet);
+  // The dense update and the matrix product agree to float32 rounding.
+  LoraFusion one_shot({{file, 1.0}}, {{"unet", once.unet.get()}});
+  auto a = live.unet->named_parameters();
+  for (const auto& i : once.unet->named_parameters()) EXPECT_TRUE(compare_tensors(a[i.key()], i.value()).within(1e-6)) << i.key();
+  // Kept: the two weights as loaded (float16 holds them exactly) and their float32 dense updates.
+  const std::int64_t weights = 32 * 32 + 32 * 32 * 9;
+  EXPECT_EQ(fusion.kept_bytes() - one_shot.kept_bytes(), weights * 2 + weights * 4);
 }
 
 TEST(Lora, ScalesOfAOneShotFusionAreFixed) {

@@ -99,6 +99,28 @@ void register_bench(CLI::App& app) {
     print_bench_rows(std::cout, bench_safetensors(st->options), st->json);
   });
 
+  struct LoraArgs {
+    LoraBenchOptions options;
+    std::string dir = std::filesystem::temp_directory_path().string();
+    ComputeArgs compute;
+    bool json = false;
+  };
+  auto lora = std::make_shared<LoraArgs>();
+  auto* lora_cmd = cmd->add_subcommand("lora", "Fusing a LoRA into a full-size UNet at load and changing its scale live, against loading the UNet");
+  lora_cmd->add_option("--preset", lora->options.preset, "UNet: sd15 (LCM-LoRA's base) or sd21")->capture_default_str();
+  lora_cmd->add_option("--rank", lora->options.rank, "LoRA rank")->capture_default_str()->check(CLI::Range(1, 1024));
+  lora_cmd->add_option("--runs", lora->options.runs, "Timed runs")->capture_default_str()->check(CLI::Range(1, 100));
+  lora_cmd->add_option("--dir", lora->dir, "Folder for the generated model and LoRA (about 2 GB)")->capture_default_str()->check(CLI::ExistingDirectory);
+  lora_cmd->add_flag("--json", lora->json, "One JSON object per row per line");
+  lora->compute.add_to(*lora_cmd);
+  lora_cmd->callback([lora] {
+    const auto c = lora->compute.resolve();
+    lora->options.dtype = c.dtype;
+    lora->options.device = c.device;
+    lora->options.dir = lora->dir;
+    print_bench_rows(std::cout, bench_lora(lora->options), lora->json);
+  });
+
   auto media = std::make_shared<std::pair<MediaBenchOptions, bool>>();
   auto* media_cmd = cmd->add_subcommand("media", "Decode -> fit -> encode throughput with no model (video files, JPEG frames)");
   media_cmd->add_option("--frames", media->first.frames, "Frames in the generated clip")->capture_default_str()->check(CLI::Range(1, 100000));

@@ -81,6 +81,20 @@ struct SafetensorsBenchOptions {
 // resident (the ceiling), through the mmap zero-copy path, and through read(2) into a buffer.
 std::vector<BenchRow> bench_safetensors(const SafetensorsBenchOptions& options);
 
+struct LoraBenchOptions {
+  std::string preset;          // the UNet: "sd15" (default; LCM-LoRA's base) or "sd21"
+  std::int64_t rank = 128;
+  torch::ScalarType dtype = torch::kFloat32;
+  torch::Device device{torch::kCPU};
+  std::filesystem::path dir = std::filesystem::temp_directory_path();
+  int runs = 3;
+};
+// A full-size UNet (random weights, saved as a float16 diffusers folder) and a kohya LoRA of `rank` on
+// every layer LCM-LoRA adapts: loading the base from disk, fusing at load (one-shot and rescalable, with
+// the memory kept), and a live scale change; gflop/gflops of the fusion's matrix products, and the
+// machine's fp32 matmul rate beside them.
+std::vector<BenchRow> bench_lora(const LoraBenchOptions& options);
+
 struct MediaBenchOptions {
   std::int64_t frames = 120;                  // length of the generated 640x480 H.264 clip
   std::vector<std::int64_t> sizes{256, 512};  // model frame sizes to fit to

@@ -68,8 +68,10 @@ struct LoraTarget {
 };
 
 // Whether the scales may change after loading. Exact keeps a copy of every adapted weight as loaded (in
-// its dtype) beside the low-rank factors, so that any later scale gives the weights a fresh load at that
-// scale would, bit for bit. (Moving the weights by the scale difference instead drifts: 2e-6 of |W| after
+// its dtype) beside the low-rank factors, so that any later scale gives the weights a fresh rescalable load
+// at that scale would, bit for bit; on a CPU a LoRA of rank 64 or more also keeps its update dense (one more
+// float32 copy of the weights it adapts), which makes a scale change a memory-bound pass instead of a
+// matrix product (lora_fusion.cpp has the figures). (Moving the weights by the scale difference instead drifts: 2e-6 of |W| after
 // a hundred float32 changes here, growing with every move of a slider; in bf16 2^-9 per change.)
 enum class LoraRescale { Never, Exact };
 

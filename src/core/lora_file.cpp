@@ -178,7 +178,7 @@ LoraFile LoraFile::read(const std::filesystem::path& file) {
       problems.push_back(printable(key) + ": dtype " + std::string(c10::toString(t.scalar_type())) + ", expected a floating-point tensor");
       continue;
     }
-    t = t.to(torch::kFloat32).clone();
+    t = t.to(torch::kFloat32);  // a float32 tensor stays a zero-copy view of the mapped file, which it keeps alive
     (part->role == Role::Down ? p.down : part->role == Role::Up ? p.up : p.alpha) = t;
   }
 
