@@ -16,6 +16,7 @@ PACKAGES=(
   libicu-dev                   # Unicode categories, NFC and case mapping for the CLIP tokenizer
   libstb-dev                   # BMP reading, PNG/JPEG writing
   libturbojpeg0-dev libpng-dev # JPEG and PNG reading: Debian 12's stb 2.27 overflows a heap buffer on crafted JPEGs
+  libopencv-imgproc-dev        # Canny edges: ControlNet control images
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev   # video files and cameras
   libboost-dev                 # Beast + Asio: the HTTP/WebSocket server
   libgloo-dev                  # headers of the Gloo backend LibTorch's c10d uses for data-parallel training

@@ -56,6 +56,6 @@ streamgen_fuzzer(clip_tokenizer
   FLAGS -DSTREAMGEN_FUZZ_TOKENIZER_DIR="${PROJECT_SOURCE_DIR}/tests/data/tiny-sd15/tokenizer"
   LIBS -licuuc)
 streamgen_fuzzer(config_readers
-  SOURCES src/models/unet_2d_condition_config.cpp src/models/autoencoder_kl_config.cpp src/models/autoencoder_tiny_config.cpp
+  SOURCES src/models/unet_2d_condition_config.cpp src/models/controlnet_config.cpp src/models/autoencoder_kl_config.cpp src/models/autoencoder_tiny_config.cpp
           src/text/clip_text_config.cpp src/schedulers/lcm_scheduler_config.cpp src/core/json_file.cpp src/core/error.cpp)
 message(STATUS "streamgen: each fuzz test runs ${STREAMGEN_FUZZ_SECONDS} s (STREAMGEN_FUZZ_SECONDS)")

@@ -296,6 +296,37 @@ TEST(Cli, LorasLoadOnEveryPipelineCommand) {
   EXPECT_NE(r.out.find("component vae_decode has nothing they change"), std::string::npos) << r.out;
 }
 
+TEST(Cli, ControlNetsOnTheParityHookAndTheStreams) {
+  test::TempDir dir;
+  const auto out = (dir / "out.safetensors").string();
+  const auto model = test::data_path("tiny-sd15").string();
+  const auto controlnet = test::data_path("controlnet").string();
+  const auto golden = test::data_path("controlnet/controlnet_golden.safetensors").string();
+  auto r = run("tensors run --model " + model + " --component controlnet --controlnet " + controlnet + " --conditioning-scale 0.8 --in " + golden +
+               " --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + golden +
+          " --only cond_embedding,down_block_res_samples.0,down_block_res_samples.3,down_block_res_samples.5,mid_block_res_sample,unet_out --tol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+
+  std::filesystem::create_directories(dir / "in");
+  const auto frames = SafetensorsFile::open(test::data_path("stream/frames_128.safetensors")).tensor("frames_u8");
+  for (int i = 0; i < 2; ++i) write_png(dir / "in" / ("f" + std::to_string(i) + ".png"), frames[i]);
+  const std::string stream = "-q img2img --model " + model + " --taesd " + test::data_path("taesd").string() + " -i " + (dir / "in").string() +
+                             " -p 'oil painting' -W 128 -H 128 ";
+  r = run(stream + "-o " + (dir / "edges").string() + " --controlnet " + controlnet + ":0.7 --control canny");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run(stream + "-o " + (dir / "plain").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(test::read_bytes(dir / "edges" / "frame_00001.png"), test::read_bytes(dir / "plain" / "frame_00001.png"));
+  r = run(stream + "-o " + (dir / "x").string() + " --controlnet " + test::data_path("taesd").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("not a ControlNet folder"), std::string::npos) << r.out;
+  r = run(stream + "-o " + (dir / "x").string() + " --controlnet " + controlnet + " --control sketch");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("expected canny, frame, or an image file"), std::string::npos) << r.out;
+}
+
 TEST(Cli, Txt2ImgWritesADeterministicPngWithItsParameters) {
   test::TempDir dir;
   const auto model = test::data_path("tiny-sd15").string();

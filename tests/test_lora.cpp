@@ -299,7 +299,7 @@ TEST(Lora, SpecsAndScaleLabels) {
   EXPECT_EQ(parse_lora_spec("dir/a.safetensors:0.5").scale, 0.5);
   EXPECT_EQ(parse_lora_spec("dir/a.safetensors:-1").scale, -1.0);
   EXPECT_EQ(parse_lora_spec("odd:name.safetensors").file, "odd:name.safetensors");
-  test::expect_error_mentions([] { parse_lora_spec(":0.5"); }, "expected FILE or FILE:SCALE");
+  test::expect_error_mentions([] { parse_lora_spec(":0.5"); }, "expected PATH or PATH:SCALE");
   test::expect_error_mentions([] { parse_lora_spec("a:inf"); }, "finite");
   EXPECT_EQ(python_float_repr(1.0), "1.0");
   EXPECT_EQ(python_float_repr(0.5), "0.5");

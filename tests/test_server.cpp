@@ -173,7 +173,7 @@ TEST(Server, FramesInFramesOutAndPromptHotSwap) {
 TEST(Server, LoraScalesChangeLiveAndEverySessionHearsIt) {
   auto o = tiny_server();
   o.stream.model = test::data_path("tiny-sd15");
-  o.stream.loras = {{test::data_path("lora/tiny-sd15_kohya_r4.safetensors"), 1.0}};
+  o.stream.adapters.loras = {{test::data_path("lora/tiny-sd15_kohya_r4.safetensors"), 1.0}};
   Server server(o);
   server.start();
   Client a(server.port()), b(server.port());
@@ -204,6 +204,32 @@ TEST(Server, LoraScalesChangeLiveAndEverySessionHearsIt) {
   EXPECT_EQ(c.next_json("ready")["loras"], json::array());
   c.send_json({{"type", "config"}, {"lora_scales", {0.5}}});
   EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("this server has no LoRA loaded"), std::string::npos);
+  c.close();
+}
+
+TEST(Server, ControlNetScalesAndSourceArePerSessionAndLive) {
+  auto o = tiny_server();
+  o.stream.model = test::data_path("tiny-sd15");
+  o.stream.adapters.controlnets = {test::data_path("controlnet")};
+  Server server(o);
+  server.start();
+  Client c(server.port());
+  const auto ready = c.next_json("ready");
+  EXPECT_EQ(ready["controlnets"], json::parse(R"([{"folder":"controlnet","scale":1.0}])"));
+  EXPECT_EQ(ready["control"], "canny");
+  c.send_binary(jpeg_frame(1));
+  EXPECT_EQ(c.next_frame().size(3), 64);
+  c.send_json({{"type", "config"}, {"controlnet_scales", {0.4}}, {"control", "frame"}});
+  const auto cfg = c.next_json("config");
+  EXPECT_FALSE(cfg["restarted"].get<bool>());
+  EXPECT_EQ(cfg["controlnets"][0]["scale"], 0.4);
+  EXPECT_EQ(cfg["control"], "frame");
+  c.send_binary(jpeg_frame(2));
+  EXPECT_EQ(c.next_frame().size(3), 64);
+  c.send_json({{"type", "config"}, {"controlnet_scales", {0.4, 1}}});
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("one scale per ControlNet: 2 given, 1 loaded"), std::string::npos);
+  c.send_json({{"type", "config"}, {"mode", "txt2img"}});  // no frames to see: refused, the img2img stream goes on
+  EXPECT_NE(c.next_json("error")["message"].get<std::string>().find("no input frames"), std::string::npos);
   c.close();
 }
 
@@ -407,8 +433,8 @@ TEST(Server, OptionsThatCanNeverServeAreRefusedBeforeLoading) {
   EXPECT_THROW(validate_server_options(dit), Error);
   ServerOptions dit_lora;
   dit_lora.dit = DiTRunnerOptions{};
-  dit_lora.stream.loras = {{"style.safetensors", 1.0}};
-  test::expect_error_mentions([&] { validate_server_options(dit_lora); }, "--lora is for Stable Diffusion pipelines");
+  dit_lora.stream.adapters.loras = {{"style.safetensors", 1.0}};
+  test::expect_error_mentions([&] { validate_server_options(dit_lora); }, "--lora and --controlnet are for Stable Diffusion pipelines");
 }
 
 // Raw HTTP: writes `request` as given and returns everything the server sends before it closes.

@@ -58,6 +58,8 @@ TEST(SessionConfig, EveryBadFieldIsNamed) {
       {R"({"type":"config","lora_scales":[]})", "\"lora_scales\" must be an array of 1 to 16 numbers"},
       {R"({"type":"config","lora_scales":["a"]})", "\"lora_scales\" must hold numbers"},
       {R"({"type":"config","lora_scales":[11]})", "\"lora_scales\" must be in [-10, 10], got 11"},
+      {R"({"type":"config","controlnet_scales":[-0.5]})", "\"controlnet_scales\" must be in [0, 5], got -0.5"},
+      {R"({"type":"config","control":"depth"})", "\"control\" must be \"canny\" or \"frame\", got 'depth'"},
   };
   for (const auto& [text, want] : bad) {
     const auto got = session_config_error(text);

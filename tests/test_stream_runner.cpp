@@ -9,6 +9,7 @@
 #include "streamgen/bounded_queue.h"
 #include "streamgen/error.h"
 #include "streamgen/safetensors.h"
+#include "streamgen/image_io.h"
 #include "streamgen/stream_runner.h"
 #include "test_util.h"
 
@@ -199,7 +200,7 @@ TEST(StreamRunner, LoraScaleChangesReachTheUNetAndThePromptLive) {
   };
   const auto lora = test::data_path("lora/tiny-sd15_kohya_r4.safetensors");
   auto o = tiny_options();
-  o.loras = {{lora, 1.0}};
+  o.adapters.loras = {{lora, 1.0}};
   StreamRunner live(o);
   const auto at_one = steady(live, 4);
   EXPECT_GE(live.set_lora_scales({0.5}), 0.0);
@@ -208,7 +209,7 @@ TEST(StreamRunner, LoraScaleChangesReachTheUNetAndThePromptLive) {
   EXPECT_EQ(live.stats().stages.at("text_encoder").count, 2);
   const auto changed = steady(live, 4);
 
-  o.loras = {{lora, 0.5}};
+  o.adapters.loras = {{lora, 0.5}};
   StreamRunner fresh(o);
   const auto at_half = steady(fresh, 4);
   EXPECT_FALSE(torch::equal(at_one, at_half));
@@ -217,9 +218,63 @@ TEST(StreamRunner, LoraScaleChangesReachTheUNetAndThePromptLive) {
   StreamRunner plain(tiny_options());
   test::expect_error_mentions([&] { plain.set_lora_scales({0.5}); }, "no LoRA is loaded");
   test::expect_error_mentions([&] { live.set_lora_scales({0.5, 1.0}); }, "2 given, 1 LoRA(s) loaded");
-  o.lora_rescale = LoraRescale::Never;
+  o.adapters.lora_rescale = LoraRescale::Never;
   StreamRunner fixed(o);
   test::expect_error_mentions([&] { fixed.set_lora_scales({1.0}); }, "fixed LoRA scales");
+}
+
+TEST(StreamRunner, ControlNetsRunWithTheUNetWithLiveScalesAndSources) {
+  auto steady = [](StreamRunner& r, int count) {
+    torch::Tensor last;
+    for (int i = 0; i < count; ++i) {
+      r.push(frame(0));
+      auto f = r.pop(10s);
+      EXPECT_TRUE(f.has_value());
+      if (f) last = f->image_u8;
+    }
+    return last;
+  };
+  StreamRunner plain(tiny_options());
+  const auto without = steady(plain, 4);
+  auto o = tiny_options();
+  o.adapters.controlnets = {test::data_path("controlnet")};
+  o.controlnet_scales = {0.0};
+  StreamRunner controlled(o);
+  EXPECT_TRUE(torch::equal(steady(controlled, 4), without)) << "a ControlNet at scale 0 is not run";
+  controlled.set_controlnet_scales({1.0});
+  const auto edges = steady(controlled, 4);
+  EXPECT_FALSE(torch::equal(edges, without));
+  EXPECT_GE(controlled.stats().stages.at("control").count, 4);
+  controlled.set_control(parse_control_source("frame", 128, 128));
+  EXPECT_FALSE(torch::equal(steady(controlled, 4), edges));
+  test::expect_error_mentions([&] { controlled.set_controlnet_scales({1.0, 1.0}); }, "2 given, 1 ControlNet(s) loaded");
+
+  o.stream.txt2img = true;
+  o.stream.cfg = CfgType::None;
+  test::expect_error_mentions([&] { StreamRunner r(o); }, "a txt2img stream has no input frames");
+  test::TempDir dir;
+  write_png(dir / "edges.png", canny_edges(frame(1)));
+  o.control = parse_control_source((dir / "edges.png").string(), 128, 128);
+  o.controlnet_scales = {1.0};
+  StreamRunner txt2img(o);
+  EXPECT_TRUE(txt2img.pop(20s).has_value());
+  o.adapters.controlnets = {test::data_path("taesd")};
+  test::expect_error_mentions([&] { StreamRunner r(o); }, "not a ControlNet folder");
+}
+
+TEST(ControlImage, CannyEdgesAreWhiteOnBlackInThreeEqualChannels) {
+  auto image = torch::zeros({3, 64, 64}, torch::kUInt8);
+  image.index_put_({torch::indexing::Slice(), torch::indexing::Slice(16, 48), torch::indexing::Slice(16, 48)}, 200);
+  const auto edges = canny_edges(image);
+  EXPECT_EQ(edges.sizes(), (std::vector<std::int64_t>{3, 64, 64}));
+  EXPECT_TRUE(torch::equal(edges[0], edges[2]));
+  EXPECT_EQ(edges.max().item<int>(), 255);
+  using torch::indexing::Slice;
+  EXPECT_EQ(edges[0][32][32].item<int>(), 0);  // inside the square and far outside it: no edge
+  EXPECT_EQ(edges[0][4][4].item<int>(), 0);
+  EXPECT_EQ(edges[0].index({Slice(14, 18), 32}).max().item<int>(), 255);  // its top and left sides are edges
+  EXPECT_EQ(edges[0].index({32, Slice(14, 18)}).max().item<int>(), 255);
+  test::expect_error_mentions([] { parse_control_source("nope.png", 64, 64); }, "expected canny, frame, or an image file");
 }
 
 TEST(StreamRunner, PromptBlendMovesGraduallyToTheNewPrompt) {

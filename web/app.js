@@ -104,12 +104,46 @@ function showLoras(loras) {
   });
 }
 
+// ControlNets (serve --controlnet): a scale slider each and the input they see; per session, applied from
+// the next frame.
+function showControlNets(controlnets, control) {
+  const box = $('controlnets');
+  box.hidden = !controlnets || controlnets.length === 0;
+  if (box.hidden) return;
+  if (box.querySelectorAll('input').length !== controlnets.length) {
+    box.querySelectorAll('label.controlnet').forEach((el) => el.remove());
+    controlnets.forEach((cn, i) => {
+      const label = document.createElement('label');
+      label.className = 'controlnet';
+      const value = document.createElement('output');
+      const input = document.createElement('input');
+      Object.assign(input, { type: 'range', min: '0', max: '2', step: '0.05', id: `controlnet-${i}` });
+      input.oninput = () => { value.textContent = input.value; };
+      input.onchange = () => send({ type: 'config',
+        controlnet_scales: Array.from(box.querySelectorAll('input')).map((el) => Number(el.value)) });
+      label.append(`ControlNet ${cn.folder} `, value, input);
+      box.append(label);
+    });
+  }
+  controlnets.forEach((cn, i) => {
+    const input = $(`controlnet-${i}`);
+    if (document.activeElement !== input) {
+      input.value = String(cn.scale);
+      input.previousSibling.textContent = String(cn.scale);
+    }
+  });
+  if (control === 'canny' || control === 'frame') $('control').value = control;
+}
+
 function onText(msg) {
   if (msg.type === 'loras') {
     showLoras(msg.loras);
     showMessage(`LoRA scales ${msg.loras.map((l) => l.scale).join(', ')} (re-fused in ${Math.round(msg.fuse_ms)} ms)`);
   } else if (msg.type === 'ready' || msg.type === 'config') {
-    if (msg.kind !== 'dit') showLoras(msg.loras);
+    if (msg.kind !== 'dit') {
+      showLoras(msg.loras);
+      showControlNets(msg.controlnets, msg.control);
+    }
     state.width = msg.width;
     state.height = msg.height;
     document.body.dataset.kind = msg.kind || 'sd';
@@ -233,5 +267,6 @@ for (const id of ['guidance', 'delta', 'strength']) {
   $(id).onchange = () => send(config());
 }
 $('seed').onchange = () => send(config());
+$('control').onchange = () => send({ type: 'config', control: $('control').value });
 
 connect();

@@ -25,6 +25,7 @@ struct ModelArgs {
   int runs = 5;
   bool json = false;
   bool profile = false;
+  bool controlnet = false;
 };
 
 using ModelBench = std::vector<BenchRow> (*)(const ModelBenchOptions&);
@@ -41,6 +42,7 @@ void add_model_bench(CLI::App* parent, const std::string& name, const std::strin
   cmd->add_option("--runs", args->runs, "Timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", args->json, "One JSON object per configuration per line");
   cmd->add_flag("--profile", args->profile, "Also print time per ATen op of one call (stderr)");
+  if (name == "unet") cmd->add_flag("--controlnet", args->controlnet, "Also time a ControlNet (random weights) run with the UNet, and the ratio");
   cmd->callback([args, bench] {
     const auto compute = args->compute.resolve();
     ModelBenchOptions o;
@@ -52,6 +54,7 @@ void add_model_bench(CLI::App* parent, const std::string& name, const std::strin
     o.device = compute.device;
     o.runs = args->runs;
     o.profile = args->profile;
+    o.controlnet = args->controlnet;
     print_bench_rows(std::cout, bench(o), args->json);
   });
 }

@@ -24,6 +24,7 @@ void register_serve(CLI::App& app) {
     StreamDiTOptions dit;
     std::vector<std::int64_t> t_index{32, 45};
     std::vector<std::string> loras;
+    ControlNetArgs controlnet;
     ComputeArgs compute;
     ServerTimeouts timeouts;
   };
@@ -44,6 +45,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--t-index", a->t_index, "Default slots (the page's strength slider overrides)")->delimiter(',')->capture_default_str();
   cmd->add_option("--prompt,-p", a->prompt, "Prompt of a new session until the page sends its own (default: an example for the model)");
   add_lora_option(*cmd, a->loras);
+  a->controlnet.add_to(*cmd);
   auto* dit_group = cmd->add_option_group("StreamDiT", "Text-to-video sessions (a StreamDiT --model)");
   dit_group->add_option("--chunk-size,-c", a->dit.chunk_frames, "Frames per chunk c (default: the model's sampler.json, else 2)");
   dit_group->add_option("--micro-steps,-s", a->dit.micro_steps, "Euler steps per chunk s (default: the model's sampler.json, else 1)");
@@ -98,7 +100,9 @@ void register_serve(CLI::App& app) {
     o.stream.stream.cfg = CfgType::Self;
     o.stream.input_capacity = 1;
     o.stream.output_capacity = 2;
-    o.stream.loras = lora_specs(a->loras);  // their scales stay adjustable from the page
+    o.stream.adapters.loras = lora_specs(a->loras);  // their scales stay adjustable from the page
+    if (!dit) a->controlnet.apply(o.stream);
+    else if (!a->controlnet.controlnets.empty()) o.stream.adapters.controlnets = {a->controlnet.controlnets.front()};  // refused below
     validate_server_options(o);
 
     const auto compute = a->compute.resolve_for_model(a->model);

@@ -27,6 +27,7 @@ struct StreamArgs {
   std::uint64_t seed = 2;
   std::int64_t width = 512, height = 512, frame_buffer = 1;
   std::vector<std::string> loras;
+  ControlNetArgs controlnet;
   ComputeArgs compute;
 };
 
@@ -46,6 +47,7 @@ void add_stream_options(CLI::App* cmd, StreamArgs& a) {
       ->capture_default_str()
       ->check(CLI::Range(1, 16));
   add_lora_option(*cmd, a.loras);
+  a.controlnet.add_to(*cmd);
   a.compute.add_to(*cmd, /*with_dtype=*/true, /*with_auto=*/true);
 }
 
@@ -55,8 +57,8 @@ StreamRunnerOptions runner_options(const StreamArgs& a) {
   o.taesd = a.taesd;
   o.prompt = a.prompt;
   o.negative_prompt = a.negative;
-  o.loras = lora_specs(a.loras);
-  o.lora_rescale = LoraRescale::Never;  // a file run keeps its scales
+  o.adapters.loras = lora_specs(a.loras);
+  o.adapters.lora_rescale = LoraRescale::Never;  // a file run keeps its scales
   o.seed = a.seed;
   o.width = a.width;
   o.height = a.height;
@@ -66,6 +68,7 @@ StreamRunnerOptions runner_options(const StreamArgs& a) {
   o.stream.guidance_scale = a.guidance;
   o.stream.delta = a.delta;
   o.stream.frame_buffer_size = a.frame_buffer;
+  a.controlnet.apply(o);
   o.input_capacity = static_cast<std::size_t>(a.frame_buffer);  // one call's frames
   o.output_capacity = static_cast<std::size_t>(a.frame_buffer);
   return o;

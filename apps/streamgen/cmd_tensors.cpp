@@ -124,7 +124,8 @@ void run_diff(const DiffArgs& args) {
 }
 
 struct RunArgs {
-  std::string model, component, in, prompts, out, prefix, out_prefix, config_from;
+  std::string model, component, in, prompts, out, prefix, out_prefix, config_from, controlnet;
+  double conditioning_scale = 1.0;
   std::vector<std::string> loras;
   ComputeArgs compute;
 };
@@ -169,9 +170,12 @@ void run_run(const RunArgs& args, bool out_prefix_given) {
       if (!file.contains(key)) throw Error(args.in + ": no input tensor '" + key + "' for component " + args.component);
       inputs.emplace(name, file.tensor(key));
     }
-    std::optional<std::filesystem::path> config_from;
-    if (!args.config_from.empty()) config_from = args.config_from;
-    outputs = run_component(component, args.model, inputs, compute, config_from, loras);
+    ComponentRunOptions options;
+    if (!args.config_from.empty()) options.config_from = args.config_from;
+    options.loras = loras;
+    options.controlnet = args.controlnet;
+    options.conditioning_scale = args.conditioning_scale;
+    outputs = run_component(component, args.model, inputs, compute, options);
   }
   const double ms = ms_since(start);
   NamedTensors named;
@@ -213,7 +217,9 @@ void register_tensors(CLI::App& app) {
   run_cmd->add_option("--model", run->model, "Pipeline folder, component folder, TAESD folder, or single-file SD checkpoint")->required();
   run_cmd->add_option("--config-from", run->config_from, "Single-file checkpoints: take component configs from this diffusers folder");
   run_cmd->add_option("--component", run->component,
-                      "unet | text_encoder | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer")->required();
+                      "unet | text_encoder | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer | controlnet")->required();
+  run_cmd->add_option("--controlnet", run->controlnet, "Component controlnet: the ControlNet folder (--model gives the UNet)")->check(CLI::ExistingDirectory);
+  run_cmd->add_option("--conditioning-scale", run->conditioning_scale, "Component controlnet: the residuals' scale")->capture_default_str();
   run_cmd->add_option("--in", run->in, "Input .safetensors (names: see the component)");
   run_cmd->add_option("--prompts", run->prompts, "Tokenizer input: one prompt per line");
   run_cmd->add_option("--out", run->out, "Output .safetensors")->required();

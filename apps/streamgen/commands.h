@@ -12,6 +12,7 @@
 
 namespace streamgen {
 struct StreamDiTOptions;
+struct StreamRunnerOptions;
 }
 
 namespace streamgen::cli {
@@ -43,6 +44,15 @@ struct ComputeArgs {
 void add_lora_option(CLI::App& cmd, std::vector<std::string>& loras);
 // The parsed specs; throws streamgen::Error naming a malformed argument or a file that does not exist.
 std::vector<LoraSpec> lora_specs(const std::vector<std::string>& loras);
+
+// --controlnet DIR[:SCALE] (repeatable) and --control canny|frame|FILE for the Stable Diffusion streams.
+struct ControlNetArgs {
+  std::vector<std::string> controlnets;
+  std::string control = "canny";
+  void add_to(CLI::App& cmd);
+  // Fills the runner options' ControlNet folders, scales and control source (after width and height are set).
+  void apply(StreamRunnerOptions& o) const;
+};
 
 // Ctrl-C / SIGTERM end a run cleanly (queued frames written, videos finalised): installs the
 // handlers once and returns the flag they set.

@@ -7,6 +7,7 @@
 #include "streamgen/error.h"
 #include "streamgen/model_folder.h"
 #include "streamgen/stream_dit.h"
+#include "streamgen/stream_runner.h"
 
 namespace streamgen::cli {
 namespace {
@@ -72,6 +73,32 @@ std::vector<LoraSpec> lora_specs(const std::vector<std::string>& loras) {
     specs.push_back(std::move(spec));
   }
   return specs;
+}
+
+void ControlNetArgs::add_to(CLI::App& cmd) {
+  cmd.add_option("--controlnet", controlnets,
+                 "DIR[:SCALE] diffusers ControlNetModel folder run with the UNet (SCALE default 1); repeat for several, summed")
+      ->take_all()
+      ->allow_extra_args(false);
+  cmd.add_option("--control", control, "What the ControlNets see: canny (each frame's edges), frame (the frame itself: tile), or an image file")
+      ->capture_default_str();
+}
+
+void ControlNetArgs::apply(StreamRunnerOptions& o) const {
+  o.adapters.controlnets.clear();
+  o.controlnet_scales.clear();
+  for (const auto& arg : controlnets) {
+    const auto spec = parse_lora_spec(arg, "--controlnet");
+    std::error_code ec;
+    if (!std::filesystem::is_directory(spec.file, ec))
+      throw Error("--controlnet " + printable(arg) + ": folder '" + printable(spec.file.string()) + "' does not exist");
+    if (folder_class_name(spec.file) != "ControlNetModel")
+      throw Error("--controlnet " + printable(arg) + ": " + spec.file.string() + " is " + describe_model_folder(spec.file) +
+                  ", not a ControlNet folder (config.json with _class_name ControlNetModel)");
+    o.adapters.controlnets.push_back(spec.file);
+    o.controlnet_scales.push_back(spec.scale);
+  }
+  o.control = parse_control_source(control, o.width, o.height);
 }
 
 ComputeOptions ComputeArgs::resolve() const {

@@ -51,6 +51,7 @@ struct ModelBenchOptions {
   torch::Device device{torch::kCPU};
   int runs = 5;
   bool profile = false;  // also print where the time of one call goes, per ATen op, to stderr
+  bool controlnet = false;  // bench unet: also a ControlNet of the UNet's encoder run with it (and the ratio)
 };
 
 // Random weights at the real sizes (no download); rows carry gflop (per call, counted by

@@ -15,7 +15,7 @@
 
 namespace streamgen {
 
-enum class Component { Unet, TextEncoder, VaeEncode, VaeDecode, TaesdEncode, TaesdDecode, Tokenizer };
+enum class Component { Unet, TextEncoder, VaeEncode, VaeDecode, TaesdEncode, TaesdDecode, Tokenizer, ControlNet };
 
 Component parse_component(std::string_view name);  // "unet", "text_encoder", "vae_encode", ...
 std::string component_name(Component c);
@@ -28,12 +28,22 @@ std::filesystem::path resolve_component_dir(const std::filesystem::path& model, 
 
 using TensorMap = std::map<std::string, torch::Tensor>;
 
-// `model` is a pipeline folder, a component folder, or a single-file SD1.x/SD2.x checkpoint (then
-// `config_from` may name a diffusers folder whose configs to use instead of inferring them).
-// `loras` are fused into the component (unet, text_encoder) at load; the parts of a LoRA for the other
-// component are not used. Outputs are float32 on the CPU whatever dtype/device computed them.
+struct ComponentRunOptions {
+  // Single-file checkpoints: a diffusers folder whose configs to use instead of inferring them.
+  std::optional<std::filesystem::path> config_from;
+  // Fused into the component (unet, text_encoder) at load; the parts of a LoRA for the other component are not used.
+  std::vector<LoraSpec> loras;
+  // Component::ControlNet: the ControlNet folder (the UNet comes from the model) and its conditioning scale.
+  std::filesystem::path controlnet;
+  double conditioning_scale = 1.0;
+};
+
+// `model` is a pipeline folder, a component folder, or a single-file SD1.x/SD2.x checkpoint. controlnet reads
+// sample, timestep, encoder_hidden_states and cond_image_u8 and writes cond_embedding, down_block_res_samples.N,
+// mid_block_res_sample (scaled) and unet_out (the UNet with them). Outputs are float32 on the CPU whatever
+// dtype/device computed them.
 TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& inputs, const ComputeOptions& compute,
-                        const std::optional<std::filesystem::path>& config_from = std::nullopt, const std::vector<LoraSpec>& loras = {});
+                        const ComponentRunOptions& options = {});
 // Throws streamgen::Error when `loras` are given for a component they cannot adapt (only unet and text_encoder).
 void check_component_loras(Component c, const std::vector<LoraSpec>& loras);
 TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<std::string>& prompts);

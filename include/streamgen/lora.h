@@ -28,8 +28,9 @@ struct LoraSpec {
   std::filesystem::path file;
   double scale = 1.0;
 };
-// "FILE" (scale 1) or "FILE:SCALE"; a colon not followed by a number belongs to the file name.
-LoraSpec parse_lora_spec(std::string_view arg);
+// "FILE" (scale 1) or "FILE:SCALE"; a colon not followed by a number belongs to the file name. `option`
+// names the argument in errors (--controlnet DIR[:SCALE] is read the same way).
+LoraSpec parse_lora_spec(std::string_view arg, std::string_view option = "--lora");
 // "a.safetensors:1, b.safetensors:0.5" (empty without LoRAs), for image metadata and logs.
 std::string describe_lora_specs(const std::vector<LoraSpec>& loras);
 // The scale as Python prints a float ("1.0", "0.5"): how the LoRA goldens label their outputs.

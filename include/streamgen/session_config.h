@@ -28,7 +28,12 @@ struct SessionConfigUpdate {
   // One per LoRA the server loaded (serve --lora), each in [-kMaxLoraScale, kMaxLoraScale]; the count is the
   // server's to check. The models are shared: the change reaches every session.
   std::optional<std::vector<double>> lora_scales;
+  // One per ControlNet the server loaded (serve --controlnet), each in [0, kMaxControlNetScale]; per session.
+  std::optional<std::vector<double>> controlnet_scales;
+  std::optional<std::string> control;  // "canny" | "frame": what the ControlNets see of each frame
 };
+
+inline constexpr double kMaxControlNetScale = 5.0;
 
 inline constexpr std::size_t kMaxLoras = 16;
 inline constexpr double kMaxLoraScale = 10.0;

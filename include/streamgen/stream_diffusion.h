@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "streamgen/controlnet.h"
 #include "streamgen/lcm_scheduler.h"
 #include "streamgen/unet_2d_condition.h"
 
@@ -61,6 +62,12 @@ class StreamDiffusion {
   // Sequential mode re-noises between its n steps with `renoise` [n-1, F, C, h, w] (or [n-1, C, h, w]
   // for F = 1); drawn from the stream's seeded generator when not given.
   Output step(const torch::Tensor& input, const torch::Tensor& renoise = {});
+  // ControlNets advanced with the UNet: on the same rows in the same call, their residuals (times their
+  // scales) summed into the UNet's skip connections. A ControlNet at scale 0 is not run.
+  void set_controlnets(std::vector<ControlNetModel> controlnets);
+  // The control images of the next steps, float [b, C, 8h, 8w] in [0, 1] with b = 1 (every row) or F (row
+  // k of a slot: frame k), and one scale per ControlNet.
+  void set_control(torch::Tensor control, std::vector<double> scales);
   // Seeds the generator sequential mode draws its re-noise from.
   void seed(std::uint64_t seed);
   // Empties the slots (scene cut, resolution or t_index change); warmup applies again.
@@ -87,6 +94,9 @@ class StreamDiffusion {
   torch::Tensor stock_;                 // [nF, C, h, w]: residual noise (recursive RCFG form)
   torch::Tensor refs_;                  // [(n-1)F, C, h, w]: reference latents of slots 1..n-1 (explicit form)
   torch::Tensor cond_, uncond_;
+  std::vector<ControlNetModel> controlnets_;
+  torch::Tensor control_;
+  std::vector<double> control_scales_;
   std::int64_t calls_ = 0;
   at::Generator generator_;
 };

@@ -21,6 +21,8 @@
 #include "streamgen/autoencoder_tiny.h"
 #include "streamgen/clip_text_model.h"
 #include "streamgen/clip_tokenizer.h"
+#include "streamgen/control_image.h"
+#include "streamgen/controlnet.h"
 #include "streamgen/device.h"
 #include "streamgen/lcm_scheduler.h"
 #include "streamgen/live_stream.h"
@@ -31,6 +33,13 @@
 #include "streamgen/weights_gate.h"
 
 namespace streamgen {
+
+// What is loaded besides the pipeline: LoRAs fused into it, ControlNets run beside its UNet.
+struct StreamAdapters {
+  std::vector<LoraSpec> loras;
+  LoraRescale lora_rescale = LoraRescale::Exact;  // Never: a one-shot run saves the copy of the adapted weights
+  std::vector<std::filesystem::path> controlnets;  // diffusers ControlNetModel folders
+};
 
 // The models one stream needs, loaded once and shared by any number of runners (the server's
 // sessions): inference never mutates them; only a LoRA scale change does, through the gate.
@@ -43,13 +52,14 @@ struct StreamModels {
   ComputeOptions compute;
   torch::ScalarType taesd_dtype = torch::kFloat32;  // compute.dtype, or TAESD's own pick under --dtype auto
   std::shared_ptr<LoraFusion> loras;                 // fused into unet and text_encoder; null without LoRAs
+  std::vector<ControlNetModel> controlnets;          // run with the UNet, their scales per runner
   std::shared_ptr<WeightsGate> weights = std::make_shared<WeightsGate>();  // held by every UNet / text encoder call
 
   // `model`: diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler); `taesd`: TAESD folder;
-  // `loras` fused into the UNet and text encoder at load (LoraRescale::Exact: their scales may change later).
+  // `adapters.loras` fused into the UNet and text encoder at load (LoraRescale::Exact: their scales may change
+  // later); `adapters.controlnets` loaded and checked against the UNet.
   static std::shared_ptr<StreamModels> load(const std::filesystem::path& model, const std::filesystem::path& taesd,
-                                            const ComputeOptions& compute, const std::vector<LoraSpec>& loras = {},
-                                            LoraRescale rescale = LoraRescale::Never);
+                                            const ComputeOptions& compute, const StreamAdapters& adapters = {});
   // New scales for the LoRAs, one per LoRA in load order: waits for the model calls in flight, re-fuses,
   // and every runner on these models re-encodes its prompt if the text encoder is adapted. Returns the
   // time the re-fusion took (ms). Throws streamgen::Error without LoRAs, or for fixed scales.
@@ -64,8 +74,9 @@ struct StreamRunnerOptions {
   ComputeOptions compute;
   std::string prompt;
   std::string negative_prompt;
-  std::vector<LoraSpec> loras;      // fused at load when `models` is not given
-  LoraRescale lora_rescale = LoraRescale::Exact;  // Never: a one-shot run saves the copy of the adapted weights
+  StreamAdapters adapters;          // loaded with the models when `models` is not given
+  std::vector<double> controlnet_scales;  // one per ControlNet of the models (empty: 1 each)
+  ControlSource control;            // what the ControlNets see: each frame's Canny edges, the frame, or a fixed image
   std::uint64_t seed = 2;
   std::int64_t width = 512;
   std::int64_t height = 512;
@@ -77,6 +88,10 @@ struct StreamRunnerOptions {
 // Throws streamgen::Error for settings no model can run (size, slots, t_index range), before anything
 // loads; the constructor checks the same.
 void check_stream_runner_options(const StreamRunnerOptions& options);
+// ControlNet settings the loaded models cannot run (scale count, a txt2img stream without a fixed control image).
+void check_control_options(const StreamRunnerOptions& options, std::size_t controlnets);
+// Throws streamgen::Error when `controlnet` was made for a UNet of other widths / blocks.
+void check_controlnet_fits(const ControlNetModelImpl& controlnet, const UNet2DConditionModelImpl& unet, const std::string& where);
 
 class StreamRunner : public LiveStream {
  public:
@@ -99,6 +114,9 @@ class StreamRunner : public LiveStream {
   void stop() override;
   // StreamModels::set_lora_scales on this runner's models (shared with any other runner on them).
   double set_lora_scales(const std::vector<double>& scales);
+  // This runner's ControlNet scales (one per ControlNet; 0 skips one) and control source, from the next call.
+  void set_controlnet_scales(const std::vector<double>& scales);
+  void set_control(ControlSource control);
 
  private:
   struct Impl;

@@ -53,11 +53,20 @@ struct UNetMidBlock2DCrossAttnImpl : torch::nn::Module {
 };
 TORCH_MODULE(UNetMidBlock2DCrossAttn);
 
+// What ControlNets add to a UNet call (already multiplied by their conditioning scales, and summed over
+// several ControlNets): one residual per skip connection, in the order the down path makes them (conv_in,
+// every resnet / attention output, every downsampler), and one to the mid block's output.
+struct UNetResiduals {
+  std::vector<torch::Tensor> down;
+  torch::Tensor mid;
+};
+
 struct UNet2DConditionModelImpl : torch::nn::Module {
   explicit UNet2DConditionModelImpl(const UNet2DConditionConfig& c);
   // sample [N, Cin, H, W], timestep int64 [N] or [1] or scalar, encoder_hidden_states [N, L, D]
   // -> [N, Cout, H, W]
-  torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep, const torch::Tensor& encoder_hidden_states);
+  torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep, const torch::Tensor& encoder_hidden_states,
+                        const UNetResiduals* residuals = nullptr);
   UNet2DConditionConfig config;
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};

@@ -10,6 +10,7 @@
 #include "streamgen/autoencoder_tiny.h"
 #include "streamgen/bench.h"
 #include "streamgen/clip_text_model.h"
+#include "streamgen/controlnet.h"
 #include "streamgen/device.h"
 #include "streamgen/error.h"
 #include "streamgen/flop_counter.h"
@@ -103,6 +104,13 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
     UNet2DConditionModel unet(cfg);
     const auto params = parameter_count(*unet);
     prepare_for_inference(*unet, o.device, dtype);
+    ControlNetModel controlnet{nullptr};
+    if (o.controlnet) {
+      ControlNetConfig c;
+      c.unet = cfg;
+      controlnet = ControlNetModel(c);
+      prepare_for_inference(*controlnet, o.device, dtype);
+    }
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches)
       for (auto s : sizes) {
@@ -119,6 +127,20 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
         row["latent"] = s;
         rows.push_back(measure(row, [&] { unet->forward(x, t, ctx); sync(o.device); }, o.runs, peak, o.profile));
         rows.back()["conv_peak_gflops"] = peak;
+        if (!controlnet) continue;
+        // The ControlNet's residuals go into the UNet call, as in the stream: one step of both.
+        const auto control = torch::rand({b, 3, s * 8, s * 8}, opts);
+        const double alone = rows.back()["median_ms"].get<double>();
+        row["name"] = "unet+controlnet";
+        rows.push_back(measure(
+            row,
+            [&] {
+              const auto r = controlnet->forward(x, t, ctx, control, 1.0);
+              unet->forward(x, t, ctx, &r.residuals);
+              sync(o.device);
+            },
+            o.runs, peak, o.profile));
+        rows.back()["ratio_to_unet"] = rows.back()["median_ms"].get<double>() / alone;
       }
   }
   return rows;

@@ -120,7 +120,7 @@ struct Pending {
 
 }  // namespace
 
-LoraSpec parse_lora_spec(std::string_view arg) {
+LoraSpec parse_lora_spec(std::string_view arg, std::string_view option) {
   LoraSpec spec{std::string(arg), 1.0};
   const auto colon = arg.rfind(':');
   if (colon != std::string_view::npos && colon + 1 < arg.size()) {
@@ -128,11 +128,11 @@ LoraSpec parse_lora_spec(std::string_view arg) {
     double value = 0;
     const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
     if (ec == std::errc() && end == number.data() + number.size()) {
-      if (!std::isfinite(value)) throw Error("--lora " + printable(arg) + ": the scale must be a finite number");
+      if (!std::isfinite(value)) throw Error(std::string(option) + " " + printable(arg) + ": the scale must be a finite number");
       spec = {std::string(arg.substr(0, colon)), value};
     }
   }
-  if (spec.file.empty()) throw Error("--lora " + printable(arg) + ": expected FILE or FILE:SCALE");
+  if (spec.file.empty()) throw Error(std::string(option) + " " + printable(arg) + ": expected PATH or PATH:SCALE");
   return spec;
 }
 

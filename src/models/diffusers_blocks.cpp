@@ -17,6 +17,10 @@ torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t k, std::i
 
 }  // namespace
 
+torch::nn::Conv2d conv3x3(std::int64_t in, std::int64_t out, std::int64_t stride) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
+}
+
 torch::Tensor group_norm_fp32(torch::nn::GroupNorm norm, const torch::Tensor& x) {
   if (x.scalar_type() != torch::kHalf && x.scalar_type() != torch::kBFloat16) return norm(x);
   const auto& o = norm->options;

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "streamgen/config_json.h"
+#include "streamgen/diffusers_blocks.h"
 #include "streamgen/error.h"
 #include "streamgen/json_file.h"
 #include "streamgen/model_folder.h"
@@ -19,9 +20,6 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-torch::nn::Conv2d conv3x3(std::int64_t in, std::int64_t out, std::int64_t stride = 1) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
-}
 torch::nn::Conv2d conv1x1(std::int64_t in, std::int64_t out) { return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1)); }
 
 // Per-frame 2D module over [N, T, C, H, W].

@@ -7,6 +7,7 @@
 #include "streamgen/config_json.h"
 #include "streamgen/error.h"
 #include "streamgen/model_folder.h"
+#include "streamgen/safetensors_format.h"
 #include "streamgen/state_dict.h"
 
 namespace streamgen {
@@ -140,7 +141,7 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNet2DConditionConfig& 
 }
 
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep,
-                                                const torch::Tensor& encoder_hidden_states) {
+                                                const torch::Tensor& encoder_hidden_states, const UNetResiduals* residuals) {
   // sample [N, C, H, W], timestep [N] | [1] | [], encoder_hidden_states [N, L, D] -> [N, C, H, W]
   if (sample.dim() != 4 || sample.size(1) != config.in_channels)
     throw Error("unet: sample must be [N, " + std::to_string(config.in_channels) + ", H, W], got " + std::to_string(sample.dim()) + "-d");
@@ -157,7 +158,18 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
   auto x = conv_in(match_memory_format(sample, conv_in->weight));
   std::vector<torch::Tensor> skips{x};
   for (const auto& block : *down_blocks) x = block->as<UNetDownBlock>()->forward(x, emb, encoder_hidden_states, skips);
+  if (residuals && residuals->down.size() != skips.size())
+    throw Error("unet: " + std::to_string(residuals->down.size()) + " ControlNet residuals for " + std::to_string(skips.size()) +
+                " skip connections (a ControlNet made for another UNet?)");
+  if (residuals)
+    for (std::size_t i = 0; i < skips.size(); ++i) {
+      if (residuals->down[i].sizes() != skips[i].sizes())
+        throw Error("unet: ControlNet residual " + std::to_string(i) + " is " + safetensors::shape_string(residuals->down[i].sizes().vec()) +
+                    ", the skip connection " + safetensors::shape_string(skips[i].sizes().vec()));
+      skips[i] = skips[i] + residuals->down[i];
+    }
   x = mid_block(x, emb, encoder_hidden_states);
+  if (residuals && residuals->mid.defined()) x = x + residuals->mid;
   for (const auto& block : *up_blocks) x = block->as<UNetUpBlock>()->forward(x, emb, encoder_hidden_states, skips);
   return conv_out(torch::silu(group_norm_fp32(conv_norm_out, x)));
 }

@@ -6,6 +6,7 @@
 #include "streamgen/autoencoder_tiny.h"
 #include "streamgen/clip_text_model.h"
 #include "streamgen/clip_tokenizer.h"
+#include "streamgen/controlnet.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
 #include "streamgen/single_file.h"
@@ -29,6 +30,7 @@ const std::vector<ComponentInfo>& table() {
       {Component::TaesdEncode, "taesd_encode", {"image_u8"}},
       {Component::TaesdDecode, "taesd_decode", {"latents"}},
       {Component::Tokenizer, "tokenizer", {}},
+      {Component::ControlNet, "controlnet", {"sample", "timestep", "encoder_hidden_states", "cond_image_u8"}},
   };
   return t;
 }
@@ -81,7 +83,7 @@ std::filesystem::path resolve_component_dir(const std::filesystem::path& model, 
 }
 
 void check_component_loras(Component c, const std::vector<LoraSpec>& loras) {
-  if (!loras.empty() && c != Component::Unet && c != Component::TextEncoder)
+  if (!loras.empty() && c != Component::Unet && c != Component::TextEncoder && c != Component::ControlNet)
     throw Error("LoRAs adapt the unet and the text_encoder; component " + component_name(c) + " has nothing they change");
 }
 
@@ -91,9 +93,14 @@ TensorMap run_tokenizer(const std::filesystem::path& model, const std::vector<st
 }
 
 TensorMap run_component(Component c, const std::filesystem::path& model, const TensorMap& in, const ComputeOptions& o,
-                        const std::optional<std::filesystem::path>& config_from, const std::vector<LoraSpec>& loras) {
+                        const ComponentRunOptions& options) {
   torch::NoGradGuard no_grad;
+  const auto& loras = options.loras;
+  const auto& config_from = options.config_from;
   check_component_loras(c, loras);
+  if ((c == Component::ControlNet) != !options.controlnet.empty())
+    throw Error(c == Component::ControlNet ? "component controlnet needs the ControlNet folder (--controlnet DIR)"
+                                           : "a ControlNet folder is for component controlnet, not " + component_name(c));
   std::error_code ec;
   std::optional<SingleFileCheckpoint> single;
   if (std::filesystem::is_regular_file(model, ec) && c != Component::TaesdEncode && c != Component::TaesdDecode)
@@ -132,6 +139,19 @@ TensorMap run_component(Component c, const std::filesystem::path& model, const T
     case Component::TaesdDecode: {
       auto taesd = load_autoencoder_tiny(model, o);
       return {{"decoded", to_output(taesd->decode(to_compute(input(in, c, "latents"), o)))}};
+    }
+    case Component::ControlNet: {
+      auto unet = load_unet_2d_condition(source("unet"), o);
+      fuse_loras(loras, {{"unet", unet.get()}, {"text_encoder", nullptr}});
+      auto controlnet = load_controlnet(options.controlnet, o);
+      const auto sample = to_compute(input(in, c, "sample"), o), context = to_compute(input(in, c, "encoder_hidden_states"), o);
+      const auto t = input(in, c, "timestep").to(o.device);
+      const auto control = to_compute(control_image_to_unit(input(in, c, "cond_image_u8")), o);
+      const auto r = controlnet->forward(sample, t, context, control, options.conditioning_scale);
+      TensorMap out{{"cond_embedding", to_output(r.cond_embedding)}, {"mid_block_res_sample", to_output(r.residuals.mid)},
+                    {"unet_out", to_output(unet->forward(sample, t, context, &r.residuals))}};
+      for (std::size_t i = 0; i < r.residuals.down.size(); ++i) out.emplace("down_block_res_samples." + std::to_string(i), to_output(r.residuals.down[i]));
+      return out;
     }
     case Component::Tokenizer:
       throw Error("the tokenizer reads prompts, not tensors: use run_tokenizer (CLI: --prompts FILE)");

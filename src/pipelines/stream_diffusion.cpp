@@ -108,9 +108,39 @@ void StreamDiffusion::set_embeddings(torch::Tensor cond, torch::Tensor uncond) {
   uncond_ = std::move(uncond);
 }
 
+void StreamDiffusion::set_controlnets(std::vector<ControlNetModel> controlnets) {
+  controlnets_ = std::move(controlnets);
+  control_ = torch::Tensor();
+  control_scales_.assign(controlnets_.size(), 1.0);
+}
+
+void StreamDiffusion::set_control(torch::Tensor control, std::vector<double> scales) {
+  if (scales.size() != controlnets_.size())
+    throw Error("stream: " + std::to_string(scales.size()) + " ControlNet scales for " + std::to_string(controlnets_.size()) + " ControlNet(s)");
+  const auto F = config_.frame_buffer_size;
+  if (!control.defined() || control.dim() != 4 || (control.size(0) != 1 && control.size(0) != F))
+    throw Error("stream: the control images must be [1 or " + std::to_string(F) + ", C, H, W]");
+  control_ = std::move(control);
+  control_scales_ = std::move(scales);
+}
+
 torch::Tensor StreamDiffusion::unet_rows(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx) {
   const auto& w = unet_->conv_in->weight;
-  return unet_->forward(x.to(w.device(), w.scalar_type()), t.to(w.device()), ctx.to(w.device(), w.scalar_type())).to(torch::kCPU, torch::kFloat32);
+  const auto xs = x.to(w.device(), w.scalar_type()), ts = t.to(w.device()), cs = ctx.to(w.device(), w.scalar_type());
+  std::optional<UNetResiduals> residuals;
+  for (std::size_t i = 0; i < controlnets_.size(); ++i) {
+    if (control_scales_[i] == 0) continue;
+    if (!control_.defined()) throw Error("stream: ControlNets are set but no control image (set_control)");
+    // Rows are slot-major with the F frames of a slot together: a control batch of F tiles over them.
+    auto r = controlnets_[i]->forward(xs, ts, cs, control_.to(w.device(), w.scalar_type()), control_scales_[i]).residuals;
+    if (!residuals) {
+      residuals = std::move(r);
+      continue;
+    }
+    for (std::size_t k = 0; k < r.down.size(); ++k) residuals->down[k] = residuals->down[k] + r.down[k];
+    residuals->mid = residuals->mid + r.mid;
+  }
+  return unet_->forward(xs, ts, cs, residuals ? &*residuals : nullptr).to(torch::kCPU, torch::kFloat32);
 }
 
 StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const torch::Tensor& renoise) {

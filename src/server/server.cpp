@@ -369,12 +369,30 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
     if (u.prompt) next.prompt = *u.prompt;
     if (u.negative_prompt) next.negative_prompt = *u.negative_prompt;
     if (u.lora_scales) check_lora_scales(*u.lora_scales);
+    const auto controlnets = server_->o.stream.models->controlnets.size();
+    if (u.controlnet_scales) {
+      if (controlnets == 0) throw Error("\"controlnet_scales\": this server has no ControlNet loaded (serve --controlnet DIR[:SCALE])");
+      if (u.controlnet_scales->size() != controlnets)
+        throw Error(fmt::format("\"controlnet_scales\" must have one scale per ControlNet: {} given, {} loaded", u.controlnet_scales->size(), controlnets));
+      next.controlnet_scales = *u.controlnet_scales;
+    }
+    if (u.control) {
+      if (controlnets == 0) throw Error("\"control\": this server has no ControlNet loaded (serve --controlnet DIR[:SCALE])");
+      next.control = parse_control_source(*u.control, next.width, next.height);
+    }
 
     const auto& a = next.stream;
     const auto& b = opts_.stream;
     const bool restart = !runner() || a.txt2img != b.txt2img || a.guidance_scale != b.guidance_scale || a.delta != b.delta ||
                          a.t_index_list != b.t_index_list || a.cfg != b.cfg || next.seed != opts_.seed;
     const bool prompt_changed = next.prompt != opts_.prompt || next.negative_prompt != opts_.negative_prompt;
+    if (!restart && (u.controlnet_scales || u.control)) {  // per session, from the next call: no restart
+      auto r = std::dynamic_pointer_cast<StreamRunner>(runner());
+      if (u.control) r->set_control(next.control);
+      if (u.controlnet_scales) r->set_controlnet_scales(next.controlnet_scales);
+      opts_.control = next.control;
+      opts_.controlnet_scales = next.controlnet_scales;
+    }
     if (restart) {
       const auto previous = opts_;
       opts_ = next;
@@ -385,6 +403,15 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
     }
     if (u.lora_scales) server_->request_lora_scales(*u.lora_scales);  // answered by a "loras" message once fused
     if (restart || prompt_changed || !u.lora_scales) send_text(config_message(restart, "config"));
+  }
+
+  json controlnet_state() const {
+    json list = json::array();
+    const auto& dirs = server_->o.stream.adapters.controlnets;
+    for (std::size_t i = 0; i < dirs.size(); ++i)
+      list.push_back({{"folder", dirs[i].filename().string()},
+                      {"scale", i < opts_.controlnet_scales.size() ? opts_.controlnet_scales[i] : 1.0}});
+    return list;
   }
 
   void check_lora_scales(const std::vector<double>& scales) const {
@@ -469,6 +496,8 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
             {"height", opts_.height},
             {"kind", "sd"},
             {"loras", server_->lora_state()},
+            {"controlnets", controlnet_state()},
+            {"control", control_source_name(opts_.control)},
             {"restarted", restarted}};
   }
 
@@ -931,7 +960,8 @@ void validate_server_options(const ServerOptions& o) {
     if (!(value >= 0.1 && value <= 86400)) throw Error(fmt::format("{} must be between 0.1 and 86400 seconds, got {}", name, value));
   try {
     if (o.dit) {
-      if (!o.stream.loras.empty()) throw Error("--lora is for Stable Diffusion pipelines; a StreamDiT model takes no LoRA");
+      if (!o.stream.adapters.loras.empty() || !o.stream.adapters.controlnets.empty())
+        throw Error("--lora and --controlnet are for Stable Diffusion pipelines; a StreamDiT model takes neither");
       check_dit_runner_options(*o.dit);
     } else {
       check_stream_runner_options(o.stream);
@@ -961,7 +991,7 @@ Server::Server(ServerOptions options) : impl_(std::make_shared<Impl>(std::move(o
     }
     o.dit->loaded->eval();
   } else if (!o.stream.models) {
-    o.stream.models = StreamModels::load(o.stream.model, o.stream.taesd, o.stream.compute, o.stream.loras, o.stream.lora_rescale);
+    o.stream.models = StreamModels::load(o.stream.model, o.stream.taesd, o.stream.compute, o.stream.adapters);
   }
   if (!o.dit && o.stream.models->loras) m.lora_scales = o.stream.models->loras->scales();
 }

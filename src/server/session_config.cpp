@@ -41,6 +41,21 @@ std::string one_of(const json& j, const char* key, std::initializer_list<const c
   throw Error(fmt::format("{}\"{}\" must be {}, got '{}'", why, key, list, s));
 }
 
+// One number per loaded adapter, each in [lo, hi]; the count is the server's to check.
+std::vector<double> scales_in(const json& j, const char* key, double lo, double hi, const char* what) {
+  const auto& l = j.at(key);
+  if (!l.is_array() || l.empty() || l.size() > kMaxLoras)
+    throw Error(fmt::format("\"{}\" must be an array of 1 to {} numbers, one per {}", key, kMaxLoras, what));
+  std::vector<double> scales;
+  for (const auto& v : l) {
+    if (!v.is_number()) throw Error(fmt::format("\"{}\" must hold numbers", key));
+    const auto x = v.get<double>();
+    if (!(x >= lo && x <= hi)) throw Error(fmt::format("\"{}\" must be in [{}, {}], got {}", key, lo, hi, x));
+    scales.push_back(x);
+  }
+  return scales;
+}
+
 }  // namespace
 
 SessionConfigUpdate parse_session_message(std::string_view text, SessionKind kind) {
@@ -55,7 +70,7 @@ SessionConfigUpdate parse_session_message(std::string_view text, SessionKind kin
     throw Error(fmt::format("unknown message type '{}' (expected \"config\")", type));
 
   const bool t2v = kind == SessionKind::TextToVideo;
-  static const std::vector<std::string_view> kSdFields{"type", "mode", "prompt", "negative_prompt", "guidance", "delta", "seed", "t_index", "cfg", "blend_frames", "lora_scales"};
+  static const std::vector<std::string_view> kSdFields{"type", "mode", "prompt", "negative_prompt", "guidance", "delta", "seed", "t_index", "cfg", "blend_frames", "lora_scales", "controlnet_scales", "control"};
   static const std::vector<std::string_view> kT2vFields{"type", "mode", "prompt", "guidance", "seed"};
   const auto& fields = t2v ? kT2vFields : kSdFields;
   for (const auto& item : j.items()) {
@@ -90,20 +105,9 @@ SessionConfigUpdate parse_session_message(std::string_view text, SessionKind kin
     u.t_index = std::move(list);
   }
   if (j.contains("cfg")) u.cfg = one_of(j, "cfg", {"none", "full", "self", "initialize"});
-  if (j.contains("lora_scales")) {
-    const auto& l = j["lora_scales"];
-    if (!l.is_array() || l.empty() || l.size() > kMaxLoras)
-      throw Error(fmt::format("\"lora_scales\" must be an array of 1 to {} numbers, one per LoRA", kMaxLoras));
-    std::vector<double> scales;
-    for (const auto& v : l) {
-      if (!v.is_number()) throw Error("\"lora_scales\" must hold numbers");
-      const auto x = v.get<double>();
-      if (!(x >= -kMaxLoraScale && x <= kMaxLoraScale))
-        throw Error(fmt::format("\"lora_scales\" must be in [{}, {}], got {}", -kMaxLoraScale, kMaxLoraScale, x));
-      scales.push_back(x);
-    }
-    u.lora_scales = std::move(scales);
-  }
+  if (j.contains("lora_scales")) u.lora_scales = scales_in(j, "lora_scales", -kMaxLoraScale, kMaxLoraScale, "LoRA");
+  if (j.contains("controlnet_scales")) u.controlnet_scales = scales_in(j, "controlnet_scales", 0.0, kMaxControlNetScale, "ControlNet");
+  if (j.contains("control")) u.control = one_of(j, "control", {"canny", "frame"});
   if (j.contains("blend_frames")) u.blend_frames = static_cast<int>(number_in(j, "blend_frames", 0, 240));
   return u;
 }

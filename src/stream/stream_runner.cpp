@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <cmath>
 #include <thread>
 
 #include "streamgen/autoencoder_tiny.h"
@@ -53,6 +54,9 @@ struct StreamRunner::Impl {
   std::shared_ptr<StreamModels> models;
   std::unique_ptr<StreamDiffusion> stream;
   std::optional<SimilarityFilter> ssf;
+  std::mutex control_mutex;  // the ControlNet scales and control source, read once per call
+  std::vector<double> controlnet_scales;
+  ControlSource control;
   at::Generator generator;
   std::int64_t latent_channels = 4;  // the UNet's in_channels
 
@@ -137,6 +141,20 @@ struct StreamRunner::Impl {
     }
   }
 
+  // The ControlNets' inputs for this call: the control images of `frames` (or the fixed image) and the scales.
+  void set_control_of(const torch::Tensor& frames) {
+    const auto t0 = Clock::now();
+    ControlSource source;
+    std::vector<double> scales;
+    {
+      std::lock_guard lock(control_mutex);
+      source = control;
+      scales = controlnet_scales;
+    }
+    stream->set_control(control_image_to_unit(make_control_images(source, frames)), std::move(scales));
+    record("control", ms_between(t0, Clock::now()));
+  }
+
   void compute_loop() {
     torch::NoGradGuard no_grad;
     std::uint64_t seen_version = 0;
@@ -151,6 +169,7 @@ struct StreamRunner::Impl {
         torch::Tensor z;
         if (o.stream.txt2img) {
           z = torch::randn(latent_shape, generator);
+          if (!models->controlnets.empty()) set_control_of({});
         } else {
           // F frames make one call (frame_buffer_size); latency counts from the oldest of them.
           std::vector<torch::Tensor> batch;
@@ -162,8 +181,10 @@ struct StreamRunner::Impl {
           }
           if (static_cast<std::int64_t>(batch.size()) < F) continue;  // stopping
           auto t0 = Clock::now();
-          const auto x = image_u8_to_unit_range(torch::cat(batch));
+          const auto frames = torch::cat(batch);
+          const auto x = image_u8_to_unit_range(frames);
           record("preprocess", ms_between(t0, Clock::now()));
+          if (!models->controlnets.empty()) set_control_of(frames);
           if (ssf && !ssf->check(x).process) {
             ++frames_skipped;
             to_decode.push({torch::Tensor(), pushed});
@@ -247,12 +268,18 @@ struct StreamRunner::Impl {
 };
 
 std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& model, const std::filesystem::path& taesd,
-                                                 const ComputeOptions& compute, const std::vector<LoraSpec>& loras, LoraRescale rescale) {
+                                                 const ComputeOptions& compute, const StreamAdapters& adapters) {
   auto m = std::make_shared<StreamModels>(StreamModels{ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer")), nullptr, nullptr,
-                                                       nullptr, LcmSchedulerConfig{}, compute});
+                                                       nullptr, LcmSchedulerConfig{}, compute, torch::kFloat32, nullptr, {},
+                                                       std::make_shared<WeightsGate>()});
   m->text_encoder = load_clip_text_model(resolve_component_dir(model, "text_encoder"), compute);
   m->unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), compute);
-  m->loras = fuse_loras(loras, {{"unet", m->unet.get()}, {"text_encoder", m->text_encoder.get()}}, rescale);
+  m->loras = fuse_loras(adapters.loras, {{"unet", m->unet.get()}, {"text_encoder", m->text_encoder.get()}}, adapters.lora_rescale);
+  for (const auto& dir : adapters.controlnets) {
+    auto controlnet = load_controlnet(dir, compute);
+    check_controlnet_fits(*controlnet, *m->unet, dir.string());
+    m->controlnets.push_back(std::move(controlnet));
+  }
   // Under --dtype auto TAESD takes its own dtype: a 2.4 M-weight convnet is compute-bound, and where
   // bf16 has no more FLOPs per cycle than fp32 (no AMX) fp32 runs it faster (decode 256²: 163 vs 255 ms).
   auto taesd_compute = compute;
@@ -285,6 +312,27 @@ double StreamModels::set_lora_scales(const std::vector<double>& scales) {
   return ms;
 }
 
+// A ControlNet's residuals are added to the UNet's skip connections: their widths must be the UNet's.
+void check_controlnet_fits(const ControlNetModelImpl& controlnet, const UNet2DConditionModelImpl& unet, const std::string& where) {
+  const auto& a = controlnet.config.unet;
+  const auto& b = unet.config;
+  if (a.block_out_channels != b.block_out_channels || a.layers_per_block != b.layers_per_block || a.in_channels != b.in_channels ||
+      a.cross_attention_dim != b.cross_attention_dim || a.down_block_types != b.down_block_types)
+    throw Error("--controlnet " + where + " was made for another UNet: its blocks, widths or cross-attention (" +
+                std::to_string(a.cross_attention_dim) + " wide) differ from this model's (" + std::to_string(b.cross_attention_dim) +
+                " wide; SD1.x 768, SD2.x 1024)");
+}
+
+void check_control_options(const StreamRunnerOptions& o, std::size_t controlnets) {
+  if (!o.controlnet_scales.empty() && o.controlnet_scales.size() != controlnets)
+    throw Error("stream: " + std::to_string(o.controlnet_scales.size()) + " ControlNet scales for " + std::to_string(controlnets) + " ControlNet(s)");
+  if (controlnets > 0 && o.stream.txt2img && o.control.preprocessor != ControlPreprocessor::Fixed)
+    throw Error("stream: a txt2img stream has no input frames to make control images from: give a control image file (--control FILE)");
+  if (o.control.preprocessor == ControlPreprocessor::Fixed &&
+      (!o.control.fixed_u8.defined() || o.control.fixed_u8.size(1) != o.height || o.control.fixed_u8.size(2) != o.width))
+    throw Error("stream: the fixed control image must be fitted to the stream's " + std::to_string(o.width) + "x" + std::to_string(o.height));
+}
+
 void check_stream_runner_options(const StreamRunnerOptions& o) {
   if (o.width % 8 != 0 || o.height % 8 != 0 || o.width <= 0 || o.height <= 0)
     throw Error("stream: width and height must be positive multiples of 8, got " + std::to_string(o.width) + "x" + std::to_string(o.height));
@@ -292,6 +340,7 @@ void check_stream_runner_options(const StreamRunnerOptions& o) {
   if (o.ssf && o.stream.frame_buffer_size != 1)
     throw Error("stream: the similarity filter decides frame by frame; use it with frame_buffer_size 1");
   if (o.stream.t_index_list.empty()) throw Error("stream: t_index_list is empty");
+  check_control_options(o, o.models ? o.models->controlnets.size() : o.adapters.controlnets.size());
   for (const auto i : o.stream.t_index_list)
     if (i < 0 || i >= o.stream.num_inference_steps)
       throw Error("stream: t_index " + std::to_string(i) + " outside 0.." + std::to_string(o.stream.num_inference_steps - 1));
@@ -301,7 +350,10 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
   auto& m = *impl_;
   auto& o = m.o;
   check_stream_runner_options(o);
-  m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute, o.loras, o.lora_rescale);
+  m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute, o.adapters);
+  check_control_options(o, m.models->controlnets.size());
+  m.controlnet_scales = o.controlnet_scales.empty() ? std::vector<double>(m.models->controlnets.size(), 1.0) : o.controlnet_scales;
+  m.control = o.control;
   o.compute = m.models->compute;
   auto unet = m.models->unet;
   const LcmScheduler scheduler(m.models->scheduler);
@@ -311,6 +363,7 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
   // Noise policy: one N_k per slot, shared by the slot's rows (temporal stability), from the seed.
   const auto noise = torch::randn({n, m.latent_channels, o.height / 8, o.width / 8}, m.generator);
   m.stream = std::make_unique<StreamDiffusion>(unet, scheduler, o.stream, noise);
+  m.stream->set_controlnets(m.models->controlnets);
   m.stream->seed(o.seed);
   if (o.ssf) m.ssf.emplace(*o.ssf, o.seed);
   // The first prompt is encoded before the first frame, so there is never an unconditioned frame.
@@ -325,6 +378,25 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
 StreamRunner::~StreamRunner() { stop(); }
 
 double StreamRunner::set_lora_scales(const std::vector<double>& scales) { return impl_->models->set_lora_scales(scales); }
+
+void StreamRunner::set_controlnet_scales(const std::vector<double>& scales) {
+  auto& m = *impl_;
+  if (scales.size() != m.models->controlnets.size())
+    throw Error("ControlNet scales: " + std::to_string(scales.size()) + " given, " + std::to_string(m.models->controlnets.size()) + " ControlNet(s) loaded");
+  for (const auto s : scales)
+    if (!std::isfinite(s)) throw Error("ControlNet scales must be finite numbers");
+  std::lock_guard lock(m.control_mutex);
+  m.controlnet_scales = scales;
+}
+
+void StreamRunner::set_control(ControlSource control) {
+  auto& m = *impl_;
+  auto o = m.o;
+  o.control = control;
+  check_control_options(o, m.models->controlnets.size());
+  std::lock_guard lock(m.control_mutex);
+  m.control = std::move(control);
+}
 
 void StreamRunner::stop() {
   auto& m = *impl_;

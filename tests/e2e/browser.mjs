@@ -5,14 +5,15 @@
 //   dit: a StreamDiT model (text-to-video); frames arrive with no input, the img2img controls are
 //        hidden, the vocabulary is shown, a prompt change is confirmed with no restart while frames
 //        keep coming, and words outside the vocabulary are named on the page.
-//        With a LoRA file, the server loads it and the page's LoRA slider re-fuses it live.
-//   node browser.mjs sd  STREAMGEN_BINARY MODEL_DIR TAESD_DIR SCREENSHOT_PNG [LORA_FILE]
+//        With a LoRA file, the server loads it and the page's LoRA slider re-fuses it live; with a
+//        ControlNet folder, the page switches the ControlNet's input and scale while frames flow.
+//   node browser.mjs sd  STREAMGEN_BINARY MODEL_DIR TAESD_DIR SCREENSHOT_PNG [LORA_FILE [CONTROLNET_DIR]]
 //   node browser.mjs dit STREAMGEN_BINARY MODEL_DIR - SCREENSHOT_PNG
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
-const [mode, binary, model, taesd, screenshot, lora] = process.argv.slice(2);
+const [mode, binary, model, taesd, screenshot, lora, controlnet] = process.argv.slice(2);
 if (!screenshot || !['sd', 'dit'].includes(mode)) {
   console.error('usage: node browser.mjs sd|dit STREAMGEN MODEL_DIR TAESD_DIR|- SCREENSHOT_PNG');
   process.exit(2);
@@ -26,7 +27,7 @@ function fail(message) {
 }
 
 function startServer() {
-  const args = mode === 'sd' ? ['--taesd', taesd, '-W', '64', '-H', '64', ...(lora ? ['--lora', lora] : [])] : ['-W', '128', '-H', '128', '--dtype', 'bf16'];
+  const args = mode === 'sd' ? ['--taesd', taesd, '-W', '64', '-H', '64', ...(lora ? ['--lora', lora] : []), ...(controlnet ? ['--controlnet', controlnet] : [])] : ['-W', '128', '-H', '128', '--dtype', 'bf16'];
   const server = spawn(binary, ['-q', 'serve', '--model', model, '--port', '0', '--max-sessions', '2', ...args],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
@@ -73,6 +74,19 @@ async function imageToImage(page) {
   const message = await page.textContent('#message');
   if (message) fail(`the page shows an error: ${message}`);
   if (lora) await loraSlider(page);
+  if (controlnet) await controlNetControls(page);
+}
+
+// The ControlNet's input switches from edges to the frame itself, its scale to 0.5: confirmed, frames go on.
+async function controlNetControls(page) {
+  if (!(await page.isVisible('#controlnet-0'))) fail('no ControlNet slider for the server\'s --controlnet');
+  const n = await received(page);
+  await page.selectOption('#control', 'frame');
+  await page.$eval('#controlnet-0', (el) => { el.value = '0.5'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); });
+  await page.waitForFunction((k) => Number(document.body.dataset.received) >= k + 5, n, { timeout: 60000 });
+  if ((await page.inputValue('#control')) !== 'frame') fail('the ControlNet input did not stay on frame');
+  const message = await page.textContent('#message');
+  if (message && !message.startsWith('LoRA')) fail(`the page shows an error: ${message}`);
 }
 
 // The LoRA's slider: released at a new scale, the server re-fuses, the page says so and frames change.
