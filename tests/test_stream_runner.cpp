@@ -35,6 +35,19 @@ torch::Tensor frame(std::int64_t i) {
   return frames[i % frames.size(0)].clone();
 }
 
+// Pushes the same frame `count` times and returns the last output: a constant input and settings give a
+// constant image once the stream's slots hold it.
+torch::Tensor steady_output(StreamRunner& r, int count) {
+  torch::Tensor last;
+  for (int i = 0; i < count; ++i) {
+    r.push(frame(0));
+    auto f = r.pop(10s);
+    EXPECT_TRUE(f.has_value());
+    if (f) last = f->image_u8;
+  }
+  return last;
+}
+
 TEST(BoundedQueue, DropsOldestWhenFullAndDrainsAfterClose) {
   BoundedQueue<int> q(2);
   for (int i = 0; i < 5; ++i) q.push(i);
@@ -163,16 +176,7 @@ TEST(StreamRunner, OverloadDropsInputsInsteadOfQueueing) {
 
 TEST(StreamRunner, PromptChangeTakesEffectWithoutReset) {
   StreamRunner runner(tiny_options());
-  auto run_steady = [&](int count) {
-    torch::Tensor last;
-    for (int i = 0; i < count; ++i) {
-      runner.push(frame(0));
-      auto f = runner.pop(10s);
-      EXPECT_TRUE(f.has_value());
-      if (f) last = f->image_u8;
-    }
-    return last;
-  };
+  auto run_steady = [&](int count) { return steady_output(runner, count); };
   const auto before = run_steady(3);
   const auto again = run_steady(2);
   EXPECT_TRUE(torch::equal(before, again)) << "a constant frame and prompt give a constant image";
@@ -188,30 +192,20 @@ TEST(StreamRunner, PromptChangeTakesEffectWithoutReset) {
 }
 
 TEST(StreamRunner, LoraScaleChangesReachTheUNetAndThePromptLive) {
-  auto steady = [](StreamRunner& r, int count) {
-    torch::Tensor last;
-    for (int i = 0; i < count; ++i) {
-      r.push(frame(0));
-      auto f = r.pop(10s);
-      EXPECT_TRUE(f.has_value());
-      if (f) last = f->image_u8;
-    }
-    return last;
-  };
   const auto lora = test::data_path("lora/tiny-sd15_kohya_r4.safetensors");
   auto o = tiny_options();
   o.adapters.loras = {{lora, 1.0}};
   StreamRunner live(o);
-  const auto at_one = steady(live, 4);
+  const auto at_one = steady_output(live, 4);
   EXPECT_GE(live.set_lora_scales({0.5}), 0.0);
   // The prompt thread sees the text encoder's new weights and encodes the prompt again, with no frame needed.
   for (int i = 0; i < 1000 && live.stats().stages.at("text_encoder").count < 2; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(live.stats().stages.at("text_encoder").count, 2);
-  const auto changed = steady(live, 4);
+  const auto changed = steady_output(live, 4);
 
   o.adapters.loras = {{lora, 0.5}};
   StreamRunner fresh(o);
-  const auto at_half = steady(fresh, 4);
+  const auto at_half = steady_output(fresh, 4);
   EXPECT_FALSE(torch::equal(at_one, at_half));
   EXPECT_TRUE(torch::equal(changed, at_half)) << "a live change gives the stream a fresh start at that scale would";
 
@@ -224,29 +218,19 @@ TEST(StreamRunner, LoraScaleChangesReachTheUNetAndThePromptLive) {
 }
 
 TEST(StreamRunner, ControlNetsRunWithTheUNetWithLiveScalesAndSources) {
-  auto steady = [](StreamRunner& r, int count) {
-    torch::Tensor last;
-    for (int i = 0; i < count; ++i) {
-      r.push(frame(0));
-      auto f = r.pop(10s);
-      EXPECT_TRUE(f.has_value());
-      if (f) last = f->image_u8;
-    }
-    return last;
-  };
   StreamRunner plain(tiny_options());
-  const auto without = steady(plain, 4);
+  const auto without = steady_output(plain, 4);
   auto o = tiny_options();
   o.adapters.controlnets = {test::data_path("controlnet")};
   o.controlnet_scales = {0.0};
   StreamRunner controlled(o);
-  EXPECT_TRUE(torch::equal(steady(controlled, 4), without)) << "a ControlNet at scale 0 is not run";
+  EXPECT_TRUE(torch::equal(steady_output(controlled, 4), without)) << "a ControlNet at scale 0 is not run";
   controlled.set_controlnet_scales({1.0});
-  const auto edges = steady(controlled, 4);
+  const auto edges = steady_output(controlled, 4);
   EXPECT_FALSE(torch::equal(edges, without));
   EXPECT_GE(controlled.stats().stages.at("control").count, 4);
   controlled.set_control(parse_control_source("frame", 128, 128));
-  EXPECT_FALSE(torch::equal(steady(controlled, 4), edges));
+  EXPECT_FALSE(torch::equal(steady_output(controlled, 4), edges));
   test::expect_error_mentions([&] { controlled.set_controlnet_scales({1.0, 1.0}); }, "2 given, 1 ControlNet(s) loaded");
 
   o.stream.txt2img = true;
@@ -278,16 +262,7 @@ TEST(ControlImage, CannyEdgesAreWhiteOnBlackInThreeEqualChannels) {
 }
 
 TEST(StreamRunner, PromptBlendMovesGraduallyToTheNewPrompt) {
-  auto steady = [](StreamRunner& r, int count) {
-    torch::Tensor last;
-    for (int i = 0; i < count; ++i) {
-      r.push(frame(0));
-      auto f = r.pop(10s);
-      EXPECT_TRUE(f.has_value());
-      if (f) last = f->image_u8.to(torch::kFloat32);
-    }
-    return last;
-  };
+  auto steady = [](StreamRunner& r, int count) { return steady_output(r, count).to(torch::kFloat32); };
   auto wait_encoded = [](StreamRunner& r, int count) {
     for (int i = 0; i < 1000 && r.stats().stages.at("text_encoder").count < count; ++i) std::this_thread::sleep_for(10ms);
   };

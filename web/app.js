@@ -69,69 +69,50 @@ function onDiTReady(msg) {
     `Example: "a green triangle moving down and a red square moving left". The prompt changes the video as you type.`;
 }
 
-// One slider per LoRA the server loaded (serve --lora). The models are shared, so a change made in any
-// session arrives here as a "loras" message too; re-fusing takes a moment, so a slider sends on release.
-function showLoras(loras) {
-  const box = $('loras');
-  box.hidden = !loras || loras.length === 0;
+// One scale slider per adapter the server loaded, in `box`, made once: `items` [{name, scale}], ids
+// `${prefix}-${i}`; a slider sends `field` (every slider's value, in order) when released, since a change
+// may take a moment. Values from the server are shown unless the user is dragging that slider.
+function showScaleSliders(box, prefix, title, items, range, field, onSend) {
+  const sliders = () => Array.from(box.querySelectorAll(`input.${prefix}`));
+  box.hidden = !items || items.length === 0;
   if (box.hidden) return;
-  if (box.children.length !== loras.length) {
-    box.replaceChildren();
-    loras.forEach((lora, i) => {
+  if (sliders().length !== items.length) {
+    box.querySelectorAll(`label.${prefix}`).forEach((el) => el.remove());
+    items.forEach((item, i) => {
       const label = document.createElement('label');
+      label.className = prefix;
       const value = document.createElement('output');
       const input = document.createElement('input');
-      input.type = 'range';
-      input.min = '-1';
-      input.max = '2';
-      input.step = '0.05';
-      input.id = `lora-${i}`;
+      Object.assign(input, { type: 'range', min: range[0], max: range[1], step: '0.05', id: `${prefix}-${i}`, className: prefix });
       input.oninput = () => { value.textContent = input.value; };
       input.onchange = () => {
-        showMessage('LoRA: re-fusing…');
-        send({ type: 'config', lora_scales: Array.from(box.querySelectorAll('input')).map((el) => Number(el.value)) });
+        if (onSend) onSend();
+        send({ type: 'config', [field]: sliders().map((el) => Number(el.value)) });
       };
-      label.append(`LoRA ${lora.file} `, value, input);
+      label.append(`${title} ${item.name} `, value, input);
       box.append(label);
     });
   }
-  loras.forEach((lora, i) => {
-    const input = $(`lora-${i}`);
+  items.forEach((item, i) => {
+    const input = $(`${prefix}-${i}`);
     if (document.activeElement !== input) {
-      input.value = String(lora.scale);
-      input.previousSibling.textContent = String(lora.scale);
+      input.value = String(item.scale);
+      input.previousSibling.textContent = String(item.scale);
     }
   });
 }
 
-// ControlNets (serve --controlnet): a scale slider each and the input they see; per session, applied from
-// the next frame.
+// LoRAs (serve --lora) are fused into the shared models: a change made in any session arrives here as a
+// "loras" message too.
+function showLoras(loras) {
+  showScaleSliders($('loras'), 'lora', 'LoRA', (loras || []).map((l) => ({ name: l.file, scale: l.scale })), ['-1', '2'],
+    'lora_scales', () => showMessage('LoRA: re-fusing…'));
+}
+
+// ControlNets (serve --controlnet): a scale each and the input they see; per session, from the next frame.
 function showControlNets(controlnets, control) {
-  const box = $('controlnets');
-  box.hidden = !controlnets || controlnets.length === 0;
-  if (box.hidden) return;
-  if (box.querySelectorAll('input').length !== controlnets.length) {
-    box.querySelectorAll('label.controlnet').forEach((el) => el.remove());
-    controlnets.forEach((cn, i) => {
-      const label = document.createElement('label');
-      label.className = 'controlnet';
-      const value = document.createElement('output');
-      const input = document.createElement('input');
-      Object.assign(input, { type: 'range', min: '0', max: '2', step: '0.05', id: `controlnet-${i}` });
-      input.oninput = () => { value.textContent = input.value; };
-      input.onchange = () => send({ type: 'config',
-        controlnet_scales: Array.from(box.querySelectorAll('input')).map((el) => Number(el.value)) });
-      label.append(`ControlNet ${cn.folder} `, value, input);
-      box.append(label);
-    });
-  }
-  controlnets.forEach((cn, i) => {
-    const input = $(`controlnet-${i}`);
-    if (document.activeElement !== input) {
-      input.value = String(cn.scale);
-      input.previousSibling.textContent = String(cn.scale);
-    }
-  });
+  showScaleSliders($('controlnets'), 'controlnet', 'ControlNet', (controlnets || []).map((c) => ({ name: c.folder, scale: c.scale })),
+    ['0', '2'], 'controlnet_scales');
   if (control === 'canny' || control === 'frame') $('control').value = control;
 }
 
