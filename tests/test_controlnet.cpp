@@ -6,6 +6,7 @@
 #include "streamgen/controlnet.h"
 #include "streamgen/error.h"
 #include "streamgen/safetensors.h"
+#include "streamgen/single_file.h"
 #include "streamgen/tensor_compare.h"
 #include "streamgen/unet_2d_condition.h"
 #include "test_util.h"
@@ -34,6 +35,50 @@ TEST(ControlNet, ResidualsAndTheUNetWithThemMatchDiffusers) {
   EXPECT_TRUE(d.within(test::kFp32Tol)) << "unet_out rel " << d.rel;
   // Without the residuals the UNet is far from it: the residuals are really applied.
   EXPECT_GT(compare_tensors(unet->forward(sample, t, context), golden.tensor("unet_out")).max_abs, 1.0);
+}
+
+// The golden ControlNet written in the original layout (lllyasviel's control_model.* names) loads from that
+// single file with its configuration inferred, and computes exactly what the diffusers folder does.
+TEST(ControlNet, SingleFilesInTheOriginalLayoutLoadWithTheirConfigInferred) {
+  torch::NoGradGuard no_grad;
+  const auto folder = test::data_path("controlnet");
+  const auto config = nlohmann::json::parse(test::read_bytes(folder / "config.json"));
+  const auto renames = ldm_controlnet_renames(config, "control_model.");
+  // A few names checked by hand against ControlNet's cldm.py layout.
+  auto ldm_name_of = [&](const std::string& diffusers) {
+    for (const auto& r : renames)
+      if (diffusers.rfind(r.to, 0) == 0) return r.from + diffusers.substr(r.to.size());
+    return std::string("?") + diffusers;
+  };
+  EXPECT_EQ(ldm_name_of("controlnet_cond_embedding.conv_in.weight"), "control_model.input_hint_block.0.weight");
+  EXPECT_EQ(ldm_name_of("controlnet_cond_embedding.blocks.5.weight"), "control_model.input_hint_block.12.weight");
+  EXPECT_EQ(ldm_name_of("controlnet_cond_embedding.conv_out.bias"), "control_model.input_hint_block.14.bias");
+  EXPECT_EQ(ldm_name_of("controlnet_down_blocks.5.weight"), "control_model.zero_convs.5.0.weight");
+  EXPECT_EQ(ldm_name_of("controlnet_mid_block.weight"), "control_model.middle_block_out.0.weight");
+  EXPECT_EQ(ldm_name_of("down_blocks.0.resnets.1.conv1.weight"), "control_model.input_blocks.2.0.in_layers.2.weight");
+  EXPECT_EQ(ldm_name_of("down_blocks.0.downsamplers.0.conv.weight"), "control_model.input_blocks.3.0.op.weight");
+  EXPECT_EQ(ldm_name_of("time_embedding.linear_2.weight"), "control_model.time_embed.2.weight");
+
+  test::TempDir dir;
+  NamedTensors ldm;
+  for (const auto& [name, t] : SafetensorsFile::open(folder / "diffusion_pytorch_model.safetensors").tensors()) {
+    const auto mapped = ldm_name_of(name);
+    ASSERT_NE(mapped[0], '?') << name << " has no original-layout name";
+    ldm.emplace_back(mapped, t);
+  }
+  save_safetensors(dir / "control_sd15_tiny.safetensors", ldm);
+  auto from_file = load_controlnet(dir / "control_sd15_tiny.safetensors");
+  auto from_folder = load_controlnet(folder);
+  EXPECT_EQ(from_file->config.unet.block_out_channels, from_folder->config.unet.block_out_channels);
+  EXPECT_EQ(from_file->config.conditioning_embedding_out_channels, from_folder->config.conditioning_embedding_out_channels);
+  EXPECT_EQ(from_file->config.unet.heads, from_folder->config.unet.heads);
+  const auto golden = SafetensorsFile::open(folder / "controlnet_golden.safetensors");
+  const auto control = control_image_to_unit(golden.tensor("cond_image_u8"));
+  const auto a = from_file->forward(golden.tensor("sample"), golden.tensor("timestep"), golden.tensor("encoder_hidden_states"), control, 0.8);
+  const auto b = from_folder->forward(golden.tensor("sample"), golden.tensor("timestep"), golden.tensor("encoder_hidden_states"), control, 0.8);
+  EXPECT_TRUE(torch::equal(a.residuals.mid, b.residuals.mid));
+  for (std::size_t i = 0; i < b.residuals.down.size(); ++i) EXPECT_TRUE(torch::equal(a.residuals.down[i], b.residuals.down[i])) << i;
+  test::expect_error_mentions([&] { load_controlnet(test::data_path("lora/tiny-sd15_kohya_r4.safetensors")); }, "not a ControlNet single file");
 }
 
 TEST(ControlNet, MismatchesAreNamed) {

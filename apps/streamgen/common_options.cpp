@@ -77,7 +77,7 @@ std::vector<LoraSpec> lora_specs(const std::vector<std::string>& loras) {
 
 void ControlNetArgs::add_to(CLI::App& cmd) {
   cmd.add_option("--controlnet", controlnets,
-                 "DIR[:SCALE] diffusers ControlNetModel folder run with the UNet (SCALE default 1); repeat for several, summed")
+                 "DIR|FILE[:SCALE] ControlNet (diffusers folder or original single file) run with the UNet (SCALE default 1); repeat for several, summed")
       ->take_all()
       ->allow_extra_args(false);
   cmd.add_option("--control", control, "What the ControlNets see: canny (each frame's edges), frame (the frame itself: tile), or an image file")
@@ -90,9 +90,10 @@ void ControlNetArgs::apply(StreamRunnerOptions& o) const {
   for (const auto& arg : controlnets) {
     const auto spec = parse_lora_spec(arg, "--controlnet");
     std::error_code ec;
-    if (!std::filesystem::is_directory(spec.file, ec))
-      throw Error("--controlnet " + printable(arg) + ": folder '" + printable(spec.file.string()) + "' does not exist");
-    if (folder_class_name(spec.file) != "ControlNetModel")
+    const bool file = std::filesystem::is_regular_file(spec.file, ec);
+    if (!file && !std::filesystem::is_directory(spec.file, ec))
+      throw Error("--controlnet " + printable(arg) + ": '" + printable(spec.file.string()) + "' does not exist");
+    if (!file && folder_class_name(spec.file) != "ControlNetModel")
       throw Error("--controlnet " + printable(arg) + ": " + spec.file.string() + " is " + describe_model_folder(spec.file) +
                   ", not a ControlNet folder (config.json with _class_name ControlNetModel)");
     o.adapters.controlnets.push_back(spec.file);

@@ -50,7 +50,8 @@ TORCH_MODULE(ControlNetModel);
 
 struct ComponentSource;
 ControlNetModel load_controlnet(const ComponentSource& source, const ComputeOptions& compute = {});
-// A diffusers ControlNetModel folder (config.json + diffusion_pytorch_model.safetensors).
+// A diffusers ControlNetModel folder (config.json + diffusion_pytorch_model.safetensors), or a single file in
+// the original layout (open_single_file_controlnet).
 ControlNetModel load_controlnet(const std::filesystem::path& dir, const ComputeOptions& compute = {});
 
 // An RGB uint8 control image [N, 3, H, W] as ControlNet pipelines feed it: float in [0, 1].

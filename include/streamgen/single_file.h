@@ -21,7 +21,15 @@ struct SingleFileCheckpoint {
 
 SingleFileCheckpoint open_single_file(const std::filesystem::path& file, const std::optional<std::filesystem::path>& config_from = std::nullopt);
 
+// A ControlNet in the original layout (lllyasviel's ControlNet 1.0 / 1.1 files converted to safetensors):
+// control_model.* or unprefixed input_blocks / middle_block / time_embed / input_hint_block / zero_convs /
+// middle_block_out tensors. The configuration is inferred from the shapes (heads as for the UNet: 8 for
+// SD1.x, 64-wide for SD2.x) or read from `config_from` (a diffusers ControlNet folder).
+ComponentSource open_single_file_controlnet(const std::filesystem::path& file, const std::optional<std::filesystem::path>& config_from = std::nullopt);
+
 // The prefix tables (LDM prefix -> diffusers prefix), exposed for tests and for converters.
+// `prefix`: "control_model." or "" (files saved without it).
+std::vector<KeyRename> ldm_controlnet_renames(const nlohmann::json& controlnet_config, const std::string& prefix);
 std::vector<KeyRename> ldm_unet_renames(const nlohmann::json& unet_config);
 std::vector<KeyRename> ldm_vae_renames(const nlohmann::json& vae_config);
 

@@ -251,6 +251,103 @@ std::vector<KeyRename> ldm_vae_renames(const nlohmann::json& cfg) {
   return r;
 }
 
+namespace {
+
+// Down blocks, widths and the hint block's shape, from a ControlNet single file's tensors under `p`.
+nlohmann::json infer_controlnet_config(const WeightSet& w, const std::string& p) {
+  std::int64_t downsamplers = 0;
+  for (const auto& k : keys_with_prefix(w, p + "input_blocks."))
+    if (k.find(".op.weight") != std::string::npos) ++downsamplers;
+  const std::int64_t n = downsamplers + 1, inputs = count_indices(w, p + "input_blocks.");
+  if (inputs <= n || (inputs - n) % n != 0) throw StateDictError(w.description() + ": cannot infer the ControlNet's blocks from input_blocks");
+  const std::int64_t L = (inputs - n) / n;
+  std::vector<std::int64_t> channels;
+  std::vector<std::string> down;
+  std::int64_t context = 768;
+  bool linear = false;
+  for (std::int64_t b = 0; b < n; ++b) {
+    const auto first = str(1 + b * (L + 1));
+    channels.push_back(shape_or_throw(w, p + "input_blocks." + first + ".0.out_layers.3.weight")[0]);
+    const bool attn = w.contains(p + "input_blocks." + first + ".1.proj_in.weight");
+    down.push_back(attn ? "CrossAttnDownBlock2D" : "DownBlock2D");
+    if (attn) {
+      context = shape_or_throw(w, p + "input_blocks." + first + ".1.transformer_blocks.0.attn2.to_k.weight")[1];
+      linear = shape_or_throw(w, p + "input_blocks." + first + ".1.proj_in.weight").size() == 2;
+    }
+  }
+  // The hint block: convs at even indices (SiLUs between them): conv_in, two per width step, conv_out.
+  const auto hint_convs = (count_indices(w, p + "input_hint_block.") + 1) / 2;
+  if (hint_convs < 2 || hint_convs % 2 != 0) throw StateDictError(w.description() + ": cannot infer the ControlNet's input_hint_block");
+  std::vector<std::int64_t> widths;
+  for (std::int64_t k = 0; k < hint_convs / 2; ++k) widths.push_back(shape_or_throw(w, p + "input_hint_block." + str(4 * k) + ".weight")[0]);
+  nlohmann::json c;
+  c["_class_name"] = "ControlNetModel";
+  c["in_channels"] = shape_or_throw(w, p + "input_blocks.0.0.weight")[1];
+  c["block_out_channels"] = channels;
+  c["down_block_types"] = down;
+  c["layers_per_block"] = L;
+  c["cross_attention_dim"] = context;
+  c["use_linear_projection"] = linear;
+  if (context == 1024) {
+    std::vector<std::int64_t> heads;
+    for (auto ch : channels) heads.push_back(ch / 64);
+    c["attention_head_dim"] = heads;
+  } else {
+    c["attention_head_dim"] = 8;
+  }
+  c["conditioning_channels"] = shape_or_throw(w, p + "input_hint_block.0.weight")[1];
+  c["conditioning_embedding_out_channels"] = widths;
+  return c;
+}
+
+}  // namespace
+
+std::vector<KeyRename> ldm_controlnet_renames(const nlohmann::json& cfg, const std::string& prefix) {
+  // The encoder's rules are the UNet's (its up blocks, which a ControlNet lacks, mirror the down blocks).
+  auto as_unet = cfg;
+  std::vector<std::string> up;
+  for (const auto& t : config_value<std::vector<std::string>>(cfg, "down_block_types", {}, "controlnet config"))
+    up.insert(up.begin(), t == "CrossAttnDownBlock2D" ? "CrossAttnUpBlock2D" : "UpBlock2D");
+  as_unet["up_block_types"] = up;
+  std::vector<KeyRename> r;
+  for (const auto& rule : ldm_unet_renames(as_unet)) {
+    const auto part = rule.from.substr(kUnetPrefix.size());
+    if (starts_with_any(part, {"input_blocks.", "middle_block.", "time_embed."})) r.push_back({prefix + part, rule.to});
+  }
+  const auto widths = config_value<std::vector<std::int64_t>>(cfg, "conditioning_embedding_out_channels", {16, 32, 96, 256}, "controlnet config");
+  const auto steps = static_cast<std::int64_t>(widths.size()) - 1;
+  const std::string e = "controlnet_cond_embedding.";
+  r.push_back({prefix + "input_hint_block.0.", e + "conv_in."});
+  for (std::int64_t k = 0; k < 2 * steps; ++k) r.push_back({prefix + "input_hint_block." + str(2 + 2 * k) + ".", e + "blocks." + str(k) + "."});
+  r.push_back({prefix + "input_hint_block." + str(2 + 4 * steps) + ".", e + "conv_out."});
+  const auto L = config_value<std::int64_t>(cfg, "layers_per_block", 2, "controlnet config");
+  const auto n = static_cast<std::int64_t>(up.size());
+  for (std::int64_t k = 0; k < 1 + n * L + (n - 1); ++k) r.push_back({prefix + "zero_convs." + str(k) + ".0.", "controlnet_down_blocks." + str(k) + "."});
+  r.push_back({prefix + "middle_block_out.0.", "controlnet_mid_block."});
+  return r;
+}
+
+ComponentSource open_single_file_controlnet(const std::filesystem::path& file, const std::optional<std::filesystem::path>& config_from) {
+  auto weights = std::make_shared<WeightSet>(WeightSet::open(file));
+  const auto& w = *weights;
+  const std::string prefix = keys_with_prefix(w, "control_model.").empty() ? "" : "control_model.";
+  if (!w.contains(prefix + "input_hint_block.0.weight") || !w.contains(prefix + "middle_block_out.0.weight"))
+    throw Error(file.string() + ": not a ControlNet single file (expected control_model.input_hint_block.*, zero_convs.*, "
+                "middle_block_out.* tensors, or the same without the control_model. prefix)");
+  ComponentSource source;
+  if (config_from) {
+    source.config_source = (*config_from / "config.json").string();
+    source.config = read_json_file(*config_from / "config.json");
+  } else {
+    source.config_source = "configuration inferred from " + file.string();
+    source.config = infer_controlnet_config(w, prefix);
+  }
+  source.weights = weights;
+  source.load.renames = ldm_controlnet_renames(source.config, prefix);
+  source.load.conv1x1_as_linear = true;  // SD2's proj_in / proj_out may be stored either way
+  return source;
+}
+
 SingleFileCheckpoint open_single_file(const std::filesystem::path& file, const std::optional<std::filesystem::path>& config_from) {
   auto weights = std::make_shared<WeightSet>(WeightSet::open(file));
   const auto& w = *weights;

@@ -5,6 +5,7 @@
 #include "streamgen/error.h"
 #include "streamgen/model_folder.h"
 #include "streamgen/safetensors_format.h"
+#include "streamgen/single_file.h"
 #include "streamgen/state_dict.h"
 
 namespace streamgen {
@@ -95,6 +96,8 @@ ControlNetModel load_controlnet(const ComponentSource& source, const ComputeOpti
 }
 
 ControlNetModel load_controlnet(const std::filesystem::path& dir, const ComputeOptions& compute) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(dir, ec)) return load_controlnet(open_single_file_controlnet(dir), compute);
   const auto cls = folder_class_name(dir);
   if (cls != "ControlNetModel")
     throw Error("--controlnet " + dir.string() + " is " + describe_model_folder(dir) + ", not a ControlNet folder (config.json with _class_name ControlNetModel)");
