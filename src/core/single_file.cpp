@@ -69,49 +69,69 @@ std::vector<std::int64_t> shape_or_throw(const WeightSet& w, const std::string& 
   return w.shape(key);
 }
 
-nlohmann::json infer_unet_config(const WeightSet& w) {
-  const auto p = kUnetPrefix;
-  const std::int64_t out_blocks = count_indices(w, p + "output_blocks.");
-  std::int64_t downsamplers = 0;
-  for (const auto& k : keys_with_prefix(w, p + "input_blocks."))
-    if (k.find(".op.weight") != std::string::npos) ++downsamplers;
-  const std::int64_t n = downsamplers + 1;
-  if (out_blocks == 0 || out_blocks % n != 0) throw StateDictError(w.description() + ": cannot infer the UNet layout from output_blocks");
-  const std::int64_t L = out_blocks / n - 1;
+// What the down path's tensors under `p` say: widths, block types, cross-attention width and projection kind.
+struct DownPath {
   std::vector<std::int64_t> channels;
-  std::vector<std::string> down, up;
+  std::vector<std::string> types;
   std::int64_t context = 768;
   bool linear = false;
+};
+
+DownPath infer_down_path(const WeightSet& w, const std::string& p, std::int64_t n, std::int64_t L) {
+  DownPath d;
   for (std::int64_t b = 0; b < n; ++b) {
     const auto first = str(1 + b * (L + 1));
-    channels.push_back(shape_or_throw(w, p + "input_blocks." + first + ".0.out_layers.3.weight")[0]);
+    d.channels.push_back(shape_or_throw(w, p + "input_blocks." + first + ".0.out_layers.3.weight")[0]);
     const bool attn = w.contains(p + "input_blocks." + first + ".1.proj_in.weight");
-    down.push_back(attn ? "CrossAttnDownBlock2D" : "DownBlock2D");
-    const bool up_attn = w.contains(p + "output_blocks." + str(b * (L + 1)) + ".1.proj_in.weight");
-    up.push_back(up_attn ? "CrossAttnUpBlock2D" : "UpBlock2D");
+    d.types.push_back(attn ? "CrossAttnDownBlock2D" : "DownBlock2D");
     if (attn) {
-      context = shape_or_throw(w, p + "input_blocks." + first + ".1.transformer_blocks.0.attn2.to_k.weight")[1];
-      linear = shape_or_throw(w, p + "input_blocks." + first + ".1.proj_in.weight").size() == 2;
+      d.context = shape_or_throw(w, p + "input_blocks." + first + ".1.transformer_blocks.0.attn2.to_k.weight")[1];
+      d.linear = shape_or_throw(w, p + "input_blocks." + first + ".1.proj_in.weight").size() == 2;
     }
   }
-  nlohmann::json c;
-  c["_class_name"] = "UNet2DConditionModel";
+  return d;
+}
+
+// The down path's fields of a diffusers config. Head counts do not show in shapes: SD2.x uses 64-wide heads,
+// SD1.x 8 heads per block.
+void put_down_path(nlohmann::json& c, const WeightSet& w, const std::string& p, const DownPath& d, std::int64_t L) {
   c["in_channels"] = shape_or_throw(w, p + "input_blocks.0.0.weight")[1];
-  c["out_channels"] = shape_or_throw(w, p + "out.2.weight")[0];
-  c["block_out_channels"] = channels;
-  c["down_block_types"] = down;
-  c["up_block_types"] = up;
+  c["block_out_channels"] = d.channels;
+  c["down_block_types"] = d.types;
   c["layers_per_block"] = L;
-  c["cross_attention_dim"] = context;
-  c["use_linear_projection"] = linear;
-  // Head counts do not show in shapes. SD2.x uses 64-wide heads; SD1.x 8 heads per block.
-  if (context == 1024) {
+  c["cross_attention_dim"] = d.context;
+  c["use_linear_projection"] = d.linear;
+  if (d.context == 1024) {
     std::vector<std::int64_t> heads;
-    for (auto ch : channels) heads.push_back(ch / 64);
+    for (auto ch : d.channels) heads.push_back(ch / 64);
     c["attention_head_dim"] = heads;
   } else {
     c["attention_head_dim"] = 8;
   }
+}
+
+std::int64_t count_downsamplers(const WeightSet& w, const std::string& p) {
+  std::int64_t downsamplers = 0;
+  for (const auto& k : keys_with_prefix(w, p + "input_blocks."))
+    if (k.find(".op.weight") != std::string::npos) ++downsamplers;
+  return downsamplers;
+}
+
+nlohmann::json infer_unet_config(const WeightSet& w) {
+  const auto p = kUnetPrefix;
+  const std::int64_t out_blocks = count_indices(w, p + "output_blocks.");
+  const std::int64_t n = count_downsamplers(w, p) + 1;
+  if (out_blocks == 0 || out_blocks % n != 0) throw StateDictError(w.description() + ": cannot infer the UNet layout from output_blocks");
+  const std::int64_t L = out_blocks / n - 1;
+  const auto down = infer_down_path(w, p, n, L);
+  std::vector<std::string> up;
+  for (std::int64_t b = 0; b < n; ++b)
+    up.push_back(w.contains(p + "output_blocks." + str(b * (L + 1)) + ".1.proj_in.weight") ? "CrossAttnUpBlock2D" : "UpBlock2D");
+  nlohmann::json c;
+  c["_class_name"] = "UNet2DConditionModel";
+  put_down_path(c, w, p, down, L);
+  c["out_channels"] = shape_or_throw(w, p + "out.2.weight")[0];
+  c["up_block_types"] = up;
   return c;
 }
 
@@ -255,26 +275,9 @@ namespace {
 
 // Down blocks, widths and the hint block's shape, from a ControlNet single file's tensors under `p`.
 nlohmann::json infer_controlnet_config(const WeightSet& w, const std::string& p) {
-  std::int64_t downsamplers = 0;
-  for (const auto& k : keys_with_prefix(w, p + "input_blocks."))
-    if (k.find(".op.weight") != std::string::npos) ++downsamplers;
-  const std::int64_t n = downsamplers + 1, inputs = count_indices(w, p + "input_blocks.");
+  const std::int64_t n = count_downsamplers(w, p) + 1, inputs = count_indices(w, p + "input_blocks.");
   if (inputs <= n || (inputs - n) % n != 0) throw StateDictError(w.description() + ": cannot infer the ControlNet's blocks from input_blocks");
   const std::int64_t L = (inputs - n) / n;
-  std::vector<std::int64_t> channels;
-  std::vector<std::string> down;
-  std::int64_t context = 768;
-  bool linear = false;
-  for (std::int64_t b = 0; b < n; ++b) {
-    const auto first = str(1 + b * (L + 1));
-    channels.push_back(shape_or_throw(w, p + "input_blocks." + first + ".0.out_layers.3.weight")[0]);
-    const bool attn = w.contains(p + "input_blocks." + first + ".1.proj_in.weight");
-    down.push_back(attn ? "CrossAttnDownBlock2D" : "DownBlock2D");
-    if (attn) {
-      context = shape_or_throw(w, p + "input_blocks." + first + ".1.transformer_blocks.0.attn2.to_k.weight")[1];
-      linear = shape_or_throw(w, p + "input_blocks." + first + ".1.proj_in.weight").size() == 2;
-    }
-  }
   // The hint block: convs at even indices (SiLUs between them): conv_in, two per width step, conv_out.
   const auto hint_convs = (count_indices(w, p + "input_hint_block.") + 1) / 2;
   if (hint_convs < 2 || hint_convs % 2 != 0) throw StateDictError(w.description() + ": cannot infer the ControlNet's input_hint_block");
@@ -282,19 +285,7 @@ nlohmann::json infer_controlnet_config(const WeightSet& w, const std::string& p)
   for (std::int64_t k = 0; k < hint_convs / 2; ++k) widths.push_back(shape_or_throw(w, p + "input_hint_block." + str(4 * k) + ".weight")[0]);
   nlohmann::json c;
   c["_class_name"] = "ControlNetModel";
-  c["in_channels"] = shape_or_throw(w, p + "input_blocks.0.0.weight")[1];
-  c["block_out_channels"] = channels;
-  c["down_block_types"] = down;
-  c["layers_per_block"] = L;
-  c["cross_attention_dim"] = context;
-  c["use_linear_projection"] = linear;
-  if (context == 1024) {
-    std::vector<std::int64_t> heads;
-    for (auto ch : channels) heads.push_back(ch / 64);
-    c["attention_head_dim"] = heads;
-  } else {
-    c["attention_head_dim"] = 8;
-  }
+  put_down_path(c, w, p, infer_down_path(w, p, n, L), L);
   c["conditioning_channels"] = shape_or_throw(w, p + "input_hint_block.0.weight")[1];
   c["conditioning_embedding_out_channels"] = widths;
   return c;
