@@ -327,6 +327,16 @@ TEST(Cli, ControlNetsOnTheParityHookAndTheStreams) {
   EXPECT_NE(r.out.find("expected canny, frame, or an image file"), std::string::npos) << r.out;
 }
 
+TEST(Cli, SdxlTextEncodersOnTheParityHook) {
+  test::TempDir dir;
+  const auto out = (dir / "out.safetensors").string();
+  const auto golden = test::data_path("tiny-sdxl_text_encoders.safetensors").string();
+  auto r = run("tensors run --model " + test::data_path("tiny-sdxl").string() + " --component text_encoders --in " + golden + " --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + golden + " --only prompt_embeds,pooled_prompt_embeds --tol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+}
+
 TEST(Cli, Txt2ImgWritesADeterministicPngWithItsParameters) {
   test::TempDir dir;
   const auto model = test::data_path("tiny-sd15").string();

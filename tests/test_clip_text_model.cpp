@@ -76,3 +76,36 @@ TEST(ClipTextModel, RejectsBadInputsAndConfigs) {
 
 }  // namespace
 }  // namespace streamgen
+
+namespace streamgen {
+namespace {
+
+// SDXL's two text encoders (CLIPTextModel + CLIPTextModelWithProjection) and tokenizers against transformers /
+// diffusers' encode_prompt (tests/data/tiny-sdxl_text_encoders.safetensors).
+TEST(SdxlTextEncoders, PromptEmbedsAndPooledProjectionMatchDiffusers) {
+  torch::NoGradGuard no_grad;
+  const auto golden = SafetensorsFile::open(test::data_path("tiny-sdxl_text_encoders.safetensors"));
+  const auto prompts = nlohmann::json::parse(golden.metadata().at("prompts")).get<std::vector<std::string>>();
+  const auto dir = test::data_path("tiny-sdxl");
+  // Tokenizer 1 pads with EOS (49407), tokenizer 2 with '!' (0).
+  EXPECT_TRUE(torch::equal(ClipTokenizer::from_folder(dir / "tokenizer").encode_batch(prompts), golden.tensor("input_ids")));
+  EXPECT_TRUE(torch::equal(ClipTokenizer::from_folder(dir / "tokenizer_2").encode_batch(prompts), golden.tensor("input_ids_2")));
+  auto te = load_clip_text_model(dir / "text_encoder");
+  auto te2 = load_clip_text_model(dir / "text_encoder_2");
+  EXPECT_EQ(te2->text_projection->weight.sizes(), (std::vector<std::int64_t>{36, 40}));
+  EXPECT_FALSE(te->text_projection);
+  const auto out2 = te2->forward(golden.tensor("input_ids_2"));
+  EXPECT_TRUE(compare_tensors(out2.hidden_states[0], golden.tensor("te2.hidden_states.0")).within(test::kFp32Tol));
+  EXPECT_TRUE(compare_tensors(out2.last_hidden_state, golden.tensor("te2.last_hidden_state")).within(test::kFp32Tol));
+  EXPECT_TRUE(compare_tensors(out2.pooler_output, golden.tensor("te2.pooler_output")).within(test::kFp32Tol));
+  const auto e = encode_sdxl_prompt(*te, *te2, golden.tensor("input_ids"), golden.tensor("input_ids_2"));
+  const auto d = compare_tensors(e.prompt_embeds, golden.tensor("prompt_embeds"));
+  EXPECT_TRUE(d.within(test::kFp32Tol)) << "prompt_embeds rel " << d.rel;
+  const auto p = compare_tensors(e.pooled_prompt_embeds, golden.tensor("pooled_prompt_embeds"));
+  EXPECT_TRUE(p.within(test::kFp32Tol)) << "pooled rel " << p.rel;
+  test::expect_error_mentions([&] { encode_sdxl_prompt(*te2, *te, golden.tensor("input_ids"), golden.tensor("input_ids_2")); },
+                              "text_encoder_2 must be a CLIPTextModelWithProjection");
+}
+
+}  // namespace
+}  // namespace streamgen

@@ -217,7 +217,7 @@ void register_tensors(CLI::App& app) {
   run_cmd->add_option("--model", run->model, "Pipeline folder, component folder, TAESD folder, or single-file SD checkpoint")->required();
   run_cmd->add_option("--config-from", run->config_from, "Single-file checkpoints: take component configs from this diffusers folder");
   run_cmd->add_option("--component", run->component,
-                      "unet | text_encoder | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer | controlnet")->required();
+                      "unet | text_encoder | text_encoders (SDXL) | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer | controlnet")->required();
   run_cmd->add_option("--controlnet", run->controlnet, "Component controlnet: the ControlNet folder (--model gives the UNet)")->check(CLI::ExistingDirectory);
   run_cmd->add_option("--conditioning-scale", run->conditioning_scale, "Component controlnet: the residuals' scale")->capture_default_str();
   run_cmd->add_option("--in", run->in, "Input .safetensors (names: see the component)");

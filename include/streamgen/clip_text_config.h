@@ -18,6 +18,9 @@ struct ClipTextConfig {
   std::string hidden_act = "quick_gelu";  // or "gelu" (erf)
   double layer_norm_eps = 1e-5;
   std::int64_t eos_token_id = 49407;  // 2 in older configs: then the pooled position is argmax(ids)
+  // CLIPTextModelWithProjection (SDXL's second text encoder): the pooled output's projection width; 0 for a
+  // CLIPTextModel, which has none.
+  std::int64_t projection_dim = 0;
 
   // Reads a transformers CLIPTextConfig (or the text_config inside a CLIPConfig); errors name the field.
   static ClipTextConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");

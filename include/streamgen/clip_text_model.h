@@ -61,6 +61,7 @@ struct ClipTextOutput {
   torch::Tensor penultimate_hidden_state;  // [N, L, D] output of layer L-1, before final_layer_norm
   torch::Tensor pooler_output;             // [N, D] last_hidden_state at the first EOS
   std::vector<torch::Tensor> hidden_states;  // embeddings, then each layer's output
+  torch::Tensor text_embeds;               // [N, projection_dim]: text_projection(pooler_output), with a projection only
 };
 
 struct ClipTextTransformerImpl : torch::nn::Module {
@@ -73,13 +74,24 @@ struct ClipTextTransformerImpl : torch::nn::Module {
 };
 TORCH_MODULE(ClipTextTransformer);
 
+// CLIPTextModel, or CLIPTextModelWithProjection when config.projection_dim > 0 (text_projection, no bias).
 struct ClipTextModelImpl : torch::nn::Module {
   ClipTextModelImpl(const ClipTextConfig& c);
   // input_ids int64 [N, L] (L <= max_position_embeddings)
-  ClipTextOutput forward(const torch::Tensor& input_ids) { return text_model->forward(input_ids); }
+  ClipTextOutput forward(const torch::Tensor& input_ids);
   ClipTextTransformer text_model{nullptr};
+  torch::nn::Linear text_projection{nullptr};
 };
 TORCH_MODULE(ClipTextModel);
+
+// SDXL's prompt encoding from its two text encoders (diffusers' encode_prompt): prompt_embeds = the
+// penultimate layers' outputs concatenated, [N, L, D1 + D2]; pooled_prompt_embeds = the second encoder's
+// projected pooled output, [N, projection_dim].
+struct SdxlPromptEmbeddings {
+  torch::Tensor prompt_embeds, pooled_prompt_embeds;
+};
+SdxlPromptEmbeddings encode_sdxl_prompt(ClipTextModelImpl& text_encoder, ClipTextModelImpl& text_encoder_2, const torch::Tensor& input_ids,
+                                        const torch::Tensor& input_ids_2);
 
 struct ComponentSource;
 // From a component source or a transformers text_encoder folder (config.json + model.safetensors),

@@ -15,7 +15,7 @@
 
 namespace streamgen {
 
-enum class Component { Unet, TextEncoder, VaeEncode, VaeDecode, TaesdEncode, TaesdDecode, Tokenizer, ControlNet };
+enum class Component { Unet, TextEncoder, VaeEncode, VaeDecode, TaesdEncode, TaesdDecode, Tokenizer, ControlNet, TextEncoders };
 
 Component parse_component(std::string_view name);  // "unet", "text_encoder", "vae_encode", ...
 std::string component_name(Component c);
@@ -38,7 +38,8 @@ struct ComponentRunOptions {
   double conditioning_scale = 1.0;
 };
 
-// `model` is a pipeline folder, a component folder, or a single-file SD1.x/SD2.x checkpoint. controlnet reads
+// `model` is a pipeline folder, a component folder, or a single-file SD1.x/SD2.x checkpoint. text_encoders (an
+// SDXL pipeline folder) reads input_ids and input_ids_2 and writes prompt_embeds and pooled_prompt_embeds. controlnet reads
 // sample, timestep, encoder_hidden_states and cond_image_u8 and writes cond_embedding, down_block_res_samples.N,
 // mid_block_res_sample (scaled) and unet_out (the UNet with them). Outputs are float32 on the CPU whatever
 // dtype/device computed them.

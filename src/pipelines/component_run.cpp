@@ -31,6 +31,7 @@ const std::vector<ComponentInfo>& table() {
       {Component::TaesdDecode, "taesd_decode", {"latents"}},
       {Component::Tokenizer, "tokenizer", {}},
       {Component::ControlNet, "controlnet", {"sample", "timestep", "encoder_hidden_states", "cond_image_u8"}},
+      {Component::TextEncoders, "text_encoders", {"input_ids", "input_ids_2"}},
   };
   return t;
 }
@@ -139,6 +140,13 @@ TensorMap run_component(Component c, const std::filesystem::path& model, const T
     case Component::TaesdDecode: {
       auto taesd = load_autoencoder_tiny(model, o);
       return {{"decoded", to_output(taesd->decode(to_compute(input(in, c, "latents"), o)))}};
+    }
+    case Component::TextEncoders: {
+      if (single) throw Error("component text_encoders reads an SDXL pipeline folder (text_encoder/, text_encoder_2/), not a single file");
+      auto te = load_clip_text_model(resolve_component_dir(model, "text_encoder"), o);
+      auto te2 = load_clip_text_model(resolve_component_dir(model, "text_encoder_2"), o);
+      const auto e = encode_sdxl_prompt(*te, *te2, input(in, c, "input_ids").to(o.device, torch::kInt64), input(in, c, "input_ids_2").to(o.device, torch::kInt64));
+      return {{"prompt_embeds", to_output(e.prompt_embeds)}, {"pooled_prompt_embeds", to_output(e.pooled_prompt_embeds)}};
     }
     case Component::ControlNet: {
       auto unet = load_unet_2d_condition(source("unet"), o);

@@ -17,6 +17,11 @@ ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& root, const std::
   c.hidden_act = config_value(j, "hidden_act", c.hidden_act, source);
   c.layer_norm_eps = config_value(j, "layer_norm_eps", c.layer_norm_eps, source);
   c.eos_token_id = config_value(j, "eos_token_id", c.eos_token_id, source);
+  // The projection belongs to the model class, which the architectures list names (transformers' default width 512).
+  const auto arch = root.contains("architectures") && root["architectures"].is_array() ? root["architectures"] : nlohmann::json::array();
+  for (const auto& a : arch)
+    if (a.is_string() && a.get<std::string>() == "CLIPTextModelWithProjection") c.projection_dim = config_value<std::int64_t>(j, "projection_dim", 512, source);
+  if (c.projection_dim != 0) config_check_range(c.projection_dim, 1, 16384, "projection_dim", source);
   if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
     throw Error(source + ": hidden_act '" + c.hidden_act + "' is not supported (expected quick_gelu or gelu)");
   if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0)

@@ -8,6 +8,7 @@
 #include "streamgen/diffusers_blocks.h"
 #include "streamgen/error.h"
 #include "streamgen/model_folder.h"
+#include "streamgen/safetensors_format.h"
 #include "streamgen/state_dict.h"
 
 namespace streamgen {
@@ -102,6 +103,27 @@ ClipTextOutput ClipTextTransformerImpl::forward(const torch::Tensor& input_ids) 
 
 ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& c) {
   text_model = register_module("text_model", ClipTextTransformer(c));
+  if (c.projection_dim > 0)
+    text_projection = register_module("text_projection", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.projection_dim).bias(false)));
+}
+
+ClipTextOutput ClipTextModelImpl::forward(const torch::Tensor& input_ids) {
+  auto out = text_model->forward(input_ids);
+  if (text_projection) out.text_embeds = text_projection(out.pooler_output);
+  return out;
+}
+
+SdxlPromptEmbeddings encode_sdxl_prompt(ClipTextModelImpl& text_encoder, ClipTextModelImpl& text_encoder_2, const torch::Tensor& input_ids,
+                                        const torch::Tensor& input_ids_2) {
+  // input_ids, input_ids_2 int64 [N, L] (the two tokenizers' ids) -> [N, L, D1 + D2], [N, P]
+  if (!text_encoder_2.text_projection)
+    throw Error("SDXL: text_encoder_2 must be a CLIPTextModelWithProjection (its config.json names that architecture and a projection_dim)");
+  if (input_ids.sizes() != input_ids_2.sizes())
+    throw Error("SDXL: input_ids and input_ids_2 must have the same shape, got " + safetensors::shape_string(input_ids.sizes().vec()) + " and " +
+                safetensors::shape_string(input_ids_2.sizes().vec()));
+  const auto a = text_encoder.forward(input_ids);
+  const auto b = text_encoder_2.forward(input_ids_2);
+  return {torch::cat({a.penultimate_hidden_state, b.penultimate_hidden_state}, -1), b.text_embeds};
 }
 
 ClipTextModel load_clip_text_model(const std::filesystem::path& dir, const ComputeOptions& compute) {
