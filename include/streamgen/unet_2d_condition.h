@@ -26,6 +26,12 @@ struct TimestepEmbeddingImpl : torch::nn::Module {
 };
 TORCH_MODULE(TimestepEmbedding);
 
+// The time embedding a UNet-shaped model (the UNet, a ControlNet) gives its resnets: timestep [N] | [1] | []
+// for a batch of n rows -> [n, time_embed_dim] in `dtype`. Throws streamgen::Error naming `who` when the
+// timesteps are neither one nor n.
+torch::Tensor embed_timesteps(TimestepEmbeddingImpl& embedding, const UNet2DConditionConfig& c, const torch::Tensor& timestep, std::int64_t n,
+                              torch::ScalarType dtype, const char* who);
+
 // CrossAttnDownBlock2D (with attentions) or DownBlock2D.
 struct UNetDownBlockImpl : torch::nn::Module {
   UNetDownBlockImpl(const UNet2DConditionConfig& c, std::size_t index, std::int64_t in, std::int64_t out, bool attention, bool downsample);

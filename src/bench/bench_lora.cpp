@@ -24,10 +24,7 @@ namespace {
 bool lcm_lora_target(const std::string& path) {
   static const std::vector<std::string> ends = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                                                 "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"};
-  return std::any_of(ends.begin(), ends.end(), [&](const std::string& e) {
-    return path.size() >= e.size() && path.compare(path.size() - e.size(), e.size(), e) == 0 &&
-           (path.size() == e.size() || path[path.size() - e.size() - 1] == '.');
-  });
+  return std::any_of(ends.begin(), ends.end(), [&](const std::string& e) { return path == e || path.ends_with("." + e); });
 }
 
 struct Written {
@@ -41,7 +38,7 @@ Written write_kohya_lora(torch::nn::Module& unet, std::int64_t rank, const std::
   torch::manual_seed(1234);
   for (const auto& p : unet.named_parameters()) {
     const auto& name = p.key();
-    if (name.size() < 8 || name.compare(name.size() - 7, 7, ".weight") != 0 || p.value().dim() < 2) continue;
+    if (!name.ends_with(".weight") || p.value().dim() < 2) continue;
     const auto path = name.substr(0, name.size() - 7);
     if (!lcm_lora_target(path)) continue;
     const auto& weight = p.value();

@@ -27,10 +27,6 @@ struct KeyPart {
   const char* naming = "";  // "kohya", "diffusers" or "peft"
 };
 
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 // Keys of adapter kinds that are not a plain up/down pair, with what they are, so that the error says
 // why rather than "unknown key".
@@ -48,7 +44,7 @@ const char* unsupported_kind(std::string_view key) {
   };
   for (const auto& [marker, kind] : kinds)
     if (key.find(marker) != std::string_view::npos) return kind;
-  if (ends_with(key, ".diff") || ends_with(key, ".diff_b")) return "a full weight difference (LyCORIS 'full')";
+  if (key.ends_with(".diff") || key.ends_with(".diff_b")) return "a full weight difference (LyCORIS 'full')";
   return nullptr;
 }
 
@@ -56,7 +52,7 @@ std::optional<KeyPart> kohya_part(const std::string& key) {
   static const std::vector<std::pair<std::string, std::string>> prefixes = {
       {"lora_unet_", "unet"}, {"lora_te1_", "text_encoder"}, {"lora_te2_", "text_encoder_2"}, {"lora_te_", "text_encoder"}};
   for (const auto& [prefix, target] : prefixes) {
-    if (!starts_with(key, prefix)) continue;
+    if (!key.starts_with(prefix)) continue;
     const auto dot = key.find('.');
     if (dot == std::string::npos) return std::nullopt;
     const std::string_view suffix = std::string_view(key).substr(dot + 1);
@@ -75,7 +71,7 @@ std::string processor_to_module(const std::string& path) {
   static const std::vector<std::pair<std::string, std::string>> names = {
       {".processor.to_q_lora", ".to_q"}, {".processor.to_k_lora", ".to_k"}, {".processor.to_v_lora", ".to_v"}, {".processor.to_out_lora", ".to_out.0"}};
   for (const auto& [from, to] : names)
-    if (ends_with(path, from)) return path.substr(0, path.size() - from.size()) + to;
+    if (path.ends_with(from)) return path.substr(0, path.size() - from.size()) + to;
   return path;
 }
 
@@ -102,7 +98,7 @@ std::optional<KeyPart> diffusers_part(const std::string& key) {
   const auto target = key.substr(0, dot);
   if (std::find(targets.begin(), targets.end(), target) == targets.end()) return std::nullopt;
   for (const auto& s : suffixes) {
-    if (!ends_with(key, s.text) || key.size() <= dot + 1 + s.text.size()) continue;
+    if (!key.ends_with(s.text) || key.size() <= dot + 1 + s.text.size()) continue;
     auto path = key.substr(dot + 1, key.size() - dot - 1 - s.text.size());
     const bool processor = path.find(".processor.") != std::string::npos;
     const bool plain_pair = s.text == ".down.weight" || s.text == ".up.weight";

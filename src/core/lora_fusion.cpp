@@ -65,7 +65,7 @@ TargetIndex index_target(torch::nn::Module& module) {
   TargetIndex index;
   for (const auto& item : module.named_parameters(true)) {
     const auto& name = item.key();
-    if (name.size() <= 7 || name.compare(name.size() - 7, 7, ".weight") != 0) continue;
+    if (!name.ends_with(".weight") || name.size() == 7) continue;
     const auto path = name.substr(0, name.size() - 7);
     index.by_path.emplace(path, item.value());
     index.by_mangled.emplace(mangle(path), path);

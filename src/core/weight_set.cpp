@@ -6,10 +6,6 @@
 namespace streamgen {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Reads `{"weight_map": {tensor: shard_file}}` and checks it against the shards themselves.
 WeightSet open_index(const std::filesystem::path& index_path, WeightSet (*from_files)(const std::vector<std::filesystem::path>&)) {
   const auto index = read_json_file(index_path);
@@ -45,7 +41,7 @@ WeightSet open_index(const std::filesystem::path& index_path, WeightSet (*from_f
 }  // namespace
 
 WeightSet WeightSet::open(const std::filesystem::path& path) {
-  if (ends_with(path.filename().string(), ".json")) {
+  if (path.filename().string().ends_with(".json")) {
     WeightSet set = open_index(path, &WeightSet::from_files);
     set.description_ = path.string();
     return set;

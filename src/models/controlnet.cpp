@@ -67,11 +67,7 @@ ControlNetOutput ControlNetModelImpl::forward(const torch::Tensor& sample, const
   if (encoder_hidden_states.dim() != 3 || encoder_hidden_states.size(0) != sample.size(0) || encoder_hidden_states.size(2) != u.cross_attention_dim)
     throw Error("controlnet: encoder_hidden_states must be [" + std::to_string(sample.size(0)) + ", L, " + std::to_string(u.cross_attention_dim) + "]");
   const auto n = sample.size(0);
-  auto t = timestep.reshape({-1});
-  if (t.size(0) == 1) t = t.expand({n});
-  if (t.size(0) != n) throw Error("controlnet: " + std::to_string(t.size(0)) + " timesteps for a batch of " + std::to_string(n));
-
-  const auto emb = time_embedding(timestep_embedding(t, u.block_out_channels[0], u.flip_sin_to_cos, u.freq_shift).to(sample.scalar_type()));
+  const auto emb = embed_timesteps(*time_embedding, u, timestep, n, sample.scalar_type(), "controlnet");
   // The embedding runs once per distinct control image, then is tiled over the rows (a stream's rows are
   // slot-major: row k holds frame k mod b).
   const auto cond = config.bgr ? control.flip({1}) : control;

@@ -29,6 +29,14 @@ TimestepEmbeddingImpl::TimestepEmbeddingImpl(std::int64_t in, std::int64_t out) 
 
 torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& x) { return linear_2(torch::silu(linear_1(x))); }
 
+torch::Tensor embed_timesteps(TimestepEmbeddingImpl& embedding, const UNet2DConditionConfig& c, const torch::Tensor& timestep, std::int64_t n,
+                              torch::ScalarType dtype, const char* who) {
+  auto t = timestep.reshape({-1});
+  if (t.size(0) == 1) t = t.expand({n});
+  if (t.size(0) != n) throw Error(std::string(who) + ": " + std::to_string(t.size(0)) + " timesteps for a batch of " + std::to_string(n));
+  return embedding.forward(timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift).to(dtype));
+}
+
 namespace {
 
 Transformer2DModel make_transformer(const UNet2DConditionConfig& c, std::int64_t channels, std::int64_t heads, std::int64_t layers) {
@@ -149,12 +157,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
       encoder_hidden_states.size(0) != sample.size(0))
     throw Error("unet: encoder_hidden_states must be [" + std::to_string(sample.size(0)) + ", L, " +
                 std::to_string(config.cross_attention_dim) + "]");
-  const auto n = sample.size(0);
-  auto t = timestep.reshape({-1});
-  if (t.size(0) == 1) t = t.expand({n});
-  if (t.size(0) != n) throw Error("unet: " + std::to_string(t.size(0)) + " timesteps for a batch of " + std::to_string(n));
-
-  const auto emb = time_embedding(timestep_embedding(t, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift).to(sample.scalar_type()));
+  const auto emb = embed_timesteps(*time_embedding, config, timestep, sample.size(0), sample.scalar_type(), "unet");
   auto x = conv_in(match_memory_format(sample, conv_in->weight));
   std::vector<torch::Tensor> skips{x};
   for (const auto& block : *down_blocks) x = block->as<UNetDownBlock>()->forward(x, emb, encoder_hidden_states, skips);

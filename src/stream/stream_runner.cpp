@@ -301,8 +301,6 @@ std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& mo
 double StreamModels::set_lora_scales(const std::vector<double>& scales) {
   if (!loras) throw Error("no LoRA is loaded: start with --lora FILE[:SCALE] to change LoRA scales");
   if (!loras->rescalable()) throw Error("these models were loaded with fixed LoRA scales");
-  if (scales.size() != loras->loras().size())
-    throw Error("LoRA scales: " + std::to_string(scales.size()) + " given, " + std::to_string(loras->loras().size()) + " LoRA(s) loaded");
   double ms = 0;
   weights->write([&] {
     const auto t0 = Clock::now();
@@ -350,8 +348,7 @@ StreamRunner::StreamRunner(StreamRunnerOptions options) : impl_(std::make_unique
   auto& m = *impl_;
   auto& o = m.o;
   check_stream_runner_options(o);
-  m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute, o.adapters);
-  check_control_options(o, m.models->controlnets.size());
+  m.models = o.models ? o.models : StreamModels::load(o.model, o.taesd, o.compute, o.adapters);  // as many ControlNets as checked
   m.controlnet_scales = o.controlnet_scales.empty() ? std::vector<double>(m.models->controlnets.size(), 1.0) : o.controlnet_scales;
   m.control = o.control;
   o.compute = m.models->compute;
