@@ -81,6 +81,49 @@ TEST(ControlNet, SingleFilesInTheOriginalLayoutLoadWithTheirConfigInferred) {
   test::expect_error_mentions([&] { load_controlnet(test::data_path("lora/tiny-sd15_kohya_r4.safetensors")); }, "not a ControlNet single file");
 }
 
+// An SDXL ControlNet (diffusers' ControlNetModel.from_unet of an SDXL UNet) has the UNet's add_embedding too. Made
+// from the golden-checked tiny SDXL UNet with a zero conditioning embedding and identity zero convs, its residuals are
+// exactly the UNet's own skip connections and mid-block output, SDXL's added conditioning included.
+TEST(ControlNet, SdxlControlNetsCarryTheAddedConditioning) {
+  torch::NoGradGuard no_grad;
+  auto unet = load_unet_2d_condition(test::data_path("tiny-sdxl/unet"));
+  ControlNetConfig config;
+  config.unet = unet->config;
+  ControlNetModel controlnet(config);
+  const auto unet_params = unet->named_parameters();
+  for (auto& p : controlnet->named_parameters()) {
+    if (unet_params.contains(p.key())) {
+      p.value().copy_(unet_params[p.key()]);
+    } else if (p.key().starts_with("controlnet_down_blocks.") || p.key().starts_with("controlnet_mid_block.")) {
+      if (p.value().dim() == 4) p.value().copy_(torch::eye(p.value().size(0)).view(p.value().sizes()));
+      else p.value().zero_();
+    } else {
+      ASSERT_TRUE(p.key().starts_with("controlnet_cond_embedding.")) << p.key() << " is neither the UNet's nor the ControlNet's own";
+      if (p.key().starts_with("controlnet_cond_embedding.conv_out.")) p.value().zero_();
+    }
+  }
+  ASSERT_FALSE(controlnet->add_embedding.is_empty());
+  const auto golden = SafetensorsFile::open(test::data_path("tiny-sdxl_unet.safetensors"));
+  const UNetConditioning cond(golden.tensor("case0.encoder_hidden_states"), golden.tensor("case0.text_embeds"), golden.tensor("case0.time_ids"));
+  const auto x = golden.tensor("case0.sample"), t = golden.tensor("case0.timestep");
+  const auto r = controlnet->forward(x, t, cond, torch::rand({1, 3, 128, 128}), 1.0);
+
+  // The UNet's down path, step by step.
+  const auto emb = embed_timesteps(*unet->time_embedding, unet->add_embedding.get(), unet->config, t, cond, 2, torch::kFloat32, "test");
+  auto h = unet->conv_in(x);
+  std::vector<torch::Tensor> skips{h};
+  for (const auto& block : *unet->down_blocks) h = block->as<UNetDownBlock>()->forward(h, emb, cond.encoder_hidden_states, skips);
+  h = unet->mid_block(h, emb, cond.encoder_hidden_states);
+  ASSERT_EQ(r.residuals.down.size(), skips.size());
+  for (std::size_t i = 0; i < skips.size(); ++i) EXPECT_LE(compare_tensors(r.residuals.down[i], skips[i]).rel, 1e-6) << "skip " << i;
+  EXPECT_LE(compare_tensors(r.residuals.mid, h).rel, 1e-6);
+  // The intermediates diffusers recorded: the same down path.
+  EXPECT_LE(compare_tensors(r.residuals.mid, golden.tensor("case0.intermediate.mid_block")).rel, test::kFp32Tol);
+  // Without the added conditioning it refuses, as the UNet does.
+  test::expect_error_mentions([&] { controlnet->forward(x, t, cond.encoder_hidden_states, torch::rand({1, 3, 128, 128}), 1.0); },
+                              "controlnet: this SDXL model (addition_embed_type text_time) needs text_embeds");
+}
+
 TEST(ControlNet, MismatchesAreNamed) {
   torch::NoGradGuard no_grad;
   auto controlnet = load_controlnet(test::data_path("controlnet"));

@@ -49,6 +49,57 @@ TEST(UNet, TimeEmbeddingMatchesTheIntermediates) {
   EXPECT_TRUE(compare_tensors(unet->time_embedding(proj), golden.tensor("case0.intermediate.time_embedding")).within(test::kFp32Tol));
 }
 
+// SDXL: transformer_layers_per_block [1, 2], norm groups 16, and the text_time conditioning (pooled text
+// projection + sinusoids of time_ids through add_embedding), against diffusers' outputs and intermediates.
+TEST(UNet, SdxlTextTimeMatchesDiffusers) {
+  const auto golden = SafetensorsFile::open(test::data_path("tiny-sdxl_unet.safetensors"));
+  torch::NoGradGuard no_grad;
+  auto unet = load_unet_2d_condition(test::data_path("tiny-sdxl/unet"));
+  ASSERT_TRUE(unet->config.text_time);
+  EXPECT_EQ(unet->config.text_embeds_dim(), 36);
+  const auto in = [&](const std::string& k) { return golden.tensor("case0." + k); };
+  const auto mid = [&](const std::string& k) { return golden.tensor("case0.intermediate." + k); };
+  const auto& c = unet->config;
+  const auto add_time = timestep_embedding(in("time_ids").reshape({-1}), c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift).reshape({2, -1});
+  EXPECT_TRUE(compare_tensors(add_time, mid("add_time_proj")).within(1e-6));
+  EXPECT_TRUE(compare_tensors(torch::cat({in("text_embeds"), add_time}, -1), mid("add_embedding_input")).within(1e-6));
+  EXPECT_TRUE(compare_tensors(unet->add_embedding(mid("add_embedding_input")), mid("add_embedding")).within(test::kFp32Tol));
+  const UNetConditioning cond{in("encoder_hidden_states"), in("text_embeds"), in("time_ids")};
+  const auto emb = embed_timesteps(*unet->time_embedding, unet->add_embedding.get(), c, in("timestep"), cond, 2, torch::kFloat32, "test");
+  EXPECT_TRUE(compare_tensors(emb, mid("emb")).within(test::kFp32Tol));
+
+  ComputeOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  auto unet16 = load_unet_2d_condition(test::data_path("tiny-sdxl/unet"), bf16);
+  auto rounded = load_unet_2d_condition(test::data_path("tiny-sdxl/unet"));
+  test::round_parameters_to(*rounded);
+  const double reduction = test::reduction_error(test::widest_reduction(*unet));
+  for (const std::string k : {"case0", "case1"}) {
+    SCOPED_TRACE(k);
+    const auto g = [&](const std::string& name) { return golden.tensor(k + "." + name); };
+    const UNetConditioning kc{g("encoder_hidden_states"), g("text_embeds"), g("time_ids")};
+    const auto d = compare_tensors(unet->forward(g("sample"), g("timestep"), kc), g("out"));
+    EXPECT_TRUE(d.within(test::kFp32Tol)) << "rel " << d.rel;
+    const UNetConditioning rc{test::round_to(kc.encoder_hidden_states), test::round_to(kc.text_embeds), kc.time_ids};
+    const test::Bf16Bound bound{compare_tensors(rounded->forward(test::round_to(g("sample")), g("timestep"), rc), g("out")).rel, reduction};
+    const auto d16 = compare_tensors(unet16->forward(g("sample").to(torch::kBFloat16), g("timestep"), kc.to(torch::kCPU, torch::kBFloat16)), g("out"));
+    EXPECT_TRUE(d16.within(bound.tol())) << "bf16 rel " << d16.rel << ", " << bound.describe();
+  }
+}
+
+TEST(UNet, SdxlWithoutItsAddedConditioningIsAClearError) {
+  torch::NoGradGuard no_grad;
+  auto unet = load_unet_2d_condition(test::data_path("tiny-sdxl/unet"));
+  const auto x = torch::randn({1, 4, 8, 8});
+  test::expect_error_mentions([&] { unet->forward(x, torch::tensor({1}), torch::randn({1, 77, 72})); },
+                              "needs text_embeds [1, 36] and time_ids [1, 6]; got text_embeds missing");
+  test::expect_error_mentions([&] { unet->forward(x, torch::tensor({1}), UNetConditioning{torch::randn({1, 77, 72}), torch::randn({1, 40}), default_time_ids(64, 64)}); },
+                              "got text_embeds [1, 40], time_ids [1, 6]");
+  auto sd21 = load_unet_2d_condition(test::data_path("tiny-sd21/unet"));
+  test::expect_error_mentions([&] { sd21->forward(x, torch::tensor({1}), UNetConditioning{torch::randn({1, 77, 32}), torch::randn({1, 36}), default_time_ids(64, 64)}); },
+                              "this model has no added conditioning");
+}
+
 TEST(UNet, ConfigErrorsAreSpecific) {
   auto expect = [](nlohmann::json cfg, const std::string& want) {
     try {
@@ -69,7 +120,12 @@ TEST(UNet, ConfigErrorsAreSpecific) {
   expect(bad, "unsupported down block type 'SimpleCrossAttnDownBlock2D'");
   bad = base;
   bad["addition_embed_type"] = "text_time";
-  expect(bad, "SDXL-style added conditioning");
+  expect(bad, "config has no 'addition_time_embed_dim'");
+  bad["addition_time_embed_dim"] = 8;
+  bad["projection_class_embeddings_input_dim"] = 48;
+  expect(bad, "leaves no room for the pooled text embedding beside 6 x addition_time_embed_dim = 48");
+  bad["addition_embed_type"] = "image";
+  expect(bad, "addition_embed_type 'image' is not supported");
   bad = base;
   bad["attention_head_dim"] = {2, 3};
   expect(bad, "not divisible into 3 heads");

@@ -36,11 +36,15 @@ struct ControlNetModelImpl : torch::nn::Module {
   // sample [N, Cin, h, w], timestep [N] | [1] | [], encoder_hidden_states [N, L, D], control [b, C, 8h, 8w]
   // with b dividing N, tiled over the rows (float, [0, 1]: the control image / 255, not [-1, 1])
   // -> residuals x conditioning_scale
+  ControlNetOutput forward(const torch::Tensor& sample, const torch::Tensor& timestep, const UNetConditioning& cond, const torch::Tensor& control,
+                           double conditioning_scale = 1.0);
+  // The SD1.x / SD2.x form: text tokens only.
   ControlNetOutput forward(const torch::Tensor& sample, const torch::Tensor& timestep, const torch::Tensor& encoder_hidden_states,
                            const torch::Tensor& control, double conditioning_scale = 1.0);
   ControlNetConfig config;
   torch::nn::Conv2d conv_in{nullptr};
   TimestepEmbedding time_embedding{nullptr};
+  TimestepEmbedding add_embedding{nullptr};  // SDXL ControlNets (text_time) only
   ControlNetConditioningEmbedding controlnet_cond_embedding{nullptr};
   torch::nn::ModuleList down_blocks{nullptr}, controlnet_down_blocks{nullptr};
   UNetMidBlock2DCrossAttn mid_block{nullptr};

@@ -1,7 +1,7 @@
 #pragma once
-// UNet2DConditionModel as in diffusers, for the SD1.x and SD2.x / SD-Turbo families: down blocks
-// (CrossAttnDownBlock2D, DownBlock2D), UNetMidBlock2DCrossAttn, up blocks (UpBlock2D,
-// CrossAttnUpBlock2D). Module names equal the checkpoint keys.
+// UNet2DConditionModel as in diffusers, for the SD1.x, SD2.x / SD-Turbo and SDXL / SDXL-Turbo families: down
+// blocks (CrossAttnDownBlock2D, DownBlock2D), UNetMidBlock2DCrossAttn, up blocks (UpBlock2D, CrossAttnUpBlock2D),
+// and SDXL's added "text_time" conditioning. Module names equal the checkpoint keys.
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
@@ -26,11 +26,36 @@ struct TimestepEmbeddingImpl : torch::nn::Module {
 };
 TORCH_MODULE(TimestepEmbedding);
 
-// The time embedding a UNet-shaped model (the UNet, a ControlNet) gives its resnets: timestep [N] | [1] | []
-// for a batch of n rows -> [n, time_embed_dim] in `dtype`. Throws streamgen::Error naming `who` when the
-// timesteps are neither one nor n.
-torch::Tensor embed_timesteps(TimestepEmbeddingImpl& embedding, const UNet2DConditionConfig& c, const torch::Tensor& timestep, std::int64_t n,
-                              torch::ScalarType dtype, const char* who);
+// What a UNet call is conditioned on besides the timestep, row by row.
+struct UNetConditioning {
+  UNetConditioning() = default;
+  explicit UNetConditioning(torch::Tensor hidden, torch::Tensor pooled = {}, torch::Tensor ids = {})
+      : encoder_hidden_states(std::move(hidden)), text_embeds(std::move(pooled)), time_ids(std::move(ids)) {}
+  torch::Tensor encoder_hidden_states;  // [N, L, D]: the prompt's tokens
+  torch::Tensor text_embeds;            // [N, P]: SDXL's pooled text projection (text_time UNets only)
+  torch::Tensor time_ids;               // [N, 6]: SDXL's (orig_h, orig_w, crop_top, crop_left, target_h, target_w), pixels
+  std::int64_t rows() const { return encoder_hidden_states.size(0); }
+  // Batch 1 -> n rows (a view).
+  UNetConditioning expand(std::int64_t n) const;
+  // Rows [start, start + length).
+  UNetConditioning narrow(std::int64_t start, std::int64_t length) const;
+  // The embeddings moved to `dtype` on `device`; time_ids stay float32 (pixel sizes, turned into sinusoids in float32).
+  UNetConditioning to(const torch::Device& device, torch::ScalarType dtype) const;
+};
+// The parts' rows one after another (each part's fields defined alike).
+UNetConditioning cat_rows(const std::vector<UNetConditioning>& parts);
+// a + w (b - a) on every embedding (time_ids from b): a prompt blend.
+UNetConditioning lerp(const UNetConditioning& a, const UNetConditioning& b, double w);
+// The time_ids SDXL's pipelines pass by default for an image of height x width: no crop, original = target size. [1, 6]
+torch::Tensor default_time_ids(std::int64_t height, std::int64_t width);
+
+// The embedding a UNet-shaped model (the UNet, a ControlNet) gives its resnets: timestep [N] | [1] | [] for a
+// batch of n rows -> [n, time_embed_dim] in `dtype`, plus, for a text_time config, add_embedding(cat(text_embeds,
+// sinusoids of time_ids)). Throws streamgen::Error naming `who` when the timesteps are neither one nor n or the
+// added conditioning is missing or misshapen.
+torch::Tensor embed_timesteps(TimestepEmbeddingImpl& embedding, TimestepEmbeddingImpl* add_embedding, const UNet2DConditionConfig& c,
+                              const torch::Tensor& timestep, const UNetConditioning& cond, std::int64_t n, torch::ScalarType dtype,
+                              const char* who);
 
 // CrossAttnDownBlock2D (with attentions) or DownBlock2D.
 struct UNetDownBlockImpl : torch::nn::Module {
@@ -69,13 +94,17 @@ struct UNetResiduals {
 
 struct UNet2DConditionModelImpl : torch::nn::Module {
   explicit UNet2DConditionModelImpl(const UNet2DConditionConfig& c);
-  // sample [N, Cin, H, W], timestep int64 [N] or [1] or scalar, encoder_hidden_states [N, L, D]
-  // -> [N, Cout, H, W]
+  // sample [N, Cin, H, W], timestep int64 [N] or [1] or scalar, cond.encoder_hidden_states [N, L, D] (+ text_embeds
+  // [N, P] and time_ids [N, 6] for a text_time UNet) -> [N, Cout, H, W]
+  torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep, const UNetConditioning& cond,
+                        const UNetResiduals* residuals = nullptr);
+  // The SD1.x / SD2.x form: text tokens only.
   torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep, const torch::Tensor& encoder_hidden_states,
                         const UNetResiduals* residuals = nullptr);
   UNet2DConditionConfig config;
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};
+  TimestepEmbedding add_embedding{nullptr};  // text_time only
   torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
   UNetMidBlock2DCrossAttn mid_block{nullptr};
   torch::nn::GroupNorm conv_norm_out{nullptr};

@@ -29,6 +29,15 @@ struct UNet2DConditionConfig {
   bool flip_sin_to_cos = true;
   double freq_shift = 0;
   std::int64_t downsample_padding = 1;
+  // SDXL's added conditioning (addition_embed_type "text_time"): the pooled text projection and the six
+  // size / crop numbers (each a sinusoid of addition_time_embed_dim channels) go through add_embedding
+  // (projection_class_embeddings_input_dim -> time_embed_dim) and join the time embedding.
+  bool text_time = false;
+  std::int64_t addition_time_embed_dim = 0;
+  std::int64_t projection_class_embeddings_input_dim = 0;
+  static constexpr std::int64_t kTimeIds = 6;  // (orig_h, orig_w, crop_top, crop_left, target_h, target_w)
+  // The width of the pooled text embedding text_time expects (SDXL: 1280).
+  std::int64_t text_embeds_dim() const { return projection_class_embeddings_input_dim - kTimeIds * addition_time_embed_dim; }
 
   static UNet2DConditionConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
   std::int64_t time_embed_dim() const { return block_out_channels[0] * 4; }

@@ -38,6 +38,8 @@ ControlNetModelImpl::ControlNetModelImpl(const ControlNetConfig& c) : config(c) 
   const auto blocks = ch.size();
   conv_in = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(u.in_channels, ch[0], 3).padding(1)));
   time_embedding = register_module("time_embedding", TimestepEmbedding(ch[0], u.time_embed_dim()));
+  if (u.text_time)
+    add_embedding = register_module("add_embedding", TimestepEmbedding(u.projection_class_embeddings_input_dim, u.time_embed_dim()));
   controlnet_cond_embedding =
       register_module("controlnet_cond_embedding", ControlNetConditioningEmbedding(c.conditioning_channels, c.conditioning_embedding_out_channels, ch[0]));
   down_blocks = register_module("down_blocks", torch::nn::ModuleList());
@@ -54,6 +56,12 @@ ControlNetModelImpl::ControlNetModelImpl(const ControlNetConfig& c) : config(c) 
 
 ControlNetOutput ControlNetModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep, const torch::Tensor& encoder_hidden_states,
                                               const torch::Tensor& control, double conditioning_scale) {
+  return forward(sample, timestep, UNetConditioning{encoder_hidden_states}, control, conditioning_scale);
+}
+
+ControlNetOutput ControlNetModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep, const UNetConditioning& cond,
+                                              const torch::Tensor& control, double conditioning_scale) {
+  const auto& encoder_hidden_states = cond.encoder_hidden_states;
   // sample [N, C, h, w], control [N or 1, Cc, f h, f w] (f = 8 for the usual embedding) -> residuals
   const auto& u = config.unet;
   const auto f = config.downsample_factor();
@@ -64,16 +72,16 @@ ControlNetOutput ControlNetModelImpl::forward(const torch::Tensor& sample, const
     throw Error("controlnet: the control image must be " + std::to_string(config.conditioning_channels) + " x " + std::to_string(sample.size(2) * f) +
                 " x " + std::to_string(sample.size(3) * f) + " (" + std::to_string(f) + "x the latent), a batch that divides the sample's; got " +
                 safetensors::shape_string(control.sizes().vec()));
-  if (encoder_hidden_states.dim() != 3 || encoder_hidden_states.size(0) != sample.size(0) || encoder_hidden_states.size(2) != u.cross_attention_dim)
+  if (!encoder_hidden_states.defined() || encoder_hidden_states.dim() != 3 || encoder_hidden_states.size(0) != sample.size(0) || encoder_hidden_states.size(2) != u.cross_attention_dim)
     throw Error("controlnet: encoder_hidden_states must be [" + std::to_string(sample.size(0)) + ", L, " + std::to_string(u.cross_attention_dim) + "]");
   const auto n = sample.size(0);
-  const auto emb = embed_timesteps(*time_embedding, u, timestep, n, sample.scalar_type(), "controlnet");
+  const auto emb = embed_timesteps(*time_embedding, add_embedding.is_empty() ? nullptr : add_embedding.get(), u, timestep, cond, n, sample.scalar_type(), "controlnet");
   // The embedding runs once per distinct control image, then is tiled over the rows (a stream's rows are
   // slot-major: row k holds frame k mod b).
-  const auto cond = config.bgr ? control.flip({1}) : control;
+  const auto image = config.bgr ? control.flip({1}) : control;
   ControlNetOutput out;
-  out.cond_embedding = controlnet_cond_embedding(cond.to(sample.scalar_type()));
-  if (cond.size(0) != n) out.cond_embedding = out.cond_embedding.repeat({n / cond.size(0), 1, 1, 1});
+  out.cond_embedding = controlnet_cond_embedding(image.to(sample.scalar_type()));
+  if (image.size(0) != n) out.cond_embedding = out.cond_embedding.repeat({n / image.size(0), 1, 1, 1});
   auto x = conv_in(match_memory_format(sample, conv_in->weight)) + out.cond_embedding;
   std::vector<torch::Tensor> skips{x};
   for (const auto& block : *down_blocks) x = block->as<UNetDownBlock>()->forward(x, emb, encoder_hidden_states, skips);

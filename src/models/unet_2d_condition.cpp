@@ -29,12 +29,74 @@ TimestepEmbeddingImpl::TimestepEmbeddingImpl(std::int64_t in, std::int64_t out) 
 
 torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& x) { return linear_2(torch::silu(linear_1(x))); }
 
-torch::Tensor embed_timesteps(TimestepEmbeddingImpl& embedding, const UNet2DConditionConfig& c, const torch::Tensor& timestep, std::int64_t n,
-                              torch::ScalarType dtype, const char* who) {
+UNetConditioning UNetConditioning::expand(std::int64_t n) const {
+  UNetConditioning c{encoder_hidden_states.expand({n, -1, -1})};
+  if (text_embeds.defined()) c.text_embeds = text_embeds.expand({n, -1});
+  if (time_ids.defined()) c.time_ids = time_ids.expand({n, -1});
+  return c;
+}
+
+UNetConditioning UNetConditioning::narrow(std::int64_t start, std::int64_t length) const {
+  UNetConditioning c{encoder_hidden_states.narrow(0, start, length)};
+  if (text_embeds.defined()) c.text_embeds = text_embeds.narrow(0, start, length);
+  if (time_ids.defined()) c.time_ids = time_ids.narrow(0, start, length);
+  return c;
+}
+
+UNetConditioning UNetConditioning::to(const torch::Device& device, torch::ScalarType dtype) const {
+  UNetConditioning c{encoder_hidden_states.to(device, dtype)};
+  if (text_embeds.defined()) c.text_embeds = text_embeds.to(device, dtype);
+  if (time_ids.defined()) c.time_ids = time_ids.to(device, torch::kFloat32);
+  return c;
+}
+
+UNetConditioning cat_rows(const std::vector<UNetConditioning>& parts) {
+  if (parts.size() == 1) return parts.front();
+  auto field = [&](torch::Tensor UNetConditioning::*f) -> torch::Tensor {
+    std::vector<torch::Tensor> ts;
+    for (const auto& p : parts)
+      if ((p.*f).defined()) ts.push_back(p.*f);
+    if (ts.empty()) return {};
+    if (ts.size() != parts.size()) throw Error("unet conditioning: rows with and without SDXL's added conditioning cannot be batched");
+    return torch::cat(ts, 0);
+  };
+  return UNetConditioning(field(&UNetConditioning::encoder_hidden_states), field(&UNetConditioning::text_embeds), field(&UNetConditioning::time_ids));
+}
+
+UNetConditioning lerp(const UNetConditioning& a, const UNetConditioning& b, double w) {
+  UNetConditioning c{torch::lerp(a.encoder_hidden_states, b.encoder_hidden_states, w), b.text_embeds, b.time_ids};
+  if (a.text_embeds.defined() && b.text_embeds.defined()) c.text_embeds = torch::lerp(a.text_embeds, b.text_embeds, w);
+  return c;
+}
+
+torch::Tensor default_time_ids(std::int64_t height, std::int64_t width) {
+  const auto h = static_cast<float>(height), w = static_cast<float>(width);
+  return torch::tensor({h, w, 0.0f, 0.0f, h, w}).view({1, 6});
+}
+
+torch::Tensor embed_timesteps(TimestepEmbeddingImpl& embedding, TimestepEmbeddingImpl* add_embedding, const UNet2DConditionConfig& c,
+                              const torch::Tensor& timestep, const UNetConditioning& cond, std::int64_t n, torch::ScalarType dtype,
+                              const char* who) {
   auto t = timestep.reshape({-1});
   if (t.size(0) == 1) t = t.expand({n});
   if (t.size(0) != n) throw Error(std::string(who) + ": " + std::to_string(t.size(0)) + " timesteps for a batch of " + std::to_string(n));
-  return embedding.forward(timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift).to(dtype));
+  auto emb = embedding.forward(timestep_embedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift).to(dtype));
+  if (!c.text_time) {
+    if (cond.text_embeds.defined() || cond.time_ids.defined())
+      throw Error(std::string(who) + ": text_embeds / time_ids given, but this model has no added conditioning (they are SDXL's)");
+    return emb;
+  }
+  const auto p = c.text_embeds_dim();
+  const auto shape = [](const torch::Tensor& x) { return x.defined() ? safetensors::shape_string(x.sizes().vec()) : std::string("missing"); };
+  if (!cond.text_embeds.defined() || cond.text_embeds.dim() != 2 || cond.text_embeds.size(0) != n || cond.text_embeds.size(1) != p ||
+      !cond.time_ids.defined() || cond.time_ids.dim() != 2 || cond.time_ids.size(0) != n || cond.time_ids.size(1) != c.kTimeIds)
+    throw Error(std::string(who) + ": this SDXL model (addition_embed_type text_time) needs text_embeds [" + std::to_string(n) + ", " +
+                std::to_string(p) + "] and time_ids [" + std::to_string(n) + ", 6]; got text_embeds " + shape(cond.text_embeds) +
+                ", time_ids " + shape(cond.time_ids));
+  // diffusers: add_time_proj(time_ids.flatten()).reshape(N, -1), concatenated in float32 after text_embeds.
+  const auto time_embeds = timestep_embedding(cond.time_ids.reshape({-1}), c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift).reshape({n, -1});
+  const auto added = torch::cat({cond.text_embeds.to(torch::kFloat32), time_embeds}, -1).to(dtype);
+  return emb + add_embedding->forward(added);
 }
 
 namespace {
@@ -132,6 +194,8 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNet2DConditionConfig& 
   const auto blocks = ch.size();
   conv_in = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, ch[0], 3).padding(1)));
   time_embedding = register_module("time_embedding", TimestepEmbedding(ch[0], c.time_embed_dim()));
+  if (c.text_time)
+    add_embedding = register_module("add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, c.time_embed_dim()));
   down_blocks = register_module("down_blocks", torch::nn::ModuleList());
   for (std::size_t i = 0; i < blocks; ++i)
     down_blocks->push_back(UNetDownBlock(c, i, i == 0 ? ch[0] : ch[i - 1], ch[i], c.down_block_types[i] == "CrossAttnDownBlock2D", i + 1 < blocks));
@@ -150,14 +214,21 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNet2DConditionConfig& 
 
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep,
                                                 const torch::Tensor& encoder_hidden_states, const UNetResiduals* residuals) {
-  // sample [N, C, H, W], timestep [N] | [1] | [], encoder_hidden_states [N, L, D] -> [N, C, H, W]
+  return forward(sample, timestep, UNetConditioning{encoder_hidden_states}, residuals);
+}
+
+torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep, const UNetConditioning& cond,
+                                                const UNetResiduals* residuals) {
+  // sample [N, C, H, W], timestep [N] | [1] | [], encoder_hidden_states [N, L, D] (+ text_embeds [N, P], time_ids [N, 6])
+  // -> [N, C, H, W]
+  const auto& encoder_hidden_states = cond.encoder_hidden_states;
   if (sample.dim() != 4 || sample.size(1) != config.in_channels)
     throw Error("unet: sample must be [N, " + std::to_string(config.in_channels) + ", H, W], got " + std::to_string(sample.dim()) + "-d");
-  if (encoder_hidden_states.dim() != 3 || encoder_hidden_states.size(2) != config.cross_attention_dim ||
+  if (!encoder_hidden_states.defined() || encoder_hidden_states.dim() != 3 || encoder_hidden_states.size(2) != config.cross_attention_dim ||
       encoder_hidden_states.size(0) != sample.size(0))
     throw Error("unet: encoder_hidden_states must be [" + std::to_string(sample.size(0)) + ", L, " +
                 std::to_string(config.cross_attention_dim) + "]");
-  const auto emb = embed_timesteps(*time_embedding, config, timestep, sample.size(0), sample.scalar_type(), "unet");
+  const auto emb = embed_timesteps(*time_embedding, add_embedding.is_empty() ? nullptr : add_embedding.get(), config, timestep, cond, sample.size(0), sample.scalar_type(), "unet");
   auto x = conv_in(match_memory_format(sample, conv_in->weight));
   std::vector<torch::Tensor> skips{x};
   for (const auto& block : *down_blocks) x = block->as<UNetDownBlock>()->forward(x, emb, encoder_hidden_states, skips);

@@ -82,7 +82,20 @@ UNet2DConditionConfig UNet2DConditionConfig::from_json(const nlohmann::json& j, 
   config_check_range(c.cross_attention_dim, 1, 16384, "cross_attention_dim", source);
   config_check_range(c.transformer_layers_per_block, 1, 64, "transformer_layers_per_block", source);
   config_check_range(c.downsample_padding, 0, 8, "downsample_padding", source);
-  require_null(j, "addition_embed_type", source, "SDXL-style added conditioning");
+  const auto added = config_value<std::string>(j, "addition_embed_type", "", source);
+  if (added == "text_time") {
+    c.text_time = true;
+    c.addition_time_embed_dim = config_required<std::int64_t>(j, "addition_time_embed_dim", source);
+    c.projection_class_embeddings_input_dim = config_required<std::int64_t>(j, "projection_class_embeddings_input_dim", source);
+    config_check_range(c.addition_time_embed_dim, 2, 4096, "addition_time_embed_dim", source);
+    config_check_range(c.projection_class_embeddings_input_dim, 1, 65536, "projection_class_embeddings_input_dim", source);
+    if (c.text_embeds_dim() <= 0)
+      throw Error(source + ": projection_class_embeddings_input_dim " + std::to_string(c.projection_class_embeddings_input_dim) +
+                  " leaves no room for the pooled text embedding beside 6 x addition_time_embed_dim = " +
+                  std::to_string(kTimeIds * c.addition_time_embed_dim));
+  } else if (!added.empty()) {
+    throw Error(source + ": addition_embed_type '" + added + "' is not supported (supported: text_time, SDXL's)");
+  }
   require_null(j, "class_embed_type", source, "class embeddings");
   require_null(j, "time_cond_proj_dim", source, "guidance-embedding LCM UNets");
   require_null(j, "encoder_hid_dim", source, "encoder_hid_proj");
