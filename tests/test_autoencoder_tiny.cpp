@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <map>
+
 #include "streamgen/autoencoder_tiny.h"
 #include "streamgen/error.h"
 #include "streamgen/image_io.h"
@@ -20,13 +22,16 @@ constexpr double kPsnrTolDb = 0.1;
 struct TaesdCase {
   std::string file;
   double psnr_db;  // round trip on [0, 1], from the golden README / summary.json
+  std::string folder = "taesd";  // taesdxl: TAESD-XL, SDXL's latent space
 };
 
 class TaesdGolden : public ::testing::TestWithParam<TaesdCase> {};
 
-AutoencoderTiny& taesd() {
-  static AutoencoderTiny m = load_autoencoder_tiny(test::data_path("taesd"));
-  return m;
+AutoencoderTiny& taesd(const std::string& folder = "taesd") {
+  static std::map<std::string, AutoencoderTiny> models;
+  auto it = models.find(folder);
+  if (it == models.end()) it = models.emplace(folder, load_autoencoder_tiny(test::data_path(folder))).first;
+  return it->second;
 }
 
 TEST_P(TaesdGolden, EncodeDecodeAndRoundTripPsnr) {
@@ -34,20 +39,22 @@ TEST_P(TaesdGolden, EncodeDecodeAndRoundTripPsnr) {
   const auto golden = SafetensorsFile::open(test::data_path(GetParam().file));
   const auto image = golden.tensor("image_u8");
   const auto x = image_u8_to_unit_range(image);
-  const auto latents = taesd()->encode(x);
+  auto& model = taesd(GetParam().folder);
+  const auto latents = model->encode(x);
   const auto d_lat = compare_tensors(latents, golden.tensor("latents"));
   EXPECT_FALSE(d_lat.non_finite);
   EXPECT_LE(d_lat.max_abs, kAbsTol) << "latents rel " << d_lat.rel;
   EXPECT_LE(d_lat.rel, 1e-4);
-  const auto decoded = taesd()->decode(golden.tensor("latents"));
+  const auto decoded = model->decode(golden.tensor("latents"));
   const auto d_dec = compare_tensors(decoded, golden.tensor("decoded"));
   EXPECT_LE(d_dec.max_abs, kAbsTol) << "decoded rel " << d_dec.rel;
-  EXPECT_NEAR(psnr_db(taesd()->decode(latents), image), GetParam().psnr_db, kPsnrTolDb);
+  EXPECT_NEAR(psnr_db(model->decode(latents), image), GetParam().psnr_db, kPsnrTolDb);
 }
 
 INSTANTIATE_TEST_SUITE_P(Photos, TaesdGolden,
                          ::testing::Values(TaesdCase{"taesd_128.safetensors", 22.73}, TaesdCase{"taesd_astronaut_256.safetensors", 21.867},
-                                           TaesdCase{"taesd_chelsea_256x192.safetensors", 25.683}),
+                                           TaesdCase{"taesd_chelsea_256x192.safetensors", 25.683},
+                                           TaesdCase{"taesdxl/taesdxl_chelsea_128x96.safetensors", 25.55, "taesdxl"}),
                          [](const auto& info) {
                            // "taesd_128.safetensors" -> "taesd_128": a name of digits alone confuses CTest's discovery
                            std::string n = info.param.file.substr(0, info.param.file.find('.'));

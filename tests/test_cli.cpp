@@ -337,6 +337,59 @@ TEST(Cli, SdxlTextEncodersOnTheParityHook) {
   EXPECT_EQ(r.code, 0) << r.out;
 }
 
+TEST(Cli, SdxlUNetAndTurboTxt2ImgOnTheParityHook) {
+  test::TempDir dir;
+  const auto sdxl = test::data_path("tiny-sdxl").string();
+  const auto unet_golden = test::data_path("tiny-sdxl_unet.safetensors").string();
+  for (const std::string c : {"case0", "case1"}) {
+    const auto out = (dir / (c + ".safetensors")).string();
+    auto r = run("tensors run --model " + sdxl + " --component unet --in " + unet_golden + " --prefix " + c + ". --out " + out);
+    ASSERT_EQ(r.code, 0) << r.out;
+    r = run("tensors diff " + out + " " + unet_golden + " --only " + c + ".out --tol 1e-4");
+    EXPECT_EQ(r.code, 0) << r.out;
+  }
+  const auto turbo = test::data_path("tiny-sdxl_turbo_1step.safetensors").string();
+  const auto out = (dir / "turbo.safetensors").string();
+  auto r = run("tensors run --model " + sdxl + " --component txt2img --in " + turbo + " --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("tensors diff " + out + " " + turbo + " --only out_latents,decoded --tol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+  // The UNet golden without its added conditioning: the missing input is named.
+  const auto bare = (dir / "bare.safetensors").string();
+  const auto golden = SafetensorsFile::open(unet_golden);
+  NamedTensors t;
+  for (const auto* k : {"sample", "timestep", "encoder_hidden_states"}) t.push_back({k, golden.tensor(std::string("case0.") + k)});
+  save_safetensors(bare, t);
+  r = run("tensors run --model " + sdxl + " --component unet --in " + bare + " --out " + (dir / "x.safetensors").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("also reads 'text_embeds'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, SdxlTurboTxt2ImgAndStreamsWithTaesdXl) {
+  test::TempDir dir;
+  const std::string models = " --model " + test::data_path("tiny-sdxl").string() + " --taesd " + test::data_path("taesdxl").string();
+  const auto png = (dir / "fox.png").string();
+  auto r = run("-q txt2img" + models + " -p 'a red fox' -W 64 -H 64 --steps 1 --out " + png);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read_image(png).sizes(), (std::vector<std::int64_t>{1, 3, 64, 64}));
+  EXPECT_EQ(read_png_text(png).at("sampler"), "Euler ancestral");
+  // Two steps draw the ancestral noise from the seed: the same seed, the same image.
+  const auto a = (dir / "a.png").string(), b = (dir / "b.png").string();
+  ASSERT_EQ(run("-q txt2img" + models + " -p x -W 64 -H 64 --steps 2 --seed 5 --out " + a).code, 0);
+  ASSERT_EQ(run("-q txt2img" + models + " -p x -W 64 -H 64 --steps 2 --seed 5 --out " + b).code, 0);
+  EXPECT_EQ(test::read_bytes(a), test::read_bytes(b));
+
+  r = run("-q txt2img-stream" + models + " -o " + (dir / "t2i").string() + " -p x -W 64 -H 64 -n 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "t2i" / "frame_00002.png"));
+  std::filesystem::create_directories(dir / "in");
+  const auto frames = SafetensorsFile::open(test::data_path("stream/frames_128.safetensors")).tensor("frames_u8");
+  for (int i = 0; i < 2; ++i) write_png(dir / "in" / ("f" + std::to_string(i) + ".png"), frames[i]);
+  r = run("-q img2img" + models + " -i " + (dir / "in").string() + " -o " + (dir / "out").string() + " -p 'oil painting' -W 64 -H 64 --cfg self");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read_image(dir / "out" / "frame_00001.png").sizes(), (std::vector<std::int64_t>{1, 3, 64, 64}));
+}
+
 TEST(Cli, Txt2ImgWritesADeterministicPngWithItsParameters) {
   test::TempDir dir;
   const auto model = test::data_path("tiny-sd15").string();

@@ -170,6 +170,8 @@ void run_run(const RunArgs& args, bool out_prefix_given) {
       if (!file.contains(key)) throw Error(args.in + ": no input tensor '" + key + "' for component " + args.component);
       inputs.emplace(name, file.tensor(key));
     }
+    for (const auto& name : component_sdxl_inputs(component))
+      if (file.contains(args.prefix + name)) inputs.emplace(name, file.tensor(args.prefix + name));
     ComponentRunOptions options;
     if (!args.config_from.empty()) options.config_from = args.config_from;
     options.loras = loras;
@@ -217,7 +219,7 @@ void register_tensors(CLI::App& app) {
   run_cmd->add_option("--model", run->model, "Pipeline folder, component folder, TAESD folder, or single-file SD checkpoint")->required();
   run_cmd->add_option("--config-from", run->config_from, "Single-file checkpoints: take component configs from this diffusers folder");
   run_cmd->add_option("--component", run->component,
-                      "unet | text_encoder | text_encoders (SDXL) | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer | controlnet")->required();
+                      "unet | text_encoder | text_encoders (SDXL) | vae_encode | vae_decode | taesd_encode | taesd_decode | tokenizer | controlnet | txt2img")->required();
   run_cmd->add_option("--controlnet", run->controlnet, "Component controlnet: the ControlNet folder (--model gives the UNet)")->check(CLI::ExistingDirectory);
   run_cmd->add_option("--conditioning-scale", run->conditioning_scale, "Component controlnet: the residuals' scale")->capture_default_str();
   run_cmd->add_option("--in", run->in, "Input .safetensors (names: see the component)");

@@ -51,6 +51,8 @@ class StreamDiffusion {
 
   // cond/uncond: [1, L, D] text embeddings. uncond is needed for full / initialize with guidance > 1.
   void set_embeddings(torch::Tensor cond, torch::Tensor uncond = {});
+  // The same with SDXL's added conditioning (text_embeds [1, P], time_ids [1, 6]) for a text_time UNet.
+  void set_embeddings(UNetConditioning cond, UNetConditioning uncond = {});
 
   struct Output {
     bool valid = true;       // false while warmup=suppress holds outputs back
@@ -79,7 +81,7 @@ class StreamDiffusion {
   std::int64_t calls() const { return calls_; }
 
  private:
-  torch::Tensor unet_rows(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx);
+  torch::Tensor unet_rows(const torch::Tensor& x, const torch::Tensor& t, const UNetConditioning& ctx);
   Output step_sequential(const torch::Tensor& z, const torch::Tensor& renoise);
   torch::Tensor per_row(const std::vector<float>& per_slot) const;
 
@@ -93,7 +95,7 @@ class StreamDiffusion {
   torch::Tensor buffer_;                // [(n-1)F, C, h, w]: latents of slots 1..n-1 for the next call
   torch::Tensor stock_;                 // [nF, C, h, w]: residual noise (recursive RCFG form)
   torch::Tensor refs_;                  // [(n-1)F, C, h, w]: reference latents of slots 1..n-1 (explicit form)
-  torch::Tensor cond_, uncond_;
+  UNetConditioning cond_, uncond_;
   std::vector<ControlNetModel> controlnets_;
   torch::Tensor control_;
   std::vector<double> control_scales_;

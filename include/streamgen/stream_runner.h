@@ -3,7 +3,7 @@
 // waits for another (docs/streamdiffusion.md section 6):
 //   push() -> latest-frame mailbox -> compute thread (SSF, preprocess, TAESD encode, StreamDiffusion
 //   step) -> decode queue -> decode thread (TAESD decode, to uint8) -> output queue -> pop()
-//   set_prompt() -> prompt thread (tokenizer + text encoder, only when the prompt changes) ->
+//   set_prompt() -> prompt thread (tokenizer(s) + text encoder(s), only when the prompt changes) ->
 //   embeddings snapshot the compute thread reads once per call.
 // Every queue is bounded; under overload the oldest item is dropped and counted.
 #include <torch/types.h>
@@ -19,14 +19,13 @@
 #include <string>
 
 #include "streamgen/autoencoder_tiny.h"
-#include "streamgen/clip_text_model.h"
-#include "streamgen/clip_tokenizer.h"
 #include "streamgen/control_image.h"
 #include "streamgen/controlnet.h"
 #include "streamgen/device.h"
 #include "streamgen/lcm_scheduler.h"
 #include "streamgen/live_stream.h"
 #include "streamgen/lora.h"
+#include "streamgen/prompt_encoder.h"
 #include "streamgen/similarity_filter.h"
 #include "streamgen/stream_diffusion.h"
 #include "streamgen/unet_2d_condition.h"
@@ -44,18 +43,18 @@ struct StreamAdapters {
 // The models one stream needs, loaded once and shared by any number of runners (the server's
 // sessions): inference never mutates them; only a LoRA scale change does, through the gate.
 struct StreamModels {
-  ClipTokenizer tokenizer;
-  ClipTextModel text_encoder{nullptr};
+  PromptEncoder prompts;  // SD1.x / SD2.x's text encoder, or SDXL's two
   UNet2DConditionModel unet{nullptr};
   AutoencoderTiny taesd{nullptr};
   LcmSchedulerConfig scheduler;
   ComputeOptions compute;
   torch::ScalarType taesd_dtype = torch::kFloat32;  // compute.dtype, or TAESD's own pick under --dtype auto
-  std::shared_ptr<LoraFusion> loras;                 // fused into unet and text_encoder; null without LoRAs
+  std::shared_ptr<LoraFusion> loras;                 // fused into unet and the text encoder(s); null without LoRAs
   std::vector<ControlNetModel> controlnets;          // run with the UNet, their scales per runner
   std::shared_ptr<WeightsGate> weights = std::make_shared<WeightsGate>();  // held by every UNet / text encoder call
 
-  // `model`: diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler); `taesd`: TAESD folder;
+  // `model`: diffusers pipeline folder (tokenizer, text_encoder, unet, scheduler; SDXL: also tokenizer_2,
+  // text_encoder_2); `taesd`: TAESD folder (TAESD-XL for SDXL);
   // `adapters.loras` fused into the UNet and text encoder at load (LoraRescale::Exact: their scales may change
   // later); `adapters.controlnets` loaded and checked against the UNet.
   static std::shared_ptr<StreamModels> load(const std::filesystem::path& model, const std::filesystem::path& taesd,

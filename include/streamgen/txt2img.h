@@ -1,6 +1,8 @@
 #pragma once
-// One-shot text-to-image with LCM-style few-step sampling (SD-Turbo, LCM-distilled SD1.5): the
-// first user-visible result, and the non-streaming baseline the stream is measured against.
+// One-shot text-to-image with few-step sampling: the sampler the model folder's scheduler names (Euler or Euler
+// ancestral for SD-Turbo / SDXL-Turbo, LCM's for LCM models and any other scheduler): the first user-visible
+// result, and the non-streaming baseline the stream is measured against. SD1.x, SD2.x and SDXL pipelines.
+#include <ATen/core/Generator.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -11,6 +13,7 @@
 
 #include "streamgen/device.h"
 #include "streamgen/lora.h"
+#include "streamgen/unet_2d_condition.h"
 
 namespace streamgen {
 
@@ -33,5 +36,16 @@ struct Txt2ImgResult {
 };
 
 Txt2ImgResult txt2img(const Txt2ImgOptions& options);
+
+// The denoising loop txt2img runs, from unit-variance noise x_T [N, C, h, w] (float32, CPU) under `cond` (rows
+// matching x_T's): with the scheduler config in `scheduler_dir`. `gen` draws the fresh noise later steps need
+// (LCM's re-noising, ancestral steps). What `tensors run --component txt2img` checks.
+struct Txt2ImgSample {
+  torch::Tensor latents;          // float32 [N, C, h, w] on the CPU
+  std::vector<float> timesteps;   // the UNet's timesteps, in order
+  std::string sampler;            // "LCM", "Euler", "Euler ancestral"
+};
+Txt2ImgSample sample_latents(UNet2DConditionModelImpl& unet, const UNetConditioning& cond, const torch::Tensor& x_T,
+                             const std::filesystem::path& scheduler_dir, std::int64_t steps, at::Generator& gen, const ComputeOptions& compute);
 
 }  // namespace streamgen

@@ -1,5 +1,6 @@
 #include "streamgen/component_run.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "streamgen/autoencoder_kl.h"
@@ -9,7 +10,9 @@
 #include "streamgen/controlnet.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
+#include "streamgen/prompt_encoder.h"
 #include "streamgen/single_file.h"
+#include "streamgen/txt2img.h"
 #include "streamgen/unet_2d_condition.h"
 
 namespace streamgen {
@@ -19,19 +22,21 @@ struct ComponentInfo {
   Component c;
   const char* name;
   std::vector<std::string> inputs;
+  std::vector<std::string> sdxl_inputs;  // read too when the model is SDXL
 };
 
 const std::vector<ComponentInfo>& table() {
   static const std::vector<ComponentInfo> t = {
-      {Component::Unet, "unet", {"sample", "timestep", "encoder_hidden_states"}},
-      {Component::TextEncoder, "text_encoder", {"input_ids"}},
-      {Component::VaeEncode, "vae_encode", {"image_u8"}},
-      {Component::VaeDecode, "vae_decode", {"latents"}},
-      {Component::TaesdEncode, "taesd_encode", {"image_u8"}},
-      {Component::TaesdDecode, "taesd_decode", {"latents"}},
-      {Component::Tokenizer, "tokenizer", {}},
-      {Component::ControlNet, "controlnet", {"sample", "timestep", "encoder_hidden_states", "cond_image_u8"}},
-      {Component::TextEncoders, "text_encoders", {"input_ids", "input_ids_2"}},
+      {Component::Unet, "unet", {"sample", "timestep", "encoder_hidden_states"}, {"text_embeds", "time_ids"}},
+      {Component::TextEncoder, "text_encoder", {"input_ids"}, {}},
+      {Component::VaeEncode, "vae_encode", {"image_u8"}, {}},
+      {Component::VaeDecode, "vae_decode", {"latents"}, {}},
+      {Component::TaesdEncode, "taesd_encode", {"image_u8"}, {}},
+      {Component::TaesdDecode, "taesd_decode", {"latents"}, {}},
+      {Component::Tokenizer, "tokenizer", {}, {}},
+      {Component::ControlNet, "controlnet", {"sample", "timestep", "encoder_hidden_states", "cond_image_u8"}, {"text_embeds", "time_ids"}},
+      {Component::TextEncoders, "text_encoders", {"input_ids", "input_ids_2"}, {}},
+      {Component::Txt2Img, "txt2img", {"x_T", "input_ids", "timestep"}, {"input_ids_2", "time_ids"}},
   };
   return t;
 }
@@ -48,6 +53,27 @@ const torch::Tensor& input(const TensorMap& in, Component c, const std::string& 
 
 torch::Tensor to_compute(const torch::Tensor& t, const ComputeOptions& o) { return t.to(o.device, o.dtype); }
 torch::Tensor to_output(const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat32).contiguous(); }
+
+std::string describe_values(const torch::Tensor& t) {
+  std::string s = "[";
+  for (std::int64_t i = 0; i < t.numel(); ++i) s += (i ? ", " : "") + std::to_string(t[i].item<float>());
+  return s + "]";
+}
+
+// encoder_hidden_states, and for an SDXL (text_time) model text_embeds and time_ids too.
+UNetConditioning conditioning(const TensorMap& in, Component c, const UNet2DConditionConfig& config, const ComputeOptions& o) {
+  UNetConditioning cond{input(in, c, "encoder_hidden_states")};
+  if (config.text_time) {
+    const auto missing = [&](const char* name) {
+      return Error(component_name(c) + ": this SDXL model (addition_embed_type text_time) also reads '" + name + "', which the input file lacks");
+    };
+    if (!in.count("text_embeds")) throw missing("text_embeds");
+    if (!in.count("time_ids")) throw missing("time_ids");
+    cond.text_embeds = in.at("text_embeds");
+    cond.time_ids = in.at("time_ids");
+  }
+  return cond.to(o.device, o.dtype);
+}
 
 }  // namespace
 
@@ -71,6 +97,12 @@ std::vector<std::string> component_inputs(Component c) {
   return {};
 }
 
+std::vector<std::string> component_sdxl_inputs(Component c) {
+  for (const auto& i : table())
+    if (i.c == c) return i.sdxl_inputs;
+  return {};
+}
+
 std::filesystem::path resolve_component_dir(const std::filesystem::path& model, const std::string& sub) {
   std::error_code ec;
   if (!std::filesystem::exists(model, ec)) throw Error("model '" + model.string() + "' does not exist");
@@ -84,7 +116,7 @@ std::filesystem::path resolve_component_dir(const std::filesystem::path& model, 
 }
 
 void check_component_loras(Component c, const std::vector<LoraSpec>& loras) {
-  if (!loras.empty() && c != Component::Unet && c != Component::TextEncoder && c != Component::ControlNet)
+  if (!loras.empty() && c != Component::Unet && c != Component::TextEncoder && c != Component::ControlNet && c != Component::Txt2Img)
     throw Error("LoRAs adapt the unet and the text_encoder; component " + component_name(c) + " has nothing they change");
 }
 
@@ -112,8 +144,7 @@ TensorMap run_component(Component c, const std::filesystem::path& model, const T
     case Component::Unet: {
       auto unet = load_unet_2d_condition(source("unet"), o);
       fuse_loras(loras, {{"unet", unet.get()}, {"text_encoder", nullptr}});
-      const auto out = unet->forward(to_compute(input(in, c, "sample"), o), input(in, c, "timestep").to(o.device),
-                                     to_compute(input(in, c, "encoder_hidden_states"), o));
+      const auto out = unet->forward(to_compute(input(in, c, "sample"), o), input(in, c, "timestep").to(o.device), conditioning(in, c, unet->config, o));
       return {{"out", to_output(out)}};
     }
     case Component::TextEncoder: {
@@ -142,17 +173,47 @@ TensorMap run_component(Component c, const std::filesystem::path& model, const T
       return {{"decoded", to_output(taesd->decode(to_compute(input(in, c, "latents"), o)))}};
     }
     case Component::TextEncoders: {
-      if (single) throw Error("component text_encoders reads an SDXL pipeline folder (text_encoder/, text_encoder_2/), not a single file");
-      auto te = load_clip_text_model(resolve_component_dir(model, "text_encoder"), o);
-      auto te2 = load_clip_text_model(resolve_component_dir(model, "text_encoder_2"), o);
-      const auto e = encode_sdxl_prompt(*te, *te2, input(in, c, "input_ids").to(o.device, torch::kInt64), input(in, c, "input_ids_2").to(o.device, torch::kInt64));
-      return {{"prompt_embeds", to_output(e.prompt_embeds)}, {"pooled_prompt_embeds", to_output(e.pooled_prompt_embeds)}};
+      const auto ids = input(in, c, "input_ids"), ids_2 = input(in, c, "input_ids_2");
+      UNetConditioning e;
+      if (single) {
+        if (!single->text_encoder_2) throw Error("component text_encoders is SDXL's pair; '" + model.string() + "' is an " + single->family + " checkpoint");
+        auto te = load_clip_text_model(single->text_encoder, o), te2 = load_clip_text_model(*single->text_encoder_2, o);
+        const auto r = encode_sdxl_prompt(*te, *te2, ids.to(o.device, torch::kInt64), ids_2.to(o.device, torch::kInt64));
+        e = UNetConditioning(r.prompt_embeds, r.pooled_prompt_embeds);
+      } else {
+        const auto prompts = PromptEncoder::load(model, o);
+        if (!prompts.sdxl()) throw Error("component text_encoders is SDXL's pair; '" + model.string() + "' has no text_encoder_2/ (use text_encoder)");
+        e = prompts.encode_ids(ids, ids_2);
+      }
+      return {{"prompt_embeds", to_output(e.encoder_hidden_states)}, {"pooled_prompt_embeds", to_output(e.text_embeds)}};
+    }
+    case Component::Txt2Img: {
+      if (single) throw Error("component txt2img reads a pipeline folder (model_index.json), not a single file");
+      const auto prompts = PromptEncoder::load(model, o);
+      auto unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), o);
+      auto targets = prompts.lora_targets();
+      targets.insert(targets.begin(), {"unet", unet.get()});
+      fuse_loras(loras, targets);
+      auto cond = prompts.encode_ids(input(in, c, "input_ids"), prompts.sdxl() ? input(in, c, "input_ids_2") : torch::Tensor());
+      if (unet->config.text_time) cond.time_ids = input(in, c, "time_ids").to(torch::kFloat32);
+      const auto x_T = input(in, c, "x_T");
+      const auto expected = input(in, c, "timestep").to(torch::kFloat32).reshape({-1});
+      auto gen = at::detail::createCPUGenerator(0);
+      const auto r = sample_latents(*unet, cond, x_T, resolve_component_dir(model, "scheduler"), expected.numel(), gen, o);
+      const auto got = torch::tensor(r.timesteps);
+      if (!torch::equal(got, expected))
+        throw Error("txt2img: the input's timesteps " + describe_values(expected) + " are not the " + r.sampler + " schedule's for " +
+                    std::to_string(expected.numel()) + " step(s), " + describe_values(got));
+      auto vae = load_autoencoder_kl(resolve_component_dir(model, "vae"), o);
+      return {{"out_latents", to_output(r.latents)},
+              {"decoded", to_output(vae->decode((r.latents / vae->config.scaling_factor).to(o.device, o.dtype)))}};
     }
     case Component::ControlNet: {
       auto unet = load_unet_2d_condition(source("unet"), o);
       fuse_loras(loras, {{"unet", unet.get()}, {"text_encoder", nullptr}});
       auto controlnet = load_controlnet(options.controlnet, o);
-      const auto sample = to_compute(input(in, c, "sample"), o), context = to_compute(input(in, c, "encoder_hidden_states"), o);
+      const auto sample = to_compute(input(in, c, "sample"), o);
+      const auto context = conditioning(in, c, unet->config, o);
       const auto t = input(in, c, "timestep").to(o.device);
       const auto control = to_compute(control_image_to_unit(input(in, c, "cond_image_u8")), o);
       const auto r = controlnet->forward(sample, t, context, control, options.conditioning_scale);

@@ -72,7 +72,7 @@ void StreamDiffusion::reset() {
 StreamDiffusion::Output StreamDiffusion::step_sequential(const torch::Tensor& z, const torch::Tensor& renoise) {
   // Per frame: n UNet calls, each slot's constants in turn; the same N_0 as the batched path.
   const auto n = slots(), F = config_.frame_buffer_size;
-  const auto cond = cond_.expand({F, -1, -1});
+  const auto cond = cond_.expand(F);
   auto x = config_.txt2img ? z : A_.narrow(0, 0, F) * z + B_.narrow(0, 0, F) * noise_.narrow(0, 0, F);
   std::vector<torch::Tensor> x0s;
   for (std::int64_t k = 0; k < n; ++k) {
@@ -100,9 +100,18 @@ torch::Tensor StreamDiffusion::per_row(const std::vector<float>& per_slot) const
 }
 
 void StreamDiffusion::set_embeddings(torch::Tensor cond, torch::Tensor uncond) {
-  if (!cond.defined() || cond.dim() != 3 || cond.size(0) != 1) throw Error("stream: cond embeddings must be [1, L, D]");
+  set_embeddings(UNetConditioning{std::move(cond)}, UNetConditioning{std::move(uncond)});
+}
+
+void StreamDiffusion::set_embeddings(UNetConditioning cond, UNetConditioning uncond) {
+  const auto& c = cond.encoder_hidden_states;
+  if (!c.defined() || c.dim() != 3 || c.size(0) != 1) throw Error("stream: cond embeddings must be [1, L, D]");
+  const auto& sdxl = unet_->config;
+  if (sdxl.text_time && (!cond.text_embeds.defined() || !cond.time_ids.defined()))
+    throw Error("stream: the UNet is SDXL's: the embeddings need text_embeds [1, " + std::to_string(sdxl.text_embeds_dim()) + "] and time_ids [1, 6]");
   const bool needs_uncond = config_.guidance_scale > 1 && (config_.cfg == CfgType::Full || config_.cfg == CfgType::Initialize);
-  if (needs_uncond && (!uncond.defined() || uncond.sizes() != cond.sizes()))
+  const auto& u = uncond.encoder_hidden_states;
+  if (needs_uncond && (!u.defined() || u.sizes() != c.sizes() || uncond.text_embeds.defined() != cond.text_embeds.defined()))
     throw Error("stream: cfg full/initialize with guidance > 1 needs uncond embeddings shaped like cond");
   cond_ = std::move(cond);
   uncond_ = std::move(uncond);
@@ -124,9 +133,10 @@ void StreamDiffusion::set_control(torch::Tensor control, std::vector<double> sca
   control_scales_ = std::move(scales);
 }
 
-torch::Tensor StreamDiffusion::unet_rows(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx) {
+torch::Tensor StreamDiffusion::unet_rows(const torch::Tensor& x, const torch::Tensor& t, const UNetConditioning& ctx) {
   const auto& w = unet_->conv_in->weight;
-  const auto xs = x.to(w.device(), w.scalar_type()), ts = t.to(w.device()), cs = ctx.to(w.device(), w.scalar_type());
+  const auto xs = x.to(w.device(), w.scalar_type()), ts = t.to(w.device());
+  const auto cs = ctx.to(w.device(), w.scalar_type());
   std::optional<UNetResiduals> residuals;
   for (std::size_t i = 0; i < controlnets_.size(); ++i) {
     if (control_scales_[i] == 0) continue;
@@ -145,7 +155,7 @@ torch::Tensor StreamDiffusion::unet_rows(const torch::Tensor& x, const torch::Te
 
 StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const torch::Tensor& renoise) {
   torch::NoGradGuard no_grad;
-  if (!cond_.defined()) throw Error("stream: set_embeddings() before step()");
+  if (!cond_.encoder_hidden_states.defined()) throw Error("stream: set_embeddings() before step()");
   const auto n = slots(), F = config_.frame_buffer_size, rows = n * F;
   if (input.dim() != 4 || input.size(0) != F || input.sizes().slice(1) != noise_.sizes().slice(1))
     throw Error("stream: input must be [F, C, h, w] matching the noise shape");
@@ -176,20 +186,20 @@ StreamDiffusion::Output StreamDiffusion::step(const torch::Tensor& input, const 
   // 4-5. One UNet call for every slot (+ negative rows). v-prediction outputs become epsilon first
   // (eps = B x + A v), so guidance and RCFG work in one space for both kinds of model.
   const bool v_pred = scheduler_.config().prediction_type == "v_prediction";
-  auto predict = [&](const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& ctx, const torch::Tensor& a, const torch::Tensor& b) {
+  auto predict = [&](const torch::Tensor& x, const torch::Tensor& t, const UNetConditioning& ctx, const torch::Tensor& a, const torch::Tensor& b) {
     const auto out = unet_rows(x, t, ctx);
     return v_pred ? b * x + a * out : out;
   };
-  const auto cond = cond_.expand({rows, -1, -1});
+  const auto cond = cond_.expand(rows);
   torch::Tensor eps;
   if (guided && config_.cfg == CfgType::Full) {
-    const auto pred = predict(torch::cat({X, X}), torch::cat({t_rows_, t_rows_}), torch::cat({uncond_.expand({rows, -1, -1}), cond}),
+    const auto pred = predict(torch::cat({X, X}), torch::cat({t_rows_, t_rows_}), cat_rows({uncond_.expand(rows), cond}),
                               torch::cat({A_, A_}), torch::cat({B_, B_}));
     const auto eps_u = pred.narrow(0, 0, rows), eps_c = pred.narrow(0, rows, rows);
     eps = eps_u + config_.guidance_scale * (eps_c - eps_u);
   } else if (guided && config_.cfg == CfgType::Initialize) {
     const auto pred = predict(torch::cat({X.narrow(0, 0, F), X}), torch::cat({t_rows_.narrow(0, 0, F), t_rows_}),
-                              torch::cat({uncond_.expand({F, -1, -1}), cond}), torch::cat({A_.narrow(0, 0, F), A_}), torch::cat({B_.narrow(0, 0, F), B_}));
+                              cat_rows({uncond_.expand(F), cond}), torch::cat({A_.narrow(0, 0, F), A_}), torch::cat({B_.narrow(0, 0, F), B_}));
     // The real negative pass on the newest rows: its x0 becomes their reference.
     const auto eps_u0 = pred.narrow(0, 0, F);
     stock_ = torch::cat({eps_u0, stock_.narrow(0, F, rows - F)});

@@ -53,7 +53,27 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
     throw FormatError(src + ": img2img case without init_noise");
   }
   StreamDiffusion stream(unet, LcmScheduler{}, c, noise);
-  stream.set_embeddings(file.tensor("cond_embeds"), file.contains("uncond_embeds") ? file.tensor("uncond_embeds") : torch::Tensor());
+  // SD: cond_embeds [1, L, D] (+ uncond_embeds). SDXL adds the pooled projections cond_text_embeds / uncond_text_embeds
+  // [1, P] and time_ids [1, 6] (diffusers' pooled_prompt_embeds, negative_pooled_prompt_embeds, add_time_ids).
+  const auto embeddings = [&](const std::string& cond_key, const std::string& pooled_key) {
+    const auto optional = [&](const std::string& k) { return file.contains(k) ? file.tensor(k) : torch::Tensor(); };
+    UNetConditioning cond{file.tensor(cond_key)}, uncond{optional("uncond_embeds")};
+    if (unet->config.text_time) {
+      for (const auto& k : {pooled_key, std::string("time_ids")})
+        if (!file.contains(k)) throw FormatError(src + ": the UNet is SDXL's: the case needs '" + k + "' (SDXL's added conditioning)");
+      cond.text_embeds = file.tensor(pooled_key);
+      cond.time_ids = file.tensor("time_ids");
+      if (uncond.encoder_hidden_states.defined()) {
+        uncond.text_embeds = optional("uncond_text_embeds");
+        uncond.time_ids = cond.time_ids;
+      }
+    }
+    return std::pair{cond, uncond};
+  };
+  {
+    auto [cond, uncond] = embeddings("cond_embeds", "cond_text_embeds");
+    stream.set_embeddings(cond, uncond);
+  }
 
   AutoencoderTiny taesd{nullptr};
   torch::Tensor frames;
@@ -82,8 +102,10 @@ TensorMap replay_stream_case(const StreamReplayOptions& o) {
   std::vector<std::uint8_t> processed;
   StreamDiffusion::Output last;
   for (call = 0; call < calls; ++call) {
-    if (cfg.contains("change_at") && call == cfg["change_at"].get<std::int64_t>())
-      stream.set_embeddings(file.tensor("cond_embeds_new"), file.contains("uncond_embeds") ? file.tensor("uncond_embeds") : torch::Tensor());
+    if (cfg.contains("change_at") && call == cfg["change_at"].get<std::int64_t>()) {
+      auto [cond, uncond] = embeddings("cond_embeds_new", "cond_text_embeds_new");
+      stream.set_embeddings(cond, uncond);
+    }
     torch::Tensor input;
     bool process = true;
     if (c.txt2img) {

@@ -12,8 +12,6 @@
 
 #include "streamgen/autoencoder_tiny.h"
 #include "streamgen/bounded_queue.h"
-#include "streamgen/clip_text_model.h"
-#include "streamgen/clip_tokenizer.h"
 #include "streamgen/component_run.h"
 #include "streamgen/error.h"
 #include "streamgen/image_tensor.h"
@@ -36,13 +34,13 @@ struct ToDecode {
 };
 
 struct Embeddings {
-  torch::Tensor cond, uncond;
+  UNetConditioning cond, uncond;
   int blend_frames = 0;
 };
 
 // Linear interpolation between two prompts' embeddings over a number of calls.
 struct PromptBlend {
-  torch::Tensor from_cond, from_uncond, to_cond, to_uncond;
+  UNetConditioning from_cond, from_uncond, to_cond, to_uncond;
   int step = 0, total = 0;
   bool active() const { return step < total; }
 };
@@ -91,14 +89,14 @@ struct StreamRunner::Impl {
     torch::NoGradGuard no_grad;
     const auto t0 = Clock::now();
     auto e = std::make_shared<Embeddings>();
-    const auto ids = models->tokenizer.encode_batch({prompt, negative}).to(o.compute.device);
-    torch::Tensor hidden;
+    UNetConditioning both;
     {
       const auto reading = models->weights->read();
-      hidden = models->text_encoder->forward(ids).last_hidden_state.to(torch::kCPU, torch::kFloat32);
+      both = models->prompts.encode({prompt, negative});
     }
-    e->cond = hidden.narrow(0, 0, 1);
-    e->uncond = hidden.narrow(0, 1, 1);
+    both = condition_for(both, models->unet->config, o.height, o.width);
+    e->cond = both.narrow(0, 1);
+    e->uncond = both.narrow(1, 1);
     record("text_encoder", ms_between(t0, Clock::now()));
     return e;
   }
@@ -112,7 +110,7 @@ struct StreamRunner::Impl {
         std::unique_lock lock(prompt_mutex);
         // The embeddings follow the text encoder's weights too: after a LoRA scale change the current
         // prompt is encoded again (the gate's version says that the weights changed).
-        const bool adapted = models->loras && models->loras->adapts("text_encoder");
+        const bool adapted = models->loras && (models->loras->adapts("text_encoder") || models->loras->adapts("text_encoder_2"));
         const auto weights_changed = [&] { return adapted && models->weights->version() != seen_weights; };
         prompt_cv.wait_for(lock, kLiveStreamPollInterval, [&] { return !running || pending_prompt.has_value() || weights_changed(); });
         if (!running) return;
@@ -158,7 +156,7 @@ struct StreamRunner::Impl {
   void compute_loop() {
     torch::NoGradGuard no_grad;
     std::uint64_t seen_version = 0;
-    torch::Tensor cond, uncond;  // what the stream uses now
+    UNetConditioning cond, uncond;  // what the stream uses now
     PromptBlend blend;
     const auto& c = o.compute;
     const auto F = o.stream.frame_buffer_size;
@@ -197,7 +195,7 @@ struct StreamRunner::Impl {
         {
           std::lock_guard lock(embeddings_mutex);
           if (embeddings_version != seen_version) {  // a new prompt: read once, between calls
-            if (embeddings->blend_frames > 1 && cond.defined()) {
+            if (embeddings->blend_frames > 1 && cond.encoder_hidden_states.defined()) {
               blend = {cond, uncond, embeddings->cond, embeddings->uncond, 0, embeddings->blend_frames};
             } else {
               blend = {};
@@ -210,8 +208,8 @@ struct StreamRunner::Impl {
         }
         if (blend.active()) {
           const double w = static_cast<double>(++blend.step) / blend.total;
-          cond = torch::lerp(blend.from_cond, blend.to_cond, w);
-          uncond = torch::lerp(blend.from_uncond, blend.to_uncond, w);
+          cond = lerp(blend.from_cond, blend.to_cond, w);
+          uncond = lerp(blend.from_uncond, blend.to_uncond, w);
           stream->set_embeddings(cond, uncond);
         }
         const auto t0 = Clock::now();
@@ -269,12 +267,13 @@ struct StreamRunner::Impl {
 
 std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& model, const std::filesystem::path& taesd,
                                                  const ComputeOptions& compute, const StreamAdapters& adapters) {
-  auto m = std::make_shared<StreamModels>(StreamModels{ClipTokenizer::from_folder(resolve_component_dir(model, "tokenizer")), nullptr, nullptr,
-                                                       nullptr, LcmSchedulerConfig{}, compute, torch::kFloat32, nullptr, {},
-                                                       std::make_shared<WeightsGate>()});
-  m->text_encoder = load_clip_text_model(resolve_component_dir(model, "text_encoder"), compute);
+  auto m = std::make_shared<StreamModels>(StreamModels{PromptEncoder::load(model, compute), nullptr, nullptr, LcmSchedulerConfig{}, compute,
+                                                       torch::kFloat32, nullptr, {}, std::make_shared<WeightsGate>()});
   m->unet = load_unet_2d_condition(resolve_component_dir(model, "unet"), compute);
-  m->loras = fuse_loras(adapters.loras, {{"unet", m->unet.get()}, {"text_encoder", m->text_encoder.get()}}, adapters.lora_rescale);
+  m->prompts.check_fits(m->unet->config);
+  auto targets = m->prompts.lora_targets();
+  targets.insert(targets.begin(), {"unet", m->unet.get()});
+  m->loras = fuse_loras(adapters.loras, targets, adapters.lora_rescale);
   for (const auto& dir : adapters.controlnets) {
     auto controlnet = load_controlnet(dir, compute);
     check_controlnet_fits(*controlnet, *m->unet, dir.string());
@@ -315,10 +314,11 @@ void check_controlnet_fits(const ControlNetModelImpl& controlnet, const UNet2DCo
   const auto& a = controlnet.config.unet;
   const auto& b = unet.config;
   if (a.block_out_channels != b.block_out_channels || a.layers_per_block != b.layers_per_block || a.in_channels != b.in_channels ||
-      a.cross_attention_dim != b.cross_attention_dim || a.down_block_types != b.down_block_types)
-    throw Error("--controlnet " + where + " was made for another UNet: its blocks, widths or cross-attention (" +
+      a.cross_attention_dim != b.cross_attention_dim || a.down_block_types != b.down_block_types || a.text_time != b.text_time ||
+      a.transformer_layers_per_block != b.transformer_layers_per_block)
+    throw Error("--controlnet " + where + " was made for another UNet: its blocks, widths, SDXL conditioning or cross-attention (" +
                 std::to_string(a.cross_attention_dim) + " wide) differ from this model's (" + std::to_string(b.cross_attention_dim) +
-                " wide; SD1.x 768, SD2.x 1024)");
+                " wide; SD1.x 768, SD2.x 1024, SDXL 2048)");
 }
 
 void check_control_options(const StreamRunnerOptions& o, std::size_t controlnets) {
