@@ -5,6 +5,7 @@
 #include "streamgen/clip_text_model.h"
 #include "streamgen/error.h"
 #include "streamgen/lora.h"
+#include "streamgen/prompt_encoder.h"
 #include "streamgen/safetensors.h"
 #include "streamgen/tensor_compare.h"
 #include "streamgen/unet_2d_condition.h"
@@ -268,6 +269,81 @@ TEST(Lora, EveryProblemIsListedAndNothingIsFused) {
     EXPECT_NE(what.find("made for SDXL"), std::string::npos) << what;
   }
   for (const auto& i : base.unet->named_parameters()) ASSERT_TRUE(torch::equal(m.unet->named_parameters()[i.key()], i.value())) << i.key();
+}
+
+// kohya's SDXL LoRAs name the UNet's layers in the original (SGM) layout and the two text encoders lora_te1_ /
+// lora_te2_: the same LoRA under SGM names and under diffusers' names fuses into the same weights, each module by
+// the fusion rule, and the second text encoder's change reaches the pooled embedding.
+TEST(Lora, SdxlOriginalBlockNamesAndBothTextEncoders) {
+  test::TempDir dir;
+  torch::manual_seed(34);
+  struct Module {
+    std::string sgm, diffusers, weight;  // kohya names in both layouts, and the weight it adapts
+    std::vector<std::int64_t> down, up;
+  };
+  const std::vector<Module> modules = {
+      {"lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k", "lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn2_to_k",
+       "unet.down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k", {4, 72}, {48, 4}},
+      {"lora_unet_output_blocks_0_0_in_layers_2", "lora_unet_up_blocks_0_resnets_0_conv1", "unet.up_blocks.0.resnets.0.conv1", {4, 96, 3, 3}, {48, 4, 1, 1}},
+      {"lora_unet_middle_block_1_transformer_blocks_1_ff_net_2", "lora_unet_mid_block_attentions_0_transformer_blocks_1_ff_net_2",
+       "unet.mid_block.attentions.0.transformer_blocks.1.ff.net.2", {4, 192}, {48, 4}},
+      {"lora_unet_output_blocks_2_2_conv", "lora_unet_up_blocks_0_upsamplers_0_conv", "unet.up_blocks.0.upsamplers.0.conv", {4, 48, 3, 3}, {48, 4, 1, 1}},
+      {"lora_unet_input_blocks_3_0_op", "lora_unet_down_blocks_0_downsamplers_0_conv", "unet.down_blocks.0.downsamplers.0.conv", {4, 32, 3, 3}, {32, 4, 1, 1}},
+      {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj", "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+       "text_encoder.text_model.encoder.layers.0.self_attn.q_proj", {4, 32}, {32, 4}},
+      {"lora_te2_text_model_encoder_layers_2_mlp_fc1", "lora_te2_text_model_encoder_layers_2_mlp_fc1", "text_encoder_2.text_model.encoder.layers.2.mlp.fc1",
+       {4, 40}, {53, 4}}};
+  NamedTensors sgm, diffusers;
+  std::map<std::string, torch::Tensor> expected_delta;  // weight -> scale * alpha / r * up @ down
+  const double scale = 0.75, alpha = 2.0;
+  for (const auto& m : modules) {
+    const auto down = torch::randn(m.down) * 0.3, up = torch::randn(m.up) * 0.3;
+    for (auto* file : {&sgm, &diffusers}) {
+      const auto& name = file == &sgm ? m.sgm : m.diffusers;
+      file->push_back({name + ".lora_down.weight", down});
+      file->push_back({name + ".lora_up.weight", up});
+      file->push_back({name + ".alpha", torch::tensor(alpha)});
+    }
+    expected_delta[m.weight] = scale * alpha / 4 * torch::mm(up.reshape({m.up[0], 4}), down.reshape({4, -1}));
+  }
+  const auto sgm_file = write_lora(dir, "sgm", sgm), diffusers_file = write_lora(dir, "diffusers", diffusers);
+  struct TinySdxl {
+    UNet2DConditionModel unet = load_unet_2d_condition(test::data_path("tiny-sdxl/unet"));
+    PromptEncoder prompts = PromptEncoder::load(test::data_path("tiny-sdxl"), {});
+    std::vector<LoraTarget> targets() {
+      auto t = prompts.lora_targets();
+      t.insert(t.begin(), {"unet", unet.get()});
+      return t;
+    }
+    std::map<std::string, torch::Tensor> params() {
+      std::map<std::string, torch::Tensor> out;
+      for (const auto& i : unet->named_parameters()) out["unet." + i.key()] = i.value();
+      for (const auto& i : prompts.text_encoder->named_parameters()) out["text_encoder." + i.key()] = i.value();
+      for (const auto& i : prompts.text_encoder_2->named_parameters()) out["text_encoder_2." + i.key()] = i.value();
+      return out;
+    }
+  } base, a, b;
+  LoraFusion fa({{sgm_file, scale}}, a.targets()), fb({{diffusers_file, scale}}, b.targets());
+  EXPECT_TRUE(fa.adapts("text_encoder_2"));
+  const auto pb = b.params(), p0 = base.params();
+  int changed = 0;
+  for (const auto& [name, w] : a.params()) {
+    ASSERT_TRUE(torch::equal(w, pb.at(name))) << name << ": SGM and diffusers names fuse differently";
+    const auto it = expected_delta.find(name.substr(0, name.size() - 7));
+    if (name.ends_with(".weight") && it != expected_delta.end()) {
+      ++changed;
+      EXPECT_LE(compare_tensors((w - p0.at(name)).reshape({w.size(0), -1}), it->second).rel, 1e-6) << name;
+    } else {
+      EXPECT_TRUE(torch::equal(w, p0.at(name))) << name << " changed";
+    }
+  }
+  EXPECT_EQ(changed, static_cast<int>(modules.size()));
+  const auto before = base.prompts.encode({"a red fox"}), after = a.prompts.encode({"a red fox"});
+  EXPECT_GT((after.text_embeds - before.text_embeds).abs().max().item<float>(), 1e-3) << "lora_te2_ reaches the pooled embedding";
+
+  // An SDXL LoRA on an SD1.5 pipeline: the blocks it names are not there, and the hint says why.
+  TinySd15 sd15;
+  test::expect_error_mentions([&] { LoraFusion({{sgm_file, 1.0}}, sd15.targets()); }, "a LoRA for another model family");
 }
 
 TEST(Lora, FilesThatAreNotPlainLorasAreRefusedByKey) {

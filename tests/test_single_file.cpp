@@ -12,6 +12,7 @@
 #include "streamgen/safetensors.h"
 #include "streamgen/single_file.h"
 #include "streamgen/unet_2d_condition.h"
+#include "streamgen/component_run.h"
 #include "test_util.h"
 
 namespace streamgen {
@@ -26,9 +27,28 @@ std::string to_ldm(const std::string& key, std::vector<KeyRename> rules) {
   return key;
 }
 
-std::filesystem::path assemble_single_file(const std::string& variant, const test::TempDir& dir) {
-  const auto root = test::data_path(variant);
-  NamedTensors out;
+// A transformers CLIP text model written in OpenCLIP's layout under `p`: fused in_proj, resblocks; `blocks` of
+// them (past the model's `layers`, copies of its last).
+void append_open_clip(NamedTensors& out, const SafetensorsFile& te, const std::string& p, int layers, int blocks) {
+  out.emplace_back(p + "token_embedding.weight", te.tensor("text_model.embeddings.token_embedding.weight"));
+  out.emplace_back(p + "positional_embedding", te.tensor("text_model.embeddings.position_embedding.weight"));
+  out.emplace_back(p + "ln_final.weight", te.tensor("text_model.final_layer_norm.weight"));
+  out.emplace_back(p + "ln_final.bias", te.tensor("text_model.final_layer_norm.bias"));
+  for (int i = 0; i < blocks; ++i) {
+    const int src = std::min(i, layers - 1);
+    const auto from = "text_model.encoder.layers." + std::to_string(src) + ".";
+    const auto to = p + "transformer.resblocks." + std::to_string(i) + ".";
+    for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
+             {"layer_norm1.", "ln_1."}, {"layer_norm2.", "ln_2."}, {"mlp.fc1.", "mlp.c_fc."}, {"mlp.fc2.", "mlp.c_proj."}, {"self_attn.out_proj.", "attn.out_proj."}})
+      for (const std::string kind : {"weight", "bias"}) out.emplace_back(to + b + kind, te.tensor(from + a + kind));
+    for (const std::string kind : {"weight", "bias"})
+      out.emplace_back(to + "attn.in_proj_" + kind, torch::cat({te.tensor(from + "self_attn.q_proj." + kind), te.tensor(from + "self_attn.k_proj." + kind),
+                                                               te.tensor(from + "self_attn.v_proj." + kind)}));
+  }
+}
+
+// The UNet and VAE of a diffusers folder in the original layout.
+void append_unet_and_vae(NamedTensors& out, const std::filesystem::path& root) {
   const auto unet = SafetensorsFile::open(root / "unet/diffusion_pytorch_model.safetensors");
   const auto unet_rules = ldm_unet_renames(read_json_file(root / "unet/config.json"));
   for (const auto& e : unet.entries()) out.emplace_back(to_ldm(e.name, unet_rules), unet.tensor(e.name));
@@ -40,28 +60,19 @@ std::filesystem::path assemble_single_file(const std::string& variant, const tes
     if (ldm.find(".attn_1.") != std::string::npos && t.dim() == 2) t = t.unsqueeze(-1).unsqueeze(-1);  // stored as 1x1 convs
     out.emplace_back(ldm, t);
   }
+}
+
+std::filesystem::path assemble_single_file(const std::string& variant, const test::TempDir& dir) {
+  const auto root = test::data_path(variant);
+  NamedTensors out;
+  append_unet_and_vae(out, root);
   const auto te = SafetensorsFile::open(root / "text_encoder/model.safetensors");
   if (variant == "tiny-sd15") {
     for (const auto& e : te.entries()) out.emplace_back("cond_stage_model.transformer." + e.name, te.tensor(e.name));
-  } else {  // OpenCLIP layout: fused in_proj, resblocks, plus the unused last block SD2 carries
-    const std::string p = "cond_stage_model.model.";
-    out.emplace_back(p + "token_embedding.weight", te.tensor("text_model.embeddings.token_embedding.weight"));
-    out.emplace_back(p + "positional_embedding", te.tensor("text_model.embeddings.position_embedding.weight"));
-    out.emplace_back(p + "ln_final.weight", te.tensor("text_model.final_layer_norm.weight"));
-    out.emplace_back(p + "ln_final.bias", te.tensor("text_model.final_layer_norm.bias"));
+  } else {  // OpenCLIP layout, plus the unused last block SD2 carries
     const int layers = read_json_file(root / "text_encoder/config.json")["num_hidden_layers"];
-    for (int i = 0; i <= layers; ++i) {
-      const int src = std::min(i, layers - 1);
-      const auto from = "text_model.encoder.layers." + std::to_string(src) + ".";
-      const auto to = p + "transformer.resblocks." + std::to_string(i) + ".";
-      for (const auto& [a, b] : std::vector<std::pair<std::string, std::string>>{
-               {"layer_norm1.", "ln_1."}, {"layer_norm2.", "ln_2."}, {"mlp.fc1.", "mlp.c_fc."}, {"mlp.fc2.", "mlp.c_proj."}, {"self_attn.out_proj.", "attn.out_proj."}})
-        for (const std::string kind : {"weight", "bias"}) out.emplace_back(to + b + kind, te.tensor(from + a + kind));
-      for (const std::string kind : {"weight", "bias"})
-        out.emplace_back(to + "attn.in_proj_" + kind, torch::cat({te.tensor(from + "self_attn.q_proj." + kind), te.tensor(from + "self_attn.k_proj." + kind),
-                                                                 te.tensor(from + "self_attn.v_proj." + kind)}));
-    }
-    out.emplace_back(p + "text_projection", torch::zeros({32, 32}));
+    append_open_clip(out, te, "cond_stage_model.model.", layers, layers + 1);
+    out.emplace_back("cond_stage_model.model.text_projection", torch::zeros({32, 32}));
   }
   out.emplace_back("alphas_cumprod", torch::ones({1000}));  // schedule buffers real checkpoints carry
   const auto path = dir / (variant + ".safetensors");
@@ -93,6 +104,51 @@ TEST_P(SingleFile, GivesTheSameOutputsAsTheFolder) {
   const auto ids = SafetensorsFile::open(test::data_path(variant + "_text_encoder.safetensors")).tensor("input_ids");
   EXPECT_TRUE(torch::equal(load_clip_text_model(ckpt.text_encoder)->forward(ids).last_hidden_state,
                            load_clip_text_model(root / "text_encoder")->forward(ids).last_hidden_state));
+}
+
+// SDXL in SGM's layout: the UNet (label_emb, transformer depths), CLIP ViT-L under conditioner.embedders.0 and
+// OpenCLIP bigG with its text_projection under conditioner.embedders.1.
+TEST(SingleFile, SdxlGivesTheSameOutputsAsTheFolder) {
+  test::TempDir dir;
+  const auto root = test::data_path("tiny-sdxl");
+  NamedTensors out;
+  append_unet_and_vae(out, root);
+  const auto te = SafetensorsFile::open(root / "text_encoder/model.safetensors");
+  for (const auto& e : te.entries()) out.emplace_back("conditioner.embedders.0.transformer." + e.name, te.tensor(e.name));
+  const auto te2 = SafetensorsFile::open(root / "text_encoder_2/model.safetensors");
+  append_open_clip(out, te2, "conditioner.embedders.1.model.", 3, 3);
+  out.emplace_back("conditioner.embedders.1.model.text_projection", te2.tensor("text_projection.weight").t().contiguous());
+  const auto file = dir / "tiny-sdxl.safetensors";
+  save_safetensors(file, out);
+
+  // Inferred from the shapes alone: what they show.
+  const auto inferred = open_single_file(file);
+  EXPECT_EQ(inferred.family, "sdxl");
+  const auto folder = read_json_file(root / "unet/config.json");
+  for (const char* key : {"block_out_channels", "down_block_types", "up_block_types", "transformer_layers_per_block", "cross_attention_dim",
+                          "addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim"})
+    EXPECT_EQ(inferred.unet.config[key], folder[key]) << key;
+  EXPECT_EQ(inferred.vae.config["scaling_factor"], 0.13025);
+  ASSERT_TRUE(inferred.text_encoder_2.has_value());
+  EXPECT_EQ(inferred.text_encoder_2->config["projection_dim"], 36);
+  EXPECT_EQ(inferred.text_encoder_2->config["num_hidden_layers"], 3);
+
+  // With the folder's configs (heads and norm groups are not in the shapes): the folder's outputs, bit for bit.
+  const auto ckpt = open_single_file(file, root);
+  torch::NoGradGuard no_grad;
+  const auto golden = SafetensorsFile::open(test::data_path("tiny-sdxl_unet.safetensors"));
+  const UNetConditioning cond(golden.tensor("case0.encoder_hidden_states"), golden.tensor("case0.text_embeds"), golden.tensor("case0.time_ids"));
+  const auto x = golden.tensor("case0.sample"), t = golden.tensor("case0.timestep");
+  EXPECT_TRUE(torch::equal(load_unet_2d_condition(ckpt.unet)->forward(x, t, cond), load_unet_2d_condition(root / "unet")->forward(x, t, cond)));
+  const auto z = torch::randn({1, 4, 8, 8});
+  EXPECT_TRUE(torch::equal(load_autoencoder_kl(ckpt.vae)->decode(z), load_autoencoder_kl(root / "vae")->decode(z)));
+  const auto text = SafetensorsFile::open(test::data_path("tiny-sdxl_text_encoders.safetensors"));
+  TensorMap in{{"input_ids", text.tensor("input_ids")}, {"input_ids_2", text.tensor("input_ids_2")}};
+  ComponentRunOptions options;
+  options.config_from = root;
+  const auto from_file = run_component(Component::TextEncoders, file, in, {}, options);
+  const auto from_folder = run_component(Component::TextEncoders, root, in, {});
+  for (const char* k : {"prompt_embeds", "pooled_prompt_embeds"}) EXPECT_TRUE(torch::equal(from_file.at(k), from_folder.at(k))) << k;
 }
 
 TEST_P(SingleFile, InfersTheConfigurationFromShapes) {

@@ -1,7 +1,9 @@
 #pragma once
-// Single-file Stable Diffusion 1.x / 2.x checkpoints in the original (LDM) layout, as A1111 and
+// Single-file Stable Diffusion 1.x / 2.x / XL checkpoints in the original (LDM / SGM) layout, as A1111 and
 // ComfyUI users keep them: model.diffusion_model.* (UNet), first_stage_model.* (VAE),
-// cond_stage_model.* (CLIP ViT-L for SD1.x, OpenCLIP ViT-H for SD2.x). Keys are mapped to the
+// cond_stage_model.* (CLIP ViT-L for SD1.x, OpenCLIP ViT-H for SD2.x), or for SDXL
+// conditioner.embedders.0.transformer.* (CLIP ViT-L) and conditioner.embedders.1.model.* (OpenCLIP bigG with its
+// text_projection). Keys are mapped to the
 // diffusers layout by tables derived from the configuration; OpenCLIP's fused attention
 // projections are split in memory. Configurations are inferred from tensor shapes, or taken from a
 // diffusers folder (`config_from`) for what shapes cannot tell (heads, v-prediction).
@@ -15,8 +17,9 @@
 namespace streamgen {
 
 struct SingleFileCheckpoint {
-  std::string family;  // "sd1" or "sd2"
+  std::string family;  // "sd1", "sd2" or "sdxl"
   ComponentSource unet, vae, text_encoder;
+  std::optional<ComponentSource> text_encoder_2;  // SDXL's CLIPTextModelWithProjection
 };
 
 SingleFileCheckpoint open_single_file(const std::filesystem::path& file, const std::optional<std::filesystem::path>& config_from = std::nullopt);

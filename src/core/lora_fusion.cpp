@@ -11,6 +11,8 @@
 #include "streamgen/error.h"
 #include "streamgen/lora.h"
 #include "streamgen/safetensors_format.h"
+#include "streamgen/single_file.h"
+#include "streamgen/unet_2d_condition.h"
 
 namespace streamgen {
 namespace {
@@ -61,6 +63,25 @@ struct TargetIndex {
   std::map<std::string, std::string> by_mangled;  // kohya form -> module path
 };
 
+// kohya's SDXL LoRAs (sd-scripts trains SDXL on the original UNet) name UNet layers in the original (LDM / SGM)
+// layout: lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q is down_blocks.1.attentions.0.transformer_blocks.0
+// .attn1.to_q. The single-file loader's renames say which original block each diffusers block is.
+void add_original_unet_names(TargetIndex& index, const UNet2DConditionConfig& c) {
+  const nlohmann::json layout{{"down_block_types", c.down_block_types}, {"up_block_types", c.up_block_types}, {"layers_per_block", c.layers_per_block}};
+  const std::string prefix = "model.diffusion_model.";
+  const auto renames = ldm_unet_renames(layout);
+  for (const auto& [path, _] : index.by_path) {
+    const auto dotted = path + ".";
+    const KeyRename* best = nullptr;
+    for (const auto& r : renames)
+      if (dotted.starts_with(r.to) && (!best || r.to.size() > best->to.size())) best = &r;
+    if (!best || !best->from.starts_with(prefix)) continue;
+    auto original = best->from.substr(prefix.size()) + dotted.substr(best->to.size());
+    original.pop_back();
+    index.by_mangled.emplace(mangle(original), path);
+  }
+}
+
 TargetIndex index_target(torch::nn::Module& module) {
   TargetIndex index;
   for (const auto& item : module.named_parameters(true)) {
@@ -70,6 +91,7 @@ TargetIndex index_target(torch::nn::Module& module) {
     index.by_path.emplace(path, item.value());
     index.by_mangled.emplace(mangle(path), path);
   }
+  if (const auto* unet = dynamic_cast<const UNet2DConditionModelImpl*>(&module)) add_original_unet_names(index, unet->config);
   return index;
 }
 
@@ -157,8 +179,9 @@ LoraFusion::LoraFusion(std::vector<LoraSpec> loras, const std::vector<LoraTarget
         problems.push_back(where + ": " + printable(m.key) + " matches no layer of the " + m.target);
         if (m.path.find("input_blocks") != std::string::npos || m.path.find("middle_block") != std::string::npos ||
             m.path.find("output_blocks") != std::string::npos)
-          hints.insert("keys with input_blocks / middle_block / output_blocks use the original (LDM/SGM) block names, as kohya "
-                       "writes LoRAs for SDXL; SD1.x/SD2.x LoRAs use diffusers' down_blocks / mid_block / up_blocks");
+          hints.insert("keys with input_blocks / middle_block / output_blocks name the original (LDM/SGM) layout's blocks, as kohya "
+                       "writes SDXL LoRAs; a block this UNet lacks means a LoRA for another model family (SDXL has 3 levels and "
+                       "up to 10 transformer blocks per attention, SD1.x/SD2.x 4 levels and 1)");
         continue;
       }
       const auto& param = w->second;

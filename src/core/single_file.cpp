@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <set>
 
 #include "streamgen/config_json.h"
@@ -15,6 +16,8 @@ const std::string kUnetPrefix = "model.diffusion_model.";
 const std::string kVaePrefix = "first_stage_model.";
 const std::string kClipPrefix = "cond_stage_model.transformer.";
 const std::string kOpenClipPrefix = "cond_stage_model.model.";
+const std::string kSdxlClipPrefix = "conditioner.embedders.0.transformer.";
+const std::string kSdxlOpenClipPrefix = "conditioner.embedders.1.model.";
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
@@ -75,6 +78,7 @@ struct DownPath {
   std::vector<std::string> types;
   std::int64_t context = 768;
   bool linear = false;
+  std::vector<std::int64_t> transformer_layers;  // per block (1 where a block has no attention)
 };
 
 DownPath infer_down_path(const WeightSet& w, const std::string& p, std::int64_t n, std::int64_t L) {
@@ -84,6 +88,7 @@ DownPath infer_down_path(const WeightSet& w, const std::string& p, std::int64_t 
     d.channels.push_back(shape_or_throw(w, p + "input_blocks." + first + ".0.out_layers.3.weight")[0]);
     const bool attn = w.contains(p + "input_blocks." + first + ".1.proj_in.weight");
     d.types.push_back(attn ? "CrossAttnDownBlock2D" : "DownBlock2D");
+    d.transformer_layers.push_back(attn ? count_indices(w, p + "input_blocks." + first + ".1.transformer_blocks.") : 1);
     if (attn) {
       d.context = shape_or_throw(w, p + "input_blocks." + first + ".1.transformer_blocks.0.attn2.to_k.weight")[1];
       d.linear = shape_or_throw(w, p + "input_blocks." + first + ".1.proj_in.weight").size() == 2;
@@ -101,13 +106,25 @@ void put_down_path(nlohmann::json& c, const WeightSet& w, const std::string& p, 
   c["layers_per_block"] = L;
   c["cross_attention_dim"] = d.context;
   c["use_linear_projection"] = d.linear;
-  if (d.context == 1024) {
+  if (std::any_of(d.transformer_layers.begin(), d.transformer_layers.end(), [](auto n) { return n != 1; })) c["transformer_layers_per_block"] = d.transformer_layers;
+  if (d.context == 1024 || d.context == 2048) {  // SD2.x and SDXL: 64-wide heads
     std::vector<std::int64_t> heads;
     for (auto ch : d.channels) heads.push_back(ch / 64);
     c["attention_head_dim"] = heads;
   } else {
     c["attention_head_dim"] = 8;
   }
+}
+
+// SDXL's label_emb (add_embedding) reads the pooled text projection and 6 sinusoids of addition_time_embed_dim: the
+// pooled width is the file's text_projection's when it has one, else SDXL's 1280.
+void put_added_conditioning(nlohmann::json& c, const WeightSet& w, const std::string& p) {
+  if (!w.contains(p + "label_emb.0.0.weight")) return;
+  const auto in = shape_or_throw(w, p + "label_emb.0.0.weight")[1];
+  const auto pooled = w.contains(kSdxlOpenClipPrefix + "text_projection") ? shape_or_throw(w, kSdxlOpenClipPrefix + "text_projection")[1] : 1280;
+  c["addition_embed_type"] = "text_time";
+  c["projection_class_embeddings_input_dim"] = in;
+  c["addition_time_embed_dim"] = (in - pooled) / 6;
 }
 
 std::int64_t count_downsamplers(const WeightSet& w, const std::string& p) {
@@ -132,10 +149,11 @@ nlohmann::json infer_unet_config(const WeightSet& w) {
   put_down_path(c, w, p, down, L);
   c["out_channels"] = shape_or_throw(w, p + "out.2.weight")[0];
   c["up_block_types"] = up;
+  put_added_conditioning(c, w, p);
   return c;
 }
 
-nlohmann::json infer_vae_config(const WeightSet& w) {
+nlohmann::json infer_vae_config(const WeightSet& w, double scaling_factor) {
   const auto p = kVaePrefix;
   const auto n = count_indices(w, p + "encoder.down.");
   if (n == 0) throw StateDictError(w.description() + ": no first_stage_model.encoder.down.* tensors (the VAE)");
@@ -148,26 +166,32 @@ nlohmann::json infer_vae_config(const WeightSet& w) {
   c["latent_channels"] = shape_or_throw(w, p + "quant_conv.weight")[0] / 2;
   c["in_channels"] = shape_or_throw(w, p + "encoder.conv_in.weight")[1];
   c["out_channels"] = shape_or_throw(w, p + "decoder.conv_out.weight")[0];
-  c["scaling_factor"] = 0.18215;
+  c["scaling_factor"] = scaling_factor;
   return c;
 }
 
-nlohmann::json infer_text_config(const WeightSet& w, bool open_clip) {
+// `open_clip_prefix` empty: transformers' CLIP under `clip_prefix`; else OpenCLIP's text tower there. `sdxl`: every
+// layer is kept (SDXL's pooled output comes from the last; SD2.x never uses the last), with the text_projection.
+nlohmann::json infer_text_config(const WeightSet& w, const std::string& clip_prefix, const std::string& open_clip_prefix, bool sdxl = false) {
   nlohmann::json c;
   c["architectures"] = {"CLIPTextModel"};
-  if (open_clip) {
-    const auto p = kOpenClipPrefix;
+  if (!open_clip_prefix.empty()) {
+    const auto& p = open_clip_prefix;
     const auto hidden = shape_or_throw(w, p + "token_embedding.weight")[1];
     c["hidden_size"] = hidden;
     c["vocab_size"] = shape_or_throw(w, p + "token_embedding.weight")[0];
     c["max_position_embeddings"] = shape_or_throw(w, p + "positional_embedding")[0];
     c["intermediate_size"] = shape_or_throw(w, p + "transformer.resblocks.0.mlp.c_fc.weight")[0];
     // SD2.x conditions on the penultimate layer: the last resblock is never used.
-    c["num_hidden_layers"] = count_indices(w, p + "transformer.resblocks.") - 1;
+    c["num_hidden_layers"] = count_indices(w, p + "transformer.resblocks.") - (sdxl ? 0 : 1);
     c["num_attention_heads"] = hidden / 64;
     c["hidden_act"] = "gelu";
+    if (sdxl) {
+      c["architectures"] = {"CLIPTextModelWithProjection"};
+      c["projection_dim"] = shape_or_throw(w, p + "text_projection")[1];
+    }
   } else {
-    const auto p = w.contains(kClipPrefix + "text_model.embeddings.token_embedding.weight") ? kClipPrefix + "text_model." : kClipPrefix;
+    const auto p = w.contains(clip_prefix + "text_model.embeddings.token_embedding.weight") ? clip_prefix + "text_model." : clip_prefix;
     const auto hidden = shape_or_throw(w, p + "embeddings.token_embedding.weight")[1];
     c["hidden_size"] = hidden;
     c["vocab_size"] = shape_or_throw(w, p + "embeddings.token_embedding.weight")[0];
@@ -180,9 +204,9 @@ nlohmann::json infer_text_config(const WeightSet& w, bool open_clip) {
   return c;
 }
 
-// OpenCLIP's text tower -> transformers' CLIPTextModel names, splitting the fused in_proj.
-std::shared_ptr<const TensorSource> convert_open_clip(const WeightSet& w, std::int64_t layers) {
-  const auto p = kOpenClipPrefix;
+// OpenCLIP's text tower under `p` -> transformers' CLIPTextModel names, splitting the fused in_proj; with
+// `projection`, its text_projection matrix (applied as x @ P) as CLIPTextModelWithProjection's Linear weight P^T.
+std::shared_ptr<const TensorSource> convert_open_clip(const WeightSet& w, const std::string& p, std::int64_t layers, bool projection = false) {
   std::map<std::string, torch::Tensor> out;
   out["text_model.embeddings.token_embedding.weight"] = w.tensor(p + "token_embedding.weight");
   out["text_model.embeddings.position_embedding.weight"] = w.tensor(p + "positional_embedding");
@@ -201,6 +225,7 @@ std::shared_ptr<const TensorSource> convert_open_clip(const WeightSet& w, std::i
       out[to + "self_attn.v_proj." + kind] = parts[2];
     }
   }
+  if (projection) out["text_projection.weight"] = w.tensor(p + "text_projection").t().contiguous();
   return std::make_shared<TensorMapSource>(std::move(out), w.description() + " (OpenCLIP text tower)");
 }
 
@@ -219,6 +244,8 @@ std::vector<KeyRename> ldm_unet_renames(const nlohmann::json& cfg) {
   const auto n = static_cast<std::int64_t>(down.size());
   std::vector<KeyRename> r{{kUnetPrefix + "time_embed.0.", "time_embedding.linear_1."},
                            {kUnetPrefix + "time_embed.2.", "time_embedding.linear_2."},
+                           {kUnetPrefix + "label_emb.0.0.", "add_embedding.linear_1."},  // SDXL's added conditioning
+                           {kUnetPrefix + "label_emb.0.2.", "add_embedding.linear_2."},
                            {kUnetPrefix + "input_blocks.0.0.", "conv_in."},
                            {kUnetPrefix + "out.0.", "conv_norm_out."},
                            {kUnetPrefix + "out.2.", "conv_out."}};
@@ -288,6 +315,7 @@ nlohmann::json infer_controlnet_config(const WeightSet& w, const std::string& p)
   put_down_path(c, w, p, infer_down_path(w, p, n, L), L);
   c["conditioning_channels"] = shape_or_throw(w, p + "input_hint_block.0.weight")[1];
   c["conditioning_embedding_out_channels"] = widths;
+  put_added_conditioning(c, w, p);
   return c;
 }
 
@@ -303,7 +331,7 @@ std::vector<KeyRename> ldm_controlnet_renames(const nlohmann::json& cfg, const s
   std::vector<KeyRename> r;
   for (const auto& rule : ldm_unet_renames(as_unet)) {
     const auto part = rule.from.substr(kUnetPrefix.size());
-    if (starts_with_any(part, {"input_blocks.", "middle_block.", "time_embed."})) r.push_back({prefix + part, rule.to});
+    if (starts_with_any(part, {"input_blocks.", "middle_block.", "time_embed.", "label_emb."})) r.push_back({prefix + part, rule.to});
   }
   const auto widths = config_value<std::vector<std::int64_t>>(cfg, "conditioning_embedding_out_channels", {16, 32, 96, 256}, "controlnet config");
   const auto steps = static_cast<std::int64_t>(widths.size()) - 1;
@@ -343,12 +371,16 @@ SingleFileCheckpoint open_single_file(const std::filesystem::path& file, const s
   auto weights = std::make_shared<WeightSet>(WeightSet::open(file));
   const auto& w = *weights;
   SingleFileCheckpoint ckpt;
+  const bool sdxl = w.contains(kSdxlOpenClipPrefix + "token_embedding.weight");
   const bool open_clip = w.contains(kOpenClipPrefix + "token_embedding.weight");
   const bool clip = !keys_with_prefix(w, kClipPrefix).empty();
-  if (keys_with_prefix(w, kUnetPrefix).empty() || keys_with_prefix(w, kVaePrefix).empty() || (!open_clip && !clip))
+  if (keys_with_prefix(w, kUnetPrefix).empty() || keys_with_prefix(w, kVaePrefix).empty() || (!open_clip && !clip && !sdxl))
     throw Error(file.string() + ": not a Stable Diffusion single-file checkpoint (expected model.diffusion_model.*, first_stage_model.* "
-                "and cond_stage_model.* tensors)");
-  ckpt.family = open_clip ? "sd2" : "sd1";
+                "and cond_stage_model.* tensors, or SDXL's conditioner.embedders.*)");
+  if (sdxl && keys_with_prefix(w, kSdxlClipPrefix).empty())
+    throw Error(file.string() + ": an SDXL checkpoint with conditioner.embedders.1 (OpenCLIP bigG) but no conditioner.embedders.0.transformer.* "
+                "(CLIP ViT-L): a refiner-only checkpoint is not supported");
+  ckpt.family = sdxl ? "sdxl" : open_clip ? "sd2" : "sd1";
   const std::string inferred = "configuration inferred from " + file.string();
   auto config_for = [&](const std::string& sub, nlohmann::json inferred_config, std::string& source) {
     if (!config_from) {
@@ -370,19 +402,27 @@ SingleFileCheckpoint open_single_file(const std::filesystem::path& file, const s
     return !starts_with_any(k, {kUnetPrefix, "conv_in.", "conv_out.", "conv_norm_out.", "time_embedding.", "down_blocks.", "mid_block.", "up_blocks."});
   };
 
-  ckpt.vae.config = config_for("vae", infer_vae_config(w), ckpt.vae.config_source);
+  ckpt.vae.config = config_for("vae", infer_vae_config(w, sdxl ? 0.13025 : 0.18215), ckpt.vae.config_source);
   ckpt.vae.weights = weights;
   ckpt.vae.load.renames = ldm_vae_renames(ckpt.vae.config);
   ckpt.vae.load.conv1x1_as_linear = true;  // the mid-block attention's q/k/v/proj_out are 1x1 convs
   ckpt.vae.load.ignore_unexpected = [](std::string_view k) { return !starts_with_any(k, {"encoder.", "decoder.", "quant_conv.", "post_quant_conv."}); };
 
-  ckpt.text_encoder.config = config_for("text_encoder", infer_text_config(w, open_clip), ckpt.text_encoder.config_source);
+  const auto clip_prefix = sdxl ? kSdxlClipPrefix : kClipPrefix;
+  ckpt.text_encoder.config = config_for("text_encoder", infer_text_config(w, clip_prefix, open_clip ? kOpenClipPrefix : ""), ckpt.text_encoder.config_source);
   if (open_clip) {
-    ckpt.text_encoder.weights = convert_open_clip(w, config_value<std::int64_t>(ckpt.text_encoder.config, "num_hidden_layers", 23, "text config"));
+    ckpt.text_encoder.weights =
+        convert_open_clip(w, kOpenClipPrefix, config_value<std::int64_t>(ckpt.text_encoder.config, "num_hidden_layers", 23, "text config"));
   } else {
     ckpt.text_encoder.weights = weights;
-    ckpt.text_encoder.load.renames = {{kClipPrefix + "text_model.", "text_model."}, {kClipPrefix, "text_model."}};
+    ckpt.text_encoder.load.renames = {{clip_prefix + "text_model.", "text_model."}, {clip_prefix, "text_model."}};
     ckpt.text_encoder.load.ignore_unexpected = [](std::string_view k) { return k.substr(0, 11) != "text_model."; };
+  }
+  if (sdxl) {
+    ComponentSource te2;
+    te2.config = config_for("text_encoder_2", infer_text_config(w, "", kSdxlOpenClipPrefix, true), te2.config_source);
+    te2.weights = convert_open_clip(w, kSdxlOpenClipPrefix, config_value<std::int64_t>(te2.config, "num_hidden_layers", 32, "text config"), true);
+    ckpt.text_encoder_2 = std::move(te2);
   }
   return ckpt;
 }
