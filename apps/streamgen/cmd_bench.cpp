@@ -35,7 +35,7 @@ void add_model_bench(CLI::App* parent, const std::string& name, const std::strin
   auto args = std::make_shared<ModelArgs>();
   auto* cmd = parent->add_subcommand(name, description);
   args->compute.add_to(*cmd, /*with_dtype=*/false);
-  if (has_preset) cmd->add_option("--preset", args->preset, "sd15 or sd21 (SD 2.1 / SD-Turbo, the default)");
+  if (has_preset) cmd->add_option("--preset", args->preset, "sd15, sd21 (SD 2.1 / SD-Turbo, the default) or sdxl (unet only)");
   cmd->add_option("--batch", args->batches, "Batch sizes")->delimiter(',')->capture_default_str()->check(CLI::Range(1, 64));
   if (!sizes_help.empty()) cmd->add_option("--sizes", args->sizes, sizes_help)->delimiter(',')->check(CLI::Range(8, 4096));
   cmd->add_option("--dtypes", args->dtypes, "fp32, bf16, fp16")->delimiter(',')->capture_default_str();

@@ -11,6 +11,7 @@
 
 #include "streamgen/device.h"
 #include "streamgen/timing.h"
+#include "streamgen/unet_2d_condition.h"
 
 namespace streamgen {
 
@@ -64,6 +65,9 @@ std::vector<BenchRow> bench_text_encoder(const ModelBenchOptions& options);
 // default when `preset` is empty).
 nlohmann::json unet_preset(const std::string& preset);
 std::string preset_or_default(const std::string& preset);
+// Random prompt embeddings [batch, tokens, D] for a UNet of `config`, with SDXL's pooled embedding and a 1024 px
+// image's time_ids when it has the text_time conditioning.
+UNetConditioning random_conditioning(const UNet2DConditionConfig& config, std::int64_t batch, std::int64_t tokens, const torch::TensorOptions& options);
 
 // The stream: Stream Batch vs the sequential loop (4 steps), RCFG self vs full (4 steps), the
 // similarity filter on a static clip, and end-to-end img2img (TAESD encode + UNet + TAESD decode)

@@ -32,7 +32,27 @@ nlohmann::json unet_preset(const std::string& preset) {
             {"attention_head_dim", {5, 10, 20, 20}},
             {"cross_attention_dim", 1024},
             {"use_linear_projection", true}};
-  throw Error("unknown preset '" + preset + "' (expected sd15 or sd21)");
+  if (preset == "sdxl")  // SDXL base / SDXL-Turbo: 2.6 B weights, 10 transformer blocks per attention at the lowest level
+    return {{"block_out_channels", {320, 640, 1280}},
+            {"down_block_types", {"DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"}},
+            {"up_block_types", {"CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"}},
+            {"attention_head_dim", {5, 10, 20}},
+            {"transformer_layers_per_block", {1, 2, 10}},
+            {"cross_attention_dim", 2048},
+            {"use_linear_projection", true},
+            {"addition_embed_type", "text_time"},
+            {"addition_time_embed_dim", 256},
+            {"projection_class_embeddings_input_dim", 2816}};
+  throw Error("unknown preset '" + preset + "' (expected sd15, sd21 or sdxl)");
+}
+
+UNetConditioning random_conditioning(const UNet2DConditionConfig& config, std::int64_t batch, std::int64_t tokens, const torch::TensorOptions& options) {
+  UNetConditioning c(torch::randn({batch, tokens, config.cross_attention_dim}, options));
+  if (config.text_time) {
+    c.text_embeds = torch::randn({batch, config.text_embeds_dim()}, options);
+    c.time_ids = default_time_ids(1024, 1024).expand({batch, -1}).to(options.device());
+  }
+  return c;
 }
 
 namespace {
@@ -116,7 +136,7 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
       for (auto s : sizes) {
         const auto opts = torch::TensorOptions().device(o.device).dtype(dtype);
         const auto x = torch::randn({b, 4, s, s}, opts);
-        const auto ctx = torch::randn({b, 77, cfg.cross_attention_dim}, opts);
+        const auto ctx = random_conditioning(cfg, b, 77, opts);
         const auto t = torch::full({b}, 999, torch::TensorOptions().device(o.device).dtype(torch::kInt64));
         BenchRow row;
         row["name"] = "unet";

@@ -25,7 +25,7 @@ Timing time_steps(StreamDiffusion& s, const torch::Tensor& z, int runs, const to
 }
 
 StreamDiffusion make_stream(UNet2DConditionModel unet, std::vector<std::int64_t> t_index, CfgType cfg, bool batched, std::int64_t latent,
-                            const torch::Tensor& ctx) {
+                            const UNetConditioning& ctx) {
   StreamDiffusionConfig c;
   c.t_index_list = std::move(t_index);
   c.cfg = cfg;
@@ -69,7 +69,7 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
       prepare_for_inference(*t, o.device, own);
       taesds.emplace_back(t, own);
     }
-    const auto ctx = torch::randn({1, kContextTokens, cfg.cross_attention_dim});
+    const auto ctx = random_conditioning(cfg, 1, kContextTokens, torch::TensorOptions());
     for (auto size : sizes) {
       const auto latent = size / 8;
       const auto z = torch::randn({1, 4, latent, latent});
