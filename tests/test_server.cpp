@@ -170,6 +170,23 @@ TEST(Server, FramesInFramesOutAndPromptHotSwap) {
   c.close();
 }
 
+TEST(Server, SdxlPipelinesServeWithTaesdXl) {
+  auto o = tiny_server();
+  o.stream.model = test::data_path("tiny-sdxl");
+  o.stream.taesd = test::data_path("taesdxl");
+  Server server(o);
+  server.start();
+  Client c(server.port());
+  EXPECT_EQ(c.next_json("ready")["prompt"], "a cat");
+  c.send_binary(jpeg_frame(1));
+  EXPECT_EQ(c.next_frame().sizes(), (std::vector<std::int64_t>{1, 3, 64, 64}));
+  c.send_json({{"type", "config"}, {"prompt", "a dog"}});  // both text encoders, the pooled projection: a hot swap
+  EXPECT_FALSE(c.next_json("config")["restarted"].get<bool>());
+  c.send_binary(jpeg_frame(2));
+  EXPECT_EQ(c.next_frame().size(3), 64);
+  c.close();
+}
+
 TEST(Server, LoraScalesChangeLiveAndEverySessionHearsIt) {
   auto o = tiny_server();
   o.stream.model = test::data_path("tiny-sd15");
