@@ -21,6 +21,7 @@ PACKAGES=(
   libboost-dev                 # Beast + Asio: the HTTP/WebSocket server
   libgloo-dev                  # headers of the Gloo backend LibTorch's c10d uses for data-parallel training
   libgtest-dev libgmock-dev libbenchmark-dev
+  python3-dev pybind11-dev python3-numpy python3-pil python3-pytest   # the Python module and its tests (Debian's python3)
   clang libclang-rt-dev        # libFuzzer for the fuzz tests
   chromium                     # the real-browser end-to-end test (driven by playwright-core from npm)
 )

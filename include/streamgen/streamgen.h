@@ -108,8 +108,10 @@ typedef struct sg_stream_options {
   uint64_t seed;
   /* Stable Diffusion (StreamDiffusion) */
   const char* mode;             /* "img2img" (default: push frames) or "txt2img" (frames come without input) */
-  const int32_t* t_index_list;  /* indices into the 50-step LCM schedule; NULL: {32, 45} */
+  const int32_t* t_index_list;  /* indices into the num_inference_steps LCM schedule; NULL: {32, 45} */
   size_t t_index_count;
+  int num_inference_steps;      /* 50 */
+  int do_add_noise;             /* 1: re-noise each slot's latents with its fixed noise (StreamDiffusion's default) */
   const char* cfg_type;         /* "none", "full", "self" (default), "initialize" */
   float guidance_scale;         /* 1.2 */
   float delta;                  /* 1.0 */

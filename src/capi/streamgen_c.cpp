@@ -270,6 +270,8 @@ void sg_stream_options_init(sg_stream_options* o) {
   o->delta = 1.0f;
   o->frame_buffer_size = 1;
   o->use_denoising_batch = 1;
+  o->num_inference_steps = 50;
+  o->do_add_noise = 1;
   o->similar_image_filter_threshold = 0.98f;
   o->similar_image_filter_max_skip = 10;
   o->fps = 24;
@@ -321,6 +323,8 @@ sg_status sg_stream_create(sg_pipeline* p, const sg_stream_options* o, sg_stream
       r.stream.delta = o->delta;
       r.stream.frame_buffer_size = o->frame_buffer_size;
       r.stream.use_denoising_batch = o->use_denoising_batch != 0;
+      r.stream.num_inference_steps = o->num_inference_steps;
+      r.stream.do_add_noise = o->do_add_noise != 0;
       if (r.stream.txt2img) r.stream.warmup = Warmup::Suppress;
       if (o->similar_image_filter) r.ssf = SimilarityFilterOptions{o->similar_image_filter_threshold, o->similar_image_filter_max_skip};
       r.input_capacity = static_cast<std::size_t>(std::max(o->input_capacity, o->frame_buffer_size));
