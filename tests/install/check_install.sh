@@ -38,4 +38,10 @@ set +e
 rc=$?
 set -e
 test "$rc" -eq 2 || { echo "find_package build: exit $rc, expected 2"; exit 1; }
+# The Python package, where the prefix's python3 would look, finds the installed libstreamgen.so by itself.
+if [ -d "$tmp/prefix/lib/python3/dist-packages/streamgen" ]; then
+  PYTHONPATH="$tmp/prefix/lib/python3/dist-packages" /usr/bin/python3 -c "import streamgen; assert streamgen.build_info()['api_version'] == 1" ||
+    { echo "the installed Python module does not import"; exit 1; }
+  echo "the installed Python module imports"
+fi
 echo "installed, and the C example built against it with pkg-config and with find_package"
