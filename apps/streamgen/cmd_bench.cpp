@@ -26,6 +26,7 @@ struct ModelArgs {
   bool json = false;
   bool profile = false;
   bool controlnet = false;
+  bool both_layouts = false;
 };
 
 using ModelBench = std::vector<BenchRow> (*)(const ModelBenchOptions&);
@@ -42,7 +43,10 @@ void add_model_bench(CLI::App* parent, const std::string& name, const std::strin
   cmd->add_option("--runs", args->runs, "Timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", args->json, "One JSON object per configuration per line");
   cmd->add_flag("--profile", args->profile, "Also print time per ATen op of one call (stderr)");
-  if (name == "unet") cmd->add_flag("--controlnet", args->controlnet, "Also time a ControlNet (random weights) run with the UNet, and the ratio");
+  if (name == "unet") {
+    cmd->add_flag("--controlnet", args->controlnet, "Also time a ControlNet (random weights) run with the UNet, and the ratio");
+    cmd->add_flag("--both-layouts", args->both_layouts, "Also time the same weights in the other memory layout (channels-last / contiguous)");
+  }
   cmd->callback([args, bench] {
     const auto compute = args->compute.resolve();
     ModelBenchOptions o;
@@ -55,6 +59,7 @@ void add_model_bench(CLI::App* parent, const std::string& name, const std::strin
     o.runs = args->runs;
     o.profile = args->profile;
     o.controlnet = args->controlnet;
+    o.both_layouts = args->both_layouts;
     print_bench_rows(std::cout, bench(o), args->json);
   });
 }

@@ -53,6 +53,7 @@ struct ModelBenchOptions {
   int runs = 5;
   bool profile = false;  // also print where the time of one call goes, per ATen op, to stderr
   bool controlnet = false;  // bench unet: also a ControlNet of the UNet's encoder run with it (and the ratio)
+  bool both_layouts = false;  // bench unet: also the same weights in the other memory layout (bench taesd always shows both)
 };
 
 // Random weights at the real sizes (no download); rows carry gflop (per call, counted by

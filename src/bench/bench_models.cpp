@@ -57,6 +57,23 @@ UNetConditioning random_conditioning(const UNet2DConditionConfig& config, std::i
 
 namespace {
 
+// `to` gets `from`'s weights in the other memory layout of its convolution kernels (channels-last <-> contiguous):
+// the benches print both layouts side by side, the one the model's loader picks first.
+void copy_in_other_layout(torch::nn::Module& from, torch::nn::Module& to) {
+  auto a = from.parameters();
+  auto b = to.parameters();
+  const auto is_cl = [](const torch::Tensor& t) { return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(torch::MemoryFormat::ChannelsLast); };
+  const bool channels_last = std::any_of(a.begin(), a.end(), is_cl);
+  for (std::size_t i = 0; i < a.size(); ++i)
+    b[i].set_data(a[i].dim() != 4 ? a[i] : channels_last ? a[i].contiguous() : a[i].contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+const char* layout_of(torch::nn::Module& m) {
+  for (const auto& p : m.parameters())
+    if (p.dim() == 4 && !p.is_contiguous()) return "channels_last";
+  return "contiguous";
+}
+
 ClipTextConfig text_preset(const std::string& preset) {
   ClipTextConfig c;
   if (preset == "sd15") return c;  // CLIP ViT-L/14 text tower: the defaults
@@ -131,6 +148,12 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
       controlnet = ControlNetModel(c);
       prepare_for_inference(*controlnet, o.device, dtype);
     }
+    UNet2DConditionModel other{nullptr};  // --layouts: the same weights in the other memory layout
+    if (o.both_layouts) {
+      other = UNet2DConditionModel(cfg);
+      prepare_for_inference(*other, o.device, dtype);
+      copy_in_other_layout(*unet, *other);
+    }
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches)
       for (auto s : sizes) {
@@ -145,8 +168,15 @@ std::vector<BenchRow> bench_unet(const ModelBenchOptions& o) {
         row["dtype"] = dtype_label(dtype);
         row["batch"] = b;
         row["latent"] = s;
+        row["layout"] = layout_of(*unet);
         rows.push_back(measure(row, [&] { unet->forward(x, t, ctx); sync(o.device); }, o.runs, peak, o.profile));
         rows.back()["conv_peak_gflops"] = peak;
+        if (other) {
+          auto alt = row;
+          alt["layout"] = layout_of(*other);
+          rows.push_back(measure(alt, [&] { other->forward(x, t, ctx); sync(o.device); }, o.runs, peak, o.profile));
+          rows.back()["conv_peak_gflops"] = peak;
+        }
         if (!controlnet) continue;
         // The ControlNet's residuals go into the UNet call, as in the stream: one step of both.
         const auto control = torch::rand({b, 3, s * 8, s * 8}, opts);
@@ -172,24 +202,31 @@ std::vector<BenchRow> bench_taesd(const ModelBenchOptions& o) {
   std::vector<BenchRow> rows;
   for (auto dtype : o.dtypes) {
     AutoencoderTiny taesd(AutoencoderTinyConfig{});
-    prepare_for_inference(*taesd, o.device, dtype);
+    prepare_autoencoder_tiny(*taesd, o.device, dtype);
+    // The same weights in both memory layouts, side by side: what prepare_autoencoder_tiny picks, and the other.
+    AutoencoderTiny other(AutoencoderTinyConfig{});
+    prepare_for_inference(*other, o.device, dtype);
+    copy_in_other_layout(*taesd, *other);
     const double peak = conv_peak(dtype, o.device);
     for (auto b : o.batches)
       for (auto s : sizes) {
         const auto opts = torch::TensorOptions().device(o.device).dtype(dtype);
         const auto img = torch::rand({b, 3, s, s}, opts) * 2 - 1;
         const auto lat = torch::randn({b, 4, s / 8, s / 8}, opts);
-        for (const std::string op : {"encode", "decode"}) {
-          BenchRow row;
-          row["name"] = "taesd_" + op;
-          row["dtype"] = dtype_label(dtype);
-          row["batch"] = b;
-          row["size"] = s;
-          auto fn = op == "encode" ? std::function<void()>([&] { taesd->encode(img); sync(o.device); })
-                                   : std::function<void()>([&] { taesd->decode(lat); sync(o.device); });
-          rows.push_back(measure(row, fn, o.runs, peak, o.profile));
-          rows.back()["fps"] = 1000.0 * static_cast<double>(b) / rows.back()["median_ms"].get<double>();
-        }
+        for (auto* model : {&taesd, &other})
+          for (const std::string op : {"encode", "decode"}) {
+            auto& m = *model;
+            BenchRow row;
+            row["name"] = "taesd_" + op;
+            row["dtype"] = dtype_label(dtype);
+            row["layout"] = layout_of(*m);
+            row["batch"] = b;
+            row["size"] = s;
+            auto fn = op == "encode" ? std::function<void()>([&] { m->encode(img); sync(o.device); })
+                                     : std::function<void()>([&] { m->decode(lat); sync(o.device); });
+            rows.push_back(measure(row, fn, o.runs, peak, o.profile));
+            rows.back()["fps"] = 1000.0 * static_cast<double>(b) / rows.back()["median_ms"].get<double>();
+          }
       }
   }
   return rows;

@@ -62,11 +62,11 @@ std::vector<BenchRow> bench_stream(const ModelBenchOptions& o) {
     UNet2DConditionModel unet(cfg);
     prepare_for_inference(*unet, o.device, dtype);
     AutoencoderTiny taesd(AutoencoderTinyConfig{});
-    prepare_for_inference(*taesd, o.device, dtype);
+    prepare_autoencoder_tiny(*taesd, o.device, dtype);
     std::vector<std::pair<AutoencoderTiny, torch::ScalarType>> taesds{{taesd, dtype}};
     if (const auto own = fastest_dtype(o.device, parameter_count(*taesd)); own != dtype) {
       AutoencoderTiny t(AutoencoderTinyConfig{});
-      prepare_for_inference(*t, o.device, own);
+      prepare_autoencoder_tiny(*t, o.device, own);
       taesds.emplace_back(t, own);
     }
     const auto ctx = random_conditioning(cfg, 1, kContextTokens, torch::TensorOptions());

@@ -95,6 +95,15 @@ std::vector<KeyRename> index_shift(int shift) {
 
 }  // namespace
 
+void prepare_autoencoder_tiny(AutoencoderTinyImpl& model, torch::Device device, torch::ScalarType dtype) {
+  prepare_for_inference(model, device, dtype);
+  if (device.is_cpu() && dtype == torch::kFloat32) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model.parameters())
+      if (p.dim() == 4) p.set_data(p.contiguous());
+  }
+}
+
 AutoencoderTiny load_autoencoder_tiny(const std::filesystem::path& path, const ComputeOptions& compute) {
   std::error_code ec;
   AutoencoderTiny model{nullptr};
@@ -122,7 +131,7 @@ AutoencoderTiny load_autoencoder_tiny(const std::filesystem::path& path, const C
     load_state_dict(*model->encoder, enc_w, enc_opt);
     load_state_dict(*model->decoder, dec_w, dec_opt);
   }
-  prepare_for_inference(*model, compute.device, compute.dtype);
+  prepare_autoencoder_tiny(*model, compute.device, compute.dtype);
   return model;
 }
 

@@ -286,7 +286,7 @@ std::shared_ptr<StreamModels> StreamModels::load(const std::filesystem::path& mo
   m->taesd = load_autoencoder_tiny(taesd, taesd_compute);
   if (compute.auto_dtype) {
     taesd_compute.dtype = fastest_dtype(compute.device, parameter_count(*m->taesd));
-    prepare_for_inference(*m->taesd, compute.device, taesd_compute.dtype);
+    prepare_autoencoder_tiny(*m->taesd, compute.device, taesd_compute.dtype);
   }
   m->taesd_dtype = taesd_compute.dtype;
   m->scheduler = LcmSchedulerConfig::from_folder(resolve_component_dir(model, "scheduler"));
