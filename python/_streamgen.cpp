@@ -105,6 +105,10 @@ class Stream {
     }
     check(status, sg_last_error());
     stream_ = s;
+    int w = 0, h = 0;
+    check(sg_stream_size(s, &w, &h), sg_last_error());
+    width_ = w;
+    height_ = h;
   }
   ~Stream() { close(); }
 
@@ -175,7 +179,7 @@ class Stream {
   py::ssize_t width() const { return width_; }
   py::ssize_t height() const { return height_; }
 
-  py::ssize_t width_ = 0, height_ = 0;  // the output size (the stream's)
+  py::ssize_t width_ = 0, height_ = 0;  // the output size, as the engine resolved the options'
   std::uint64_t last_index_ = 0;
   double last_latency_ms_ = 0;
 
@@ -212,13 +216,10 @@ PYBIND11_MODULE(_streamgen, m) {
                        double guidance_scale, double delta, int frame_buffer_size, bool use_denoising_batch, bool do_add_noise,
                        bool similar_image_filter, double similar_image_filter_threshold, int similar_image_filter_max_skip, const std::string& fit,
                        double fps, int input_capacity, int output_capacity) {
-             auto s = std::make_unique<Stream>(p, width, height, prompt, negative_prompt, seed, mode, t_index_list, num_inference_steps, cfg_type,
-                                               guidance_scale, delta, frame_buffer_size, use_denoising_batch, do_add_noise, similar_image_filter,
-                                               similar_image_filter_threshold, similar_image_filter_max_skip, fit, fps, input_capacity,
-                                               output_capacity);
-             s->width_ = width > 0 ? width : (p.kind() == "streamdit" ? 256 : 512);
-             s->height_ = height > 0 ? height : (p.kind() == "streamdit" ? s->width_ : 512);
-             return s;
+             return std::make_unique<Stream>(p, width, height, prompt, negative_prompt, seed, mode, t_index_list, num_inference_steps, cfg_type,
+                                             guidance_scale, delta, frame_buffer_size, use_denoising_batch, do_add_noise, similar_image_filter,
+                                             similar_image_filter_threshold, similar_image_filter_max_skip, fit, fps, input_capacity,
+                                             output_capacity);
            }),
            py::arg("pipeline"), py::arg("width") = 512, py::arg("height") = 512, py::arg("prompt") = "", py::arg("negative_prompt") = "",
            py::arg("seed") = 2, py::arg("mode") = "img2img", py::arg("t_index_list") = std::vector<std::int32_t>{},

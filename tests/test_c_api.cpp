@@ -170,6 +170,10 @@ TEST(CApi, TextToVideoStreamsFromAStreamDiTModel) {
   ASSERT_NE(pipeline.p, nullptr);
   EXPECT_STREQ(sg_pipeline_kind(pipeline.p), "streamdit");
   sg_stream* s = start(pipeline.p, 64, "a red circle moving right");
+  int width = 0, height = 0;
+  ASSERT_EQ(sg_stream_size(s, &width, &height), SG_OK);
+  EXPECT_EQ(width, 64);
+  EXPECT_EQ(height, 64);
   std::vector<std::uint8_t> out(64 * 64 * 4);
   for (int i = 0; i < 3; ++i) {
     sg_frame f{out.data(), out.size(), SG_PIXEL_RGBA8, 0, 0, 0, 0, 0, 0};

@@ -132,6 +132,8 @@ typedef struct sg_stream_options {
 SG_API void sg_stream_options_init(sg_stream_options* options);
 /* Starts a stream on the pipeline: its threads run until sg_stream_destroy. Thread-safe. */
 SG_API sg_status sg_stream_create(sg_pipeline* pipeline, const sg_stream_options* options, sg_stream** out);
+/* The stream's output size (what a width or height of 0 in its options became). Thread-safe. */
+SG_API sg_status sg_stream_size(const sg_stream* stream, int* width, int* height);
 /* img2img streams: one input frame of any size (fitted to the stream's), `stride` bytes per row (0: packed).
  * Never blocks: under overload older frames are dropped and counted. Thread-safe. */
 SG_API sg_status sg_stream_push(sg_stream* stream, const uint8_t* pixels, int width, int height, size_t stride, sg_pixel_format format);

@@ -341,6 +341,15 @@ sg_status sg_stream_create(sg_pipeline* p, const sg_stream_options* o, sg_stream
   });
 }
 
+sg_status sg_stream_size(const sg_stream* s, int* width, int* height) {
+  return guarded(nullptr, [&] {
+    require(s != nullptr && width != nullptr && height != nullptr, "sg_stream_size: stream, width and height must not be NULL");
+    *width = static_cast<int>(s->width);
+    *height = static_cast<int>(s->height);
+    return SG_OK;
+  });
+}
+
 sg_status sg_stream_push(sg_stream* s, const std::uint8_t* pixels, int width, int height, std::size_t stride, sg_pixel_format format) {
   return guarded(s ? &s->error : nullptr, [&] {
     require(s != nullptr, "sg_stream_push: stream is NULL");

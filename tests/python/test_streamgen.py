@@ -81,7 +81,8 @@ def test_errors_name_what_is_wrong(pipeline):
 def test_text_to_video_from_a_streamdit_model():
     dit = streamgen.Pipeline(os.path.join(MODELS, "streamdit-shapes-32-student"))
     assert dit.kind == "streamdit"
-    with streamgen.Stream(dit, width=64, height=64, prompt="a red circle moving right", fps=0) as stream:
+    with streamgen.Stream(dit, width=64, height=0, prompt="a red circle moving right", fps=0) as stream:
+        assert (stream.width, stream.height) == (64, 64)  # the engine's resolution of height 0
         frames = [stream.pop(timeout=60) for _ in range(3)]
         assert all(f.shape == (64, 64, 3) for f in frames)
         stream.set_prompt("a blue square moving up")
